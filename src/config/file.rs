@@ -1,0 +1,115 @@
+//! The serde mirror of the YAML file: field names and shapes exactly as operators write them.
+//!
+//! Every struct denies unknown keys, so a typo is an error rather than a silently ignored
+//! setting. Values that need checking beyond their YAML type (addresses, durations, names that
+//! refer to each other) are kept as `Spanned` strings here and checked in `mod.rs`, so each
+//! error can name its line, column and field path. Nothing in this file validates.
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub type Text = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub runtime: Option<RawRuntime>,
+    pub admin: Option<RawAdmin>,
+    pub listeners: Option<Spanned<BTreeMap<String, RawListener>>>,
+    pub pools: Option<Spanned<BTreeMap<String, RawPool>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRuntime {
+    pub worker_threads: Option<Spanned<usize>>,
+    /// How long SIGTERM waits for in-flight requests and connections before exiting.
+    pub drain_timeout: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub bind: Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub bind: Text,
+    pub protocol: Option<Protocol>,
+    pub pool: Text,
+    pub timeouts: Option<RawListenerTimeouts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTimeouts {
+    pub client_header: Option<Text>,
+    pub client_idle: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub algorithm: Option<Text>,
+    pub backends: Spanned<Vec<Spanned<RawBackend>>>,
+    pub timeouts: Option<RawPoolTimeouts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoolTimeouts {
+    pub connect: Option<Text>,
+    pub response: Option<Text>,
+}
+
+/// A backend entry: the short form `127.0.0.1:9001` or the long form `{address, weight}`.
+#[derive(Debug)]
+pub struct RawBackend {
+    pub address: String,
+    pub weight: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackendLong {
+    address: String,
+    weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for RawBackend {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = RawBackend;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an address like 127.0.0.1:9001, or a map {address, weight}")
+            }
+            fn visit_str<E: de::Error>(self, address: &str) -> Result<RawBackend, E> {
+                Ok(RawBackend {
+                    address: address.to_owned(),
+                    weight: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawBackend, A::Error> {
+                let long = RawBackendLong::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawBackend {
+                    address: long.address,
+                    weight: long.weight,
+                })
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
+}

@@ -1,0 +1,499 @@
+//! Validated configuration: the domain types every other module reads, and the conversion
+//! from the YAML mirror (`file.rs`) that refuses anything wrong with file, line, column and path.
+//!
+//! Pure: no sockets, no clock. Imports nothing of ours but `error`. Reading the file from disk
+//! is the one I/O here (`Config::load`), kept at the edge so tests can call `Config::parse`.
+
+mod duration;
+pub mod file;
+
+pub use duration::{format_duration, parse_duration};
+pub use file::Protocol;
+
+use crate::error::{ConfigError, Error, SourcePosition};
+use file::{RawConfig, RawListener, RawPool, Text};
+use serde_saphyr::{Location, Spanned};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Default admin address: loopback only, so the admin API is never public by accident.
+pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9900";
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// HAProxy's ceiling for server weights is 256; nginx has none. 10,000 leaves room for
+/// percentages with two decimals while keeping weight sums far from overflow.
+pub const MAX_WEIGHT: u32 = 10_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub runtime: RuntimeConfig,
+    pub admin: Option<AdminConfig>,
+    /// Sorted by name, so iteration order is stable across reloads.
+    pub listeners: BTreeMap<String, ListenerConfig>,
+    pub pools: BTreeMap<String, PoolConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// `None`: one worker thread per CPU.
+    pub worker_threads: Option<usize>,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub bind: SocketAddr,
+    pub protocol: Protocol,
+    pub pool: String,
+    pub timeouts: ListenerTimeouts,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTimeouts {
+    /// Deadline for a whole request head once its first byte arrived (slowloris guard).
+    pub client_header: Duration,
+    /// How long a keep-alive connection may sit between requests.
+    pub client_idle: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+}
+
+impl Algorithm {
+    pub const NAMES: &'static [&'static str] = &["round_robin"];
+
+    fn from_name(name: &str) -> Option<Algorithm> {
+        match name {
+            "round_robin" => Some(Algorithm::RoundRobin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub backends: Vec<BackendConfig>,
+    pub timeouts: PoolTimeouts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    pub address: SocketAddr,
+    /// 0 means "never picked" (drain); 1 is the default.
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolTimeouts {
+    pub connect: Duration,
+    /// From the request sent until the backend's response headers arrive; then 504.
+    pub response: Duration,
+}
+
+impl Config {
+    /// Reads and validates a config file. Errors name the file, line, column and field path.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Config::parse(&text, &path.display().to_string())?)
+    }
+
+    /// Parses and validates YAML text; `file` only labels error messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let raw = parse_raw(text, file)?;
+        Validator { text, file }.config(raw)
+    }
+}
+
+/// Runs serde over the text, keeping the field path of a failure (serde-saphyr gives the
+/// line and column; `serde_path_to_error` gives the path).
+fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+    let mut failed_path = String::new();
+    let result = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            failed_path = display_path(error.path());
+            error.into_inner()
+        })
+    });
+    result.map_err(|error| {
+        let position = error.location().and_then(known_position);
+        // serde-saphyr prefixes "error: line L column C: " and appends its own snippet; keep
+        // the bare message so every config error reads the same way.
+        let full = error.to_string();
+        let first_line = full.lines().next().unwrap_or_default();
+        let message = first_line
+            .split_once(": ")
+            .filter(|(head, _)| head.starts_with("error"))
+            .map(|(_, rest)| rest)
+            .unwrap_or(first_line);
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if head.starts_with("line ") => rest,
+            _ => message,
+        };
+        make_error(text, file, position, failed_path, message.to_owned())
+    })
+}
+
+/// Fields that `file.rs` wraps in `Spanned`: serde sees an extra `value` level under them,
+/// which is an implementation detail the operator should not see in a path.
+const SPANNED_FIELDS: &[&str] = &[
+    "listeners",
+    "pools",
+    "backends",
+    "bind",
+    "pool",
+    "algorithm",
+    "worker_threads",
+    "drain_timeout",
+    "client_header",
+    "client_idle",
+    "connect",
+    "response",
+];
+
+/// `pools.value.app.backends.value[1].value.weight` -> `pools.app.backends[1].weight`.
+fn display_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    let mut previous: Option<&Segment> = None;
+    for segment in path.iter() {
+        let wrapper_level = matches!(segment, Segment::Map { key } if key == "value")
+            && match previous {
+                Some(Segment::Seq { .. }) => true,
+                Some(Segment::Map { key }) => SPANNED_FIELDS.contains(&key.as_str()),
+                _ => false,
+            };
+        if !wrapper_level {
+            match segment {
+                Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+                Segment::Map { key } => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(key);
+                }
+                Segment::Enum { variant } => {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(variant);
+                }
+                Segment::Unknown => out.push_str(".?"),
+            }
+        }
+        previous = Some(segment);
+    }
+    out
+}
+
+fn known_position(location: Location) -> Option<SourcePosition> {
+    (location.line() > 0).then(|| SourcePosition {
+        line: location.line() as u32,
+        column: location.column() as u32,
+    })
+}
+
+fn make_error(
+    text: &str,
+    file: &str,
+    position: Option<SourcePosition>,
+    path: String,
+    message: String,
+) -> ConfigError {
+    let snippet = position.as_ref().and_then(|p| snippet(text, p));
+    ConfigError {
+        file: file.to_owned(),
+        position,
+        path,
+        message,
+        snippet,
+    }
+}
+
+/// The source line with a caret under the column, as compilers print it.
+fn snippet(text: &str, position: &SourcePosition) -> Option<String> {
+    let line = text.lines().nth(position.line.checked_sub(1)? as usize)?;
+    let gutter = position.line.to_string();
+    let pad = " ".repeat(gutter.len());
+    let caret_pad = " ".repeat(position.column.saturating_sub(1) as usize);
+    Some(format!("{pad} |\n{gutter} | {line}\n{pad} | {caret_pad}^"))
+}
+
+struct Validator<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Validator<'_> {
+    fn error_at(&self, location: Location, path: String, message: String) -> ConfigError {
+        make_error(self.text, self.file, known_position(location), path, message)
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let runtime = match raw.runtime {
+            None => RuntimeConfig {
+                worker_threads: None,
+                drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            },
+            Some(runtime) => RuntimeConfig {
+                worker_threads: match runtime.worker_threads {
+                    Some(threads) if threads.value == 0 || threads.value > 1024 => {
+                        return Err(self.error_at(
+                            threads.referenced,
+                            "runtime.worker_threads".into(),
+                            format!("must be between 1 and 1024, got {}", threads.value),
+                        ));
+                    }
+                    threads => threads.map(|t| t.value),
+                },
+                drain_timeout: self.duration(
+                    runtime.drain_timeout.as_ref(),
+                    "runtime.drain_timeout",
+                    DEFAULT_DRAIN_TIMEOUT,
+                )?,
+            },
+        };
+        let admin = match raw.admin {
+            None => None,
+            Some(admin) => Some(AdminConfig {
+                bind: self.socket_addr(&admin.bind, "admin.bind".into())?,
+            }),
+        };
+
+        let Some(raw_pools) = raw.pools else {
+            return Err(make_error(
+                self.text,
+                self.file,
+                None,
+                "pools".into(),
+                "missing: at least one pool is needed".into(),
+            ));
+        };
+        let mut pools = BTreeMap::new();
+        for (name, pool) in raw_pools.value {
+            let validated = self.pool(&name, pool)?;
+            pools.insert(name, validated);
+        }
+
+        let Some(raw_listeners) = raw.listeners else {
+            return Err(make_error(
+                self.text,
+                self.file,
+                None,
+                "listeners".into(),
+                "missing: at least one listener is needed".into(),
+            ));
+        };
+        if raw_listeners.value.is_empty() {
+            return Err(self.error_at(
+                raw_listeners.referenced,
+                "listeners".into(),
+                "empty: at least one listener is needed".into(),
+            ));
+        }
+        let mut listeners = BTreeMap::new();
+        let mut binds: HashMap<SocketAddr, String> = HashMap::new();
+        if let Some(admin) = &admin {
+            binds.insert(admin.bind, "admin".into());
+        }
+        for (name, listener) in raw_listeners.value {
+            let validated = self.listener(&name, &listener, &pools)?;
+            if let Some(other) = binds.get(&validated.bind) {
+                return Err(self.error_at(
+                    listener.bind.referenced,
+                    format!("listeners.{name}.bind"),
+                    format!("{} is already used by {other}", validated.bind),
+                ));
+            }
+            binds.insert(validated.bind, format!("listener {name}"));
+            listeners.insert(name, validated);
+        }
+
+        Ok(Config {
+            runtime,
+            admin,
+            listeners,
+            pools,
+        })
+    }
+
+    fn listener(
+        &self,
+        name: &str,
+        raw: &RawListener,
+        pools: &BTreeMap<String, PoolConfig>,
+    ) -> Result<ListenerConfig, ConfigError> {
+        let path = format!("listeners.{name}");
+        check_name(name).map_err(|message| self.error_at(raw.bind.referenced, path.clone(), message))?;
+        let bind = self.socket_addr(&raw.bind, format!("{path}.bind"))?;
+        if !pools.contains_key(&raw.pool.value) {
+            let known: Vec<&str> = pools.keys().map(String::as_str).collect();
+            return Err(self.error_at(
+                raw.pool.referenced,
+                format!("{path}.pool"),
+                format!(
+                    "no pool named {:?} (pools defined: {})",
+                    raw.pool.value,
+                    known.join(", ")
+                ),
+            ));
+        }
+        let timeouts = raw.timeouts.as_ref();
+        Ok(ListenerConfig {
+            name: name.to_owned(),
+            bind,
+            protocol: raw.protocol.unwrap_or(Protocol::Http),
+            pool: raw.pool.value.clone(),
+            timeouts: ListenerTimeouts {
+                client_header: self.duration(
+                    timeouts.and_then(|t| t.client_header.as_ref()),
+                    &format!("{path}.timeouts.client_header"),
+                    DEFAULT_CLIENT_HEADER_TIMEOUT,
+                )?,
+                client_idle: self.duration(
+                    timeouts.and_then(|t| t.client_idle.as_ref()),
+                    &format!("{path}.timeouts.client_idle"),
+                    DEFAULT_CLIENT_IDLE_TIMEOUT,
+                )?,
+            },
+        })
+    }
+
+    fn pool(&self, name: &str, raw: RawPool) -> Result<PoolConfig, ConfigError> {
+        let path = format!("pools.{name}");
+        check_name(name)
+            .map_err(|message| self.error_at(raw.backends.referenced, path.clone(), message))?;
+        let algorithm = match &raw.algorithm {
+            None => Algorithm::RoundRobin,
+            Some(text) => Algorithm::from_name(&text.value).ok_or_else(|| {
+                self.error_at(
+                    text.referenced,
+                    format!("{path}.algorithm"),
+                    format!(
+                        "unknown algorithm {:?} (expected one of: {})",
+                        text.value,
+                        Algorithm::NAMES.join(", ")
+                    ),
+                )
+            })?,
+        };
+        if raw.backends.value.is_empty() {
+            return Err(self.error_at(
+                raw.backends.referenced,
+                format!("{path}.backends"),
+                "empty pool: list at least one backend".into(),
+            ));
+        }
+        let mut backends = Vec::with_capacity(raw.backends.value.len());
+        let mut seen = HashSet::new();
+        for (index, entry) in raw.backends.value.iter().enumerate() {
+            let entry_path = format!("{path}.backends[{index}]");
+            let address = parse_socket_addr(&entry.value.address).map_err(|message| {
+                self.error_at(entry.referenced, format!("{entry_path}.address"), message)
+            })?;
+            let weight = entry.value.weight.unwrap_or(1);
+            if weight > MAX_WEIGHT {
+                return Err(self.error_at(
+                    entry.referenced,
+                    format!("{entry_path}.weight"),
+                    format!("must be between 0 and {MAX_WEIGHT}, got {weight}"),
+                ));
+            }
+            if !seen.insert(address) {
+                return Err(self.error_at(
+                    entry.referenced,
+                    format!("{entry_path}.address"),
+                    format!("{address} is listed twice in this pool"),
+                ));
+            }
+            backends.push(BackendConfig { address, weight });
+        }
+        let timeouts = raw.timeouts.as_ref();
+        Ok(PoolConfig {
+            name: name.to_owned(),
+            algorithm,
+            backends,
+            timeouts: PoolTimeouts {
+                connect: self.duration(
+                    timeouts.and_then(|t| t.connect.as_ref()),
+                    &format!("{path}.timeouts.connect"),
+                    DEFAULT_CONNECT_TIMEOUT,
+                )?,
+                response: self.duration(
+                    timeouts.and_then(|t| t.response.as_ref()),
+                    &format!("{path}.timeouts.response"),
+                    DEFAULT_RESPONSE_TIMEOUT,
+                )?,
+            },
+        })
+    }
+
+    fn socket_addr(&self, text: &Text, path: String) -> Result<SocketAddr, ConfigError> {
+        parse_socket_addr(&text.value).map_err(|message| self.error_at(text.referenced, path, message))
+    }
+
+    fn duration(
+        &self,
+        text: Option<&Spanned<String>>,
+        path: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let Some(text) = text else {
+            return Ok(default);
+        };
+        let value = parse_duration(&text.value)
+            .map_err(|message| self.error_at(text.referenced, path.to_owned(), message))?;
+        if value.is_zero() {
+            return Err(self.error_at(
+                text.referenced,
+                path.to_owned(),
+                "must be greater than zero".into(),
+            ));
+        }
+        Ok(value)
+    }
+}
+
+fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "invalid socket address {text:?}: expected IP:PORT such as 127.0.0.1:8080 or [::1]:8080"
+        )
+    })
+}
+
+/// Names appear in metrics labels and admin URLs, so keep them to a URL- and label-safe set.
+fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name {name:?}: use 1-64 letters, digits, '_', '-' or '.'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;
