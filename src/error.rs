@@ -59,8 +59,5 @@ pub enum Error {
         source: io::Error,
     },
     #[error("{context}: {source}")]
-    Io {
-        context: String,
-        source: io::Error,
-    },
+    Io { context: String, source: io::Error },
 }

@@ -18,7 +18,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if number_len == 0 {
-            return Err(format!("invalid duration {text:?}: expected a number before the unit"));
+            return Err(format!(
+                "invalid duration {text:?}: expected a number before the unit"
+            ));
         }
         let (number, after) = rest.split_at(number_len);
         let unit_len = after
@@ -86,8 +88,16 @@ mod tests {
     #[test]
     fn refuses_ambiguous_or_broken_input() {
         assert!(parse_duration("5").unwrap_err().contains("missing unit"));
-        assert!(parse_duration("5 parsecs").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("ms").unwrap_err().contains("expected a number"));
+        assert!(
+            parse_duration("5 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(
+            parse_duration("ms")
+                .unwrap_err()
+                .contains("expected a number")
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("1..2s").is_err());
     }

@@ -243,7 +243,13 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn error_at(&self, location: Location, path: String, message: String) -> ConfigError {
-        make_error(self.text, self.file, known_position(location), path, message)
+        make_error(
+            self.text,
+            self.file,
+            known_position(location),
+            path,
+            message,
+        )
     }
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
@@ -341,7 +347,8 @@ impl Validator<'_> {
         pools: &BTreeMap<String, PoolConfig>,
     ) -> Result<ListenerConfig, ConfigError> {
         let path = format!("listeners.{name}");
-        check_name(name).map_err(|message| self.error_at(raw.bind.referenced, path.clone(), message))?;
+        check_name(name)
+            .map_err(|message| self.error_at(raw.bind.referenced, path.clone(), message))?;
         let bind = self.socket_addr(&raw.bind, format!("{path}.bind"))?;
         if !pools.contains_key(&raw.pool.value) {
             let known: Vec<&str> = pools.keys().map(String::as_str).collect();
@@ -446,7 +453,8 @@ impl Validator<'_> {
     }
 
     fn socket_addr(&self, text: &Text, path: String) -> Result<SocketAddr, ConfigError> {
-        parse_socket_addr(&text.value).map_err(|message| self.error_at(text.referenced, path, message))
+        parse_socket_addr(&text.value)
+            .map_err(|message| self.error_at(text.referenced, path, message))
     }
 
     fn duration(

@@ -90,7 +90,10 @@ fn listener_naming_a_missing_pool_is_refused() {
     let error = refuse(&text);
     assert_eq!(error.path, "listeners.pg.pool");
     assert_eq!(error.position.as_ref().map(|p| p.line), Some(16));
-    assert!(error.message.contains("no pool named \"postgress\""), "{error}");
+    assert!(
+        error.message.contains("no pool named \"postgress\""),
+        "{error}"
+    );
 }
 
 #[test]
@@ -123,7 +126,10 @@ fn bad_duration_and_protocol_and_algorithm() {
 
     let error = refuse(&EXAMPLE.replace("algorithm: round_robin", "algorithm: fastest"));
     assert_eq!(error.path, "pools.app.algorithm");
-    assert!(error.message.contains("round_robin"), "lists the choices: {error}");
+    assert!(
+        error.message.contains("round_robin"),
+        "lists the choices: {error}"
+    );
 }
 
 #[test]
@@ -144,6 +150,9 @@ fn yaml_syntax_error_has_a_position() {
 
 #[test]
 fn missing_sections_are_named() {
-    assert_eq!(refuse("pools:\n  a:\n    backends: [127.0.0.1:1]\n").path, "listeners");
+    assert_eq!(
+        refuse("pools:\n  a:\n    backends: [127.0.0.1:1]\n").path,
+        "listeners"
+    );
     assert_eq!(refuse("{}").path, "pools");
 }

@@ -1,0 +1,132 @@
+//! The immutable snapshot every connection and request routes by, and its builder.
+//!
+//! `Snapshot::build(config, previous)` is the one place a config becomes runtime objects. It
+//! looks each backend up by identity `(pool, address)` in the previous snapshot and reuses its
+//! `Arc<BackendState>`, so in-flight counts (and later health and ejection) survive a reload.
+//! The `ArcSwap` holding the current snapshot has a single writer (startup and reload); the data
+//! path only `load()`s it.
+
+use crate::backend::{Backend, BackendId, BackendState};
+use crate::balance::Balancer;
+use crate::config::{Config, ListenerConfig, PoolConfig};
+use crate::upstream::{UpstreamClient, build_client};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub pools: HashMap<String, Arc<Pool>>,
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    pub config: PoolConfig,
+    pub backends: Vec<Backend>,
+    pub balancer: Balancer,
+    pub client: UpstreamClient,
+}
+
+impl Snapshot {
+    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>) -> Snapshot {
+        let pools = config
+            .pools
+            .values()
+            .map(|pool_config| {
+                let old_pool = previous.and_then(|p| p.pools.get(&pool_config.name));
+                let pool = Pool::build(pool_config, old_pool.map(Arc::as_ref));
+                (pool_config.name.clone(), Arc::new(pool))
+            })
+            .collect();
+        Snapshot { config, pools }
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
+        self.config.listeners.get(name)
+    }
+
+    /// The pool a listener forwards to in this snapshot.
+    pub fn pool_for_listener(&self, listener: &str) -> Option<&Arc<Pool>> {
+        self.listener(listener)
+            .and_then(|l| self.pools.get(&l.pool))
+    }
+}
+
+impl Pool {
+    fn build(config: &PoolConfig, previous: Option<&Pool>) -> Pool {
+        let backends: Vec<Backend> = config
+            .backends
+            .iter()
+            .map(|backend| {
+                let reused = previous.and_then(|p| {
+                    p.backends
+                        .iter()
+                        .find(|old| old.address == backend.address)
+                        .map(|old| Arc::clone(&old.state))
+                });
+                let state = reused.unwrap_or_else(|| {
+                    BackendState::new(BackendId {
+                        pool: config.name.clone(),
+                        address: backend.address,
+                    })
+                });
+                Backend {
+                    address: backend.address,
+                    weight: backend.weight,
+                    state,
+                }
+            })
+            .collect();
+        let client = match previous {
+            Some(old) if old.config.timeouts == config.timeouts => old.client.clone(),
+            _ => build_client(&config.timeouts),
+        };
+        Pool {
+            balancer: Balancer::new(&config.algorithm, &backends),
+            config: config.clone(),
+            backends,
+            client,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "listeners:\n  web: {bind: '127.0.0.1:0', pool: app}\npools:\n  app:\n    backends: [127.0.0.1:9001, 127.0.0.1:9002]\n";
+
+    fn snapshot(text: &str, previous: Option<&Snapshot>) -> Snapshot {
+        let config = Config::parse(text, "t.yaml").expect("valid");
+        Snapshot::build(Arc::new(config), previous)
+    }
+
+    #[tokio::test]
+    async fn rebuild_keeps_backend_state_by_identity_even_when_reweighted() {
+        let first = snapshot(CONFIG, None);
+        let guard = first.pools["app"].backends[1].state.acquire();
+        let reweighted = CONFIG.replace(
+            "127.0.0.1:9002]",
+            "{address: 127.0.0.1:9002, weight: 5}, 127.0.0.1:9003]",
+        );
+        let second = snapshot(&reweighted, Some(&first));
+        let pool = &second.pools["app"];
+        assert_eq!(pool.backends[1].weight, 5);
+        assert!(Arc::ptr_eq(&pool.backends[1].state, guard.backend()));
+        assert_eq!(pool.backends[1].state.in_flight(), 1);
+        assert_eq!(
+            pool.backends[2].state.in_flight(),
+            0,
+            "new backend, new state"
+        );
+        assert_eq!(
+            second
+                .pool_for_listener("web")
+                .map(|p| p.config.name.as_str()),
+            Some("app")
+        );
+    }
+}
