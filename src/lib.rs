@@ -1,8 +1,21 @@
-//! sluice: an L4/L7 load balancer. This crate root lists the modules; `server` wires them.
+//! sluice: an L4/L7 load balancer daemon.
+//!
+//! Layering (dependencies point down): `server` (wiring, signals) -> `proxy` / `admin` (I/O)
+//! -> `state` (snapshot) -> `backend` (runtime state) -> `balance` (pure selection);
+//! `config` is pure and imported by all.
 
+pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod config;
+pub mod demo;
 pub mod error;
+pub mod listener;
+pub mod proxy;
+pub mod server;
 pub mod state;
 pub mod upstream;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::{DrainOutcome, Server};

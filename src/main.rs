@@ -1,1 +1,144 @@
-fn main() {}
+//! The `sluice` command line: run a config, check one, or start the built-in demo.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sluice::{Config, DrainOutcome, Server};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+const DEFAULT_CONFIG: &str = "/etc/sluice/sluice.yaml";
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "An L4/L7 load balancer daemon")]
+struct Cli {
+    /// Config file (default: /etc/sluice/sluice.yaml; without it and without a command, the demo runs).
+    #[arg(short = 'c', long = "config", global = true)]
+    config: Option<PathBuf>,
+    /// Validate the config and exit 0 (valid) or 1 (invalid), like `nginx -t`.
+    #[arg(short = 't', long = "check", alias = "test")]
+    check: bool,
+    /// Print nothing on success with --check.
+    #[arg(short = 'q', long = "quiet", global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon with the config file (the default command).
+    Run,
+    /// Validate the config file and exit 0/1 without opening any socket.
+    Check,
+    /// Start three hello backends and a listener in front of them.
+    Demo {
+        /// Where the demo listener binds.
+        #[arg(long, default_value = sluice::demo::DEFAULT_DEMO_LISTEN)]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("sluice: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("SLUICE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Plain lines without ANSI colours unless on a terminal: journald stores them as they are.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let explicit = cli.config.clone();
+    let config_path = explicit
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    match cli.command {
+        _ if cli.check => Ok(check(&config_path, cli.quiet)),
+        Some(Command::Check) => Ok(check(&config_path, cli.quiet)),
+        Some(Command::Demo { listen }) => run_demo(listen),
+        Some(Command::Run) => run(&config_path),
+        None if explicit.is_none() && !config_path.exists() => {
+            tracing::info!("no config file at {DEFAULT_CONFIG} and no -c given: starting the demo");
+            run_demo(sluice::demo::DEFAULT_DEMO_LISTEN.parse()?)
+        }
+        None => run(&config_path),
+    }
+}
+
+fn check(path: &Path, quiet: bool) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            if !quiet {
+                println!(
+                    "sluice: configuration file {} is valid ({} listeners, {} pools)",
+                    path.display(),
+                    config.listeners.len(),
+                    config.pools.len()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("sluice: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("sluice-worker");
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(threads);
+    }
+    builder.build().context("cannot start the async runtime")
+}
+
+fn run(path: &Path) -> Result<ExitCode> {
+    let config = Config::load(path)?;
+    let runtime = runtime(config.runtime.worker_threads)?;
+    runtime.block_on(async {
+        let server = Server::start(config).await?;
+        let outcome = server.run_until_signal(Some(path)).await?;
+        Ok(exit_code(outcome))
+    })
+}
+
+fn run_demo(listen: SocketAddr) -> Result<ExitCode> {
+    let runtime = runtime(None)?;
+    runtime.block_on(async {
+        let config = sluice::demo::demo_config(listen).await?;
+        let server = Server::start(config).await.context(
+            "cannot start the demo listener (is the port free? try --listen 127.0.0.1:8081)",
+        )?;
+        let addr = server.local_addr("demo").unwrap_or(listen);
+        println!("sluice demo: 3 hello backends behind http://{addr}/");
+        println!("try:  for i in 1 2 3 4 5 6; do curl -s http://{addr}/; done");
+        println!("stop: Ctrl-C");
+        let outcome = server.run_until_signal(None).await?;
+        Ok(exit_code(outcome))
+    })
+}
+
+/// A drain that hit its deadline is still a clean, requested stop: exit 0 as nginx does.
+fn exit_code(_outcome: DrainOutcome) -> ExitCode {
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,68 @@
+//! `sluice demo`: three tiny "hello" backends on loopback and a sluice listener in front of
+//! them, so a newcomer sees round robin work with one command and no config file.
+
+use crate::config::Config;
+use crate::error::Error;
+use bytes::Bytes;
+use http::{Response, header};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+
+pub const DEFAULT_DEMO_LISTEN: &str = "127.0.0.1:8080";
+pub const DEMO_BACKENDS: usize = 3;
+
+/// Starts a backend on an ephemeral loopback port answering every request with
+/// `hello from backend N`. Returns its address; it runs until the runtime stops.
+pub async fn spawn_hello_backend(number: usize) -> Result<SocketAddr, Error> {
+    let socket = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|source| Error::Io {
+            context: format!("cannot start demo backend {number}"),
+            source,
+        })?;
+    let addr = socket.local_addr().map_err(|source| Error::Io {
+        context: "demo backend address".into(),
+        source,
+    })?;
+    let body = Bytes::from(format!("hello from backend {number}\n"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_request| {
+                    let mut response = Response::new(Full::new(body.clone()));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+                    );
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Starts the demo backends and returns the config that fronts them, written as YAML and
+/// parsed like any operator's file, so the demo exercises the real config path.
+pub async fn demo_config(listen: SocketAddr) -> Result<Config, Error> {
+    let mut backends = Vec::with_capacity(DEMO_BACKENDS);
+    for number in 1..=DEMO_BACKENDS {
+        backends.push(spawn_hello_backend(number).await?.to_string());
+    }
+    let yaml = format!(
+        "listeners:\n  demo:\n    bind: \"{listen}\"\n    protocol: http\n    pool: hello\n\
+         pools:\n  hello:\n    algorithm: round_robin\n    backends: [{}]\n    \
+         timeouts: {{connect: 1s, response: 5s}}\n",
+        backends.join(", ")
+    );
+    Ok(Config::parse(&yaml, "<demo>")?)
+}

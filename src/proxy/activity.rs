@@ -1,0 +1,257 @@
+//! Client-side connection timeouts for HTTP listeners: `client_header` (slowloris) and
+//! `client_idle` (keep-alive), enforced by wrapping the client socket.
+//!
+//! hyper's own `header_read_timeout` starts as soon as a keep-alive connection goes idle, so it
+//! cannot tell "idle for 30 s between requests" (fine) from "took 30 s to send one request head"
+//! (an attack). The wrapper can: the service marks requests active (`ConnActivity::begin`, ended
+//! when the response body is dropped), and while none is active the wrapper arms the idle
+//! deadline; the first byte of a new request switches it to the shorter header deadline. On
+//! expiry the read fails with `TimedOut` and hyper closes the connection.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// Shared between the socket wrapper and the request handler of one client connection.
+#[derive(Debug, Default)]
+pub struct ConnActivity {
+    active_requests: AtomicUsize,
+    /// HTTP/2 clients send pings and settings between requests; those bytes must not start
+    /// the request-head deadline.
+    http2: AtomicBool,
+}
+
+impl ConnActivity {
+    pub fn begin(self: &Arc<Self>) -> RequestActive {
+        self.active_requests.fetch_add(1, Ordering::AcqRel);
+        RequestActive {
+            activity: Arc::clone(self),
+        }
+    }
+
+    pub fn mark_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
+    fn is_busy(&self) -> bool {
+        self.active_requests.load(Ordering::Acquire) > 0
+    }
+}
+
+/// One request in progress on the connection; dropped when its response has been sent.
+#[derive(Debug)]
+pub struct RequestActive {
+    activity: Arc<ConnActivity>,
+}
+
+impl Drop for RequestActive {
+    fn drop(&mut self) {
+        self.activity.active_requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A request is being served: no client deadline here (backend timeouts apply).
+    Busy,
+    /// Between requests, waiting for the first byte of the next one.
+    Idle,
+    /// The first bytes of a request head arrived; the rest must come before the deadline.
+    Head,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    pub header: Duration,
+    pub idle: Duration,
+}
+
+pub struct TimedIo<T> {
+    inner: T,
+    activity: Arc<ConnActivity>,
+    timeouts: ClientTimeouts,
+    phase: Phase,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<T> TimedIo<T> {
+    /// A new connection starts in `Head`: a client that connects and sends nothing gets the
+    /// header deadline, not the (longer) idle one.
+    pub fn new(inner: T, activity: Arc<ConnActivity>, timeouts: ClientTimeouts) -> TimedIo<T> {
+        TimedIo {
+            inner,
+            activity,
+            timeouts,
+            phase: Phase::Head,
+            deadline: Box::pin(tokio::time::sleep(timeouts.header)),
+        }
+    }
+
+    fn enter(&mut self, phase: Phase) {
+        if self.phase == phase {
+            return;
+        }
+        self.phase = phase;
+        let after = match phase {
+            Phase::Busy => return,
+            Phase::Idle => self.timeouts.idle,
+            Phase::Head => self.timeouts.header,
+        };
+        self.deadline.as_mut().reset(Instant::now() + after);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.activity.is_busy() {
+            this.enter(Phase::Busy);
+        } else if this.phase == Phase::Busy {
+            this.enter(Phase::Idle);
+        }
+        let filled_before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                let got_bytes = buf.filled().len() > filled_before;
+                if got_bytes
+                    && this.phase == Phase::Idle
+                    && !this.activity.http2.load(Ordering::Relaxed)
+                {
+                    this.enter(Phase::Head);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                if this.phase != Phase::Busy {
+                    ready!(this.deadline.as_mut().poll(cx));
+                    let what = if this.phase == Phase::Idle {
+                        "client idle timeout"
+                    } else {
+                        "client header timeout"
+                    };
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, what)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const TIMEOUTS: ClientTimeouts = ClientTimeouts {
+        header: Duration::from_secs(5),
+        idle: Duration::from_secs(30),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn silent_new_connection_gets_the_header_deadline() {
+        let (client, server) = tokio::io::duplex(64);
+        let mut io = TimedIo::new(server, Arc::default(), TIMEOUTS);
+        let started = Instant::now();
+        let mut buf = [0u8; 8];
+        let error = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), TIMEOUTS.header);
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_between_requests_gets_the_idle_deadline_then_head_deadline() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Arc::new(ConnActivity::default());
+        let mut io = TimedIo::new(server, Arc::clone(&activity), TIMEOUTS);
+        let mut buf = [0u8; 8];
+        // A request runs and completes: the connection becomes idle.
+        let request = activity.begin();
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 3);
+        drop(request);
+        // Idle for longer than the header timeout is fine...
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            let n = io.read(&mut buf).await.unwrap();
+            (io, n)
+        });
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        client.write_all(b"G").await.unwrap();
+        let (mut io, n) = reader.await.unwrap();
+        assert_eq!(n, 1);
+        // ...but once a head started, the rest must come within the header timeout.
+        let started = Instant::now();
+        let error = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), TIMEOUTS.header);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_deadline_closes_a_quiet_keep_alive_connection() {
+        let (_client, server) = tokio::io::duplex(64);
+        let activity = Arc::new(ConnActivity::default());
+        let mut io = TimedIo::new(server, Arc::clone(&activity), TIMEOUTS);
+        drop(activity.begin());
+        io.phase = Phase::Busy;
+        let started = Instant::now();
+        let mut buf = [0u8; 8];
+        let error = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.to_string(), "client idle timeout");
+        assert_eq!(started.elapsed(), TIMEOUTS.idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_connection_has_no_client_deadline() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Arc::new(ConnActivity::default());
+        let mut io = TimedIo::new(server, Arc::clone(&activity), TIMEOUTS);
+        let _request = activity.begin();
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            io.read(&mut buf).await.map(|_| ())
+        });
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        client.write_all(b"x").await.unwrap();
+        assert!(reader.await.unwrap().is_ok());
+    }
+}

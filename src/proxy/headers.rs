@@ -1,0 +1,143 @@
+//! Pure header rewriting between client and backend (RFC 9110 7.6.1 hop-by-hop rules and the
+//! `X-Forwarded-*` family). No I/O; unit-tested here, benchmarked later as a hot path.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+/// Headers that describe one connection, never the message, so a proxy must not forward them
+/// (RFC 9110 7.6.1, plus the de-facto `Proxy-Connection` and `Keep-Alive`).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, including every header named in `Connection` tokens.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Collect names listed in Connection first: they may be arbitrary (`Connection: X-Foo`).
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a client request's headers for the backend: strips hop-by-hop headers, appends
+/// the client to `X-Forwarded-For`, sets `X-Forwarded-Proto` and `X-Forwarded-Host`, and makes
+/// sure `Host` is present (HTTP/2 clients send `:authority` instead, which HTTP/1.1 backends
+/// cannot see). `Host` itself is kept as the client sent it.
+pub fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    client_ip: IpAddr,
+    scheme: &'static str,
+    authority: Option<&str>,
+) {
+    strip_hop_by_hop(headers);
+    if !headers.contains_key(header::HOST)
+        && let Some(value) = authority.and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        headers.insert(header::HOST, value);
+    }
+    append_forwarded_for(headers, client_ip);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+/// Appends to an existing `X-Forwarded-For` chain (folding repeated headers into one, as
+/// nginx's `$proxy_add_x_forwarded_for` does) or starts one.
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
+    let mut chain = String::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(text) = value.to_str() {
+            let text = text.trim();
+            if !text.is_empty() {
+                chain.push_str(text);
+                chain.push_str(", ");
+            }
+        }
+    }
+    chain.push_str(&client_ip.to_string());
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn strips_fixed_and_connection_listed_headers() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "s"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn forwarded_headers_are_added_and_chained() {
+        let mut headers = map(&[
+            ("host", "example.com"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        rewrite_request_headers(&mut headers, "192.0.2.7".parse().unwrap(), "http", None);
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
+        assert_eq!(headers.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "example.com");
+        assert_eq!(headers["host"], "example.com");
+    }
+
+    #[test]
+    fn host_comes_from_authority_when_missing() {
+        let mut headers = HeaderMap::new();
+        rewrite_request_headers(
+            &mut headers,
+            "::1".parse().unwrap(),
+            "http",
+            Some("h2.example:8080"),
+        );
+        assert_eq!(headers["host"], "h2.example:8080");
+        assert_eq!(headers["x-forwarded-for"], "::1");
+    }
+}

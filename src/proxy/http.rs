@@ -1,0 +1,177 @@
+//! The L7 data path: serve one client connection with hyper (HTTP/1.1 with keep-alive, or
+//! HTTP/2 with prior knowledge) and forward each request to a backend of the listener's pool.
+//!
+//! Each request loads the current snapshot once, so a reload applies from the next request on
+//! an open keep-alive connection while requests in flight finish on the snapshot they started
+//! with. Bodies stream both ways; nothing is buffered whole.
+
+use crate::proxy::activity::{ClientTimeouts, ConnActivity, TimedIo};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
+use crate::proxy::pick_backend;
+use crate::state::SharedSnapshot;
+use http::{Request, Response, StatusCode, Uri, Version, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+/// What every request on one client connection shares.
+struct ConnContext {
+    listener: Arc<str>,
+    client: SocketAddr,
+    snapshot: SharedSnapshot,
+    activity: Arc<ConnActivity>,
+}
+
+/// Serves one accepted client connection until it closes, or until `shutdown` fires and the
+/// request in progress (if any) has been answered.
+pub async fn serve_connection(
+    stream: TcpStream,
+    client: SocketAddr,
+    listener: Arc<str>,
+    snapshot: SharedSnapshot,
+    shutdown: CancellationToken,
+) {
+    let Some(timeouts) = snapshot.load().listener(&listener).map(|l| ClientTimeouts {
+        header: l.timeouts.client_header,
+        idle: l.timeouts.client_idle,
+    }) else {
+        return;
+    };
+    let activity = Arc::new(ConnActivity::default());
+    let io = TokioIo::new(TimedIo::new(stream, Arc::clone(&activity), timeouts));
+    let context = Arc::new(ConnContext {
+        listener,
+        client,
+        snapshot,
+        activity,
+    });
+    let service = service_fn(move |request| {
+        let context = Arc::clone(&context);
+        async move { Ok::<_, Infallible>(handle(request, &context).await) }
+    });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Our TimedIo enforces header and idle deadlines; hyper's would close idle keep-alive
+        // connections after the (short) header timeout.
+        .header_read_timeout(None)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        debug!(%client, error = %error, "client connection ended with an error");
+    }
+}
+
+async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<ProxyBody> {
+    let active = context.activity.begin();
+    if request.version() == Version::HTTP_2 {
+        context.activity.mark_http2();
+    }
+    let snapshot = context.snapshot.load_full();
+    let Some(pool) = snapshot.pool_for_listener(&context.listener) else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no pool for this listener\n",
+            active,
+        );
+    };
+    let Some(backend) = pick_backend(pool) else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no backend available\n",
+            active,
+        );
+    };
+    let in_flight = backend.state.acquire();
+
+    let (mut parts, body) = request.into_parts();
+    let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+    rewrite_request_headers(
+        &mut parts.headers,
+        context.client.ip(),
+        "http",
+        authority.as_deref(),
+    );
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = match Uri::try_from(format!("http://{}{}", backend.address, path)) {
+        Ok(uri) => uri,
+        Err(_) => return error_response(StatusCode::BAD_REQUEST, "bad request target\n", active),
+    };
+    parts.version = Version::HTTP_11;
+    let upstream_request = Request::from_parts(parts, body);
+
+    let response_timeout = pool.config.timeouts.response;
+    let outcome =
+        tokio::time::timeout(response_timeout, pool.client.request(upstream_request)).await;
+    match outcome {
+        Ok(Ok(response)) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active))
+        }
+        Ok(Err(error)) => {
+            let (status, text) = classify_upstream_error(&error);
+            debug!(backend = %backend.address, error = %error, "upstream request failed");
+            error_response(status, text, active)
+        }
+        Err(_elapsed) => {
+            debug!(backend = %backend.address, "upstream response timed out");
+            error_response(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", active)
+        }
+    }
+}
+
+/// Connect timeouts are 504 (as nginx answers), refused or failed connections 502.
+fn classify_upstream_error(
+    error: &hyper_util::client::legacy::Error,
+) -> (StatusCode, &'static str) {
+    let timed_out = std::iter::successors(error.source(), |e| (*e).source()).any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
+    });
+    match (error.is_connect(), timed_out) {
+        (true, true) => (StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n"),
+        (true, false) => (StatusCode::BAD_GATEWAY, "backend connection failed\n"),
+        (false, _) => (StatusCode::BAD_GATEWAY, "backend failed to respond\n"),
+    }
+}
+
+fn error_response(
+    status: StatusCode,
+    text: &'static str,
+    active: crate::proxy::activity::RequestActive,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::fixed(text, Some(active)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
