@@ -1,0 +1,246 @@
+//! Test fixtures: real backends on 127.0.0.1:0 (hyper and raw TCP), an in-process sluice,
+//! raw-socket HTTP helpers, and waiting on conditions with deadlines instead of sleeping.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use sluice::{Config, Server};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// What a test backend saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body_len: usize,
+}
+
+/// An HTTP backend with a few routes:
+/// `/echo` streams the request body back; `/bytes/N` answers N bytes of a fixed pattern;
+/// `/chunked` answers three chunks without a length; `/sleep/MS` waits then answers;
+/// anything else answers `backend NAME`. It records every request and counts connections.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<AtomicUsize>,
+    pub started: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+    pub fn requests(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+pub async fn spawn_backend(name: &str) -> Backend {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let backend = Backend {
+        addr,
+        name: name.to_owned(),
+        seen: seen.clone(),
+        connections: connections.clone(),
+        started: started.clone(),
+    };
+    let name = name.to_owned();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            connections.fetch_add(1, Ordering::SeqCst);
+            let (seen, name, started) = (seen.clone(), name.clone(), started.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let (seen, name, started) = (seen.clone(), name.clone(), started.clone());
+                    async move {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(answer(request, &name, &seen).await)
+                    }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    backend
+}
+
+async fn answer(
+    request: Request<Incoming>,
+    name: &str,
+    seen: &Mutex<Vec<Seen>>,
+) -> Response<TestBody> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        uri: parts.uri.to_string(),
+        headers: parts.headers.clone(),
+        body_len: bytes.len(),
+    });
+    if path == "/echo" {
+        return Response::new(Full::new(bytes).boxed());
+    }
+    if let Some(len) = path.strip_prefix("/bytes/") {
+        let len: usize = len.parse().unwrap_or(0);
+        return Response::new(Full::new(Bytes::from(pattern(len))).boxed());
+    }
+    if path == "/chunked" {
+        let chunks = ["first,", "second,", "third"]
+            .into_iter()
+            .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c))));
+        return Response::new(StreamBody::new(futures_stream(chunks)).boxed());
+    }
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    if path == "/hop" {
+        let mut response = Response::new(Full::new(Bytes::from("hop")).boxed());
+        response
+            .headers_mut()
+            .insert("keep-alive", "timeout=99".parse().unwrap());
+        response
+            .headers_mut()
+            .insert("x-backend", name.parse().unwrap());
+        return response;
+    }
+    Response::new(Full::new(Bytes::from(format!("backend {name}"))).boxed())
+}
+
+/// A tiny stream over an iterator, so the backend can send a body of unknown length.
+fn futures_stream<I: Iterator + Unpin>(iter: I) -> IterStream<I> {
+    IterStream(iter)
+}
+
+pub struct IterStream<I>(I);
+
+impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
+    type Item = I::Item;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<I::Item>> {
+        std::task::Poll::Ready(self.0.next())
+    }
+}
+
+/// A raw TCP backend that reads until the client half-closes, then writes everything back
+/// and closes: it only works if FIN is passed through in both directions.
+pub async fn spawn_tcp_echo_after_eof() -> SocketAddr {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            tokio::spawn(async move {
+                let mut received = Vec::new();
+                if stream.read_to_end(&mut received).await.is_ok() {
+                    let _ = stream.write_all(b"echo:").await;
+                    let _ = stream.write_all(&received).await;
+                    let _ = stream.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback address where nothing listens (bound once, then released).
+pub async fn dead_addr() -> SocketAddr {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    socket.local_addr().unwrap()
+}
+
+/// Starts sluice in-process from YAML text (listeners should bind 127.0.0.1:0).
+pub async fn start_sluice(yaml: &str) -> Server {
+    let config = Config::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+    Server::start(config).await.unwrap()
+}
+
+/// A one-listener HTTP config over the given backends.
+pub fn http_config(backends: &[SocketAddr], extra_pool: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|a| a.to_string()).collect();
+    format!(
+        "listeners:\n  web:\n    bind: 127.0.0.1:0\n    pool: app\n\
+         pools:\n  app:\n    backends: [{}]\n{extra_pool}",
+        list.join(", ")
+    )
+}
+
+/// Sends a request over a fresh HTTP/1.1 connection with hyper's client.
+pub async fn send(addr: SocketAddr, request: Request<TestBody>) -> Response<Bytes> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    Response::from_parts(parts, bytes)
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Response<Bytes> {
+    let request = Request::get(path)
+        .header("host", "test.local")
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap();
+    send(addr, request).await
+}
+
+pub fn body_text(response: &Response<Bytes>) -> String {
+    String::from_utf8_lossy(response.body()).into_owned()
+}
+
+pub fn assert_status(response: &Response<Bytes>, status: StatusCode) {
+    assert_eq!(response.status(), status, "body: {}", body_text(response));
+}
+
+/// Writes raw bytes and reads until the peer closes or `deadline` passes.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], deadline: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(deadline, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Polls `condition` every few milliseconds until it holds or `deadline` passes.
+pub async fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < end {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    condition()
+}

@@ -1,0 +1,219 @@
+//! Process-level behaviour: graceful drain, `sluice check`, and the real binary on signals.
+
+mod common;
+
+use common::*;
+use http::StatusCode;
+use sluice::DrainOutcome;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish_and_stops_accepting() {
+    let backend = spawn_backend("slow").await;
+    let sluice = start_sluice(&http_config(&[backend.addr], "")).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let in_flight = tokio::spawn(async move { get(addr, "/sleep/2000").await });
+    assert!(
+        wait_until(Duration::from_secs(5), || backend
+            .started
+            .load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "request reached the backend"
+    );
+    let outcome = sluice.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(outcome, DrainOutcome::Complete);
+    let response = in_flight.await.unwrap();
+    assert_status(&response, StatusCode::OK);
+    assert_eq!(body_text(&response), "backend slow");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
+}
+
+#[tokio::test]
+async fn drain_deadline_bounds_the_shutdown() {
+    let backend = spawn_backend("slow").await;
+    let sluice = start_sluice(&http_config(&[backend.addr], "")).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let _stuck = tokio::spawn(async move { get(addr, "/sleep/10000").await });
+    assert!(
+        wait_until(Duration::from_secs(5), || backend
+            .started
+            .load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        sluice.shutdown(Duration::from_millis(300)).await,
+        DrainOutcome::TimedOut
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+#[test]
+fn check_accepts_the_shipped_reference_config() {
+    let output = Command::new(BIN)
+        .args([
+            "check",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/conf/sluice.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("is valid"));
+}
+
+#[test]
+fn check_reports_file_line_column_and_path_and_exits_1() {
+    let file = write_config(
+        "listeners:\n  web:\n    bind: 127.0.0.1:0\n    pool: nope\npools:\n  app:\n    backends: [127.0.0.1:1]\n",
+    );
+    for args in [vec!["check", "-c"], vec!["-t", "-c"]] {
+        let output = Command::new(BIN)
+            .args(&args)
+            .arg(file.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let expected = format!(
+            "{}:4:11: listeners.web.pool: no pool named \"nope\"",
+            file.path().display()
+        );
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
+    let missing = Command::new(BIN)
+        .args(["check", "-c", "/nonexistent/sluice.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/sluice.yaml"));
+}
+
+#[test]
+fn version_flag_prints_the_version() {
+    let output = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("sluice {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+/// Starts the real binary, reads the address it bound from its log, and returns both.
+fn spawn_binary(
+    config: &std::path::Path,
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut child = Command::new(BIN)
+        .args(["-c"])
+        .arg(config)
+        .env("SLUICE_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sluice logs its listener");
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    (child, addr, lines_rx)
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_reloads_on_sighup_and_drains_on_sigterm() {
+    let first = spawn_backend("first").await;
+    let second = spawn_backend("second").await;
+    let file = write_config(&http_config(&[first.addr], ""));
+    let (mut child, addr, logs) = spawn_binary(file.path());
+    assert_eq!(body_text(&get(addr, "/").await), "backend first");
+
+    // A broken config is refused and the running one stays in force.
+    std::fs::write(file.path(), "listeners: [oops").unwrap();
+    signal(&child, "HUP");
+    let refused = loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reload outcome logged");
+        if line.contains("reload failed") {
+            break line;
+        }
+    };
+    assert!(
+        refused.contains(&file.path().display().to_string()),
+        "{refused}"
+    );
+    assert_eq!(body_text(&get(addr, "/").await), "backend first");
+
+    std::fs::write(file.path(), http_config(&[second.addr], "")).unwrap();
+    signal(&child, "HUP");
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reload logged");
+        if line.contains("configuration reloaded") {
+            break;
+        }
+    }
+    assert_eq!(body_text(&get(addr, "/").await), "backend second");
+
+    let in_flight = tokio::spawn(async move { get(addr, "/sleep/1500").await });
+    assert!(
+        wait_until(Duration::from_secs(5), || second
+            .started
+            .load(Ordering::SeqCst)
+            == 2)
+        .await
+    );
+    signal(&child, "TERM");
+    let response = in_flight.await.unwrap();
+    assert_status(&response, StatusCode::OK);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit 0 after drain: {status:?}");
+}
