@@ -103,7 +103,17 @@ fn check(path: &Path, quiet: bool) -> ExitCode {
     }
 }
 
+/// Every proxied connection costs two descriptors; the usual soft limit of 1024 would cap
+/// sluice near 500 clients. Raise the soft limit to the hard one, as nginx/HAProxy advise.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open file limit"),
+    }
+}
+
 fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    raise_fd_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("sluice-worker");
     if let Some(threads) = worker_threads {
