@@ -10,8 +10,14 @@ fn typical_browser_request() -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in [
         ("host", "shop.example.com"),
-        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0"),
-        ("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
         ("accept-language", "en-US,en;q=0.5"),
         ("accept-encoding", "gzip, deflate, br"),
         ("connection", "keep-alive"),

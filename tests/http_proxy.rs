@@ -412,3 +412,21 @@ async fn reload_swaps_the_pool_for_new_requests() {
         "refused reload changes nothing"
     );
 }
+
+#[tokio::test]
+async fn admin_answers_health_and_readiness() {
+    let backend = spawn_backend("a").await;
+    let yaml = format!(
+        "admin:\n  bind: 127.0.0.1:0\n{}",
+        http_config(&[backend.addr], "")
+    );
+    let sluice = start_sluice(&yaml).await;
+    let admin = sluice.admin_addr().expect("admin bound");
+    let healthz = get(admin, "/healthz").await;
+    assert_status(&healthz, StatusCode::OK);
+    assert_eq!(body_text(&healthz), "ok\n");
+    let ready = get(admin, "/ready").await;
+    assert_status(&ready, StatusCode::OK);
+    assert!(body_text(&ready).contains("1 listeners"));
+    assert_status(&get(admin, "/nope").await, StatusCode::NOT_FOUND);
+}

@@ -321,7 +321,9 @@ impl Validator<'_> {
         }
         for (name, listener) in raw_listeners.value {
             let validated = self.listener(&name, &listener, &pools)?;
-            if let Some(other) = binds.get(&validated.bind) {
+            // Port 0 asks the kernel for a fresh port each time, so it never clashes.
+            let ephemeral = validated.bind.port() == 0;
+            if let Some(other) = binds.get(&validated.bind).filter(|_| !ephemeral) {
                 return Err(self.error_at(
                     listener.bind.referenced,
                     format!("listeners.{name}.bind"),
