@@ -1,23 +1,33 @@
-//! The admin listener (loopback by default): `/healthz` (process alive) and `/ready` (config
-//! loaded, listeners bound). Status, metrics and admin actions build on this router.
+//! The admin listener (loopback by default): `/healthz` (process alive), `/ready` (config
+//! loaded, listeners bound), `/status` (JSON), `/metrics` (Prometheus text), and
+//! `POST /reload` (re-read the config file; answers with the outcome).
+//!
+//! Mutating endpoints are refused from non-loopback peers: the admin bind may be widened for
+//! scraping, but changing the daemon stays a local action.
 
-use crate::state::SharedSnapshot;
+use crate::reload::ReloadReport;
+use crate::server::Shared;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+type AdminResponse = Response<Full<Bytes>>;
+
 pub fn spawn(
     listener: TcpListener,
-    snapshot: SharedSnapshot,
-    shutdown: CancellationToken,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
     tracker: &TaskTracker,
 ) {
     let connections = tracker.clone();
@@ -25,17 +35,17 @@ pub fn spawn(
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                () = shutdown.cancelled() => return,
+                () = stop.cancelled() => return,
             };
-            let Ok((stream, _peer)) = accepted else {
+            let Ok((stream, peer)) = accepted else {
                 continue;
             };
-            let snapshot = snapshot.clone();
-            let shutdown = shutdown.clone();
+            let shared = Arc::clone(&shared);
+            let stop = stop.clone();
             connections.spawn(async move {
                 let service = service_fn(move |request| {
-                    let snapshot = snapshot.clone();
-                    async move { Ok::<_, Infallible>(route(&request, &snapshot)) }
+                    let shared = Arc::clone(&shared);
+                    async move { Ok::<_, Infallible>(route(request, peer, &shared).await) }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -43,7 +53,7 @@ pub fn spawn(
                 tokio::pin!(connection);
                 let result = tokio::select! {
                     result = connection.as_mut() => result,
-                    () = shutdown.cancelled() => {
+                    () = stop.cancelled() => {
                         connection.as_mut().graceful_shutdown();
                         connection.await
                     }
@@ -56,18 +66,153 @@ pub fn spawn(
     });
 }
 
-fn route(request: &Request<Incoming>, snapshot: &SharedSnapshot) -> Response<Full<Bytes>> {
-    match (request.method(), request.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n".into()),
-        (&Method::GET | &Method::HEAD, "/ready") => {
-            let listeners = snapshot.load().config.listeners.len();
+async fn route(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+) -> AdminResponse {
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    match (request.uri().path(), read) {
+        ("/healthz", true) => text(StatusCode::OK, "ok\n".into()),
+        ("/ready", true) => {
+            let listeners = shared.snapshot.load().config.listeners.len();
             text(StatusCode::OK, format!("ready: {listeners} listeners\n"))
         }
+        ("/status", true) => json(StatusCode::OK, &status(shared)),
+        ("/metrics", true) => match crate::metrics::render() {
+            Some(body) => {
+                let mut response = text(StatusCode::OK, body);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            }
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "metrics recorder not installed\n".into(),
+            ),
+        },
+        ("/reload", false) if request.method() == Method::POST => {
+            if !peer.ip().is_loopback() {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "admin actions are allowed from loopback only\n".into(),
+                );
+            }
+            let report = shared.reloads.reload_file(shared, "admin").await;
+            let status = if report.success {
+                StatusCode::OK
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            json(status, &report)
+        }
+        ("/healthz" | "/ready" | "/status" | "/metrics" | "/reload", _) => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+#[derive(Serialize)]
+struct Status {
+    version: &'static str,
+    uptime_seconds: f64,
+    config_file: Option<String>,
+    last_reload: Option<ReloadReport>,
+    listeners: Vec<ListenerStatus>,
+    pools: Vec<PoolStatus>,
+}
+
+#[derive(Serialize)]
+struct ListenerStatus {
+    name: String,
+    bind: String,
+    local_addr: Option<String>,
+    protocol: &'static str,
+    pool: String,
+}
+
+#[derive(Serialize)]
+struct PoolStatus {
+    name: String,
+    backends: Vec<BackendStatus>,
+}
+
+#[derive(Serialize)]
+struct BackendStatus {
+    address: String,
+    weight: u32,
+    available: bool,
+    in_flight: usize,
+    picked_total: u64,
+}
+
+fn status(shared: &Shared) -> Status {
+    let snapshot = shared.snapshot.load();
+    let listeners = snapshot
+        .config
+        .listeners
+        .values()
+        .map(|l| ListenerStatus {
+            name: l.name.clone(),
+            bind: l.bind.to_string(),
+            local_addr: shared.local_addr(&l.name).map(|a| a.to_string()),
+            protocol: match l.protocol {
+                crate::config::Protocol::Http => "http",
+                crate::config::Protocol::Tcp => "tcp",
+            },
+            pool: l.pool.clone(),
+        })
+        .collect();
+    let mut pools: Vec<PoolStatus> = snapshot
+        .pools
+        .values()
+        .map(|pool| PoolStatus {
+            name: pool.config.name.clone(),
+            backends: pool
+                .backends
+                .iter()
+                .map(|b| BackendStatus {
+                    address: b.address.to_string(),
+                    weight: b.weight,
+                    available: b.is_available(),
+                    in_flight: b.state.in_flight(),
+                    picked_total: b.state.picked_total(),
+                })
+                .collect(),
+        })
+        .collect();
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: shared.started.elapsed().as_secs_f64(),
+        config_file: shared.config_path.as_ref().map(|p| p.display().to_string()),
+        last_reload: shared.reloads.last_report(),
+        listeners,
+        pools,
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> AdminResponse {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> AdminResponse {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(

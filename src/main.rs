@@ -31,7 +31,11 @@ enum Command {
     /// Run the daemon with the config file (the default command).
     Run,
     /// Validate the config file and exit 0/1 without opening any socket.
-    Check,
+    Check {
+        /// Also print what reloading from this running config file to the checked one would do.
+        #[arg(long, value_name = "RUNNING_CONFIG")]
+        diff: Option<PathBuf>,
+    },
     /// Start three hello backends and a listener in front of them.
     Demo {
         /// Where the demo listener binds.
@@ -71,8 +75,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
     match cli.command {
-        _ if cli.check => Ok(check(&config_path, cli.quiet)),
-        Some(Command::Check) => Ok(check(&config_path, cli.quiet)),
+        _ if cli.check => Ok(check(&config_path, None, cli.quiet)),
+        Some(Command::Check { diff }) => Ok(check(&config_path, diff.as_deref(), cli.quiet)),
         Some(Command::Demo { listen }) => run_demo(listen),
         Some(Command::Run) => run(&config_path),
         None if explicit.is_none() && !config_path.exists() => {
@@ -83,9 +87,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn check(path: &Path, quiet: bool) -> ExitCode {
+fn check(path: &Path, running: Option<&Path>, quiet: bool) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            if let Some(running) = running {
+                match Config::load(running) {
+                    Ok(old) => print!("{}", sluice::config::diff::diff(&old, &config)),
+                    Err(error) => {
+                        eprintln!("sluice: running config: {error}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
             if !quiet {
                 println!(
                     "sluice: configuration file {} is valid ({} listeners, {} pools)",
@@ -123,11 +136,13 @@ fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
 }
 
 fn run(path: &Path) -> Result<ExitCode> {
-    let config = Config::load(path)?;
-    let runtime = runtime(config.runtime.worker_threads)?;
+    // Read once here for the thread count; the server reads the file itself so that the
+    // config it runs is the one a reload will compare against.
+    let threads = Config::load(path)?.runtime.worker_threads;
+    let runtime = runtime(threads)?;
     runtime.block_on(async {
-        let server = Server::start(config).await?;
-        let outcome = server.run_until_signal(Some(path)).await?;
+        let server = Server::start_from_file(path).await?;
+        let outcome = server.run_until_signal().await?;
         Ok(exit_code(outcome))
     })
 }
@@ -143,7 +158,7 @@ fn run_demo(listen: SocketAddr) -> Result<ExitCode> {
         println!("sluice demo: 3 hello backends behind http://{addr}/");
         println!("try:  for i in 1 2 3 4 5 6; do curl -s http://{addr}/; done");
         println!("stop: Ctrl-C");
-        let outcome = server.run_until_signal(None).await?;
+        let outcome = server.run_until_signal().await?;
         Ok(exit_code(outcome))
     })
 }

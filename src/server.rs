@@ -1,33 +1,35 @@
 //! Wires a validated config into a running daemon: binds every listener (all or nothing),
-//! publishes the first snapshot, runs the accept loops, and drains on shutdown.
+//! publishes the first snapshot, runs one accept loop per listener, applies reloads as one
+//! transaction, and drains on shutdown.
 //!
-//! Connections are tracked so shutdown can stop accepting, let in-flight requests and TCP
-//! sessions finish, and give up only at the drain deadline.
+//! The reload transaction (`Shared::apply`): diff -> bind every new socket -> build the new
+//! snapshot reusing backend state -> swap -> start the new accept loops -> stop the removed
+//! ones. Any failure before the swap leaves everything as it was. Unchanged listeners keep
+//! their socket and accept loop; a listener's protocol, pool and timeouts are read from the
+//! snapshot at accept time, so such changes apply to new connections only.
 
 use crate::admin;
+use crate::config::diff::{ReloadPlan, diff};
 use crate::config::{Config, Protocol};
 use crate::error::Error;
 use crate::listener;
 use crate::proxy;
+use crate::reload::Reloads;
 use crate::state::{SharedSnapshot, Snapshot};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
-use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
+/// A running sluice. Cheap to share: everything lives in `Shared`.
 pub struct Server {
-    snapshot: SharedSnapshot,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-    local_addrs: BTreeMap<String, SocketAddr>,
-    admin_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
 }
 
 /// How a drain ended.
@@ -35,131 +37,118 @@ pub struct Server {
 pub enum DrainOutcome {
     /// Every connection finished before the deadline.
     Complete,
-    /// The deadline passed with connections still open; they are dropped.
+    /// The deadline passed (or a second signal came) with connections still open.
     TimedOut,
 }
 
+/// State shared by the accept loops, the admin API and the reload coordinator.
+pub struct Shared {
+    pub snapshot: SharedSnapshot,
+    pub reloads: Reloads,
+    pub config_path: Option<PathBuf>,
+    pub started: std::time::Instant,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// Written only by `apply` (serialised by `Reloads`) and read for addresses.
+    listeners: Mutex<BTreeMap<String, RunningListener>>,
+    admin: Mutex<Option<RunningListener>>,
+}
+
+struct RunningListener {
+    local_addr: SocketAddr,
+    /// Cancelling it stops this listener's accept loop and asks its connections to finish.
+    stop: CancellationToken,
+}
+
 impl Server {
-    /// Binds every listener first and fails without serving anything if any bind fails.
+    /// Starts from an already validated config (tests, demo). Reloads need `start_from_file`.
     pub async fn start(config: Config) -> Result<Server, Error> {
-        let mut bound: Vec<(String, Protocol, TcpListener)> = Vec::new();
+        Server::start_inner(config, None).await
+    }
+
+    /// Loads `path`, starts, and remembers the path for SIGHUP, file watching and `POST /reload`.
+    pub async fn start_from_file(path: &Path) -> Result<Server, Error> {
+        let config = Config::load(path)?;
+        Server::start_inner(config, Some(path.to_path_buf())).await
+    }
+
+    async fn start_inner(config: Config, config_path: Option<PathBuf>) -> Result<Server, Error> {
+        crate::metrics::install();
+        let mut sockets = Vec::new();
         for listener_config in config.listeners.values() {
-            let socket = listener::bind(listener_config.bind).map_err(|source| Error::Bind {
-                name: listener_config.name.clone(),
-                addr: listener_config.bind,
-                source,
-            })?;
-            bound.push((
-                listener_config.name.clone(),
-                listener_config.protocol,
-                socket,
-            ));
+            let socket = bind_named(&listener_config.name, listener_config.bind)?;
+            sockets.push((listener_config.name.clone(), socket));
         }
         let admin_socket = match &config.admin {
-            Some(admin) => Some(listener::bind(admin.bind).map_err(|source| Error::Bind {
-                name: "admin".into(),
-                addr: admin.bind,
-                source,
-            })?),
+            Some(admin) => Some(bind_named("admin", admin.bind)?),
             None => None,
         };
-
-        let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-            Arc::new(config),
-            None,
-        )));
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let mut local_addrs = BTreeMap::new();
-        for (name, protocol, socket) in bound {
-            let addr = local_addr(&socket, &name)?;
-            info!(listener = %name, %addr, ?protocol, "listening");
-            local_addrs.insert(name.clone(), addr);
-            spawn_accept_loop(name, protocol, socket, &snapshot, &shutdown, &tracker);
+        let watch = config.watch;
+        let shared = Arc::new(Shared {
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::build(
+                Arc::new(config),
+                None,
+            ))),
+            reloads: Reloads::default(),
+            config_path,
+            started: std::time::Instant::now(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            listeners: Mutex::new(BTreeMap::new()),
+            admin: Mutex::new(None),
+        });
+        for (name, socket) in sockets {
+            shared.start_listener(name, socket)?;
         }
-        let admin_addr = match admin_socket {
-            Some(socket) => {
-                let addr = local_addr(&socket, "admin")?;
-                info!(%addr, "admin listening");
-                admin::spawn(socket, snapshot.clone(), shutdown.clone(), &tracker);
-                Some(addr)
-            }
-            None => None,
-        };
-        Ok(Server {
-            snapshot,
-            shutdown,
-            tracker,
-            local_addrs,
-            admin_addr,
-        })
+        if let Some(socket) = admin_socket {
+            shared.start_admin(socket)?;
+        }
+        if let Some(path) = &shared.config_path
+            && watch
+        {
+            crate::reload::watch_file(&shared, path)?;
+        }
+        crate::reload::notify_ready("serving");
+        Ok(Server { shared })
     }
 
     /// The address a listener actually bound (useful with port 0).
     pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
-        self.local_addrs.get(listener).copied()
+        self.shared.local_addr(listener)
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_addr
+        lock(&self.shared.admin).as_ref().map(|l| l.local_addr)
     }
 
     pub fn snapshot(&self) -> &SharedSnapshot {
-        &self.snapshot
+        &self.shared.snapshot
     }
 
-    /// Re-reads the config file and swaps in a new snapshot for pools and routing. Listener
-    /// sockets are not changed here: a reload that adds, removes or re-binds a listener is
-    /// refused and the running config stays in force.
-    pub fn reload_from(&self, path: &Path) -> Result<(), Error> {
-        let config = Config::load(path)?;
-        self.reload(config)
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
-    pub fn reload(&self, config: Config) -> Result<(), Error> {
-        let current = self.snapshot.load_full();
-        let old_binds: BTreeMap<&str, (SocketAddr, Protocol)> = current
-            .config
-            .listeners
-            .values()
-            .map(|l| (l.name.as_str(), (l.bind, l.protocol)))
-            .collect();
-        let new_binds: BTreeMap<&str, (SocketAddr, Protocol)> = config
-            .listeners
-            .values()
-            .map(|l| (l.name.as_str(), (l.bind, l.protocol)))
-            .collect();
-        if old_binds != new_binds {
-            return Err(Error::Io {
-                context: "reload refused".into(),
-                source: io::Error::other(
-                    "listeners were added, removed, re-bound or changed protocol; \
-                     this version applies such changes only on restart",
-                ),
-            });
-        }
-        let next = Snapshot::build(Arc::new(config), Some(&current));
-        self.snapshot.store(Arc::new(next));
-        Ok(())
+    /// Applies a new config as one transaction (see the module header) and returns the plan.
+    /// On error nothing changed.
+    pub async fn reload(&self, config: Config) -> Result<ReloadPlan, Error> {
+        self.shared.reloads.apply_config(&self.shared, config).await
     }
 
     /// Stops accepting, lets open connections finish (HTTP keep-alive connections close
     /// after their current response), and waits at most `deadline`.
     pub async fn shutdown(&self, deadline: Duration) -> DrainOutcome {
-        self.shutdown.cancel();
-        self.tracker.close();
-        match tokio::time::timeout(deadline, self.tracker.wait()).await {
+        self.shared.shutdown.cancel();
+        self.shared.tracker.close();
+        match tokio::time::timeout(deadline, self.shared.tracker.wait()).await {
             Ok(()) => DrainOutcome::Complete,
             Err(_) => DrainOutcome::TimedOut,
         }
     }
 
-    /// Runs until SIGTERM or SIGINT, reloading `config_path` on SIGHUP, then drains with the
-    /// configured deadline. A second SIGTERM/SIGINT during the drain exits at once.
-    pub async fn run_until_signal(
-        &self,
-        config_path: Option<&Path>,
-    ) -> Result<DrainOutcome, Error> {
+    /// Runs until SIGTERM or SIGINT, reloading on SIGHUP, then drains with the configured
+    /// deadline. A second SIGTERM/SIGINT during the drain stops waiting at once.
+    pub async fn run_until_signal(&self) -> Result<DrainOutcome, Error> {
         use tokio::signal::unix::{SignalKind, signal};
         let signal_error = |source| Error::Io {
             context: "cannot install signal handler".into(),
@@ -172,16 +161,17 @@ impl Server {
             tokio::select! {
                 _ = terminate.recv() => break,
                 _ = interrupt.recv() => break,
-                _ = hangup.recv() => match config_path {
-                    Some(path) => match self.reload_from(path) {
-                        Ok(()) => info!(path = %path.display(), "configuration reloaded"),
-                        Err(error) => error!("reload failed, keeping the running configuration: {error}"),
-                    },
-                    None => warn!("SIGHUP ignored: no config file to reload (demo mode)"),
-                },
+                _ = hangup.recv() => {
+                    if self.shared.config_path.is_some() {
+                        self.shared.reloads.reload_file(&self.shared, "SIGHUP").await;
+                    } else {
+                        warn!("SIGHUP ignored: no config file to reload (demo mode)");
+                    }
+                }
             }
         }
-        let deadline = self.snapshot.load().config.runtime.drain_timeout;
+        crate::reload::notify_stopping();
+        let deadline = self.shared.snapshot.load().config.runtime.drain_timeout;
         info!(
             ?deadline,
             "shutting down: no new connections, draining open ones"
@@ -201,7 +191,94 @@ impl Server {
     }
 }
 
-fn local_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, Error> {
+impl Shared {
+    pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
+        lock(&self.listeners).get(listener).map(|l| l.local_addr)
+    }
+
+    /// The reload transaction. Callers serialise it (`Reloads` holds a lock around it).
+    pub(crate) fn apply(self: &Arc<Self>, config: Config) -> Result<ReloadPlan, Error> {
+        let current = self.snapshot.load_full();
+        let plan = diff(&current.config, &config);
+
+        // 1. Bind every new socket first; dropping `fresh` on error closes them again.
+        let mut fresh = Vec::new();
+        for name in plan.listeners_to_bind() {
+            let bind = config.listeners[name].bind;
+            fresh.push((name.clone(), bind_named(name, bind)?));
+        }
+        let fresh_admin = match (&config.admin, plan.admin_rebound) {
+            (Some(admin), true) => Some(bind_named("admin", admin.bind)?),
+            _ => None,
+        };
+
+        // 2. Swap: from here on every new connection and request sees the new config.
+        let next = Snapshot::build(Arc::new(config), Some(&current));
+        self.snapshot.store(Arc::new(next));
+
+        // 3. Start the new accept loops, then stop the old ones.
+        for name in plan.listeners_to_stop() {
+            if let Some(old) = lock(&self.listeners).remove(name) {
+                info!(listener = %name, addr = %old.local_addr, "listener stops accepting; open connections finish");
+                old.stop.cancel();
+            }
+        }
+        for (name, socket) in fresh {
+            self.start_listener(name, socket)?;
+        }
+        if plan.admin_rebound {
+            if let Some(old) = lock(&self.admin).take() {
+                old.stop.cancel();
+            }
+            if let Some(socket) = fresh_admin {
+                self.start_admin(socket)?;
+            }
+        }
+        Ok(plan)
+    }
+
+    fn start_listener(&self, name: String, socket: TcpListener) -> Result<(), Error> {
+        let local_addr = socket_addr(&socket, &name)?;
+        let stop = self.shutdown.child_token();
+        info!(listener = %name, addr = %local_addr, "listening");
+        spawn_accept_loop(
+            Arc::from(name.as_str()),
+            socket,
+            self.snapshot.clone(),
+            stop.clone(),
+            &self.tracker,
+        );
+        lock(&self.listeners).insert(name, RunningListener { local_addr, stop });
+        Ok(())
+    }
+
+    fn start_admin(self: &Arc<Self>, socket: TcpListener) -> Result<(), Error> {
+        let local_addr = socket_addr(&socket, "admin")?;
+        let stop = self.shutdown.child_token();
+        info!(addr = %local_addr, "admin listening");
+        admin::spawn(socket, Arc::clone(self), stop.clone(), &self.tracker);
+        *lock(&self.admin) = Some(RunningListener { local_addr, stop });
+        Ok(())
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of a plain map; the map
+/// itself is still consistent, so keep serving rather than cascade the panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn bind_named(name: &str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    listener::bind(addr).map_err(|source| Error::Bind {
+        name: name.to_owned(),
+        addr,
+        source,
+    })
+}
+
+fn socket_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, Error> {
     socket.local_addr().map_err(|source| Error::Io {
         context: format!("cannot read address of listener {name}"),
         source,
@@ -209,22 +286,18 @@ fn local_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, Error> {
 }
 
 fn spawn_accept_loop(
-    name: String,
-    protocol: Protocol,
+    name: Arc<str>,
     socket: TcpListener,
-    snapshot: &SharedSnapshot,
-    shutdown: &CancellationToken,
+    snapshot: SharedSnapshot,
+    stop: CancellationToken,
     tracker: &TaskTracker,
 ) {
-    let name: Arc<str> = Arc::from(name);
-    let snapshot = snapshot.clone();
-    let shutdown = shutdown.clone();
     let connections = tracker.clone();
     tracker.spawn(async move {
         loop {
             let accepted = tokio::select! {
                 accepted = socket.accept() => accepted,
-                () = shutdown.cancelled() => break,
+                () = stop.cancelled() => break,
             };
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,
@@ -237,23 +310,25 @@ fn spawn_accept_loop(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let listener = Arc::clone(&name);
-            let snapshot = snapshot.clone();
+            // Read the protocol now, not at spawn: a reload may have changed it.
+            let protocol = snapshot.load().listener(&name).map(|l| l.protocol);
+            let (listener, snapshot, stop) = (Arc::clone(&name), snapshot.clone(), stop.clone());
             match protocol {
-                Protocol::Http => {
-                    let shutdown = shutdown.clone();
+                Some(Protocol::Http) => {
                     connections.spawn(proxy::http::serve_connection(
-                        stream, peer, listener, snapshot, shutdown,
+                        stream, peer, listener, snapshot, stop,
                     ));
                 }
-                Protocol::Tcp => {
+                Some(Protocol::Tcp) => {
                     connections.spawn(proxy::tcp::serve_connection(
-                        stream, peer, listener, snapshot,
+                        stream, peer, listener, snapshot, stop,
                     ));
                 }
+                // Removed by a reload an instant ago; this loop is about to stop.
+                None => drop(stream),
             }
         }
-        // Dropping the socket here closes it: the kernel refuses new connections at once.
+        // Dropping the socket closes it: the kernel refuses new connections at once.
         drop(socket);
     });
 }

@@ -389,31 +389,6 @@ async fn malformed_and_smuggling_requests_get_400_and_never_reach_a_backend() {
 }
 
 #[tokio::test]
-async fn reload_swaps_the_pool_for_new_requests() {
-    let first = spawn_backend("first").await;
-    let second = spawn_backend("second").await;
-    let sluice = start_sluice(&http_config(&[first.addr], "")).await;
-    let addr = sluice.local_addr("web").unwrap();
-    assert_eq!(body_text(&get(addr, "/").await), "backend first");
-    let yaml = http_config(&[second.addr], "");
-    sluice
-        .reload(sluice::Config::parse(&yaml, "t.yaml").unwrap())
-        .unwrap();
-    assert_eq!(body_text(&get(addr, "/").await), "backend second");
-    let changed_listener = yaml.replace("pool: app", "pool: app\n    protocol: tcp");
-    assert!(
-        sluice
-            .reload(sluice::Config::parse(&changed_listener, "t.yaml").unwrap())
-            .is_err()
-    );
-    assert_eq!(
-        body_text(&get(addr, "/").await),
-        "backend second",
-        "refused reload changes nothing"
-    );
-}
-
-#[tokio::test]
 async fn admin_answers_health_and_readiness() {
     let backend = spawn_backend("a").await;
     let yaml = format!(

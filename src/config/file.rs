@@ -16,6 +16,8 @@ pub type Text = Spanned<String>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// Reload automatically when the config file changes (default true).
+    pub watch: Option<bool>,
     pub runtime: Option<RawRuntime>,
     pub admin: Option<RawAdmin>,
     pub listeners: Option<Spanned<BTreeMap<String, RawListener>>>,

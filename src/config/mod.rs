@@ -4,6 +4,7 @@
 //! Pure: no sockets, no clock. Imports nothing of ours but `error`. Reading the file from disk
 //! is the one I/O here (`Config::load`), kept at the edge so tests can call `Config::parse`.
 
+pub mod diff;
 mod duration;
 pub mod file;
 
@@ -31,6 +32,8 @@ pub const MAX_WEIGHT: u32 = 10_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// Reload when the config file changes on disk (SIGHUP and `POST /reload` always work).
+    pub watch: bool,
     pub runtime: RuntimeConfig,
     pub admin: Option<AdminConfig>,
     /// Sorted by name, so iteration order is stable across reloads.
@@ -335,6 +338,7 @@ impl Validator<'_> {
         }
 
         Ok(Config {
+            watch: raw.watch.unwrap_or(true),
             runtime,
             admin,
             listeners,

@@ -9,15 +9,20 @@ use crate::state::SharedSnapshot;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+/// Splices until either side closes. Once `stop` fires (shutdown, or the listener removed by
+/// a reload) the session may go on for the drain deadline, then it is closed.
 pub async fn serve_connection(
     mut client: TcpStream,
     peer: SocketAddr,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
+    stop: CancellationToken,
 ) {
     let snapshot = snapshot.load_full();
+    let drain_timeout = snapshot.config.runtime.drain_timeout;
     let Some(pool) = snapshot.pool_for_listener(&listener) else {
         return;
     };
@@ -39,12 +44,21 @@ pub async fn serve_connection(
         }
     };
     let _ = upstream.set_nodelay(true);
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((sent, received)) => {
-            debug!(%peer, backend = %backend.address, sent, received, "tcp session closed");
-        }
-        Err(error) => {
-            debug!(%peer, backend = %backend.address, %error, "tcp session ended with an error")
+    let drained = async {
+        stop.cancelled().await;
+        tokio::time::sleep(drain_timeout).await;
+    };
+    tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match result {
+            Ok((sent, received)) => {
+                debug!(%peer, backend = %backend.address, sent, received, "tcp session closed");
+            }
+            Err(error) => {
+                debug!(%peer, backend = %backend.address, %error, "tcp session ended with an error");
+            }
+        },
+        () = drained => {
+            debug!(%peer, backend = %backend.address, "tcp session closed at the drain deadline");
         }
     }
 }

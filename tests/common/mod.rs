@@ -173,6 +173,21 @@ pub async fn spawn_tcp_echo_after_eof() -> SocketAddr {
     addr
 }
 
+/// A raw TCP backend that echoes every chunk as soon as it arrives (long-lived sessions).
+pub async fn spawn_tcp_echo() -> SocketAddr {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = stream.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    addr
+}
+
 /// A loopback address where nothing listens (bound once, then released).
 pub async fn dead_addr() -> SocketAddr {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -193,6 +208,11 @@ pub fn http_config(backends: &[SocketAddr], extra_pool: &str) -> String {
          pools:\n  app:\n    backends: [{}]\n{extra_pool}",
         list.join(", ")
     )
+}
+
+/// Parses YAML that a test wrote, panicking with the config error if it is invalid.
+pub fn config(yaml: &str) -> Config {
+    Config::parse(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Sends a request over a fresh HTTP/1.1 connection with hyper's client.

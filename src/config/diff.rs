@@ -1,0 +1,262 @@
+//! The pure reload plan: what changes between the running config and a new one.
+//!
+//! The reload transaction (`reload.rs`) follows it: bind the listeners in `bind`, build the new
+//! snapshot, swap, then stop the listeners in `stop`. `sluice check --diff OLD` prints it, so
+//! an operator can see what a reload will do before sending SIGHUP.
+
+use super::{Config, ListenerConfig, PoolConfig};
+use std::fmt;
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadPlan {
+    pub listeners_added: Vec<String>,
+    pub listeners_removed: Vec<String>,
+    /// Same name, new address: a new socket is bound, the old one stops accepting.
+    pub listeners_rebound: Vec<String>,
+    /// Same socket, other settings (protocol, pool, timeouts): new connections use them.
+    pub listeners_changed: Vec<String>,
+    pub admin_rebound: bool,
+    pub pools_added: Vec<String>,
+    pub pools_removed: Vec<String>,
+    pub pools_changed: Vec<PoolChange>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolChange {
+    pub pool: String,
+    pub backends_added: Vec<SocketAddr>,
+    pub backends_removed: Vec<SocketAddr>,
+    /// (address, old weight, new weight)
+    pub backends_reweighted: Vec<(SocketAddr, u32, u32)>,
+    /// Algorithm or timeouts changed.
+    pub settings_changed: bool,
+}
+
+impl ReloadPlan {
+    pub fn is_empty(&self) -> bool {
+        *self == ReloadPlan::default()
+    }
+
+    /// Listeners that need a new socket bound before the swap.
+    pub fn listeners_to_bind(&self) -> impl Iterator<Item = &String> {
+        self.listeners_added.iter().chain(&self.listeners_rebound)
+    }
+
+    /// Listeners whose old socket stops accepting after the swap.
+    pub fn listeners_to_stop(&self) -> impl Iterator<Item = &String> {
+        self.listeners_removed.iter().chain(&self.listeners_rebound)
+    }
+}
+
+pub fn diff(old: &Config, new: &Config) -> ReloadPlan {
+    let mut plan = ReloadPlan::default();
+    for (name, listener) in &new.listeners {
+        match old.listeners.get(name) {
+            None => plan.listeners_added.push(name.clone()),
+            Some(before) if before.bind != listener.bind => {
+                plan.listeners_rebound.push(name.clone())
+            }
+            Some(before) if !same_listener_settings(before, listener) => {
+                plan.listeners_changed.push(name.clone())
+            }
+            Some(_) => {}
+        }
+    }
+    plan.listeners_removed = names_missing(old.listeners.keys(), |n| new.listeners.contains_key(n));
+    plan.admin_rebound = old.admin.as_ref().map(|a| a.bind) != new.admin.as_ref().map(|a| a.bind);
+
+    for (name, pool) in &new.pools {
+        match old.pools.get(name) {
+            None => plan.pools_added.push(name.clone()),
+            Some(before) => {
+                let change = pool_change(before, pool);
+                if change
+                    != (PoolChange {
+                        pool: name.clone(),
+                        ..PoolChange::default()
+                    })
+                {
+                    plan.pools_changed.push(change);
+                }
+            }
+        }
+    }
+    plan.pools_removed = names_missing(old.pools.keys(), |n| new.pools.contains_key(n));
+    plan
+}
+
+fn names_missing<'a>(
+    names: impl Iterator<Item = &'a String>,
+    kept: impl Fn(&String) -> bool,
+) -> Vec<String> {
+    names.filter(|n| !kept(n)).cloned().collect()
+}
+
+fn same_listener_settings(a: &ListenerConfig, b: &ListenerConfig) -> bool {
+    a.protocol == b.protocol && a.pool == b.pool && a.timeouts == b.timeouts
+}
+
+fn pool_change(old: &PoolConfig, new: &PoolConfig) -> PoolChange {
+    let mut change = PoolChange {
+        pool: new.name.clone(),
+        settings_changed: old.algorithm != new.algorithm || old.timeouts != new.timeouts,
+        ..PoolChange::default()
+    };
+    for backend in &new.backends {
+        match old.backends.iter().find(|b| b.address == backend.address) {
+            None => change.backends_added.push(backend.address),
+            Some(before) if before.weight != backend.weight => {
+                change
+                    .backends_reweighted
+                    .push((backend.address, before.weight, backend.weight))
+            }
+            Some(_) => {}
+        }
+    }
+    for backend in &old.backends {
+        if !new.backends.iter().any(|b| b.address == backend.address) {
+            change.backends_removed.push(backend.address);
+        }
+    }
+    change
+}
+
+impl fmt::Display for ReloadPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return writeln!(f, "no changes");
+        }
+        let lines: [(&str, &Vec<String>, &str); 6] = [
+            (
+                "listener added",
+                &self.listeners_added,
+                "binds a new socket",
+            ),
+            (
+                "listener removed",
+                &self.listeners_removed,
+                "stops accepting; open connections finish",
+            ),
+            (
+                "listener re-bound",
+                &self.listeners_rebound,
+                "new socket; the old one stops accepting, its connections finish",
+            ),
+            (
+                "listener changed",
+                &self.listeners_changed,
+                "socket kept; new connections use the new settings",
+            ),
+            (
+                "pool added",
+                &self.pools_added,
+                "new backends start with fresh state",
+            ),
+            ("pool removed", &self.pools_removed, "its backends drain"),
+        ];
+        for (what, names, effect) in lines {
+            for name in names {
+                writeln!(f, "{what}: {name} ({effect})")?;
+            }
+        }
+        if self.admin_rebound {
+            writeln!(f, "admin listener re-bound")?;
+        }
+        for change in &self.pools_changed {
+            let pool = &change.pool;
+            for address in &change.backends_added {
+                writeln!(f, "pool {pool}: backend added: {address} (fresh state)")?;
+            }
+            for address in &change.backends_removed {
+                writeln!(
+                    f,
+                    "pool {pool}: backend removed: {address} (drains: in-flight work finishes)"
+                )?;
+            }
+            for (address, old, new) in &change.backends_reweighted {
+                writeln!(
+                    f,
+                    "pool {pool}: backend reweighted: {address} {old} -> {new} (state kept)"
+                )?;
+            }
+            if change.settings_changed {
+                writeln!(
+                    f,
+                    "pool {pool}: algorithm or timeouts changed (backend state kept)"
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "listeners:\n  web: {bind: '127.0.0.1:8080', pool: app}\n  db: {bind: '127.0.0.1:6432', protocol: tcp, pool: app}\npools:\n  app:\n    backends: [127.0.0.1:9001, {address: 127.0.0.1:9002, weight: 2}]\n";
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "t.yaml").expect("valid")
+    }
+
+    #[test]
+    fn identical_configs_plan_nothing() {
+        let plan = diff(&config(BASE), &config(BASE));
+        assert!(plan.is_empty());
+        assert_eq!(plan.to_string(), "no changes\n");
+    }
+
+    #[test]
+    fn listeners_added_removed_rebound_and_changed() {
+        let new = BASE
+            .replace(
+                "db: {bind: '127.0.0.1:6432', protocol: tcp",
+                "db: {bind: '127.0.0.1:6432', protocol: http",
+            )
+            .replace("127.0.0.1:8080", "127.0.0.1:8081")
+            + "";
+        let new = new.replace(
+            "pools:",
+            "  extra: {bind: '127.0.0.1:9999', pool: app}\npools:",
+        );
+        let plan = diff(&config(BASE), &config(&new));
+        assert_eq!(plan.listeners_added, ["extra"]);
+        assert_eq!(plan.listeners_rebound, ["web"]);
+        assert_eq!(plan.listeners_changed, ["db"]);
+        assert!(plan.listeners_removed.is_empty());
+        assert_eq!(plan.listeners_to_bind().count(), 2);
+
+        let removed = diff(&config(&new), &config(BASE));
+        assert_eq!(removed.listeners_removed, ["extra"]);
+    }
+
+    #[test]
+    fn backends_added_removed_reweighted() {
+        let new = BASE.replace(
+            "[127.0.0.1:9001, {address: 127.0.0.1:9002, weight: 2}]",
+            "[{address: 127.0.0.1:9002, weight: 5}, 127.0.0.1:9003]",
+        );
+        let plan = diff(&config(BASE), &config(&new));
+        let change = &plan.pools_changed[0];
+        assert_eq!(
+            change.backends_added,
+            ["127.0.0.1:9003".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            change.backends_removed,
+            ["127.0.0.1:9001".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            change.backends_reweighted,
+            [("127.0.0.1:9002".parse().unwrap(), 2, 5)]
+        );
+        assert!(!change.settings_changed);
+        let text = plan.to_string();
+        assert!(
+            text.contains("backend reweighted: 127.0.0.1:9002 2 -> 5 (state kept)"),
+            "{text}"
+        );
+    }
+}
