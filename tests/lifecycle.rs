@@ -119,17 +119,22 @@ fn version_flag_prints_the_version() {
     );
 }
 
-/// Starts the real binary, reads the address it bound from its log, and returns both.
-fn spawn_binary(
-    config: &std::path::Path,
-) -> (
+type Spawned = (
     std::process::Child,
     std::net::SocketAddr,
     std::sync::mpsc::Receiver<String>,
-) {
+);
+
+/// Starts the real binary, reads the address it bound from its log, and returns both.
+fn spawn_binary(config: &std::path::Path) -> Spawned {
+    spawn_binary_with(config, &[])
+}
+
+fn spawn_binary_with(config: &std::path::Path, env: &[(&str, &std::path::Path)]) -> Spawned {
     let mut child = Command::new(BIN)
         .args(["-c"])
         .arg(config)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
         .env("SLUICE_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -216,4 +221,84 @@ async fn binary_reloads_on_sighup_and_drains_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "exit 0 after drain: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notify_protocol_ready_reloading_stopping() {
+    let backend = spawn_backend("a").await;
+    let directory = tempfile::tempdir().unwrap();
+    let notify_path = directory.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let config_file = write_config(&format!(
+        "watch: false\n{}",
+        http_config(&[backend.addr], "")
+    ));
+    let (mut child, _addr, _logs) =
+        spawn_binary_with(config_file.path(), &[("NOTIFY_SOCKET", &notify_path)]);
+    let receive = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notify message");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = receive();
+    assert!(
+        ready.starts_with("READY=1\n") && ready.contains("STATUS=serving"),
+        "{ready:?}"
+    );
+
+    signal(&child, "HUP");
+    let reloading = receive();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    let usec: u64 = reloading.lines().nth(1).unwrap()["MONOTONIC_USEC=".len()..]
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    let after = receive();
+    assert!(
+        after.starts_with("READY=1\n") && after.contains("last reload succeeded"),
+        "{after:?}"
+    );
+
+    signal(&child, "TERM");
+    assert_eq!(receive(), "STOPPING=1\n");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn check_diff_prints_the_reload_plan() {
+    let running = write_config(
+        "listeners:\n  web: {bind: 127.0.0.1:8080, pool: app}\npools:\n  app:\n    backends: [127.0.0.1:9001, 127.0.0.1:9002]\n",
+    );
+    let next = write_config(
+        "listeners:\n  web: {bind: 127.0.0.1:8080, pool: app}\n  db: {bind: 127.0.0.1:6432, protocol: tcp, pool: app}\npools:\n  app:\n    backends: [{address: 127.0.0.1:9001, weight: 4}]\n",
+    );
+    let output = Command::new(BIN)
+        .args(["check", "-q", "-c"])
+        .arg(next.path())
+        .arg("--diff")
+        .arg(running.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan = String::from_utf8_lossy(&output.stdout);
+    assert!(plan.contains("listener added: db"), "{plan}");
+    assert!(plan.contains("backend removed: 127.0.0.1:9002"), "{plan}");
+    assert!(
+        plan.contains("backend reweighted: 127.0.0.1:9001 1 -> 4 (state kept)"),
+        "{plan}"
+    );
 }
