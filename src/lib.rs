@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod state;
+pub mod upgrade;
 pub mod upstream;
 
 pub use config::Config;

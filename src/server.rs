@@ -16,20 +16,50 @@ use crate::listener;
 use crate::proxy;
 use crate::reload::Reloads;
 use crate::state::{SharedSnapshot, Snapshot};
+use crate::upgrade::{self, Inherited};
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// A running sluice. Cheap to share: everything lives in `Shared`.
 pub struct Server {
     shared: Arc<Shared>,
+    /// Installed before any socket is bound: SIGHUP's default action kills the process, so a
+    /// `systemctl reload` right after start must already find our handler.
+    signals: tokio::sync::Mutex<Option<Signals>>,
+}
+
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    user2: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, Error> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind| {
+            signal(kind).map_err(|source| Error::Io {
+                context: "cannot install signal handler".into(),
+                source,
+            })
+        };
+        Ok(Signals {
+            terminate: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+            hangup: install(SignalKind::hangup())?,
+            user2: install(SignalKind::user_defined2())?,
+        })
+    }
 }
 
 /// How a drain ended.
@@ -56,6 +86,8 @@ pub struct Shared {
 
 struct RunningListener {
     local_addr: SocketAddr,
+    /// A duplicate of the listening socket, passed to the next process on upgrade.
+    fd: OwnedFd,
     /// Cancelling it stops this listener's accept loop and asks its connections to finish.
     stop: CancellationToken,
 }
@@ -74,13 +106,23 @@ impl Server {
 
     async fn start_inner(config: Config, config_path: Option<PathBuf>) -> Result<Server, Error> {
         crate::metrics::install();
+        let signals = Signals::install()?;
+        // Started by a binary upgrade: take over the old process's sockets where they match.
+        let mut inherited = Inherited::receive()?;
         let mut sockets = Vec::new();
         for listener_config in config.listeners.values() {
-            let socket = bind_named(&listener_config.name, listener_config.bind)?;
-            sockets.push((listener_config.name.clone(), socket));
+            let name = &listener_config.name;
+            let socket = match inherited.take(&format!("listener:{name}"), listener_config.bind) {
+                Some(socket) => socket,
+                None => bind_named(name, listener_config.bind)?,
+            };
+            sockets.push((name.clone(), socket));
         }
         let admin_socket = match &config.admin {
-            Some(admin) => Some(bind_named("admin", admin.bind)?),
+            Some(admin) => Some(match inherited.take("admin", admin.bind) {
+                Some(socket) => socket,
+                None => bind_named("admin", admin.bind)?,
+            }),
             None => None,
         };
         let watch = config.watch;
@@ -109,7 +151,11 @@ impl Server {
             crate::reload::watch_file(&shared, path)?;
         }
         crate::reload::notify_ready("serving");
-        Ok(Server { shared })
+        inherited.confirm_serving();
+        Ok(Server {
+            shared,
+            signals: tokio::sync::Mutex::new(Some(signals)),
+        })
     }
 
     /// The address a listener actually bound (useful with port 0).
@@ -139,6 +185,10 @@ impl Server {
     /// after their current response), and waits at most `deadline`.
     pub async fn shutdown(&self, deadline: Duration) -> DrainOutcome {
         self.shared.shutdown.cancel();
+        // Close our duplicates of the listening sockets too, or the kernel would keep
+        // queueing connections that nobody accepts while we drain.
+        lock(&self.shared.listeners).clear();
+        lock(&self.shared.admin).take();
         self.shared.tracker.close();
         match tokio::time::timeout(deadline, self.shared.tracker.wait()).await {
             Ok(()) => DrainOutcome::Complete,
@@ -146,22 +196,24 @@ impl Server {
         }
     }
 
-    /// Runs until SIGTERM or SIGINT, reloading on SIGHUP, then drains with the configured
-    /// deadline. A second SIGTERM/SIGINT during the drain stops waiting at once.
+    /// Runs until SIGTERM or SIGINT, reloading on SIGHUP and upgrading on SIGUSR2, then
+    /// drains with the configured deadline. A second SIGTERM/SIGINT stops waiting at once.
     pub async fn run_until_signal(&self) -> Result<DrainOutcome, Error> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let signal_error = |source| Error::Io {
-            context: "cannot install signal handler".into(),
-            source,
+        let taken = self.signals.lock().await.take();
+        let mut signals = match taken {
+            Some(signals) => signals,
+            None => Signals::install()?,
         };
-        let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
-        let mut hangup = signal(SignalKind::hangup()).map_err(signal_error)?;
         loop {
             tokio::select! {
-                _ = terminate.recv() => break,
-                _ = interrupt.recv() => break,
-                _ = hangup.recv() => {
+                _ = signals.terminate.recv() => break,
+                _ = signals.interrupt.recv() => break,
+                _ = signals.user2.recv() => {
+                    if self.upgrade().await {
+                        break;
+                    }
+                }
+                _ = signals.hangup.recv() => {
                     if self.shared.config_path.is_some() {
                         self.shared.reloads.reload_file(&self.shared, "SIGHUP").await;
                     } else {
@@ -178,8 +230,8 @@ impl Server {
         );
         let outcome = tokio::select! {
             outcome = self.shutdown(deadline) => outcome,
-            _ = terminate.recv() => DrainOutcome::TimedOut,
-            _ = interrupt.recv() => DrainOutcome::TimedOut,
+            _ = signals.terminate.recv() => DrainOutcome::TimedOut,
+            _ = signals.interrupt.recv() => DrainOutcome::TimedOut,
         };
         match outcome {
             DrainOutcome::Complete => info!("drained; exiting"),
@@ -191,7 +243,53 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGUSR2: start the binary anew with our sockets. True when the new process serves and
+    /// this one should drain and exit; false when the upgrade failed and we keep serving.
+    async fn upgrade(&self) -> bool {
+        if self.shared.config_path.is_none() {
+            warn!("SIGUSR2 ignored: binary upgrade needs a config file (not in demo mode)");
+            return false;
+        }
+        let sockets = self.shared.sockets_for_upgrade();
+        info!(
+            sockets = sockets.len(),
+            "binary upgrade: starting a new process with our listening sockets"
+        );
+        match tokio::task::spawn_blocking(move || upgrade::hand_over(sockets)).await {
+            Ok(Ok(pid)) => {
+                info!(
+                    pid,
+                    "binary upgrade: the new process serves; this one stops accepting and drains"
+                );
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::MainPid(pid)]);
+                true
+            }
+            Ok(Err(error)) => {
+                error!("binary upgrade failed, this process keeps serving: {error}");
+                false
+            }
+            Err(error) => {
+                error!(%error, "binary upgrade task failed, this process keeps serving");
+                false
+            }
+        }
+    }
+}
+
 impl Shared {
+    /// Duplicates of every listening socket, named as `Inherited::take` expects them.
+    fn sockets_for_upgrade(&self) -> Vec<(String, OwnedFd)> {
+        let listeners = lock(&self.listeners);
+        let admin = lock(&self.admin);
+        listeners
+            .iter()
+            .map(|(name, l)| (format!("listener:{name}"), &l.fd))
+            .chain(admin.iter().map(|l| ("admin".to_owned(), &l.fd)))
+            .filter_map(|(name, fd)| fd.try_clone().ok().map(|fd| (name, fd)))
+            .collect()
+    }
+
     pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
         lock(&self.listeners).get(listener).map(|l| l.local_addr)
     }
@@ -239,6 +337,7 @@ impl Shared {
 
     fn start_listener(&self, name: String, socket: TcpListener) -> Result<(), Error> {
         let local_addr = socket_addr(&socket, &name)?;
+        let fd = duplicate(&socket, &name)?;
         let stop = self.shutdown.child_token();
         info!(listener = %name, addr = %local_addr, "listening");
         spawn_accept_loop(
@@ -248,16 +347,28 @@ impl Shared {
             stop.clone(),
             &self.tracker,
         );
-        lock(&self.listeners).insert(name, RunningListener { local_addr, stop });
+        lock(&self.listeners).insert(
+            name,
+            RunningListener {
+                local_addr,
+                fd,
+                stop,
+            },
+        );
         Ok(())
     }
 
     fn start_admin(self: &Arc<Self>, socket: TcpListener) -> Result<(), Error> {
         let local_addr = socket_addr(&socket, "admin")?;
+        let fd = duplicate(&socket, "admin")?;
         let stop = self.shutdown.child_token();
         info!(addr = %local_addr, "admin listening");
         admin::spawn(socket, Arc::clone(self), stop.clone(), &self.tracker);
-        *lock(&self.admin) = Some(RunningListener { local_addr, stop });
+        *lock(&self.admin) = Some(RunningListener {
+            local_addr,
+            fd,
+            stop,
+        });
         Ok(())
     }
 }
@@ -276,6 +387,16 @@ fn bind_named(name: &str, addr: SocketAddr) -> Result<TcpListener, Error> {
         addr,
         source,
     })
+}
+
+fn duplicate(socket: &TcpListener, name: &str) -> Result<OwnedFd, Error> {
+    socket
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| Error::Io {
+            context: format!("cannot duplicate the socket of listener {name}"),
+            source,
+        })
 }
 
 fn socket_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, Error> {

@@ -302,3 +302,83 @@ fn check_diff_prints_the_reload_plan() {
         "{plan}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_upgrade_on_sigusr2_under_load_fails_no_request() {
+    let backend = spawn_backend("a").await;
+    let file = write_config(&format!(
+        "watch: false\n{}",
+        http_config(&[backend.addr], "")
+    ));
+    let (mut old, addr, logs) = spawn_binary(file.path());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tally = std::sync::Arc::new(Tally::default());
+    let clients: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(load_client(addr, i % 2 == 0, stop.clone(), tally.clone())))
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(5), || tally.ok.load(Ordering::Relaxed)
+            > 50)
+        .await
+    );
+
+    signal(&old, "USR2");
+    let new_pid: u32 = loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(20))
+            .expect("upgrade outcome logged");
+        assert!(!line.contains("upgrade failed"), "{line}");
+        if line.contains("the new process serves") {
+            let pid = line
+                .split("pid=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            break pid.parse().unwrap();
+        }
+    };
+    assert_ne!(new_pid, old.id());
+    let status = tokio::task::spawn_blocking(move || old.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "old process drained and exited 0: {status:?}"
+    );
+
+    // Traffic keeps flowing to the new process on the same port.
+    let served_before = tally.ok.load(Ordering::Relaxed);
+    assert!(
+        wait_until(Duration::from_secs(5), || tally.ok.load(Ordering::Relaxed)
+            > served_before + 100)
+        .await
+    );
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let ok = tally.ok.load(Ordering::Relaxed);
+    eprintln!("upgrade under load: {ok} requests served");
+    assert_eq!(
+        tally.failed.load(Ordering::Relaxed),
+        0,
+        "failed requests during the upgrade ({ok} served)"
+    );
+
+    let kill = Command::new("kill")
+        .args(["-s", "TERM", &new_pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert!(
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_err())
+        .await,
+        "new process shut down"
+    );
+}

@@ -6,12 +6,11 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -22,47 +21,6 @@ fn two_listeners(web: &[SocketAddr], extra: &str) -> String {
         "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\n{extra}pools:\n  app:\n    backends: [{}]\n",
         list.join(", ")
     )
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: AtomicUsize,
-    failed: AtomicUsize,
-}
-
-/// One client that keeps its connection open (`keep_alive`) or opens one per request.
-async fn load_client(addr: SocketAddr, keep_alive: bool, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
-    let mut sender = None;
-    while !stop.load(Ordering::Relaxed) {
-        if sender.is_none() || !keep_alive {
-            let stream = TcpStream::connect(addr).await.unwrap();
-            let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            sender = Some(s);
-        }
-        let Some(s) = sender.as_mut() else {
-            unreachable!()
-        };
-        let request = Request::get("/")
-            .header("host", "t")
-            .body(Empty::<Bytes>::new())
-            .unwrap();
-        let ok = match s.send_request(request).await {
-            Ok(response) => {
-                let status = response.status();
-                response.into_body().collect().await.is_ok() && status == StatusCode::OK
-            }
-            Err(_) => false,
-        };
-        if ok {
-            tally.ok.fetch_add(1, Ordering::Relaxed);
-        } else {
-            tally.failed.fetch_add(1, Ordering::Relaxed);
-            sender = None;
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

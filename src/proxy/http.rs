@@ -20,6 +20,7 @@ use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -30,7 +31,15 @@ struct ConnContext {
     client: SocketAddr,
     snapshot: SharedSnapshot,
     activity: Arc<ConnActivity>,
+    /// Fired when this connection should wind down (shutdown, upgrade, listener removed).
+    stop: CancellationToken,
 }
+
+/// After `stop`, an HTTP/1 keep-alive connection is not cut at once: closing an idle
+/// connection races a client that is sending its next request right then, and that request
+/// fails. Instead, responses carry `Connection: close` (the client reconnects cleanly) and
+/// connections still idle after this grace period are closed.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one accepted client connection until it closes, or until `shutdown` fires and the
 /// request in progress (if any) has been answered.
@@ -54,10 +63,21 @@ pub async fn serve_connection(
         client,
         snapshot,
         activity,
+        stop: shutdown.clone(),
     });
     let service = service_fn(move |request| {
         let context = Arc::clone(&context);
-        async move { Ok::<_, Infallible>(handle(request, &context).await) }
+        async move {
+            let http1 = request.version() != Version::HTTP_2;
+            let mut response = handle(request, &context).await;
+            if http1 && context.stop.is_cancelled() {
+                response.headers_mut().insert(
+                    header::CONNECTION,
+                    header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -74,8 +94,14 @@ pub async fn serve_connection(
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+            let grace = tokio::time::sleep(IDLE_CLOSE_GRACE);
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = grace => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            }
         }
     };
     if let Err(error) = result {

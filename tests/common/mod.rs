@@ -264,3 +264,63 @@ pub async fn wait_until(deadline: Duration, mut condition: impl FnMut() -> bool)
     }
     condition()
 }
+
+#[derive(Default)]
+pub struct Tally {
+    pub ok: AtomicUsize,
+    pub failed: AtomicUsize,
+}
+
+/// One client that keeps its connection open (`keep_alive`) or opens one per request.
+pub async fn load_client(
+    addr: SocketAddr,
+    keep_alive: bool,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tally: Arc<Tally>,
+) {
+    let mut sender = None;
+    while !stop.load(Ordering::Relaxed) {
+        if sender.is_none() || !keep_alive {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            sender = Some(s);
+        }
+        let Some(s) = sender.as_mut() else {
+            unreachable!()
+        };
+        // Like any real client: a connection the server closed (after `Connection: close`)
+        // is replaced before a request is sent on it; that is not a failed request.
+        if s.ready().await.is_err() {
+            sender = None;
+            continue;
+        }
+        let request = Request::get("/")
+            .header("host", "t")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let outcome = s.send_request(request).await;
+        let ok = match outcome {
+            Ok(response) => {
+                let status = response.status();
+                if response
+                    .headers()
+                    .get("connection")
+                    .is_some_and(|v| v == "close")
+                {
+                    sender = None;
+                }
+                response.into_body().collect().await.is_ok() && status == StatusCode::OK
+            }
+            Err(_) => false,
+        };
+        if ok {
+            tally.ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+            sender = None;
+        }
+    }
+}
