@@ -324,3 +324,22 @@ pub async fn load_client(
         }
     }
 }
+
+/// An HTTP listener `web` over `backends`, plus `extra` listener lines (indented YAML).
+pub fn two_listeners(backends: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|a| a.to_string()).collect();
+    format!(
+        "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\n{extra}pools:\n  app:\n    backends: [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// Writes a file the way editors and config managers do: a temporary file, then rename.
+pub fn write_file(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file.sync_all().unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
