@@ -19,17 +19,30 @@ pub const DEMO_BACKENDS: usize = 3;
 /// Starts a backend on an ephemeral loopback port answering every request with
 /// `hello from backend N`. Returns its address; it runs until the runtime stops.
 pub async fn spawn_hello_backend(number: usize) -> Result<SocketAddr, Error> {
-    let socket = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|source| Error::Io {
-            context: format!("cannot start demo backend {number}"),
-            source,
-        })?;
+    let body = Bytes::from(format!("hello from backend {number}\n"));
+    spawn_static_backend(
+        number,
+        "127.0.0.1:0".parse().expect("literal address"),
+        body,
+    )
+    .await
+}
+
+/// Starts a backend on `bind` answering every request with `body` (benchmarks use it as a
+/// fast, allocation-free upstream).
+pub async fn spawn_static_backend(
+    number: usize,
+    bind: SocketAddr,
+    body: Bytes,
+) -> Result<SocketAddr, Error> {
+    let socket = TcpListener::bind(bind).await.map_err(|source| Error::Io {
+        context: format!("cannot start demo backend {number}"),
+        source,
+    })?;
     let addr = socket.local_addr().map_err(|source| Error::Io {
         context: "demo backend address".into(),
         source,
     })?;
-    let body = Bytes::from(format!("hello from backend {number}\n"));
     tokio::spawn(async move {
         while let Ok((stream, _)) = socket.accept().await {
             let body = body.clone();

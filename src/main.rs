@@ -36,6 +36,20 @@ enum Command {
         #[arg(long, value_name = "RUNNING_CONFIG")]
         diff: Option<PathBuf>,
     },
+    /// Run N static HTTP backends on consecutive loopback ports (for benchmarks); prints
+    /// their addresses, one a line.
+    #[command(hide = true)]
+    Backends {
+        /// How many backends.
+        #[arg(long, default_value_t = 4)]
+        count: usize,
+        /// First port; the others follow.
+        #[arg(long)]
+        first_port: u16,
+        /// Response body size in bytes.
+        #[arg(long, default_value_t = 13)]
+        body_size: usize,
+    },
     /// Start three hello backends and a listener in front of them.
     Demo {
         /// Where the demo listener binds.
@@ -78,6 +92,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         _ if cli.check => Ok(check(&config_path, None, cli.quiet)),
         Some(Command::Check { diff }) => Ok(check(&config_path, diff.as_deref(), cli.quiet)),
         Some(Command::Demo { listen }) => run_demo(listen),
+        Some(Command::Backends {
+            count,
+            first_port,
+            body_size,
+        }) => run_backends(count, first_port, body_size),
         Some(Command::Run) => run(&config_path),
         None if explicit.is_none() && !config_path.exists() => {
             tracing::info!("no config file at {DEFAULT_CONFIG} and no -c given: starting the demo");
@@ -160,6 +179,24 @@ fn run_demo(listen: SocketAddr) -> Result<ExitCode> {
         println!("stop: Ctrl-C");
         let outcome = server.run_until_signal().await?;
         Ok(exit_code(outcome))
+    })
+}
+
+fn run_backends(count: usize, first_port: u16, body_size: usize) -> Result<ExitCode> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = runtime(Some(threads))?;
+    runtime.block_on(async {
+        let body = bytes::Bytes::from(vec![b'x'; body_size]);
+        for number in 0..count {
+            let port = first_port
+                .checked_add(number as u16)
+                .context("port out of range")?;
+            let bind = SocketAddr::from(([127, 0, 0, 1], port));
+            let addr = sluice::demo::spawn_static_backend(number + 1, bind, body.clone()).await?;
+            println!("{addr}");
+        }
+        tokio::signal::ctrl_c().await?;
+        Ok(ExitCode::SUCCESS)
     })
 }
 

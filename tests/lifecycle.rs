@@ -340,6 +340,8 @@ async fn binary_upgrade_on_sigusr2_under_load_fails_no_request() {
         }
     };
     assert_ne!(new_pid, old.id());
+    // Whatever happens next, do not leave the new process running after the test.
+    let _reap = KillOnDrop(new_pid);
     let status = tokio::task::spawn_blocking(move || old.wait())
         .await
         .unwrap()
@@ -368,11 +370,7 @@ async fn binary_upgrade_on_sigusr2_under_load_fails_no_request() {
         "failed requests during the upgrade ({ok} served)"
     );
 
-    let kill = Command::new("kill")
-        .args(["-s", "TERM", &new_pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    drop(_reap);
     assert!(
         wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
             addr
@@ -381,4 +379,15 @@ async fn binary_upgrade_on_sigusr2_under_load_fails_no_request() {
         .await,
         "new process shut down"
     );
+}
+
+/// Sends SIGTERM to a process we did not spawn (the upgraded sluice) when dropped.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &self.0.to_string()])
+            .status();
+    }
 }
