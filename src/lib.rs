@@ -10,6 +10,7 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod proxy;

@@ -7,6 +7,7 @@
 pub mod diff;
 mod duration;
 pub mod file;
+pub mod health;
 
 pub use duration::{format_duration, parse_duration};
 pub use file::Protocol;
