@@ -4,7 +4,6 @@
 //! keeps the first of equally loaded backends, so ties go round robin (HAProxy's `leastconn`)
 //! instead of always piling onto the first backend in the list while all are idle.
 
-use super::lighter;
 use crate::backend::Backend;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -29,13 +28,28 @@ impl LeastConn {
 
 /// The least loaded available backend, scanning from `start` and keeping the first of equals.
 pub(super) fn least_loaded_from(backends: &[Backend], start: usize) -> Option<usize> {
-    let order = (start..backends.len()).chain(0..start.min(backends.len()));
+    let start = start.min(backends.len());
+    // The best so far as plain numbers, so each candidate costs one counter read and two
+    // multiplications: (in_flight + 1) / weight compared by cross-multiplying.
     let mut best: Option<usize> = None;
-    for index in order {
-        let candidate = &backends[index];
-        if candidate.is_available() && best.is_none_or(|b| lighter(candidate, &backends[b])) {
-            best = Some(index);
+    let (mut best_load, mut best_weight) = (0u64, 0u64);
+    let mut visit = |index: usize, candidate: &Backend| {
+        if !candidate.is_available() {
+            return;
         }
+        let load = candidate.state.in_flight() as u64 + 1;
+        let weight = u64::from(candidate.weight);
+        if best.is_none() || load.saturating_mul(best_weight) < best_load.saturating_mul(weight) {
+            best = Some(index);
+            (best_load, best_weight) = (load, weight);
+        }
+    };
+    let (before, after) = backends.split_at(start);
+    for (offset, candidate) in after.iter().enumerate() {
+        visit(start + offset, candidate);
+    }
+    for (index, candidate) in before.iter().enumerate() {
+        visit(index, candidate);
     }
     best
 }

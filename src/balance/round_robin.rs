@@ -46,9 +46,8 @@ impl RoundRobin {
         let total: u64 = reduced.iter().sum();
         let inner = if total as usize <= MAX_CYCLE {
             let mut current = vec![0i64; backends.len()];
-            let all = |_: usize| true;
             let sequence = (0..total)
-                .filter_map(|_| smooth_step(&mut current, &reduced, all))
+                .filter_map(|_| smooth_step(&mut current, reduced.iter().map(|&w| Some(w))))
                 .map(|index| index as u32)
                 .collect();
             Inner::Cycle {
@@ -85,43 +84,32 @@ impl RoundRobin {
                 if current.len() != backends.len() {
                     return None;
                 }
-                let weights = |index: usize| u64::from(backends[index].weight);
-                classic_step(&mut current, backends.len(), weights, |index| {
-                    backends[index].is_available()
-                })
+                let weights = backends
+                    .iter()
+                    .map(|b| b.is_available().then_some(u64::from(b.weight)));
+                smooth_step(&mut current, weights)
             }
         }
     }
 }
 
-/// One step of nginx's smooth WRR over `weights`, among the indexes `eligible` admits: every
-/// eligible backend gains its weight, the largest current wins and pays back the total.
-fn smooth_step(
-    current: &mut [i64],
-    weights: &[u64],
-    eligible: impl Fn(usize) -> bool,
-) -> Option<usize> {
-    classic_step(current, weights.len(), |i| weights[i], eligible)
-}
-
-fn classic_step(
-    current: &mut [i64],
-    count: usize,
-    weight: impl Fn(usize) -> u64,
-    eligible: impl Fn(usize) -> bool,
-) -> Option<usize> {
+/// One step of nginx's smooth WRR over `weights`, where `None` marks a backend that sits this
+/// step out: every eligible backend gains its weight, the largest current wins and pays back
+/// the total.
+fn smooth_step(current: &mut [i64], weights: impl Iterator<Item = Option<u64>>) -> Option<usize> {
     let mut total: i64 = 0;
     let mut best: Option<usize> = None;
-    for index in 0..count {
-        let w = weight(index) as i64;
-        if w == 0 || !eligible(index) {
+    let mut best_current = i64::MIN;
+    for (index, (current, weight)) in current.iter_mut().zip(weights).enumerate() {
+        let Some(weight) = weight.filter(|&w| w > 0) else {
             continue;
-        }
-        current[index] += w;
-        total += w;
+        };
+        *current += weight as i64;
+        total += weight as i64;
         // Strictly greater: ties go to the earlier backend, as in nginx.
-        if best.is_none_or(|b| current[index] > current[b]) {
+        if *current > best_current {
             best = Some(index);
+            best_current = *current;
         }
     }
     let best = best?;
