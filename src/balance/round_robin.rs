@@ -5,12 +5,13 @@
 //! computed once, when the snapshot is built (weights are static within a snapshot), and an
 //! atomic cursor walks it. Weights are divided by their GCD first, so `100,100,100` is a
 //! 3-entry cycle. Only when the reduced weight sum exceeds `MAX_CYCLE` (a 64 KiB table) does
-//! it fall back to nginx's classic per-pick algorithm under a mutex, O(n) per pick.
+//! it fall back to nginx's classic per-pick algorithm under a mutex, O(n) per pick; a pick
+//! that finds the mutex taken draws weighted-random instead of waiting.
 
 use super::weighted_available;
 use crate::backend::Backend;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, TryLockError};
 
 /// Largest precomputed cycle: 16,384 `u32` entries (64 KiB) per pool, built in O(cycle x n)
 /// at reload. Any weights up to 100 over 160 backends, or any GCD-reduced sum below it, fit.
@@ -80,7 +81,14 @@ impl RoundRobin {
                     .or_else(|| weighted_available(backends, rng))
             }
             Inner::Classic { current } => {
-                let mut current = current.lock().unwrap_or_else(|poison| poison.into_inner());
+                // Never queue behind another thread's O(n) step: when the lock is taken, this
+                // pick is a weighted random draw instead. Shares stay right in expectation;
+                // the exact interleaving holds for the picks that got the lock.
+                let mut current = match current.try_lock() {
+                    Ok(current) => current,
+                    Err(TryLockError::Poisoned(poison)) => poison.into_inner(),
+                    Err(TryLockError::WouldBlock) => return weighted_available(backends, rng),
+                };
                 if current.len() != backends.len() {
                     return None;
                 }
