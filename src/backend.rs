@@ -4,7 +4,11 @@
 //! A `BackendState` is identified by `(pool, address)`; the snapshot builder (`state.rs`) hands
 //! the same `Arc` to every snapshot in which that backend appears, so counters survive a reload
 //! and a weight change. Counters are atomics: the data path never takes a lock here.
+//!
+//! The latency estimate p2c's `load: ewma` reads is kept here too (one packed atomic); its math
+//! is pure and lives in `balance::p2c`, with the time passed in by the caller.
 
+use crate::balance::p2c;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -22,6 +26,9 @@ pub struct BackendState {
     id: BackendId,
     in_flight: AtomicUsize,
     picked_total: AtomicU64,
+    /// Peak-EWMA of response latency, packed by `p2c::ewma_observe` (estimate and its time in
+    /// one word, so readers never see one without the other).
+    latency: AtomicU64,
 }
 
 impl BackendState {
@@ -30,6 +37,7 @@ impl BackendState {
             id,
             in_flight: AtomicUsize::new(0),
             picked_total: AtomicU64::new(0),
+            latency: AtomicU64::new(p2c::EWMA_UNOBSERVED),
         })
     }
 
@@ -51,6 +59,24 @@ impl BackendState {
         self.picked_total.load(Ordering::Relaxed)
     }
 
+    /// Feeds one observed latency (time to response headers for HTTP, connect time for TCP)
+    /// into the peak-EWMA. `now_micros` is any monotonic clock in microseconds; pass the same
+    /// clock to `PickContext::now_micros`.
+    pub fn record_latency(&self, rtt_micros: u64, now_micros: u64) {
+        // A lost race only retries; the update is a pure function of the previous word.
+        let _ = self
+            .latency
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
+                Some(p2c::ewma_observe(packed, rtt_micros, now_micros))
+            });
+    }
+
+    /// The latency estimate in microseconds, decayed to `now_micros`; `None` before the first
+    /// observation.
+    pub fn latency_estimate(&self, now_micros: u64) -> Option<f64> {
+        p2c::ewma_estimate(self.latency.load(Ordering::Relaxed), now_micros)
+    }
+
     /// Counts one unit of work until the returned guard drops, whatever way the work ends
     /// (success, error, client gone, task cancelled), so the count cannot drift.
     pub fn acquire(self: &Arc<Self>) -> InFlight {
@@ -59,6 +85,20 @@ impl BackendState {
         InFlight {
             state: Arc::clone(self),
         }
+    }
+
+    /// Like `acquire`, but only while fewer than `max` are in flight, atomically: two threads
+    /// that both saw room cannot both take the last slot.
+    pub fn try_acquire(self: &Arc<Self>, max: usize) -> Option<InFlight> {
+        self.in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+                (current < max).then_some(current + 1)
+            })
+            .ok()?;
+        self.picked_total.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight {
+            state: Arc::clone(self),
+        })
     }
 }
 
@@ -86,14 +126,30 @@ impl Drop for InFlight {
 pub struct Backend {
     pub address: SocketAddr,
     pub weight: u32,
+    /// In-flight ceiling from the config; `None`: unlimited.
+    pub max_connections: Option<u32>,
     pub state: Arc<BackendState>,
 }
 
 impl Backend {
     /// Whether selection may pick it. Weight 0 means drain: no new work, in-flight finishes.
-    /// Health and ejection will narrow this further.
+    /// At `max_connections` it is full until some work ends. Health and ejection will narrow
+    /// this further.
     pub fn is_available(&self) -> bool {
         self.weight > 0
+            && self
+                .max_connections
+                .is_none_or(|max| self.state.in_flight() < max as usize)
+    }
+
+    /// The guard the proxy holds after `pick`: enforces `max_connections` exactly (the pick
+    /// read the count without reserving, so a racing thread may have taken the last slot;
+    /// `None` then, and the caller picks again).
+    pub fn try_acquire(&self) -> Option<InFlight> {
+        match self.max_connections {
+            None => Some(self.state.acquire()),
+            Some(max) => self.state.try_acquire(max as usize),
+        }
     }
 }
 
@@ -119,6 +175,37 @@ mod tests {
         drop(second);
         assert_eq!(backend.in_flight(), 0);
         assert_eq!(backend.picked_total(), 2);
+    }
+
+    #[test]
+    fn max_connections_makes_a_backend_unavailable_and_try_acquire_is_exact() {
+        let backend = Backend {
+            address: "127.0.0.1:1".parse().unwrap(),
+            weight: 1,
+            max_connections: Some(2),
+            state: state(),
+        };
+        let first = backend.try_acquire().unwrap();
+        assert!(backend.is_available());
+        let _second = backend.try_acquire().unwrap();
+        assert!(!backend.is_available());
+        assert!(backend.try_acquire().is_none());
+        assert_eq!(backend.state.in_flight(), 2);
+        drop(first);
+        assert!(backend.is_available());
+    }
+
+    #[test]
+    fn latency_estimate_starts_unknown_then_follows_peaks() {
+        let backend = state();
+        assert_eq!(backend.latency_estimate(0), None);
+        backend.record_latency(1_000, 0);
+        backend.record_latency(5_000, 1_000);
+        let estimate = backend.latency_estimate(1_000).unwrap();
+        assert!(
+            (estimate - 5_000.0).abs() < 1.0,
+            "peak is taken at once: {estimate}"
+        );
     }
 
     #[test]

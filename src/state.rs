@@ -76,6 +76,7 @@ impl Pool {
                 Backend {
                     address: backend.address,
                     weight: backend.weight,
+                    max_connections: backend.max_connections,
                     state,
                 }
             })

@@ -65,8 +65,37 @@ pub struct RawListenerTimeouts {
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
     pub algorithm: Option<Text>,
+    /// Options of `algorithm: hash`; refused under any other algorithm.
+    pub hash: Option<Spanned<RawHash>>,
+    /// Options of `algorithm: p2c`; refused under any other algorithm.
+    pub p2c: Option<Spanned<RawP2c>>,
+    pub sticky: Option<Spanned<RawSticky>>,
     pub backends: Spanned<Vec<Spanned<RawBackend>>>,
     pub timeouts: Option<RawPoolTimeouts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHash {
+    /// `source_ip` (default), `header:NAME`, `cookie:NAME`, `path`, `query:NAME`.
+    pub key: Option<Text>,
+    pub bounded_load: Option<Spanned<f64>>,
+    /// Algorithm used when the request has no key; `round_robin` by default.
+    pub fallback: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawP2c {
+    /// `in_flight` (default) or `ewma`.
+    pub load: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSticky {
+    pub cookie: Text,
+    pub ttl: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,11 +105,13 @@ pub struct RawPoolTimeouts {
     pub response: Option<Text>,
 }
 
-/// A backend entry: the short form `127.0.0.1:9001` or the long form `{address, weight}`.
+/// A backend entry: the short form `127.0.0.1:9001` or the long form
+/// `{address, weight, max_connections}`.
 #[derive(Debug)]
 pub struct RawBackend {
     pub address: String,
     pub weight: Option<u32>,
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -88,6 +119,7 @@ pub struct RawBackend {
 struct RawBackendLong {
     address: String,
     weight: Option<u32>,
+    max_connections: Option<u32>,
 }
 
 impl<'de> Deserialize<'de> for RawBackend {
@@ -96,12 +128,15 @@ impl<'de> Deserialize<'de> for RawBackend {
         impl<'de> Visitor<'de> for EntryVisitor {
             type Value = RawBackend;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an address like 127.0.0.1:9001, or a map {address, weight}")
+                f.write_str(
+                    "an address like 127.0.0.1:9001, or a map {address, weight, max_connections}",
+                )
             }
             fn visit_str<E: de::Error>(self, address: &str) -> Result<RawBackend, E> {
                 Ok(RawBackend {
                     address: address.to_owned(),
                     weight: None,
+                    max_connections: None,
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawBackend, A::Error> {
@@ -109,6 +144,7 @@ impl<'de> Deserialize<'de> for RawBackend {
                 Ok(RawBackend {
                     address: long.address,
                     weight: long.weight,
+                    max_connections: long.max_connections,
                 })
             }
         }

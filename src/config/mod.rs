@@ -4,11 +4,15 @@
 //! Pure: no sockets, no clock. Imports nothing of ours but `error`. Reading the file from disk
 //! is the one I/O here (`Config::load`), kept at the edge so tests can call `Config::parse`.
 
+mod algorithm;
 pub mod diff;
 mod duration;
 pub mod file;
 pub mod health;
 
+pub use algorithm::{
+    Algorithm, HashKey, HashOptions, P2cLoad, P2cOptions, StickyConfig, parse_hash_key,
+};
 pub use duration::{format_duration, parse_duration};
 pub use file::Protocol;
 
@@ -71,26 +75,12 @@ pub struct ListenerTimeouts {
     pub client_idle: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Algorithm {
-    RoundRobin,
-}
-
-impl Algorithm {
-    pub const NAMES: &'static [&'static str] = &["round_robin"];
-
-    fn from_name(name: &str) -> Option<Algorithm> {
-        match name {
-            "round_robin" => Some(Algorithm::RoundRobin),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
     pub algorithm: Algorithm,
+    /// Cookie-based session affinity (HTTP only; a TCP listener ignores it).
+    pub sticky: Option<StickyConfig>,
     pub backends: Vec<BackendConfig>,
     pub timeouts: PoolTimeouts,
 }
@@ -100,6 +90,8 @@ pub struct BackendConfig {
     pub address: SocketAddr,
     /// 0 means "never picked" (drain); 1 is the default.
     pub weight: u32,
+    /// In-flight ceiling: at it, the backend is unavailable to every algorithm. `None`: no cap.
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -170,6 +162,15 @@ const SPANNED_FIELDS: &[&str] = &[
     "client_idle",
     "connect",
     "response",
+    "hash",
+    "p2c",
+    "sticky",
+    "key",
+    "bounded_load",
+    "fallback",
+    "load",
+    "cookie",
+    "ttl",
 ];
 
 /// `pools.value.app.backends.value[1].value.weight` -> `pools.app.backends[1].weight`.
@@ -394,20 +395,8 @@ impl Validator<'_> {
         let path = format!("pools.{name}");
         check_name(name)
             .map_err(|message| self.error_at(raw.backends.referenced, path.clone(), message))?;
-        let algorithm = match &raw.algorithm {
-            None => Algorithm::RoundRobin,
-            Some(text) => Algorithm::from_name(&text.value).ok_or_else(|| {
-                self.error_at(
-                    text.referenced,
-                    format!("{path}.algorithm"),
-                    format!(
-                        "unknown algorithm {:?} (expected one of: {})",
-                        text.value,
-                        Algorithm::NAMES.join(", ")
-                    ),
-                )
-            })?,
-        };
+        let algorithm = self.algorithm(&path, &raw)?;
+        let sticky = self.sticky(&path, raw.sticky.as_ref())?;
         if raw.backends.value.is_empty() {
             return Err(self.error_at(
                 raw.backends.referenced,
@@ -437,12 +426,25 @@ impl Validator<'_> {
                     format!("{address} is listed twice in this pool"),
                 ));
             }
-            backends.push(BackendConfig { address, weight });
+            let max_connections = entry.value.max_connections;
+            if max_connections == Some(0) {
+                return Err(self.error_at(
+                    entry.referenced,
+                    format!("{entry_path}.max_connections"),
+                    "must be at least 1 (to stop sending traffic, use weight: 0)".into(),
+                ));
+            }
+            backends.push(BackendConfig {
+                address,
+                weight,
+                max_connections,
+            });
         }
         let timeouts = raw.timeouts.as_ref();
         Ok(PoolConfig {
             name: name.to_owned(),
             algorithm,
+            sticky,
             backends,
             timeouts: PoolTimeouts {
                 connect: self.duration(

@@ -156,3 +156,148 @@ fn missing_sections_are_named() {
     );
     assert_eq!(refuse("{}").path, "pools");
 }
+
+const BALANCED: &str = r#"listeners:
+  web: {bind: 127.0.0.1:8080, pool: app}
+pools:
+  app:
+    algorithm: hash            # round_robin | random | least_conn | p2c | hash | first
+    hash:
+      key: header:X-User
+      bounded_load: 1.25
+      fallback: least_conn
+    sticky: {cookie: SLUICE, ttl: 1h}
+    backends:
+      - 127.0.0.1:9001
+      - {address: 127.0.0.1:9002, weight: 2, max_connections: 100}
+"#;
+
+#[test]
+fn accepts_the_algorithms_issue_example() {
+    let config = Config::parse(BALANCED, "test.yaml").expect("valid");
+    let app = &config.pools["app"];
+    let Algorithm::Hash(options) = &app.algorithm else {
+        panic!("hash expected: {:?}", app.algorithm);
+    };
+    assert_eq!(
+        options.key,
+        HashKey::Header(http::HeaderName::from_static("x-user"))
+    );
+    assert_eq!(options.bounded_load, Some(1.25));
+    assert_eq!(*options.fallback, Algorithm::LeastConn);
+    let sticky = app.sticky.as_ref().expect("sticky");
+    assert_eq!(sticky.cookie, "SLUICE");
+    assert_eq!(sticky.ttl, Some(Duration::from_secs(3600)));
+    assert_eq!(app.backends[0].max_connections, None);
+    assert_eq!(app.backends[1].max_connections, Some(100));
+}
+
+#[test]
+fn every_algorithm_name_parses_with_default_options() {
+    for name in Algorithm::NAMES {
+        let text = BALANCED
+            .replace("algorithm: hash ", &format!("algorithm: {name} "))
+            .replace(
+                "    hash:\n      key: header:X-User\n      bounded_load: 1.25\n      fallback: least_conn\n",
+                "",
+            );
+        let config = Config::parse(&text, "test.yaml").expect(name);
+        assert_eq!(config.pools["app"].algorithm.name(), *name);
+    }
+    let p2c = BALANCED
+        .replace("algorithm: hash ", "algorithm: p2c ")
+        .replace(
+            "    hash:\n      key: header:X-User\n      bounded_load: 1.25\n      fallback: least_conn\n",
+            "    p2c: {load: ewma}\n",
+        );
+    let config = Config::parse(&p2c, "test.yaml").expect("p2c ewma");
+    assert_eq!(
+        config.pools["app"].algorithm,
+        Algorithm::P2c(P2cOptions {
+            load: P2cLoad::Ewma
+        })
+    );
+}
+
+#[test]
+fn every_hash_key_source_parses() {
+    for (text, expected) in [
+        ("source_ip", HashKey::SourceIp),
+        ("path", HashKey::Path),
+        ("cookie:sid", HashKey::Cookie("sid".into())),
+        ("query:user", HashKey::Query("user".into())),
+    ] {
+        assert_eq!(parse_hash_key(text), Ok(expected));
+    }
+    assert!(parse_hash_key("header:").is_err());
+    assert!(parse_hash_key("header:bad name").is_err());
+    assert!(parse_hash_key("cookie:a;b").is_err());
+    assert!(parse_hash_key("path:x").is_err());
+}
+
+#[test]
+fn unknown_hash_key_source_names_line_path_and_choices() {
+    let error = refuse(&BALANCED.replace("key: header:X-User", "key: headr:X"));
+    assert_eq!(error.path, "pools.app.hash.key");
+    assert_eq!(error.position.as_ref().map(|p| p.line), Some(7));
+    assert_eq!(
+        error.message,
+        "unknown key source \"headr:X\" (expected source_ip, header:NAME, cookie:NAME, path, query:NAME)"
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with("test.yaml:7:12: pools.app.hash.key: unknown key source")
+    );
+}
+
+#[test]
+fn options_block_of_another_algorithm_is_refused() {
+    let error = refuse(&BALANCED.replace("algorithm: hash ", "algorithm: round_robin "));
+    assert_eq!(error.path, "pools.app.hash");
+    assert_eq!(error.position.as_ref().map(|p| p.line), Some(7));
+    assert!(
+        error.message.contains("algorithm is round_robin"),
+        "{error}"
+    );
+    let error = refuse(&BALANCED.replace("    sticky:", "    p2c: {load: ewma}\n    sticky:"));
+    assert_eq!(error.path, "pools.app.p2c");
+}
+
+#[test]
+fn bad_hash_and_p2c_options_are_located() {
+    let error = refuse(&BALANCED.replace("bounded_load: 1.25", "bounded_load: 0.5"));
+    assert_eq!(error.path, "pools.app.hash.bounded_load");
+    assert!(error.message.contains("between 1.0 and 100"), "{error}");
+    let error = refuse(&BALANCED.replace("bounded_load: 1.25", "bounded_load: lots"));
+    assert_eq!(error.path, "pools.app.hash.bounded_load");
+    let error = refuse(&BALANCED.replace("fallback: least_conn", "fallback: hash"));
+    assert_eq!(error.path, "pools.app.hash.fallback");
+    let error = refuse(&BALANCED.replace("fallback: least_conn", "fallback: fastest"));
+    assert_eq!(error.path, "pools.app.hash.fallback");
+    assert!(error.message.contains("least_conn"), "{error}");
+    let error = refuse(&BALANCED.replace("fallback: least_conn", "falback: least_conn"));
+    assert_eq!(error.path, "pools.app.hash.falback");
+    assert!(error.message.contains("unknown field"), "{error}");
+
+    let p2c = BALANCED.replace("algorithm: hash ", "algorithm: p2c ").replace(
+        "    hash:\n      key: header:X-User\n      bounded_load: 1.25\n      fallback: least_conn\n",
+        "    p2c: {load: latency}\n",
+    );
+    let error = refuse(&p2c);
+    assert_eq!(error.path, "pools.app.p2c.load");
+    assert!(error.message.contains("in_flight or ewma"), "{error}");
+}
+
+#[test]
+fn bad_sticky_and_max_connections_are_located() {
+    let error = refuse(&BALANCED.replace("cookie: SLUICE", "cookie: 'a b'"));
+    assert_eq!(error.path, "pools.app.sticky.cookie");
+    let error = refuse(&BALANCED.replace("ttl: 1h", "ttl: 0s"));
+    assert_eq!(error.path, "pools.app.sticky.ttl");
+    let error = refuse(&BALANCED.replace("ttl: 1h", "tll: 1h"));
+    assert_eq!(error.path, "pools.app.sticky.tll");
+    let error = refuse(&BALANCED.replace("max_connections: 100", "max_connections: 0"));
+    assert_eq!(error.path, "pools.app.backends[1].max_connections");
+    assert!(error.message.contains("weight: 0"), "{error}");
+}
