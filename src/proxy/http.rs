@@ -5,10 +5,11 @@
 //! an open keep-alive connection while requests in flight finish on the snapshot they started
 //! with. Bodies stream both ways; nothing is buffered whole.
 
+use crate::balance::{PickContext, sticky};
 use crate::proxy::activity::{ClientTimeouts, ConnActivity, TimedIo};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
-use crate::proxy::pick_backend;
+use crate::proxy::{clock_micros, pick_backend};
 use crate::state::SharedSnapshot;
 use http::{Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
@@ -122,14 +123,20 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
             active,
         );
     };
-    let Some(backend) = pick_backend(pool) else {
+    let pick_context = PickContext::for_request(
+        &pool.config,
+        request.headers(),
+        request.uri(),
+        context.client,
+        clock_micros(),
+    );
+    let Some((backend, in_flight)) = pick_backend(pool, &pick_context) else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "no backend available\n",
             active,
         );
     };
-    let in_flight = backend.state.acquire();
 
     let (mut parts, body) = request.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
@@ -152,12 +159,24 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
     let upstream_request = Request::from_parts(parts, body);
 
     let response_timeout = pool.config.timeouts.response;
+    let sent_at = clock_micros();
     let outcome =
         tokio::time::timeout(response_timeout, pool.client.request(upstream_request)).await;
     match outcome {
         Ok(Ok(response)) => {
+            let now = clock_micros();
+            backend
+                .state
+                .record_latency(now.saturating_sub(sent_at), now);
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if let Some(cookie) = sticky::set_cookie_if_needed(
+                pool.config.sticky.as_ref(),
+                &pick_context,
+                backend.address,
+            ) {
+                parts.headers.append(header::SET_COOKIE, cookie);
+            }
             Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active))
         }
         Ok(Err(error)) => {

@@ -4,7 +4,8 @@
 //! shut down for writing while the opposite direction keeps flowing, which protocols like
 //! `nc -N` or a PostgreSQL COPY rely on. The snapshot is loaded once per connection.
 
-use crate::proxy::pick_backend;
+use crate::balance::PickContext;
+use crate::proxy::{clock_micros, pick_backend};
 use crate::state::SharedSnapshot;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,14 +27,22 @@ pub async fn serve_connection(
     let Some(pool) = snapshot.pool_for_listener(&listener) else {
         return;
     };
-    let Some(backend) = pick_backend(pool) else {
+    let pick_context = PickContext::for_connection(&pool.config, peer, clock_micros());
+    let Some((backend, _in_flight)) = pick_backend(pool, &pick_context) else {
         warn!(%listener, pool = %pool.config.name, "no backend available; closing client connection");
         return;
     };
-    let _in_flight = backend.state.acquire();
+    let connect_started = clock_micros();
     let connect = TcpStream::connect(backend.address);
     let mut upstream = match tokio::time::timeout(pool.config.timeouts.connect, connect).await {
-        Ok(Ok(stream)) => stream,
+        Ok(Ok(stream)) => {
+            // The connect time is the only latency an L4 proxy sees (p2c's EWMA uses it).
+            let now = clock_micros();
+            backend
+                .state
+                .record_latency(now.saturating_sub(connect_started), now);
+            stream
+        }
         Ok(Err(error)) => {
             warn!(%listener, backend = %backend.address, %error, "backend connect failed");
             return;

@@ -55,6 +55,11 @@ pub fn pattern(len: usize) -> Vec<u8> {
 }
 
 pub async fn spawn_backend(name: &str) -> Backend {
+    spawn_backend_with_delay(name, Duration::ZERO).await
+}
+
+/// A backend that waits `delay` before answering every request (a slow server).
+pub async fn spawn_backend_with_delay(name: &str, delay: Duration) -> Backend {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -77,6 +82,9 @@ pub async fn spawn_backend(name: &str) -> Backend {
                     let (seen, name, started) = (seen.clone(), name.clone(), started.clone());
                     async move {
                         started.fetch_add(1, Ordering::SeqCst);
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
                         Ok::<_, Infallible>(answer(request, &name, &seen).await)
                     }
                 });
