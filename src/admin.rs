@@ -5,6 +5,7 @@
 //! Mutating endpoints are refused from non-loopback peers: the admin bind may be widened for
 //! scraping, but changing the daemon stays a local action.
 
+use crate::health::machine::State;
 use crate::reload::ReloadReport;
 use crate::server::Shared;
 use bytes::Bytes;
@@ -17,6 +18,8 @@ use serde::Serialize;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -108,12 +111,71 @@ async fn route(
             };
             json(status, &report)
         }
+        (path, false) if request.method() == Method::POST && path.starts_with("/pools/") => {
+            if !peer.ip().is_loopback() {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "admin actions are allowed from loopback only\n".into(),
+                );
+            }
+            backend_action(path, peer, shared)
+        }
         ("/healthz" | "/ready" | "/status" | "/metrics" | "/reload", _) => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed\n".into(),
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
+}
+
+/// `POST /pools/{pool}/backends/{address}/drain` or `.../enable`. The override lives in the
+/// backend's runtime state, so it survives reloads while the backend stays in the config.
+fn backend_action(path: &str, peer: SocketAddr, shared: &Shared) -> AdminResponse {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let [_, pool_name, "backends", address, action] = parts[..] else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "expected /pools/{pool}/backends/{address}/drain|enable\n".into(),
+        );
+    };
+    let address = address
+        .replace("%5B", "[")
+        .replace("%5D", "]")
+        .replace("%3A", ":");
+    let snapshot = shared.snapshot.load_full();
+    let Some(pool) = snapshot.pools.get(pool_name) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no pool named {pool_name:?}\n"),
+        );
+    };
+    let Some(backend) = pool
+        .backends
+        .iter()
+        .find(|b| b.address.to_string() == address)
+    else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no backend {address} in pool {pool_name}\n"),
+        );
+    };
+    let by = format!("admin API from {}", peer.ip());
+    let now = Instant::now();
+    let micros = crate::proxy::clock_micros();
+    let change = match action {
+        "drain" => backend.state.health.update(micros, |m| m.drain(now, &by)),
+        "enable" => backend.state.health.update(micros, |m| m.enable(now, &by)),
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {action:?} (drain, enable)\n"),
+            );
+        }
+    };
+    if let Some(change) = &change {
+        crate::health::probe::announce(pool, backend, change);
+    }
+    json(StatusCode::OK, &backend_status(backend, now))
 }
 
 #[derive(Serialize)]
@@ -138,6 +200,10 @@ struct ListenerStatus {
 #[derive(Serialize)]
 struct PoolStatus {
     name: String,
+    healthy: usize,
+    total: usize,
+    /// Too few healthy backends: balancing over all of them (`panic_threshold`).
+    panic: bool,
     backends: Vec<BackendStatus>,
 }
 
@@ -145,13 +211,62 @@ struct PoolStatus {
 struct BackendStatus {
     address: String,
     weight: u32,
+    /// up | down | ejected | drained
+    state: State,
+    /// Why it is in that state: the threshold that tripped, the last error, who drained it.
+    reason: String,
+    since_seconds: f64,
     available: bool,
     in_flight: usize,
     picked_total: u64,
+    last_check: Option<CheckStatus>,
+    checks_passed: u64,
+    checks_failed: u64,
+    ejections_total: u64,
+    ejected_for_seconds: Option<f64>,
+    drained_by: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CheckStatus {
+    ok: bool,
+    detail: String,
+    seconds_ago: f64,
+}
+
+fn backend_status(backend: &crate::backend::Backend, now: Instant) -> BackendStatus {
+    let cell = &backend.state.health;
+    let machine = cell.machine();
+    let ago = |at: Instant| now.saturating_duration_since(at).as_secs_f64();
+    BackendStatus {
+        address: backend.address.to_string(),
+        weight: backend.weight,
+        state: machine.state(),
+        reason: machine.reason().to_owned(),
+        since_seconds: ago(machine.state_since()),
+        available: backend.is_available(),
+        in_flight: backend.state.in_flight(),
+        picked_total: backend.state.picked_total(),
+        last_check: machine.last_check().map(|check| CheckStatus {
+            ok: check.ok,
+            detail: check.detail.clone(),
+            seconds_ago: ago(check.at),
+        }),
+        checks_passed: cell.checks_passed.load(Ordering::Relaxed),
+        checks_failed: cell.checks_failed.load(Ordering::Relaxed),
+        ejections_total: cell.ejections_total.load(Ordering::Relaxed),
+        ejected_for_seconds: machine
+            .ejected_until()
+            .map(|until| until.saturating_duration_since(now).as_secs_f64()),
+        drained_by: machine
+            .drained_by()
+            .map(|(by, at)| format!("{by}, {:.0}s ago", ago(*at))),
+    }
 }
 
 fn status(shared: &Shared) -> Status {
     let snapshot = shared.snapshot.load();
+    let now = Instant::now();
     let listeners = snapshot
         .config
         .listeners
@@ -172,16 +287,17 @@ fn status(shared: &Shared) -> Status {
         .values()
         .map(|pool| PoolStatus {
             name: pool.config.name.clone(),
+            healthy: pool
+                .backends
+                .iter()
+                .filter(|b| b.state.health.is_healthy())
+                .count(),
+            total: pool.backends.len(),
+            panic: pool.panic.load(Ordering::Relaxed),
             backends: pool
                 .backends
                 .iter()
-                .map(|b| BackendStatus {
-                    address: b.address.to_string(),
-                    weight: b.weight,
-                    available: b.is_available(),
-                    in_flight: b.state.in_flight(),
-                    picked_total: b.state.picked_total(),
-                })
+                .map(|b| backend_status(b, now))
                 .collect(),
         })
         .collect();

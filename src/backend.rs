@@ -9,9 +9,11 @@
 //! is pure and lives in `balance::p2c`, with the time passed in by the caller.
 
 use crate::balance::p2c;
+use crate::config::health::HealthPolicy;
+use crate::health::cell::HealthCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// What the snapshot builder matches on to carry runtime state across reloads.
 /// Weight is deliberately not part of it: reweighting a backend keeps its state.
@@ -24,6 +26,8 @@ pub struct BackendId {
 #[derive(Debug)]
 pub struct BackendState {
     id: BackendId,
+    /// Active checks, passive ejection and drain, merged (see `health::cell`).
+    pub health: HealthCell,
     in_flight: AtomicUsize,
     picked_total: AtomicU64,
     /// Peak-EWMA of response latency, packed by `p2c::ewma_observe` (estimate and its time in
@@ -32,9 +36,28 @@ pub struct BackendState {
 }
 
 impl BackendState {
+    /// A backend with default health settings and a panic flag of its own (tests, benches).
     pub fn new(id: BackendId) -> Arc<BackendState> {
+        BackendState::with_health(
+            id,
+            &HealthPolicy::default(),
+            std::time::Instant::now(),
+            0,
+            Arc::default(),
+        )
+    }
+
+    /// `pool_panic` is the pool's shared panic flag: while set, unhealthy backends are used too.
+    pub fn with_health(
+        id: BackendId,
+        policy: &HealthPolicy,
+        now: std::time::Instant,
+        now_micros: u64,
+        pool_panic: Arc<AtomicBool>,
+    ) -> Arc<BackendState> {
         Arc::new(BackendState {
             id,
+            health: HealthCell::new(policy, now, now_micros, pool_panic),
             in_flight: AtomicUsize::new(0),
             picked_total: AtomicU64::new(0),
             latency: AtomicU64::new(p2c::EWMA_UNOBSERVED),
@@ -133,10 +156,11 @@ pub struct Backend {
 
 impl Backend {
     /// Whether selection may pick it. Weight 0 means drain: no new work, in-flight finishes.
-    /// At `max_connections` it is full until some work ends. Health and ejection will narrow
-    /// this further.
+    /// At `max_connections` it is full until some work ends. Unhealthy, ejected or drained
+    /// backends are skipped, unless the pool is in panic mode (then only drained ones are).
     pub fn is_available(&self) -> bool {
         self.weight > 0
+            && self.state.health.usable()
             && self
                 .max_connections
                 .is_none_or(|max| self.state.in_flight() < max as usize)

@@ -74,6 +74,7 @@ pub enum DrainOutcome {
 /// State shared by the accept loops, the admin API and the reload coordinator.
 pub struct Shared {
     pub snapshot: SharedSnapshot,
+    probes: crate::health::probe::Probes,
     pub reloads: Reloads,
     pub config_path: Option<PathBuf>,
     pub started: std::time::Instant,
@@ -132,6 +133,7 @@ impl Server {
                 None,
             ))),
             reloads: Reloads::default(),
+            probes: Default::default(),
             config_path,
             started: std::time::Instant::now(),
             shutdown: CancellationToken::new(),
@@ -139,6 +141,8 @@ impl Server {
             listeners: Mutex::new(BTreeMap::new()),
             admin: Mutex::new(None),
         });
+        shared.probes.sync(&shared.snapshot, &shared.shutdown);
+        crate::health::probe::spawn_ticker(shared.snapshot.clone(), shared.shutdown.clone());
         for (name, socket) in sockets {
             shared.start_listener(name, socket)?;
         }
@@ -313,6 +317,7 @@ impl Shared {
         // 2. Swap: from here on every new connection and request sees the new config.
         let next = Snapshot::build(Arc::new(config), Some(&current));
         self.snapshot.store(Arc::new(next));
+        self.probes.sync(&self.snapshot, &self.shutdown);
 
         // 3. Start the new accept loops, then stop the old ones.
         for name in plan.listeners_to_stop() {

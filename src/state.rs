@@ -13,6 +13,7 @@ use crate::upstream::{UpstreamClient, build_client};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
@@ -25,6 +26,9 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Pool {
     pub config: PoolConfig,
+    /// Set while too few backends are healthy (`panic_threshold`); shared by every backend's
+    /// health cell and carried across reloads like the backends themselves.
+    pub panic: Arc<AtomicBool>,
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
     pub client: UpstreamClient,
@@ -57,6 +61,9 @@ impl Snapshot {
 
 impl Pool {
     fn build(config: &PoolConfig, previous: Option<&Pool>) -> Pool {
+        let panic = previous.map_or_else(Arc::default, |p| Arc::clone(&p.panic));
+        let now = std::time::Instant::now();
+        let now_micros = crate::proxy::clock_micros();
         let backends: Vec<Backend> = config
             .backends
             .iter()
@@ -68,10 +75,17 @@ impl Pool {
                         .map(|old| Arc::clone(&old.state))
                 });
                 let state = reused.unwrap_or_else(|| {
-                    BackendState::new(BackendId {
+                    let id = BackendId {
                         pool: config.name.clone(),
                         address: backend.address,
-                    })
+                    };
+                    BackendState::with_health(
+                        id,
+                        &config.health,
+                        now,
+                        now_micros,
+                        Arc::clone(&panic),
+                    )
                 });
                 Backend {
                     address: backend.address,
@@ -85,12 +99,43 @@ impl Pool {
             Some(old) if old.config.timeouts == config.timeouts => old.client.clone(),
             _ => build_client(&config.timeouts),
         };
-        Pool {
+        let pool = Pool {
+            panic,
             balancer: Balancer::new(&config.algorithm, &backends),
             config: config.clone(),
             backends,
             client,
-        }
+        };
+        pool.update_panic();
+        pool
+    }
+
+    /// Recomputes panic mode from the backends' health; returns the new value when it changed.
+    pub fn update_panic(&self) -> Option<bool> {
+        // Drained backends are out by the operator's choice, not failing: they count neither
+        // as healthy nor towards the total.
+        let total = self
+            .backends
+            .iter()
+            .filter(|b| b.weight > 0 && !b.state.health.is_drained())
+            .count();
+        let healthy = self
+            .backends
+            .iter()
+            .filter(|b| b.weight > 0 && b.state.health.is_healthy())
+            .count();
+        let panic =
+            crate::health::machine::in_panic(healthy, total, self.config.health.panic_threshold);
+        let before = self.panic.swap(panic, Ordering::Relaxed);
+        (before != panic).then_some(panic)
+    }
+
+    /// How many of the pool's backends passive detection has ejected right now.
+    pub fn ejected_count(&self) -> usize {
+        self.backends
+            .iter()
+            .filter(|b| b.state.health.is_ejected())
+            .count()
     }
 }
 

@@ -72,6 +72,62 @@ pub struct RawPool {
     pub sticky: Option<Spanned<RawSticky>>,
     pub backends: Spanned<Vec<Spanned<RawBackend>>>,
     pub timeouts: Option<RawPoolTimeouts>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub outlier: Option<RawOutlier>,
+    /// Percent of available backends under which the pool balances over all (0 disables).
+    pub panic_threshold: Option<Spanned<f64>>,
+    pub slow_start: Option<Text>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckType {
+    Http,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialState {
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<CheckType>,
+    pub path: Option<Text>,
+    pub method: Option<Text>,
+    pub host: Option<Text>,
+    pub interval: Option<Text>,
+    pub unhealthy_interval: Option<Text>,
+    pub timeout: Option<Text>,
+    pub rise: Option<Spanned<u32>>,
+    pub fall: Option<Spanned<u32>>,
+    /// Codes and inclusive ranges: `[200-399]`, `[200, 204]`.
+    pub expect_status: Option<Vec<Spanned<RawStatus>>>,
+    pub body_contains: Option<String>,
+    pub initial: Option<InitialState>,
+}
+
+/// A status code (`204`) or an inclusive range (`"200-399"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawStatus {
+    Code(u16),
+    Range(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection_time: Option<Text>,
+    pub max_ejection_time: Option<Text>,
+    pub max_ejection_percent: Option<Spanned<f64>>,
+    pub http_5xx: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -92,3 +92,233 @@ impl Default for OutlierPolicy {
         }
     }
 }
+
+// ---- validation of the YAML mirror into the types above ----
+
+use super::Validator;
+use super::file::{CheckType, InitialState, RawHealthCheck, RawOutlier, RawPool, RawStatus};
+use crate::error::ConfigError;
+use serde_saphyr::Spanned;
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Validator<'_> {
+    pub(super) fn health(&self, path: &str, raw: &RawPool) -> Result<HealthPolicy, ConfigError> {
+        let defaults = HealthPolicy::default();
+        let active = match &raw.health_check {
+            None => None,
+            Some(check) => Some(self.active_check(&format!("{path}.health_check"), check)?),
+        };
+        let outlier = match &raw.outlier {
+            None => defaults.outlier,
+            Some(outlier) => self.outlier(&format!("{path}.outlier"), outlier)?,
+        };
+        let panic_threshold = match &raw.panic_threshold {
+            None => defaults.panic_threshold,
+            Some(value) => self.percent(value, &format!("{path}.panic_threshold"))?,
+        };
+        let slow_start = match &raw.slow_start {
+            None => None,
+            Some(_) => Some(self.duration(
+                raw.slow_start.as_ref(),
+                &format!("{path}.slow_start"),
+                Duration::ZERO,
+            )?),
+        };
+        Ok(HealthPolicy {
+            active,
+            outlier,
+            panic_threshold,
+            slow_start,
+        })
+    }
+
+    fn active_check(
+        &self,
+        path: &str,
+        raw: &Spanned<RawHealthCheck>,
+    ) -> Result<ActiveCheck, ConfigError> {
+        let check = &raw.value;
+        let interval = self.duration(
+            check.interval.as_ref(),
+            &format!("{path}.interval"),
+            DEFAULT_INTERVAL,
+        )?;
+        let timeout = self.duration(
+            check.timeout.as_ref(),
+            &format!("{path}.timeout"),
+            DEFAULT_CHECK_TIMEOUT,
+        )?;
+        if timeout > interval {
+            let at = check
+                .timeout
+                .as_ref()
+                .map_or(raw.referenced, |t| t.referenced);
+            return Err(self.error_at(
+                at,
+                format!("{path}.timeout"),
+                "must not be longer than the interval (checks would overlap)".into(),
+            ));
+        }
+        let unhealthy_interval = self.duration(
+            check.unhealthy_interval.as_ref(),
+            &format!("{path}.unhealthy_interval"),
+            interval,
+        )?;
+        let count = |value: &Option<Spanned<u32>>, name: &str, default: u32| match value {
+            None => Ok(default),
+            Some(v) if (1..=100).contains(&v.value) => Ok(v.value),
+            Some(v) => Err(self.error_at(
+                v.referenced,
+                format!("{path}.{name}"),
+                format!("must be between 1 and 100, got {}", v.value),
+            )),
+        };
+        let rise = count(&check.rise, "rise", 2)?;
+        let fall = count(&check.fall, "fall", 3)?;
+        let http_wanted = match check.kind {
+            Some(kind) => kind == CheckType::Http,
+            None => check.path.is_some(),
+        };
+        let kind = if http_wanted {
+            CheckKind::Http(self.http_check(path, check)?)
+        } else {
+            if let Some(text) = &check.path {
+                return Err(self.error_at(
+                    text.referenced,
+                    format!("{path}.path"),
+                    "only `type: http` checks have a path".into(),
+                ));
+            }
+            CheckKind::Tcp
+        };
+        Ok(ActiveCheck {
+            kind,
+            interval,
+            unhealthy_interval,
+            timeout,
+            rise,
+            fall,
+            start_healthy: check.initial != Some(InitialState::Unhealthy),
+        })
+    }
+
+    fn http_check(&self, path: &str, check: &RawHealthCheck) -> Result<HttpCheck, ConfigError> {
+        let request_path = check.path.as_ref().map_or("/", |p| p.value.as_str());
+        if !request_path.starts_with('/') {
+            let at = check.path.as_ref().map(|p| p.referenced);
+            return Err(self.error_at(
+                at.unwrap_or(serde_saphyr::Location::UNKNOWN),
+                format!("{path}.path"),
+                format!("must start with '/', got {request_path:?}"),
+            ));
+        }
+        let method = check.method.as_ref().map_or("GET", |m| m.value.as_str());
+        if http::Method::from_bytes(method.as_bytes()).is_err() {
+            let at = check.method.as_ref().map(|m| m.referenced);
+            return Err(self.error_at(
+                at.unwrap_or(serde_saphyr::Location::UNKNOWN),
+                format!("{path}.method"),
+                format!("invalid HTTP method {method:?}"),
+            ));
+        }
+        let mut expect_status = Vec::new();
+        for (index, entry) in check.expect_status.iter().flatten().enumerate() {
+            let range = status_range(&entry.value).map_err(|message| {
+                self.error_at(
+                    entry.referenced,
+                    format!("{path}.expect_status[{index}]"),
+                    message,
+                )
+            })?;
+            expect_status.push(range);
+        }
+        if expect_status.is_empty() {
+            expect_status.push((200, 399));
+        }
+        Ok(HttpCheck {
+            method: method.to_owned(),
+            path: request_path.to_owned(),
+            host: check.host.as_ref().map(|h| h.value.clone()),
+            expect_status,
+            body_contains: check.body_contains.clone(),
+        })
+    }
+
+    fn outlier(&self, path: &str, raw: &RawOutlier) -> Result<OutlierPolicy, ConfigError> {
+        let defaults = OutlierPolicy::default();
+        let base_ejection_time = self.duration(
+            raw.base_ejection_time.as_ref(),
+            &format!("{path}.base_ejection_time"),
+            defaults.base_ejection_time,
+        )?;
+        let max_ejection_time = self
+            .duration(
+                raw.max_ejection_time.as_ref(),
+                &format!("{path}.max_ejection_time"),
+                defaults.max_ejection_time,
+            )?
+            .max(base_ejection_time);
+        let max_ejection_percent = match &raw.max_ejection_percent {
+            None => defaults.max_ejection_percent,
+            Some(value) => self.percent(value, &format!("{path}.max_ejection_percent"))?,
+        };
+        Ok(OutlierPolicy {
+            consecutive_failures: raw
+                .consecutive_failures
+                .unwrap_or(defaults.consecutive_failures),
+            base_ejection_time,
+            max_ejection_time,
+            max_ejection_percent,
+            http_5xx: raw.http_5xx.unwrap_or(defaults.http_5xx),
+        })
+    }
+
+    /// A percentage 0..=100 in the file, a share 0..=1 in the domain type.
+    fn percent(&self, value: &Spanned<f64>, path: &str) -> Result<f64, ConfigError> {
+        if (0.0..=100.0).contains(&value.value) {
+            Ok(value.value / 100.0)
+        } else {
+            Err(self.error_at(
+                value.referenced,
+                path.to_owned(),
+                format!(
+                    "must be a percentage between 0 and 100, got {}",
+                    value.value
+                ),
+            ))
+        }
+    }
+}
+
+fn status_range(raw: &RawStatus) -> Result<(u16, u16), String> {
+    let valid = |code: u16| (100..=599).contains(&code);
+    let (low, high) = match raw {
+        RawStatus::Code(code) => (*code, *code),
+        RawStatus::Range(text) => {
+            let parse = |part: &str| part.trim().parse::<u16>().ok();
+            match text.split_once('-') {
+                Some((low, high)) => match (parse(low), parse(high)) {
+                    (Some(low), Some(high)) => (low, high),
+                    _ => return Err(format!("invalid status range {text:?}; write e.g. 200-399")),
+                },
+                None => match parse(text) {
+                    Some(code) => (code, code),
+                    None => {
+                        return Err(format!(
+                            "invalid status {text:?}; write e.g. 200 or 200-399"
+                        ));
+                    }
+                },
+            }
+        }
+    };
+    if valid(low) && valid(high) && low <= high {
+        Ok((low, high))
+    } else {
+        Err(format!(
+            "status range {low}-{high} must lie within 100-599, low first"
+        ))
+    }
+}

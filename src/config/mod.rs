@@ -83,6 +83,7 @@ pub struct PoolConfig {
     pub sticky: Option<StickyConfig>,
     pub backends: Vec<BackendConfig>,
     pub timeouts: PoolTimeouts,
+    pub health: health::HealthPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -397,6 +398,7 @@ impl Validator<'_> {
             .map_err(|message| self.error_at(raw.backends.referenced, path.clone(), message))?;
         let algorithm = self.algorithm(&path, &raw)?;
         let sticky = self.sticky(&path, raw.sticky.as_ref())?;
+        let health = self.health(&path, &raw)?;
         if raw.backends.value.is_empty() {
             return Err(self.error_at(
                 raw.backends.referenced,
@@ -445,6 +447,7 @@ impl Validator<'_> {
             name: name.to_owned(),
             algorithm,
             sticky,
+            health,
             backends,
             timeouts: PoolTimeouts {
                 connect: self.duration(

@@ -1,4 +1,6 @@
-//! Backend health: the pure state machine (`machine`) and, in the I/O layer, the probes that
-//! feed it.
+//! Backend health: the pure state machine (`machine`), its lock-free mirror on each backend
+//! (`cell`), and the I/O that feeds it: active probes and outcome reports (`probe`).
 
+pub mod cell;
 pub mod machine;
+pub mod probe;

@@ -6,6 +6,7 @@
 //! with. Bodies stream both ways; nothing is buffered whole.
 
 use crate::balance::{PickContext, sticky};
+use crate::health::probe::report_outcome;
 use crate::proxy::activity::{ClientTimeouts, ConnActivity, TimedIo};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
@@ -168,6 +169,12 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
             backend
                 .state
                 .record_latency(now.saturating_sub(sent_at), now);
+            let status = response.status();
+            if status.is_server_error() && pool.config.health.outlier.http_5xx {
+                report_outcome(pool, backend, false, &format!("HTTP {}", status.as_u16()));
+            } else {
+                report_outcome(pool, backend, true, "");
+            }
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             if let Some(cookie) = sticky::set_cookie_if_needed(
@@ -181,11 +188,13 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
         }
         Ok(Err(error)) => {
             let (status, text) = classify_upstream_error(&error);
+            report_outcome(pool, backend, false, &error_chain(&error));
             debug!(backend = %backend.address, error = %error, "upstream request failed");
             error_response(status, text, active)
         }
         Err(_elapsed) => {
             debug!(backend = %backend.address, "upstream response timed out");
+            report_outcome(pool, backend, false, "response timed out");
             error_response(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", active)
         }
     }
@@ -205,6 +214,19 @@ fn classify_upstream_error(
         (true, false) => (StatusCode::BAD_GATEWAY, "backend connection failed\n"),
         (false, _) => (StatusCode::BAD_GATEWAY, "backend failed to respond\n"),
     }
+}
+
+/// The error with its causes ("client error (Connect): tcp connect error: Connection refused"),
+/// for health reasons an operator can act on.
+fn error_chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 fn error_response(

@@ -29,9 +29,23 @@ const PICK_ATTEMPTS: usize = 3;
 pub fn pick_backend<'p>(pool: &'p Pool, context: &PickContext) -> Option<(&'p Backend, InFlight)> {
     RNG.with(|rng| {
         let mut rng = rng.borrow_mut();
-        for _ in 0..PICK_ATTEMPTS {
+        let slow_start = pool.config.health.slow_start;
+        for attempt in 0..PICK_ATTEMPTS {
             let index = pool.balancer.pick(&pool.backends, context, &mut rng)?;
             let backend = pool.backends.get(index)?;
+            // Slow start, for every algorithm alike: a backend warming up keeps a pick with
+            // probability equal to its weight share so far, else the pick is made again
+            // (the last attempt always keeps it, so a pool of one still serves).
+            let last = attempt + 1 == PICK_ATTEMPTS;
+            if slow_start.is_some() && !last {
+                let factor = backend
+                    .state
+                    .health
+                    .slow_start_factor(clock_micros(), slow_start);
+                if factor < 1.0 && rng.f64() >= factor {
+                    continue;
+                }
+            }
             if let Some(in_flight) = backend.try_acquire() {
                 return Some((backend, in_flight));
             }

@@ -5,6 +5,7 @@
 //! `nc -N` or a PostgreSQL COPY rely on. The snapshot is loaded once per connection.
 
 use crate::balance::PickContext;
+use crate::health::probe::report_outcome;
 use crate::proxy::{clock_micros, pick_backend};
 use crate::state::SharedSnapshot;
 use std::net::SocketAddr;
@@ -41,13 +42,16 @@ pub async fn serve_connection(
             backend
                 .state
                 .record_latency(now.saturating_sub(connect_started), now);
+            report_outcome(pool, backend, true, "");
             stream
         }
         Ok(Err(error)) => {
+            report_outcome(pool, backend, false, &format!("connect failed: {error}"));
             warn!(%listener, backend = %backend.address, %error, "backend connect failed");
             return;
         }
         Err(_) => {
+            report_outcome(pool, backend, false, "connect timed out");
             warn!(%listener, backend = %backend.address, "backend connect timed out");
             return;
         }

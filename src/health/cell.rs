@@ -1,0 +1,129 @@
+//! The health part of a backend's runtime state: the pure state machine behind a mutex, plus
+//! atomics mirroring its verdict so the data path decides availability without locking.
+//!
+//! Writers (probes, outcome reports, admin actions) go through `update`, which applies one
+//! machine call and refreshes the mirrors; readers (`usable`) only load atomics. The pool's
+//! panic flag is shared by all backends of a pool, so panic mode is one store for the pool.
+
+use crate::config::health::HealthPolicy;
+use crate::health::machine::{BackendHealth, Change, State};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct HealthCell {
+    machine: Mutex<BackendHealth>,
+    healthy: AtomicBool,
+    drained: AtomicBool,
+    ejected: AtomicBool,
+    pool_panic: Arc<AtomicBool>,
+    /// Mirrors the machine's passive failure streak, so a success on a backend without
+    /// recent failures (the common case) costs one load, not a lock.
+    passive_failures: AtomicU32,
+    /// `proxy::clock_micros` when the backend last became available (slow start).
+    available_since_micros: AtomicU64,
+    pub checks_passed: AtomicU64,
+    pub checks_failed: AtomicU64,
+    pub ejections_total: AtomicU64,
+}
+
+impl HealthCell {
+    pub fn new(
+        policy: &HealthPolicy,
+        now: Instant,
+        now_micros: u64,
+        pool_panic: Arc<AtomicBool>,
+    ) -> HealthCell {
+        let machine = BackendHealth::new(now, policy);
+        let cell = HealthCell {
+            healthy: AtomicBool::new(machine.state() == State::Up),
+            drained: AtomicBool::new(false),
+            ejected: AtomicBool::new(false),
+            machine: Mutex::new(machine),
+            pool_panic,
+            passive_failures: AtomicU32::new(0),
+            available_since_micros: AtomicU64::new(now_micros),
+            checks_passed: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
+            ejections_total: AtomicU64::new(0),
+        };
+        cell.available_since_micros
+            .store(now_micros, Ordering::Relaxed);
+        cell
+    }
+
+    /// Whether selection may use the backend: not drained, and healthy or the pool panics.
+    pub fn usable(&self) -> bool {
+        !self.drained.load(Ordering::Relaxed)
+            && (self.healthy.load(Ordering::Relaxed) || self.pool_panic.load(Ordering::Relaxed))
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    pub fn pool_panic(&self) -> &Arc<AtomicBool> {
+        &self.pool_panic
+    }
+
+    pub fn has_passive_failures(&self) -> bool {
+        self.passive_failures.load(Ordering::Relaxed) > 0
+    }
+
+    /// A read-only look at the machine (for `/status`).
+    pub fn machine(&self) -> MutexGuard<'_, BackendHealth> {
+        self.machine
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies one machine call and refreshes the atomic mirrors.
+    pub fn update(
+        &self,
+        now_micros: u64,
+        call: impl FnOnce(&mut BackendHealth) -> Option<Change>,
+    ) -> Option<Change> {
+        let mut machine = self.machine();
+        let change = call(&mut machine);
+        let state = machine.state();
+        self.healthy.store(state == State::Up, Ordering::Relaxed);
+        self.drained
+            .store(state == State::Drained, Ordering::Relaxed);
+        self.ejected
+            .store(state == State::Ejected, Ordering::Relaxed);
+        self.passive_failures
+            .store(machine.passive_failures(), Ordering::Relaxed);
+        if let Some(change) = &change {
+            if change.to == State::Up {
+                self.available_since_micros
+                    .store(now_micros, Ordering::Relaxed);
+            }
+            if change.to == State::Ejected && change.from != State::Ejected {
+                self.ejections_total.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        change
+    }
+
+    /// Share of the weight to use now under slow start (1.0 outside the window). Mirrors
+    /// `BackendHealth::weight_factor` without taking the lock.
+    pub fn slow_start_factor(&self, now_micros: u64, window: Option<Duration>) -> f64 {
+        match window {
+            Some(window) if !window.is_zero() => {
+                let since = self.available_since_micros.load(Ordering::Relaxed);
+                let elapsed = now_micros.saturating_sub(since) as f64 / 1e6;
+                (elapsed / window.as_secs_f64()).clamp(0.1, 1.0)
+            }
+            _ => 1.0,
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The I/O that feeds the health state machines: active probe tasks (TCP connect or an HTTP
+//! request per backend, with jitter and their own timeout), the ticker that ends ejections,
+//! and the outcome reports the proxy makes after each upstream attempt. State changes are
+//! logged once each, with their reason, and exported as metrics.
+
+use crate::backend::Backend;
+use crate::config::health::{ActiveCheck, CheckKind, HealthPolicy, HttpCheck};
+use crate::health::machine::{Change, State, may_eject_another};
+use crate::proxy::clock_micros;
+use crate::state::{Pool, SharedSnapshot};
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// How often ejections are checked for expiry.
+const TICK: Duration = Duration::from_millis(100);
+/// The most of a response body an HTTP check reads for `body_contains`.
+const CHECK_BODY_LIMIT: usize = 64 * 1024;
+
+/// Records one outcome of real traffic for passive ejection. Cheap for a success on a
+/// backend without recent failures: one atomic load.
+pub fn report_outcome(pool: &Pool, backend: &Backend, ok: bool, detail: &str) {
+    let cell = &backend.state.health;
+    if ok && !cell.has_passive_failures() {
+        return;
+    }
+    let policy = &pool.config.health;
+    let may_eject = may_eject_another(
+        pool.ejected_count(),
+        pool.backends.len(),
+        policy.outlier.max_ejection_percent,
+    );
+    let now = Instant::now();
+    let change = cell.update(clock_micros(), |machine| {
+        machine.record_outcome(now, ok, detail, may_eject, policy)
+    });
+    if let Some(change) = change {
+        announce(pool, backend, &change);
+    }
+}
+
+/// Logs a state change once, updates metrics, and re-evaluates the pool's panic mode.
+pub fn announce(pool: &Pool, backend: &Backend, change: &Change) {
+    let (pool_name, address) = (&pool.config.name, backend.address);
+    if change.to == State::Up {
+        info!(pool = %pool_name, backend = %address, from = ?change.from, "backend up: {}", change.reason);
+    } else {
+        warn!(pool = %pool_name, backend = %address, from = ?change.from, to = ?change.to, "backend out: {}", change.reason);
+    }
+    crate::metrics::backend_state(pool_name, address, change);
+    if let Some(panic) = pool.update_panic() {
+        if panic {
+            warn!(pool = %pool_name, "panic mode: too few healthy backends, balancing over all of them");
+        } else {
+            info!(pool = %pool_name, "panic mode over");
+        }
+        crate::metrics::pool_panic(pool_name, panic);
+    }
+}
+
+/// The running probe tasks, one per backend with an active check, keyed by identity.
+#[derive(Default)]
+pub struct Probes {
+    tasks: Mutex<HashMap<(String, SocketAddr), (ActiveCheck, CancellationToken)>>,
+}
+
+impl Probes {
+    /// Starts probes for backends that gained a check (or whose check changed) and stops
+    /// those of backends that left the config. Called after every snapshot swap.
+    pub fn sync(&self, snapshot: &SharedSnapshot, shutdown: &CancellationToken) {
+        let current = snapshot.load_full();
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wanted = HashMap::new();
+        for pool in current.pools.values() {
+            if let Some(check) = &pool.config.health.active {
+                for backend in &pool.backends {
+                    wanted.insert((pool.config.name.clone(), backend.address), check.clone());
+                }
+            }
+        }
+        tasks.retain(|key, (check, stop)| {
+            let keep = wanted.get(key) == Some(check);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for (key, check) in wanted {
+            if tasks.contains_key(&key) {
+                continue;
+            }
+            let stop = shutdown.child_token();
+            tokio::spawn(probe_loop(
+                key.0.clone(),
+                key.1,
+                snapshot.clone(),
+                stop.clone(),
+            ));
+            tasks.insert(key, (check, stop));
+        }
+    }
+}
+
+/// Ends ejections whose time is over, until `shutdown`.
+pub fn spawn_ticker(snapshot: SharedSnapshot, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(TICK);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let current = snapshot.load_full();
+            for pool in current.pools.values() {
+                for backend in pool.backends.iter().filter(|b| b.state.health.is_ejected()) {
+                    let now = Instant::now();
+                    let policy = &pool.config.health;
+                    let change = backend
+                        .state
+                        .health
+                        .update(clock_micros(), |machine| machine.tick(now, policy));
+                    if let Some(change) = change {
+                        announce(pool, backend, &change);
+                    }
+                }
+            }
+        }
+    });
+}
+
+async fn probe_loop(
+    pool_name: String,
+    address: SocketAddr,
+    snapshot: SharedSnapshot,
+    stop: CancellationToken,
+) {
+    // Start at a random point of the interval so checks of many backends don't march in step.
+    let first_delay = {
+        let current = snapshot.load();
+        current
+            .pools
+            .get(&pool_name)
+            .and_then(|p| p.config.health.active.as_ref())
+            .map_or(Duration::ZERO, |c| c.interval.mul_f64(fastrand::f64()))
+    };
+    if sleep_or_stop(first_delay, &stop).await {
+        return;
+    }
+    loop {
+        // Look the pool up each round: the probe follows reloads (weights, panic threshold).
+        let current = snapshot.load_full();
+        let Some(pool) = current.pools.get(&pool_name) else {
+            return;
+        };
+        let Some(backend) = pool.backends.iter().find(|b| b.address == address) else {
+            return;
+        };
+        let Some(check) = pool.config.health.active.clone() else {
+            return;
+        };
+        let result = tokio::select! {
+            result = tokio::time::timeout(check.timeout, probe(address, &check)) => match result {
+                Ok(result) => result,
+                Err(_) => Err(format!("timed out after {:?}", check.timeout)),
+            },
+            () = stop.cancelled() => return,
+        };
+        record(pool, backend, &pool.config.health, result);
+        let healthy = backend.state.health.is_healthy();
+        let base = if healthy {
+            check.interval
+        } else {
+            check.unhealthy_interval
+        };
+        // +-10% jitter keeps probes from re-synchronising.
+        let next = base.mul_f64(0.9 + 0.2 * fastrand::f64());
+        drop(current);
+        if sleep_or_stop(next, &stop).await {
+            return;
+        }
+    }
+}
+
+fn record(pool: &Pool, backend: &Backend, policy: &HealthPolicy, result: Result<String, String>) {
+    let cell = &backend.state.health;
+    let ok = result.is_ok();
+    let counter = if ok {
+        &cell.checks_passed
+    } else {
+        &cell.checks_failed
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::metrics::health_check(&pool.config.name, backend.address, ok);
+    let detail = match result {
+        Ok(detail) | Err(detail) => detail,
+    };
+    let now = Instant::now();
+    let change = cell.update(clock_micros(), |machine| {
+        machine.record_check(now, ok, detail, policy)
+    });
+    if let Some(change) = change {
+        announce(pool, backend, &change);
+    }
+}
+
+/// True when stopped.
+async fn sleep_or_stop(duration: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => false,
+        () = stop.cancelled() => true,
+    }
+}
+
+/// One check. `Ok(detail)` when the backend passes, `Err(why)` otherwise.
+async fn probe(address: SocketAddr, check: &ActiveCheck) -> Result<String, String> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect failed: {e}"))?;
+    match &check.kind {
+        CheckKind::Tcp => Ok("connect succeeded".to_owned()),
+        CheckKind::Http(http_check) => http_probe(stream, address, http_check).await,
+    }
+}
+
+async fn http_probe(
+    stream: TcpStream,
+    address: SocketAddr,
+    check: &HttpCheck,
+) -> Result<String, String> {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    tokio::spawn(connection);
+    let host = check.host.clone().unwrap_or_else(|| address.to_string());
+    let request = Request::builder()
+        .method(check.method.as_str())
+        .uri(check.path.as_str())
+        .header(header::HOST, host)
+        .header(
+            header::USER_AGENT,
+            concat!("sluice-health-check/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("bad check request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = response.status().as_u16();
+    if !check.status_ok(status) {
+        return Err(format!(
+            "HTTP {status} (expected {})",
+            describe_ranges(&check.expect_status)
+        ));
+    }
+    if let Some(needle) = &check.body_contains {
+        let body = Limited::new(response.into_body(), CHECK_BODY_LIMIT)
+            .collect()
+            .await
+            .map_err(|e| format!("reading body failed: {e}"))?
+            .to_bytes();
+        if !String::from_utf8_lossy(&body).contains(needle.as_str()) {
+            return Err(format!("HTTP {status} but body lacks {needle:?}"));
+        }
+    }
+    Ok(format!("HTTP {status}"))
+}
+
+fn describe_ranges(ranges: &[(u16, u16)]) -> String {
+    ranges
+        .iter()
+        .map(|(low, high)| {
+            if low == high {
+                low.to_string()
+            } else {
+                format!("{low}-{high}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
