@@ -3,19 +3,9 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::*;
-use http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use http::StatusCode;
 use std::net::SocketAddr;
-
-async fn admin_post(admin: SocketAddr, path: &str) -> http::Response<Bytes> {
-    let request = Request::post(path)
-        .header("host", "admin")
-        .body(http_body_util::Full::new(Bytes::new()).boxed())
-        .unwrap();
-    send(admin, request).await
-}
 
 #[tokio::test]
 async fn broken_config_is_refused_reported_and_counted_while_the_old_one_serves() {

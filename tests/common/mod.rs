@@ -58,8 +58,20 @@ pub async fn spawn_backend(name: &str) -> Backend {
     spawn_backend_with_delay(name, Duration::ZERO).await
 }
 
+/// Switches a backend's `/health` answer between 200 and 500, and can kill it outright
+/// (listener closed, every open connection dropped: what a crashed process looks like).
+#[derive(Clone, Default)]
+pub struct Controls {
+    pub failing_health: Arc<std::sync::atomic::AtomicBool>,
+    pub kill: tokio_util::sync::CancellationToken,
+}
+
 /// A backend that waits `delay` before answering every request (a slow server).
 pub async fn spawn_backend_with_delay(name: &str, delay: Duration) -> Backend {
+    spawn_controlled_backend(name, delay, Controls::default()).await
+}
+
+pub async fn spawn_controlled_backend(name: &str, delay: Duration, controls: Controls) -> Backend {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -73,14 +85,29 @@ pub async fn spawn_backend_with_delay(name: &str, delay: Duration) -> Backend {
         started: started.clone(),
     };
     let name = name.to_owned();
+    let kill = controls.kill.clone();
     tokio::spawn(async move {
-        while let Ok((stream, _)) = socket.accept().await {
+        loop {
+            let accepted = tokio::select! {
+                accepted = socket.accept() => accepted,
+                () = kill.cancelled() => return,
+            };
+            let Ok((stream, _)) = accepted else { return };
             connections.fetch_add(1, Ordering::SeqCst);
             let (seen, name, started) = (seen.clone(), name.clone(), started.clone());
+            let (kill, failing) = (kill.clone(), controls.failing_health.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
                     let (seen, name, started) = (seen.clone(), name.clone(), started.clone());
+                    let failing = failing.load(Ordering::SeqCst);
                     async move {
+                        if request.uri().path() == "/health" {
+                            let status = if failing { 500 } else { 200 };
+                            let mut response =
+                                Response::new(Full::new(Bytes::from("health")).boxed());
+                            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                            return Ok::<_, Infallible>(response);
+                        }
                         started.fetch_add(1, Ordering::SeqCst);
                         if !delay.is_zero() {
                             tokio::time::sleep(delay).await;
@@ -88,9 +115,13 @@ pub async fn spawn_backend_with_delay(name: &str, delay: Duration) -> Backend {
                         Ok::<_, Infallible>(answer(request, &name, &seen).await)
                     }
                 });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                // Killing drops the connection mid-flight, as a crash would.
+                tokio::select! {
+                    _ = connection => {}
+                    () = kill.cancelled() => {}
+                }
             });
         }
     });
@@ -350,4 +381,13 @@ pub fn write_file(path: &std::path::Path, text: &str) {
     file.write_all(text.as_bytes()).unwrap();
     file.sync_all().unwrap();
     std::fs::rename(&temporary, path).unwrap();
+}
+
+/// POST with an empty body (admin actions).
+pub async fn admin_post(admin: SocketAddr, path: &str) -> http::Response<Bytes> {
+    let request = Request::post(path)
+        .header("host", "admin")
+        .body(http_body_util::Full::new(Bytes::new()).boxed())
+        .unwrap();
+    send(admin, request).await
 }
