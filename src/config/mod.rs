@@ -148,65 +148,50 @@ fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
     })
 }
 
-/// Fields that `file.rs` wraps in `Spanned`: serde sees an extra `value` level under them,
-/// which is an implementation detail the operator should not see in a path.
-const SPANNED_FIELDS: &[&str] = &[
-    "listeners",
-    "pools",
-    "backends",
-    "bind",
-    "pool",
-    "algorithm",
-    "worker_threads",
-    "drain_timeout",
-    "client_header",
-    "client_idle",
-    "connect",
-    "response",
-    "hash",
-    "p2c",
-    "sticky",
-    "key",
-    "bounded_load",
-    "fallback",
-    "load",
-    "cookie",
-    "ttl",
-];
-
 /// `pools.value.app.backends.value[1].value.weight` -> `pools.app.backends[1].weight`.
+///
+/// serde sees every `Spanned` wrapper in `file.rs` as a struct with a field `value`, an
+/// implementation detail the operator should not see. Every `value` segment is such a wrapper,
+/// except a listener or pool that is itself named "value" (the segment right after the
+/// wrapper of the `listeners`/`pools` map).
 fn display_path(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
-    let mut previous: Option<&Segment> = None;
+    let mut last_key: Option<&str> = None;
+    let mut after_wrapper = false;
     for segment in path.iter() {
-        let wrapper_level = matches!(segment, Segment::Map { key } if key == "value")
-            && match previous {
-                Some(Segment::Seq { .. }) => true,
-                Some(Segment::Map { key }) => SPANNED_FIELDS.contains(&key.as_str()),
-                _ => false,
-            };
-        if !wrapper_level {
-            match segment {
-                Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-                Segment::Map { key } => {
-                    if !out.is_empty() {
-                        out.push('.');
-                    }
-                    out.push_str(key);
+        match segment {
+            Segment::Map { key } if key == "value" => {
+                let names_a_map_entry =
+                    after_wrapper && matches!(last_key, Some("listeners" | "pools"));
+                if !names_a_map_entry {
+                    after_wrapper = true;
+                    continue;
                 }
-                Segment::Enum { variant } => {
-                    if !out.is_empty() {
-                        out.push('.');
-                    }
-                    out.push_str(variant);
-                }
-                Segment::Unknown => out.push_str(".?"),
+                push_key(&mut out, key);
+                last_key = Some(key);
             }
+            Segment::Map { key } => {
+                push_key(&mut out, key);
+                last_key = Some(key);
+            }
+            Segment::Seq { index } => {
+                out.push_str(&format!("[{index}]"));
+                last_key = None;
+            }
+            Segment::Enum { variant } => push_key(&mut out, variant),
+            Segment::Unknown => out.push_str(".?"),
         }
-        previous = Some(segment);
+        after_wrapper = false;
     }
     out
+}
+
+fn push_key(out: &mut String, key: &str) {
+    if !out.is_empty() {
+        out.push('.');
+    }
+    out.push_str(key);
 }
 
 fn known_position(location: Location) -> Option<SourcePosition> {

@@ -301,3 +301,61 @@ fn bad_sticky_and_max_connections_are_located() {
     assert_eq!(error.path, "pools.app.backends[1].max_connections");
     assert!(error.message.contains("weight: 0"), "{error}");
 }
+
+const HEALTHY: &str = "listeners:\n  web: {bind: 127.0.0.1:0, pool: app}\npools:\n  app:\n    backends: [127.0.0.1:9001]\n    health_check:\n      type: http\n      path: /health\n      interval: 2s\n      timeout: 1s\n      rise: 2\n      fall: 3\n      expect_status: [200-299, 418]\n    outlier: {consecutive_failures: 4, base_ejection_time: 10s, max_ejection_percent: 30}\n    panic_threshold: 40\n    slow_start: 30s\n";
+
+#[test]
+fn health_settings_are_parsed_with_defaults() {
+    use crate::config::health::CheckKind;
+    let config = Config::parse(HEALTHY, "t.yaml").expect("valid");
+    let health = &config.pools["app"].health;
+    let check = health.active.as_ref().expect("active check");
+    assert_eq!((check.rise, check.fall), (2, 3));
+    assert_eq!(
+        check.unhealthy_interval,
+        Duration::from_secs(2),
+        "defaults to interval"
+    );
+    assert!(check.start_healthy);
+    let CheckKind::Http(http) = &check.kind else {
+        panic!("http check expected")
+    };
+    assert_eq!(http.expect_status, [(200, 299), (418, 418)]);
+    assert!(http.status_ok(418) && !http.status_ok(301));
+    assert_eq!(health.outlier.consecutive_failures, 4);
+    assert!((health.outlier.max_ejection_percent - 0.3).abs() < 1e-9);
+    assert!((health.panic_threshold - 0.4).abs() < 1e-9);
+    assert_eq!(health.slow_start, Some(Duration::from_secs(30)));
+
+    let plain = Config::parse(
+        &HEALTHY.replace("      type: http\n      path: /health\n", ""),
+        "t.yaml",
+    )
+    .unwrap();
+    let check = plain.pools["app"].health.active.clone().unwrap();
+    assert_eq!(check.kind, CheckKind::Tcp, "no path, no type: a TCP check");
+}
+
+#[test]
+fn bad_health_settings_are_located() {
+    let error = refuse(&HEALTHY.replace("timeout: 1s", "timeout: 5s"));
+    assert_eq!(error.path, "pools.app.health_check.timeout");
+    assert!(error.message.contains("interval"), "{error}");
+    let error = refuse(&HEALTHY.replace("200-299, 418", "200-299, 999"));
+    assert_eq!(error.path, "pools.app.health_check.expect_status[1]");
+    assert_eq!(error.position.as_ref().map(|p| p.line), Some(13));
+    let error = refuse(&HEALTHY.replace("panic_threshold: 40", "panic_threshold: 140"));
+    assert_eq!(error.path, "pools.app.panic_threshold");
+    let error = refuse(&HEALTHY.replace("type: http", "type: udp"));
+    assert_eq!(error.path, "pools.app.health_check.type");
+    let error = refuse(&HEALTHY.replace("rise: 2", "rise: 0"));
+    assert_eq!(error.path, "pools.app.health_check.rise");
+}
+
+#[test]
+fn a_pool_named_value_keeps_its_name_in_paths() {
+    let error = refuse(
+        "listeners:\n  web: {bind: 127.0.0.1:0, pool: value}\npools:\n  value:\n    backendz: []\n",
+    );
+    assert_eq!(error.path, "pools.value.backendz");
+}
