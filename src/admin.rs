@@ -82,7 +82,7 @@ async fn route(
             text(StatusCode::OK, format!("ready: {listeners} listeners\n"))
         }
         ("/status", true) => json(StatusCode::OK, &status(shared)),
-        ("/metrics", true) => match crate::metrics::render() {
+        ("/metrics", true) => match crate::metrics::render(&shared.snapshot.load()) {
             Some(body) => {
                 let mut response = text(StatusCode::OK, body);
                 response.headers_mut().insert(

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod backend;
 pub mod balance;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -50,6 +50,34 @@ enum Command {
         #[arg(long, default_value_t = 13)]
         body_size: usize,
     },
+    /// Show pools and backends of a running sluice (state, reason, load) as a table.
+    Status {
+        /// Admin address (default: admin.bind from the config file, else 127.0.0.1:9900).
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+        /// Print the raw JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a running sluice to reload its config file now (like SIGHUP, but answers).
+    Reload {
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
+    /// Stop sending new work to a backend (in-flight work finishes); kept across reloads.
+    Drain {
+        pool: String,
+        backend: SocketAddr,
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
+    /// Undo a drain.
+    Enable {
+        pool: String,
+        backend: SocketAddr,
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
     /// Start three hello backends and a listener in front of them.
     Demo {
         /// Where the demo listener binds.
@@ -92,6 +120,37 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         _ if cli.check => Ok(check(&config_path, None, cli.quiet)),
         Some(Command::Check { diff }) => Ok(check(&config_path, diff.as_deref(), cli.quiet)),
         Some(Command::Demo { listen }) => run_demo(listen),
+        Some(Command::Status { admin, json }) => {
+            let admin = admin_address(admin, &config_path);
+            let (_, body) = admin_call(admin, http::Method::GET, "/status")?;
+            if json {
+                print!("{body}");
+            } else {
+                let value: serde_json::Value = serde_json::from_str(&body)
+                    .with_context(|| format!("unexpected answer from {admin}"))?;
+                print!("{}", sluice::cli::status_table(&value));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Reload { admin }) => {
+            admin_action(admin_address(admin, &config_path), "/reload")
+        }
+        Some(Command::Drain {
+            pool,
+            backend,
+            admin,
+        }) => admin_action(
+            admin_address(admin, &config_path),
+            &format!("/pools/{pool}/backends/{backend}/drain"),
+        ),
+        Some(Command::Enable {
+            pool,
+            backend,
+            admin,
+        }) => admin_action(
+            admin_address(admin, &config_path),
+            &format!("/pools/{pool}/backends/{backend}/enable"),
+        ),
         Some(Command::Backends {
             count,
             first_port,
@@ -104,6 +163,40 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         None => run(&config_path),
     }
+}
+
+/// The admin address: given, else the config file's `admin.bind`, else the default.
+fn admin_address(given: Option<SocketAddr>, config_path: &Path) -> SocketAddr {
+    given
+        .or_else(|| {
+            Config::load(config_path)
+                .ok()
+                .and_then(|c| c.admin.map(|a| a.bind))
+        })
+        .unwrap_or_else(|| {
+            sluice::config::DEFAULT_ADMIN_BIND
+                .parse()
+                .expect("the default admin address is valid")
+        })
+}
+
+fn admin_call(admin: SocketAddr, method: http::Method, path: &str) -> Result<(u16, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(sluice::cli::admin_request(admin, method, path))?)
+}
+
+/// POSTs an admin action and prints the answer; exit 1 unless it succeeded.
+fn admin_action(admin: SocketAddr, path: &str) -> Result<ExitCode> {
+    let (status, body) = admin_call(admin, http::Method::POST, path)?;
+    print!("{body}");
+    Ok(if (200..300).contains(&status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn check(path: &Path, running: Option<&Path>, quiet: bool) -> ExitCode {

@@ -5,6 +5,7 @@
 //! HAProxy's and Envoy's exporters use, prefixed `sluice_`.
 
 use crate::health::machine::{Change, State};
+use crate::state::Snapshot;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -16,6 +17,9 @@ pub const BACKEND_UP: &str = "sluice_backend_up";
 pub const HEALTH_CHECKS_TOTAL: &str = "sluice_health_checks_total";
 pub const EJECTIONS_TOTAL: &str = "sluice_backend_ejections_total";
 pub const POOL_PANIC: &str = "sluice_pool_panic";
+pub const BACKEND_ACTIVE: &str = "sluice_backend_active_requests";
+pub const BACKEND_PICKED_TOTAL: &str = "sluice_backend_selected_total";
+pub const POOL_BACKENDS: &str = "sluice_pool_backends";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -32,8 +36,11 @@ pub fn install() {
     });
 }
 
-pub fn render() -> Option<String> {
+/// Renders the Prometheus text, after refreshing the gauges that are read from the running
+/// snapshot (backend up/in-flight, pool counts) rather than pushed from the data path.
+pub fn render(snapshot: &Snapshot) -> Option<String> {
     let handle = HANDLE.get()?.as_ref()?;
+    refresh_gauges(snapshot);
     // Without the exporter's own HTTP listener nothing else runs upkeep (histogram buckets).
     handle.run_upkeep();
     Some(handle.render())
@@ -68,4 +75,33 @@ pub fn health_check(pool: &str, backend: SocketAddr, ok: bool) {
 
 pub fn pool_panic(pool: &str, panic: bool) {
     metrics::gauge!(POOL_PANIC, "pool" => pool.to_owned()).set(if panic { 1.0 } else { 0.0 });
+}
+
+fn refresh_gauges(snapshot: &Snapshot) {
+    for pool in snapshot.pools.values() {
+        let name = pool.config.name.clone();
+        let (mut healthy, mut ejected, mut drained) = (0.0, 0.0, 0.0);
+        for backend in &pool.backends {
+            let health = &backend.state.health;
+            let labels = [
+                ("pool", name.clone()),
+                ("backend", backend.address.to_string()),
+            ];
+            let up = health.is_healthy() && !health.is_drained();
+            metrics::gauge!(BACKEND_UP, &labels).set(if up { 1.0 } else { 0.0 });
+            metrics::gauge!(BACKEND_ACTIVE, &labels).set(backend.state.in_flight() as f64);
+            metrics::counter!(BACKEND_PICKED_TOTAL, &labels).absolute(backend.state.picked_total());
+            healthy += f64::from(u8::from(health.is_healthy()));
+            ejected += f64::from(u8::from(health.is_ejected()));
+            drained += f64::from(u8::from(health.is_drained()));
+        }
+        let count = |state: &'static str, value: f64| {
+            metrics::gauge!(POOL_BACKENDS, "pool" => name.clone(), "state" => state).set(value);
+        };
+        count("healthy", healthy);
+        count("ejected", ejected);
+        count("drained", drained);
+        count("total", pool.backends.len() as f64);
+        pool_panic(&name, pool.panic.load(std::sync::atomic::Ordering::Relaxed));
+    }
 }

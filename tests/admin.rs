@@ -62,6 +62,16 @@ async fn broken_config_is_refused_reported_and_counted_while_the_old_one_serves(
         status["pools"][0]["backends"][0]["address"],
         second.addr.to_string()
     );
+    let metrics = body_text(&get(admin, "/metrics").await);
+    let up = format!(
+        "sluice_backend_up{{pool=\"app\",backend=\"{}\"}} 1",
+        second.addr
+    );
+    assert!(metrics.contains(&up), "{up} in\n{metrics}");
+    assert!(
+        metrics.contains("sluice_pool_backends{pool=\"app\",state=\"healthy\"} 1"),
+        "{metrics}"
+    );
 }
 
 async fn reload_failures(admin: SocketAddr) -> u64 {

@@ -391,3 +391,68 @@ impl Drop for KillOnDrop {
             .status();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_subcommands_talk_to_the_admin_listener() {
+    let backend = spawn_backend("a").await;
+    let file = write_config(&format!(
+        "watch: false\nadmin: {{bind: 127.0.0.1:0}}\n{}",
+        http_config(&[backend.addr], "")
+    ));
+    let (mut child, _addr, logs) = spawn_binary(file.path());
+    let admin = loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("admin address logged");
+        if line.contains("admin listening") {
+            break line
+                .split("addr=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+        }
+    };
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .args(["--admin", &admin])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (ok, table) = run(&["status"]);
+    assert!(ok, "{table}");
+    assert!(
+        table.contains("POOL")
+            && table.contains(&backend.addr.to_string())
+            && table.contains(" up "),
+        "{table}"
+    );
+
+    let (ok, answer) = run(&["drain", "app", &backend.addr.to_string()]);
+    assert!(ok && answer.contains("\"drained\""), "{answer}");
+    let (_, table) = run(&["status"]);
+    assert!(
+        table.contains("drained by admin API from 127.0.0.1"),
+        "{table}"
+    );
+    let (ok, answer) = run(&["enable", "app", &backend.addr.to_string()]);
+    assert!(ok, "{answer}");
+    let (ok, answer) = run(&["reload"]);
+    assert!(ok && answer.contains("\"success\": true"), "{answer}");
+    let (ok, _) = run(&["drain", "nope", &backend.addr.to_string()]);
+    assert!(!ok, "unknown pool exits 1");
+
+    signal(&child, "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}

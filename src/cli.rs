@@ -1,0 +1,179 @@
+//! The operator subcommands that talk to a running sluice through its admin listener
+//! (`sluice status`, `reload`, `drain`, `enable`): a small HTTP client and the table `status`
+//! prints. The daemon side of these endpoints is `admin.rs`.
+
+use crate::error::Error;
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends one request to the admin listener; returns the status code and the body.
+pub async fn admin_request(
+    admin: SocketAddr,
+    method: Method,
+    path: &str,
+) -> Result<(u16, String), Error> {
+    let io_error = |context: String| move |source| Error::Io { context, source };
+    let exchange = async {
+        let stream = TcpStream::connect(admin).await.map_err(io_error(format!(
+            "cannot reach the admin listener at {admin} (is sluice running? is admin.bind set?)"
+        )))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| io_error(format!("admin {admin}"))(std::io::Error::other(e)))?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, admin.to_string())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| io_error("admin request".into())(std::io::Error::other(e)))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| io_error(format!("admin {admin}"))(std::io::Error::other(e)))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| io_error(format!("admin {admin}"))(std::io::Error::other(e)))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(ADMIN_TIMEOUT, exchange)
+        .await
+        .map_err(|_| io_error(format!("admin {admin}"))(std::io::ErrorKind::TimedOut.into()))?
+}
+
+/// `/status` JSON as a table a person can read in a terminal.
+pub fn status_table(status: &Value) -> String {
+    let mut out = String::new();
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
+    let _ = writeln!(
+        out,
+        "sluice {} up {:.0}s, config {}",
+        text(&status["version"]),
+        status["uptime_seconds"].as_f64().unwrap_or_default(),
+        status["config_file"].as_str().unwrap_or("(none)")
+    );
+    if let Some(reload) = status["last_reload"].as_object() {
+        let outcome = if reload["success"] == true {
+            "succeeded"
+        } else {
+            "FAILED"
+        };
+        let detail = reload["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "last reload ({}) {outcome}: {detail}",
+            text(&reload["trigger"])
+        );
+    }
+    let mut rows = vec![
+        [
+            "POOL",
+            "BACKEND",
+            "STATE",
+            "WEIGHT",
+            "IN-FLIGHT",
+            "SELECTED",
+            "SINCE",
+            "REASON",
+        ]
+        .map(str::to_owned),
+    ];
+    for pool in status["pools"].as_array().into_iter().flatten() {
+        let mut name = text(&pool["name"]);
+        if pool["panic"] == true {
+            name.push_str(" (PANIC)");
+        }
+        for backend in pool["backends"].as_array().into_iter().flatten() {
+            rows.push([
+                name.clone(),
+                text(&backend["address"]),
+                text(&backend["state"]),
+                text(&backend["weight"]),
+                text(&backend["in_flight"]),
+                text(&backend["picked_total"]),
+                format!(
+                    "{:.0}s",
+                    backend["since_seconds"].as_f64().unwrap_or_default()
+                ),
+                text(&backend["reason"]),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in &rows {
+        let mut line = String::new();
+        for (column, cell) in row.iter().enumerate() {
+            if column + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}  ", width = widths[column]);
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_lists_every_backend_with_state_and_reason() {
+        let status = serde_json::json!({
+            "version": "0.1.0", "uptime_seconds": 12.3, "config_file": "/etc/sluice/sluice.yaml",
+            "last_reload": {"trigger": "SIGHUP", "success": false, "detail": "x.yaml:3:4: pools: bad\\nsnippet"},
+            "pools": [{"name": "app", "panic": true, "backends": [
+                {"address": "10.0.0.1:80", "state": "ejected", "weight": 1, "in_flight": 0,
+                 "picked_total": 7, "since_seconds": 3.2, "reason": "ejected for 30s: 5 consecutive failures"},
+                {"address": "10.0.0.2:80", "state": "up", "weight": 3, "in_flight": 2,
+                 "picked_total": 70, "since_seconds": 100.0, "reason": "no active check configured; available"}
+            ]}]
+        });
+        let table = status_table(&status);
+        assert!(
+            table.contains("last reload (SIGHUP) FAILED: x.yaml:3:4: pools: bad"),
+            "{table}"
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[2].starts_with("POOL"), "{table}");
+        assert!(
+            lines[3].contains("app (PANIC)")
+                && lines[3].contains("ejected")
+                && lines[3].ends_with("5 consecutive failures"),
+            "{table}"
+        );
+        // Columns line up: the REASON column starts at the same offset on every row.
+        let offset = lines[2].find("REASON").unwrap();
+        assert_eq!(&lines[4][offset..], "no active check configured; available");
+    }
+}
