@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
+pub mod resilience;
 pub mod server;
 pub mod state;
 pub mod upgrade;
