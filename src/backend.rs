@@ -13,7 +13,7 @@ use crate::config::health::HealthPolicy;
 use crate::health::cell::HealthCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// What the snapshot builder matches on to carry runtime state across reloads.
 /// Weight is deliberately not part of it: reweighting a backend keeps its state.
@@ -28,6 +28,8 @@ pub struct BackendState {
     id: BackendId,
     /// Active checks, passive ejection and drain, merged (see `health::cell`).
     pub health: HealthCell,
+    /// The pool's wait queue for a free slot (`limits.max_pending`), woken when work ends.
+    queue: Arc<SlotQueue>,
     in_flight: AtomicUsize,
     picked_total: AtomicU64,
     /// Peak-EWMA of response latency, packed by `p2c::ewma_observe` (estimate and its time in
@@ -44,6 +46,7 @@ impl BackendState {
             std::time::Instant::now(),
             0,
             Arc::default(),
+            Arc::default(),
         )
     }
 
@@ -54,9 +57,11 @@ impl BackendState {
         now: std::time::Instant,
         now_micros: u64,
         pool_panic: Arc<AtomicBool>,
+        queue: Arc<SlotQueue>,
     ) -> Arc<BackendState> {
         Arc::new(BackendState {
             id,
+            queue,
             health: HealthCell::new(policy, now, now_micros, pool_panic),
             in_flight: AtomicUsize::new(0),
             picked_total: AtomicU64::new(0),
@@ -141,6 +146,57 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.state.queue.slot_freed();
+    }
+}
+
+/// Requests of one pool waiting for a backend slot. Shared by the pool's backends so that
+/// any finished request can wake a waiter; costs one atomic load when nobody waits.
+#[derive(Debug, Default)]
+pub struct SlotQueue {
+    pending: AtomicU32,
+    freed: tokio::sync::Notify,
+}
+
+impl SlotQueue {
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Takes a place in the queue if fewer than `max` wait; released on drop.
+    pub fn enter(self: &Arc<Self>, max: u32) -> Option<QueuePlace> {
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(QueuePlace {
+            queue: Arc::clone(self),
+        })
+    }
+
+    /// Resolves the next time a slot frees up after this call (create it before re-checking
+    /// for a slot, so a release in between is not missed).
+    pub fn freed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.freed.notified()
+    }
+
+    fn slot_freed(&self) {
+        if self.pending.load(Ordering::Acquire) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// A place in a pool's wait queue.
+#[derive(Debug)]
+pub struct QueuePlace {
+    queue: Arc<SlotQueue>,
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.queue.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

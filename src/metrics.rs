@@ -20,6 +20,8 @@ pub const POOL_PANIC: &str = "sluice_pool_panic";
 pub const BACKEND_ACTIVE: &str = "sluice_backend_active_requests";
 pub const BACKEND_PICKED_TOTAL: &str = "sluice_backend_selected_total";
 pub const POOL_BACKENDS: &str = "sluice_pool_backends";
+pub const RETRIES_TOTAL: &str = "sluice_retries_total";
+pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "sluice_retry_budget_exhausted_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -104,4 +106,12 @@ fn refresh_gauges(snapshot: &Snapshot) {
         count("total", pool.backends.len() as f64);
         pool_panic(&name, pool.panic.load(std::sync::atomic::Ordering::Relaxed));
     }
+}
+
+pub fn retry(pool: &str) {
+    metrics::counter!(RETRIES_TOTAL, "pool" => pool.to_owned()).increment(1);
+}
+
+pub fn retry_budget_exhausted(pool: &str) {
+    metrics::counter!(RETRY_BUDGET_EXHAUSTED_TOTAL, "pool" => pool.to_owned()).increment(1);
 }

@@ -6,14 +6,19 @@
 //! The `ArcSwap` holding the current snapshot has a single writer (startup and reload); the data
 //! path only `load()`s it.
 
-use crate::backend::{Backend, BackendId, BackendState};
+use crate::backend::{Backend, BackendId, BackendState, SlotQueue};
 use crate::balance::Balancer;
 use crate::config::{Config, ListenerConfig, PoolConfig};
+use crate::resilience::budget::RetryBudget;
 use crate::upstream::{UpstreamClient, build_client};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How far back the retry budget looks (tower and Envoy use 10 s).
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
@@ -29,6 +34,10 @@ pub struct Pool {
     /// Set while too few backends are healthy (`panic_threshold`); shared by every backend's
     /// health cell and carried across reloads like the backends themselves.
     pub panic: Arc<AtomicBool>,
+    /// Requests waiting for a backend slot (`limits.max_pending`).
+    pub queue: Arc<SlotQueue>,
+    /// Recent requests and retries; kept across reloads while the retry policy is unchanged.
+    pub budget: Arc<Mutex<RetryBudget>>,
     pub backends: Vec<Backend>,
     pub balancer: Balancer,
     pub client: UpstreamClient,
@@ -62,6 +71,16 @@ impl Snapshot {
 impl Pool {
     fn build(config: &PoolConfig, previous: Option<&Pool>) -> Pool {
         let panic = previous.map_or_else(Arc::default, |p| Arc::clone(&p.panic));
+        let queue = previous.map_or_else(Arc::default, |p| Arc::clone(&p.queue));
+        let retry = &config.resilience.retry;
+        let budget = match previous {
+            Some(old) if old.config.resilience.retry == *retry => Arc::clone(&old.budget),
+            _ => Arc::new(Mutex::new(RetryBudget::new(
+                retry.budget_ratio,
+                retry.budget_min_per_second,
+                BUDGET_WINDOW,
+            ))),
+        };
         let now = std::time::Instant::now();
         let now_micros = crate::proxy::clock_micros();
         let backends: Vec<Backend> = config
@@ -85,6 +104,7 @@ impl Pool {
                         now,
                         now_micros,
                         Arc::clone(&panic),
+                        Arc::clone(&queue),
                     )
                 });
                 Backend {
@@ -101,6 +121,8 @@ impl Pool {
         };
         let pool = Pool {
             panic,
+            queue,
+            budget,
             balancer: Balancer::new(&config.algorithm, &backends),
             config: config.clone(),
             backends,

@@ -6,13 +6,13 @@
 //! does not throw away warm upstream connections.
 
 use crate::config::PoolTimeouts;
-use hyper::body::Incoming;
+use crate::proxy::request_body::RequestBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::time::Duration;
 
-pub type UpstreamClient = Client<HttpConnector, Incoming>;
+pub type UpstreamClient = Client<HttpConnector, RequestBody>;
 
 /// Idle upstream connections are closed after this long; backends commonly close theirs
 /// after 60-75 s (nginx 75 s, Node 5 s), so stay under the usual values to avoid racing them.

@@ -77,6 +77,44 @@ pub struct RawPool {
     /// Percent of available backends under which the pool balances over all (0 disables).
     pub panic_threshold: Option<Spanned<f64>>,
     pub slow_start: Option<Text>,
+    pub retry: Option<RawRetry>,
+    pub limits: Option<RawLimits>,
+    pub circuit_breaker: Option<RawBreaker>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<Spanned<u32>>,
+    pub per_try_timeout: Option<Text>,
+    pub budget_percent: Option<Spanned<f64>>,
+    pub budget_min_per_second: Option<Spanned<f64>>,
+    pub backoff: Option<RawBackoff>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackoff {
+    pub base: Option<Text>,
+    pub max: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_requests_per_backend: Option<u32>,
+    pub max_pending: Option<u32>,
+    pub queue_timeout: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub window: Option<Text>,
+    pub min_requests: Option<u32>,
+    pub failure_ratio: Option<Spanned<f64>>,
+    pub open_for: Option<Text>,
+    pub probes: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -159,6 +197,8 @@ pub struct RawSticky {
 pub struct RawPoolTimeouts {
     pub connect: Option<Text>,
     pub response: Option<Text>,
+    pub idle: Option<Text>,
+    pub total: Option<Text>,
 }
 
 /// A backend entry: the short form `127.0.0.1:9001` or the long form

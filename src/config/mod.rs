@@ -9,6 +9,7 @@ pub mod diff;
 mod duration;
 pub mod file;
 pub mod health;
+pub mod resilience;
 
 pub use algorithm::{
     Algorithm, HashKey, HashOptions, P2cLoad, P2cOptions, StickyConfig, parse_hash_key,
@@ -31,6 +32,7 @@ pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// HAProxy's ceiling for server weights is 256; nginx has none. 10,000 leaves room for
 /// percentages with two decimals while keeping weight sums far from overflow.
 pub const MAX_WEIGHT: u32 = 10_000;
@@ -84,6 +86,7 @@ pub struct PoolConfig {
     pub backends: Vec<BackendConfig>,
     pub timeouts: PoolTimeouts,
     pub health: health::HealthPolicy,
+    pub resilience: resilience::Resilience,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +101,13 @@ pub struct BackendConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolTimeouts {
     pub connect: Duration,
-    /// From the request sent until the backend's response headers arrive; then 504.
+    /// From the request sent until the backend's response headers arrive, over all tries;
+    /// then 504.
     pub response: Duration,
+    /// No byte either way for this long: the exchange (HTTP body, TCP session) is closed.
+    pub idle: Duration,
+    /// Whole HTTP exchange, response body included. `None`: unbounded (streams, downloads).
+    pub total: Option<Duration>,
 }
 
 impl Config {
@@ -384,6 +392,7 @@ impl Validator<'_> {
         let algorithm = self.algorithm(&path, &raw)?;
         let sticky = self.sticky(&path, raw.sticky.as_ref())?;
         let health = self.health(&path, &raw)?;
+        let resilience = self.resilience(&path, &raw)?;
         if raw.backends.value.is_empty() {
             return Err(self.error_at(
                 raw.backends.referenced,
@@ -424,7 +433,8 @@ impl Validator<'_> {
             backends.push(BackendConfig {
                 address,
                 weight,
-                max_connections,
+                // `limits.max_requests_per_backend` is the pool-wide default.
+                max_connections: max_connections.or(resilience.limits.max_requests_per_backend),
             });
         }
         let timeouts = raw.timeouts.as_ref();
@@ -445,7 +455,21 @@ impl Validator<'_> {
                     &format!("{path}.timeouts.response"),
                     DEFAULT_RESPONSE_TIMEOUT,
                 )?,
+                idle: self.duration(
+                    timeouts.and_then(|t| t.idle.as_ref()),
+                    &format!("{path}.timeouts.idle"),
+                    DEFAULT_IDLE_TIMEOUT,
+                )?,
+                total: match timeouts.and_then(|t| t.total.as_ref()) {
+                    None => None,
+                    Some(text) => Some(self.duration(
+                        Some(text),
+                        &format!("{path}.timeouts.total"),
+                        Duration::ZERO,
+                    )?),
+                },
             },
+            resilience,
         })
     }
 

@@ -6,20 +6,19 @@
 //! with. Bodies stream both ways; nothing is buffered whole.
 
 use crate::balance::{PickContext, sticky};
-use crate::health::probe::report_outcome;
 use crate::proxy::activity::{ClientTimeouts, ConnActivity, TimedIo};
 use crate::proxy::body::ProxyBody;
+use crate::proxy::clock_micros;
+use crate::proxy::forward::{Forwarded, Outgoing, forward};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
-use crate::proxy::{clock_micros, pick_backend};
+use crate::proxy::request_body::Prepared;
 use crate::state::SharedSnapshot;
-use http::{Request, Response, StatusCode, Uri, Version, header};
+use http::{Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
-use std::error::Error as StdError;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,14 +130,6 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
         context.client,
         clock_micros(),
     );
-    let Some((backend, in_flight)) = pick_backend(pool, &pick_context) else {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no backend available\n",
-            active,
-        );
-    };
-
     let (mut parts, body) = request.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
     rewrite_request_headers(
@@ -147,34 +138,28 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
         "http",
         authority.as_deref(),
     );
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    parts.uri = match Uri::try_from(format!("http://{}{}", backend.address, path)) {
-        Ok(uri) => uri,
-        Err(_) => return error_response(StatusCode::BAD_REQUEST, "bad request target\n", active),
+    let body = match Prepared::from_request(body, &parts.headers).await {
+        Ok(body) => body,
+        Err(error) => {
+            debug!(client = %context.client, %error, "client body failed");
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "request body could not be read\n",
+                active,
+            );
+        }
     };
-    parts.version = Version::HTTP_11;
-    let upstream_request = Request::from_parts(parts, body);
-
-    let response_timeout = pool.config.timeouts.response;
-    let sent_at = clock_micros();
-    let outcome =
-        tokio::time::timeout(response_timeout, pool.client.request(upstream_request)).await;
-    match outcome {
-        Ok(Ok(response)) => {
-            let now = clock_micros();
-            backend
-                .state
-                .record_latency(now.saturating_sub(sent_at), now);
-            let status = response.status();
-            if status.is_server_error() && pool.config.health.outlier.http_5xx {
-                report_outcome(pool, backend, false, &format!("HTTP {}", status.as_u16()));
-            } else {
-                report_outcome(pool, backend, true, "");
-            }
+    let outgoing = Outgoing {
+        method: &parts.method,
+        path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        headers: &parts.headers,
+    };
+    match forward(pool, outgoing, body, &pick_context).await {
+        Ok(Forwarded {
+            backend,
+            in_flight,
+            response,
+        }) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             if let Some(cookie) = sticky::set_cookie_if_needed(
@@ -186,47 +171,16 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
             }
             Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active))
         }
-        Ok(Err(error)) => {
-            let (status, text) = classify_upstream_error(&error);
-            report_outcome(pool, backend, false, &error_chain(&error));
-            debug!(backend = %backend.address, error = %error, "upstream request failed");
-            error_response(status, text, active)
-        }
-        Err(_elapsed) => {
-            debug!(backend = %backend.address, "upstream response timed out");
-            report_outcome(pool, backend, false, "response timed out");
-            error_response(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", active)
+        Err(refused) => {
+            let mut response = error_response(refused.status, refused.text, active);
+            if let Some(seconds) = refused.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+            }
+            response
         }
     }
-}
-
-/// Connect timeouts are 504 (as nginx answers), refused or failed connections 502.
-fn classify_upstream_error(
-    error: &hyper_util::client::legacy::Error,
-) -> (StatusCode, &'static str) {
-    let timed_out = std::iter::successors(error.source(), |e| (*e).source()).any(|cause| {
-        cause
-            .downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
-    });
-    match (error.is_connect(), timed_out) {
-        (true, true) => (StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n"),
-        (true, false) => (StatusCode::BAD_GATEWAY, "backend connection failed\n"),
-        (false, _) => (StatusCode::BAD_GATEWAY, "backend failed to respond\n"),
-    }
-}
-
-/// The error with its causes ("client error (Connect): tcp connect error: Connection refused"),
-/// for health reasons an operator can act on.
-fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
 }
 
 fn error_response(

@@ -4,8 +4,10 @@
 
 pub mod activity;
 pub mod body;
+pub mod forward;
 pub mod headers;
 pub mod http;
+pub mod request_body;
 pub mod tcp;
 
 use crate::backend::{Backend, InFlight};
@@ -27,12 +29,25 @@ const PICK_ATTEMPTS: usize = 3;
 /// Asks the pool's algorithm for a backend and takes an in-flight slot on it; `None` when no
 /// backend is available.
 pub fn pick_backend<'p>(pool: &'p Pool, context: &PickContext) -> Option<(&'p Backend, InFlight)> {
+    pick_backend_where(pool, context, |_| true)
+}
+
+/// Like `pick_backend`, but only accepts a backend for which `accept` holds (retries use it
+/// to prefer backends not tried yet); gives up after `PICK_ATTEMPTS` picks.
+pub fn pick_backend_where<'p>(
+    pool: &'p Pool,
+    context: &PickContext,
+    accept: impl Fn(&Backend) -> bool,
+) -> Option<(&'p Backend, InFlight)> {
     RNG.with(|rng| {
         let mut rng = rng.borrow_mut();
         let slow_start = pool.config.health.slow_start;
         for attempt in 0..PICK_ATTEMPTS {
             let index = pool.balancer.pick(&pool.backends, context, &mut rng)?;
             let backend = pool.backends.get(index)?;
+            if !accept(backend) {
+                continue;
+            }
             // Slow start, for every algorithm alike: a backend warming up keeps a pick with
             // probability equal to its weight share so far, else the pick is made again
             // (the last attempt always keeps it, so a pool of one still serves).

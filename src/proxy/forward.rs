@@ -1,0 +1,300 @@
+//! One HTTP request forwarded with the pool's resilience policy: pick a backend (waiting in a
+//! bounded queue when all are full), send, and retry safely within the budget.
+//!
+//! What is retried (Envoy's and HAProxy's rules, made one policy):
+//! - a failed connect, always: nothing reached the backend;
+//! - a reset, a 502/503, or a per-try timeout, only for idempotent methods (GET, HEAD,
+//!   OPTIONS, PUT, DELETE, TRACE) or requests carrying `Idempotency-Key`;
+//! - never a request whose body was streamed (over `REPLAY_LIMIT`, or without a length):
+//!   it cannot be sent twice.
+//!
+//! Each retry goes to a backend not tried yet when one is available, after a jittered
+//! exponential backoff, if the retry budget allows; otherwise the last error goes back.
+
+use crate::backend::{Backend, InFlight};
+use crate::balance::PickContext;
+use crate::health::probe::report_outcome;
+use crate::proxy::request_body::Prepared;
+use crate::proxy::{clock_micros, pick_backend_where};
+use crate::resilience::backoff::backoff;
+use crate::state::Pool;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::error::Error as StdError;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::debug;
+
+/// A response from a backend, with the slot it holds until the body is sent.
+pub struct Forwarded<'p> {
+    pub backend: &'p Backend,
+    pub in_flight: InFlight,
+    pub response: Response<Incoming>,
+}
+
+/// Why no backend response is coming: the status and short text for the client.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub text: &'static str,
+    /// Seconds for `Retry-After` (queue full or queue timeout).
+    pub retry_after: Option<u32>,
+}
+
+impl Refused {
+    fn new(status: StatusCode, text: &'static str) -> Refused {
+        Refused {
+            status,
+            text,
+            retry_after: None,
+        }
+    }
+}
+
+/// The parts of the client's request every try needs.
+pub struct Outgoing<'a> {
+    pub method: &'a Method,
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
+pub async fn forward<'p>(
+    pool: &'p Pool,
+    request: Outgoing<'_>,
+    mut body: Prepared,
+    pick: &PickContext,
+) -> Result<Forwarded<'p>, Refused> {
+    let policy = &pool.config.resilience.retry;
+    let idempotent = is_idempotent(request.method, request.headers);
+    let started = Instant::now();
+    let deadline = started + pool.config.timeouts.response;
+    deposit(pool);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut attempt = 0;
+    loop {
+        let (backend, in_flight) = acquire_slot(pool, pick, &tried).await?;
+        tried.push(backend.address);
+        let Some(try_body) = body.next_try() else {
+            return Err(Refused::new(
+                StatusCode::BAD_GATEWAY,
+                "backend failed to respond\n",
+            ));
+        };
+        let Ok(uri) = Uri::try_from(format!(
+            "http://{}{}",
+            backend.address, request.path_and_query
+        )) else {
+            return Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                "bad request target\n",
+            ));
+        };
+        let mut upstream = Request::new(try_body);
+        *upstream.method_mut() = request.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.version_mut() = Version::HTTP_11;
+        *upstream.headers_mut() = request.headers.clone();
+
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let per_try = policy
+            .per_try_timeout
+            .map_or(remaining, |t| t.min(remaining));
+        let sent_at = clock_micros();
+        let outcome = tokio::time::timeout(per_try, pool.client.request(upstream)).await;
+        let failure = match outcome {
+            Ok(Ok(response)) => {
+                let now = clock_micros();
+                backend
+                    .state
+                    .record_latency(now.saturating_sub(sent_at), now);
+                let status = response.status();
+                let counts_as_failure =
+                    status.is_server_error() && pool.config.health.outlier.http_5xx;
+                let retry_status = matches!(status.as_u16(), 502 | 503);
+                if counts_as_failure {
+                    report_outcome(pool, backend, false, &format!("HTTP {}", status.as_u16()));
+                } else {
+                    report_outcome(pool, backend, true, "");
+                }
+                if !(retry_status && idempotent && body.replayable()) {
+                    return Ok(Forwarded {
+                        backend,
+                        in_flight,
+                        response,
+                    });
+                }
+                Failure {
+                    retry_safe: true,
+                    refused: Refused::new(status, "backend unavailable\n"),
+                    response: Some(Forwarded {
+                        backend,
+                        in_flight,
+                        response,
+                    }),
+                }
+            }
+            Ok(Err(error)) => {
+                let (status, text) = classify_upstream_error(&error);
+                report_outcome(pool, backend, false, &error_chain(&error));
+                debug!(backend = %backend.address, error = %error, "upstream request failed");
+                Failure {
+                    // A failed connect sent nothing; anything else may have reached the app.
+                    retry_safe: body.replayable() && (error.is_connect() || idempotent),
+                    refused: Refused::new(status, text),
+                    response: None,
+                }
+            }
+            Err(_elapsed) => {
+                report_outcome(pool, backend, false, "response timed out");
+                debug!(backend = %backend.address, "upstream response timed out");
+                Failure {
+                    retry_safe: policy.per_try_timeout.is_some() && idempotent && body.replayable(),
+                    refused: Refused::new(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n"),
+                    response: None,
+                }
+            }
+        };
+        attempt += 1;
+        let time_left = deadline.saturating_duration_since(Instant::now());
+        let wait = backoff(
+            attempt,
+            policy.backoff_base,
+            policy.backoff_max,
+            fastrand::f64(),
+        );
+        let retry =
+            failure.retry_safe && attempt <= policy.attempts && time_left > wait && withdraw(pool);
+        if !retry {
+            if !failure.retry_safe || attempt > policy.attempts {
+                // Not retried by policy: a backend's own 502/503 goes back as it came.
+                if let Some(forwarded) = failure.response {
+                    return Ok(forwarded);
+                }
+            } else {
+                crate::metrics::retry_budget_exhausted(&pool.config.name);
+                if let Some(forwarded) = failure.response {
+                    return Ok(forwarded);
+                }
+            }
+            return Err(failure.refused);
+        }
+        drop(failure);
+        crate::metrics::retry(&pool.config.name);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+struct Failure<'p> {
+    retry_safe: bool,
+    refused: Refused,
+    /// The backend's own error response, returned as is when no retry happens.
+    response: Option<Forwarded<'p>>,
+}
+
+fn deposit(pool: &Pool) {
+    if pool.config.resilience.retry.attempts > 0 {
+        let elapsed = Duration::from_micros(clock_micros());
+        pool.budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .deposit(elapsed);
+    }
+}
+
+fn withdraw(pool: &Pool) -> bool {
+    let elapsed = Duration::from_micros(clock_micros());
+    pool.budget
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .try_withdraw(elapsed)
+}
+
+/// RFC 9110 9.2.2 idempotent methods, or an explicit `Idempotency-Key` from the client.
+fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    ) || headers.contains_key("idempotency-key")
+}
+
+/// A slot on a backend not tried yet (or any, when all available ones were tried), waiting in
+/// the pool's bounded queue when every backend is at its limit.
+async fn acquire_slot<'p>(
+    pool: &'p Pool,
+    pick: &PickContext,
+    tried: &[SocketAddr],
+) -> Result<(&'p Backend, InFlight), Refused> {
+    let untried = |b: &Backend| !tried.contains(&b.address);
+    if let Some(found) =
+        pick_backend_where(pool, pick, untried).or_else(|| pick_backend_where(pool, pick, |_| true))
+    {
+        return Ok(found);
+    }
+    let no_backend = Refused::new(StatusCode::SERVICE_UNAVAILABLE, "no backend available\n");
+    let limits = &pool.config.resilience.limits;
+    let Some(max_pending) = limits.max_pending else {
+        return Err(no_backend);
+    };
+    // Waiting only helps when backends are merely full, not when none is usable at all.
+    let only_full = pool
+        .backends
+        .iter()
+        .any(|b| b.weight > 0 && b.state.health.usable());
+    if !only_full {
+        return Err(no_backend);
+    }
+    let Some(_place) = pool.queue.enter(max_pending) else {
+        return Err(Refused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            text: "too many requests waiting for a backend\n",
+            retry_after: Some(1),
+        });
+    };
+    let deadline = Instant::now() + limits.queue_timeout;
+    loop {
+        let freed = pool.queue.freed();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if let Some(found) = pick_backend_where(pool, pick, |_| true) {
+            return Ok(found);
+        }
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            return Err(Refused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                text: "timed out waiting for a free backend\n",
+                retry_after: Some(1),
+            });
+        }
+    }
+}
+
+/// Connect timeouts are 504 (as nginx answers), refused or failed connections 502.
+fn classify_upstream_error(
+    error: &hyper_util::client::legacy::Error,
+) -> (StatusCode, &'static str) {
+    let timed_out = std::iter::successors(error.source(), |e| (*e).source()).any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
+    });
+    match (error.is_connect(), timed_out) {
+        (true, true) => (StatusCode::GATEWAY_TIMEOUT, "backend connect timed out\n"),
+        (true, false) => (StatusCode::BAD_GATEWAY, "backend connection failed\n"),
+        (false, _) => (StatusCode::BAD_GATEWAY, "backend failed to respond\n"),
+    }
+}
+
+/// The error with its causes ("client error (Connect): tcp connect error: Connection
+/// refused"), for health reasons an operator can act on.
+fn error_chain(error: &dyn StdError) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
