@@ -1,0 +1,261 @@
+//! Resilience end to end: timeouts, safe retries on another backend, the retry budget, the
+//! bounded wait queue, and a hung backend. Real sockets throughout.
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+/// Accepts connections and never answers (a stopped process: the kernel still accepts).
+async fn spawn_hung_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = socket.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (addr, accepted)
+}
+
+/// Reads a request head, then closes without answering (a reset after the request was sent).
+async fn spawn_resetting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = socket.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if let Ok(n) = stream.read(&mut buf).await
+                    && n > 0
+                {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                drop(stream);
+            });
+        }
+    });
+    (addr, requests)
+}
+
+fn pool_yaml(backends: &[SocketAddr], pool_options: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|a| a.to_string()).collect();
+    format!(
+        "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\npools:\n  app:\n    backends: [{}]\n{pool_options}",
+        list.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn a_backend_that_never_answers_gives_504_within_the_timeout() {
+    let (hung, _) = spawn_hung_backend().await;
+    let sluice = start_sluice(&pool_yaml(&[hung], "    timeouts: {response: 300ms}\n")).await;
+    let started = Instant::now();
+    let response = get(sluice.local_addr("web").unwrap(), "/").await;
+    assert_status(&response, StatusCode::GATEWAY_TIMEOUT);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        "took {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_on_another_backend() {
+    let dead = dead_addr().await;
+    let good = spawn_backend("good").await;
+    // Passive ejection off, so every request meets the dead backend in its turn.
+    let options = "    outlier: {consecutive_failures: 0}\n";
+    let sluice = start_sluice(&pool_yaml(&[dead, good.addr], options)).await;
+    let addr = sluice.local_addr("web").unwrap();
+    for _ in 0..10 {
+        let post = Request::post("/echo")
+            .header("host", "t")
+            .body(Full::new(Bytes::from_static(b"payload")).boxed())
+            .unwrap();
+        let response = send(addr, post).await;
+        assert_status(&response, StatusCode::OK);
+        assert_eq!(
+            &response.body()[..],
+            b"payload",
+            "POSTs too: nothing reached the dead one"
+        );
+    }
+    assert_eq!(good.requests(), 10);
+}
+
+#[tokio::test]
+async fn a_post_is_not_retried_after_its_body_was_sent_but_a_get_is() {
+    let (first, first_count) = spawn_resetting_backend().await;
+    let (second, second_count) = spawn_resetting_backend().await;
+    let options = "    outlier: {consecutive_failures: 0}\n    retry: {attempts: 2, budget_min_per_second: 100}\n";
+    let sluice = start_sluice(&pool_yaml(&[first, second], options)).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let post = Request::post("/order")
+        .header("host", "t")
+        .body(Full::new(Bytes::from_static(b"buy one")).boxed())
+        .unwrap();
+    assert_status(&send(addr, post).await, StatusCode::BAD_GATEWAY);
+    let seen = || first_count.load(Ordering::SeqCst) + second_count.load(Ordering::SeqCst);
+    assert_eq!(seen(), 1, "the POST reached one backend once");
+
+    assert_status(&get(addr, "/page").await, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        seen(),
+        1 + 3,
+        "the GET was tried three times (1 + 2 retries)"
+    );
+
+    let keyed = Request::post("/order")
+        .header("host", "t")
+        .header("idempotency-key", "abc")
+        .body(Full::new(Bytes::from_static(b"buy one")).boxed())
+        .unwrap();
+    assert_status(&send(addr, keyed).await, StatusCode::BAD_GATEWAY);
+    assert_eq!(seen(), 4 + 3, "Idempotency-Key opts a POST into retries");
+}
+
+#[tokio::test]
+async fn the_retry_budget_caps_retries_when_a_backend_fails_everything() {
+    let failing = spawn_failing_backend(503).await;
+    let good_one = spawn_backend("good1").await;
+    let good_two = spawn_backend("good2").await;
+    let options = "    outlier: {consecutive_failures: 0}\n    retry: {attempts: 1, budget_percent: 20, budget_min_per_second: 0}\n";
+    let sluice = start_sluice(&pool_yaml(
+        &[failing.0, good_one.addr, good_two.addr],
+        options,
+    ))
+    .await;
+    let addr = sluice.local_addr("web").unwrap();
+    let mut unavailable = 0;
+    for _ in 0..300 {
+        let response = get(addr, "/").await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            unavailable += 1;
+        }
+    }
+    let tries = failing.1.load(Ordering::SeqCst) + good_one.requests() + good_two.requests();
+    let retries = tries - 300;
+    eprintln!(
+        "retry budget: {retries} retries for 300 requests ({:.0}%), {unavailable} answered 503",
+        retries as f64 / 3.0
+    );
+    assert!(retries <= 60, "at most 20% of 300: {retries}");
+    assert!(retries >= 40, "the budget is used: {retries}");
+    assert_eq!(
+        unavailable + retries,
+        failing.1.load(Ordering::SeqCst),
+        "every failure was retried or returned"
+    );
+}
+
+/// Answers every request with `status`.
+async fn spawn_failing_backend(status: u16) -> (SocketAddr, Arc<AtomicUsize>) {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let counter = count.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let mut response =
+                        http::Response::new(Full::new(Bytes::from_static(b"failing")));
+                    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                    async move { Ok::<_, std::convert::Infallible>(response) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_queues_up_to_max_pending_and_refuses_the_rest_fast() {
+    let slow = spawn_backend_with_delay("slow", Duration::from_millis(300)).await;
+    let options = "    limits: {max_requests_per_backend: 5, max_pending: 50, queue_timeout: 5s}\n";
+    let sluice = start_sluice(&pool_yaml(&[slow.addr], options)).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let requests: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let response = get(addr, "/").await;
+                (response, started.elapsed())
+            })
+        })
+        .collect();
+    let (mut ok, mut refused, mut slowest_refusal) = (0, 0, Duration::ZERO);
+    for request in requests {
+        let (response, took) = request.await.unwrap();
+        match response.status() {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                assert_eq!(response.headers()["retry-after"], "1");
+                slowest_refusal = slowest_refusal.max(took);
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    eprintln!("queue: {ok} served, {refused} refused, slowest refusal {slowest_refusal:?}");
+    assert_eq!(ok + refused, 200);
+    assert!(ok >= 55, "5 in flight + 50 queued are served: {ok}");
+    assert!(refused >= 100, "the rest is refused: {refused}");
+    assert!(
+        slowest_refusal < Duration::from_millis(1000),
+        "refusals are immediate, not a pile-up: {slowest_refusal:?}"
+    );
+    assert!(slow.requests() <= ok + 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_backend_costs_at_most_one_per_try_timeout() {
+    let (hung, hung_accepts) = spawn_hung_backend().await;
+    let good = spawn_backend("good").await;
+    let options = "    timeouts: {response: 5s}\n    retry: {attempts: 2, per_try_timeout: 200ms}\n    outlier: {consecutive_failures: 3}\n";
+    let sluice = start_sluice(&pool_yaml(&[hung, good.addr], options)).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let mut slow = 0;
+    for _ in 0..40 {
+        let started = Instant::now();
+        let response = get(addr, "/").await;
+        assert_status(&response, StatusCode::OK);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(200 + 400),
+            "bounded by one per-try timeout: {took:?}"
+        );
+        if took >= Duration::from_millis(200) {
+            slow += 1;
+        }
+    }
+    eprintln!(
+        "hung backend: {slow} of 40 requests paid the per-try timeout; backend accepted {} connections",
+        hung_accepts.load(Ordering::SeqCst)
+    );
+    assert!(
+        slow <= 3,
+        "ejected after consecutive_failures timeouts: {slow}"
+    );
+}
