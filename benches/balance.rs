@@ -109,6 +109,7 @@ fn pool(case: &Case, size: usize) -> (Vec<Backend>, Vec<InFlight>) {
                 address,
                 weight: (case.weight)(i),
                 max_connections,
+                breaker: None,
                 state,
             }
         })

@@ -225,6 +225,14 @@ struct BackendStatus {
     ejections_total: u64,
     ejected_for_seconds: Option<f64>,
     drained_by: Option<String>,
+    /// closed | open | half_open, and why (only with `circuit_breaker:`).
+    circuit_breaker: Option<BreakerStatus>,
+}
+
+#[derive(Serialize)]
+struct BreakerStatus {
+    state: crate::resilience::breaker::BreakerState,
+    reason: String,
 }
 
 #[derive(Serialize)]
@@ -261,6 +269,13 @@ fn backend_status(backend: &crate::backend::Backend, now: Instant) -> BackendSta
         drained_by: machine
             .drained_by()
             .map(|(by, at)| format!("{by}, {:.0}s ago", ago(*at))),
+        circuit_breaker: backend.breaker.as_ref().map(|_| {
+            let breaker = backend.state.breaker.machine();
+            BreakerStatus {
+                state: breaker.state(),
+                reason: breaker.reason().to_owned(),
+            }
+        }),
     }
 }
 

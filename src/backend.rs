@@ -11,6 +11,8 @@
 use crate::balance::p2c;
 use crate::config::health::HealthPolicy;
 use crate::health::cell::HealthCell;
+use crate::resilience::breaker::BreakerPolicy;
+use crate::resilience::breaker_cell::BreakerCell;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +30,8 @@ pub struct BackendState {
     id: BackendId,
     /// Active checks, passive ejection and drain, merged (see `health::cell`).
     pub health: HealthCell,
+    /// Error-rate circuit breaker (used when the pool configures `circuit_breaker:`).
+    pub breaker: BreakerCell,
     /// The pool's wait queue for a free slot (`limits.max_pending`), woken when work ends.
     queue: Arc<SlotQueue>,
     in_flight: AtomicUsize,
@@ -62,6 +66,7 @@ impl BackendState {
         Arc::new(BackendState {
             id,
             queue,
+            breaker: BreakerCell::default(),
             health: HealthCell::new(policy, now, now_micros, pool_panic),
             in_flight: AtomicUsize::new(0),
             picked_total: AtomicU64::new(0),
@@ -204,6 +209,8 @@ impl Drop for QueuePlace {
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub address: SocketAddr,
+    /// The pool's breaker policy, if any (a copy per backend keeps `is_available` self-contained).
+    pub breaker: Option<Arc<BreakerPolicy>>,
     pub weight: u32,
     /// In-flight ceiling from the config; `None`: unlimited.
     pub max_connections: Option<u32>,
@@ -217,6 +224,7 @@ impl Backend {
     pub fn is_available(&self) -> bool {
         self.weight > 0
             && self.state.health.usable()
+            && self.state.breaker.may_select(self.breaker.as_deref())
             && self
                 .max_connections
                 .is_none_or(|max| self.state.in_flight() < max as usize)
@@ -263,6 +271,7 @@ mod tests {
             address: "127.0.0.1:1".parse().unwrap(),
             weight: 1,
             max_connections: Some(2),
+            breaker: None,
             state: state(),
         };
         let first = backend.try_acquire().unwrap();

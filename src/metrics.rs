@@ -21,6 +21,7 @@ pub const BACKEND_ACTIVE: &str = "sluice_backend_active_requests";
 pub const BACKEND_PICKED_TOTAL: &str = "sluice_backend_selected_total";
 pub const POOL_BACKENDS: &str = "sluice_pool_backends";
 pub const RETRIES_TOTAL: &str = "sluice_retries_total";
+pub const BREAKER_OPEN: &str = "sluice_backend_circuit_open";
 pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "sluice_retry_budget_exhausted_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -114,4 +115,14 @@ pub fn retry(pool: &str) {
 
 pub fn retry_budget_exhausted(pool: &str) {
     metrics::counter!(RETRY_BUDGET_EXHAUSTED_TOTAL, "pool" => pool.to_owned()).increment(1);
+}
+
+pub fn breaker(pool: &str, backend: SocketAddr, state: crate::resilience::breaker::BreakerState) {
+    let open = if state == crate::resilience::breaker::BreakerState::Closed {
+        0.0
+    } else {
+        1.0
+    };
+    metrics::gauge!(BREAKER_OPEN, "pool" => pool.to_owned(), "backend" => backend.to_string())
+        .set(open);
 }

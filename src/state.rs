@@ -83,6 +83,7 @@ impl Pool {
         };
         let now = std::time::Instant::now();
         let now_micros = crate::proxy::clock_micros();
+        let breaker = config.resilience.breaker.clone().map(Arc::new);
         let backends: Vec<Backend> = config
             .backends
             .iter()
@@ -111,6 +112,7 @@ impl Pool {
                     address: backend.address,
                     weight: backend.weight,
                     max_connections: backend.max_connections,
+                    breaker: breaker.clone(),
                     state,
                 }
             })

@@ -259,3 +259,92 @@ async fn a_hung_backend_costs_at_most_one_per_try_timeout() {
         "ejected after consecutive_failures timeouts: {slow}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_breaker_opens_on_a_flapping_backend_and_closes_after_probes() {
+    use std::sync::atomic::AtomicBool;
+    let failing = Arc::new(AtomicBool::new(true));
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let flappy = socket.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    {
+        let (failing, served) = (failing.clone(), served.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = socket.accept().await {
+                let (failing, served) = (failing.clone(), served.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_request| {
+                        served.fetch_add(1, Ordering::SeqCst);
+                        let fail = failing.load(Ordering::SeqCst);
+                        let mut response =
+                            http::Response::new(Full::new(Bytes::from_static(b"flappy")));
+                        if fail {
+                            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    }
+    let good = spawn_backend("good").await;
+    let options = "    outlier: {consecutive_failures: 0}\n    circuit_breaker: {window: 5s, min_requests: 6, failure_ratio: 0.5, open_for: 300ms, probes: 2}\n";
+    let sluice = start_sluice(&format!(
+        "admin: {{bind: 127.0.0.1:0}}\n{}",
+        pool_yaml(&[flappy, good.addr], options)
+    ))
+    .await;
+    let addr = sluice.local_addr("web").unwrap();
+    for _ in 0..20 {
+        get(addr, "/").await;
+    }
+    let breaker_state = |sluice: &sluice::Server| {
+        let snapshot = sluice.snapshot().load();
+        let backend = snapshot.pools["app"]
+            .backends
+            .iter()
+            .find(|b| b.address == flappy)
+            .unwrap();
+        backend.state.breaker.machine().state()
+    };
+    assert_eq!(
+        breaker_state(&sluice),
+        sluice::resilience::breaker::BreakerState::Open
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(get(sluice.admin_addr().unwrap(), "/status").await.body()).unwrap();
+    let reason = status["pools"][0]["backends"][0]["circuit_breaker"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(reason.contains("requests failed"), "{reason}");
+    let before = served.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(
+            body_text(&get(addr, "/").await),
+            "backend good",
+            "open breaker: no traffic to flappy"
+        );
+    }
+    assert_eq!(served.load(Ordering::SeqCst), before);
+
+    failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(350)).await; // the open_for period under test
+    let mut flappy_answers = 0;
+    for _ in 0..20 {
+        if body_text(&get(addr, "/").await) == "flappy" {
+            flappy_answers += 1;
+        }
+    }
+    assert_eq!(
+        breaker_state(&sluice),
+        sluice::resilience::breaker::BreakerState::Closed
+    );
+    assert!(
+        flappy_answers >= 5,
+        "closed again: flappy serves ({flappy_answers} of 20)"
+    );
+}

@@ -17,6 +17,7 @@ pub fn backend(i: usize, weight: u32) -> Backend {
         address,
         weight,
         max_connections: None,
+        breaker: None,
         state: BackendState::new(BackendId {
             pool: "p".into(),
             address,

@@ -28,6 +28,13 @@ const CHECK_BODY_LIMIT: usize = 64 * 1024;
 /// Records one outcome of real traffic for passive ejection. Cheap for a success on a
 /// backend without recent failures: one atomic load.
 pub fn report_outcome(pool: &Pool, backend: &Backend, ok: bool, detail: &str) {
+    if let Some(policy) = &pool.config.resilience.breaker
+        && let Some((state, reason)) = backend.state.breaker.record(ok, policy)
+    {
+        let (pool_name, address) = (&pool.config.name, backend.address);
+        warn!(pool = %pool_name, backend = %address, ?state, "circuit breaker: {reason}");
+        crate::metrics::breaker(pool_name, address, state);
+    }
     let cell = &backend.state.health;
     if ok && !cell.has_passive_failures() {
         return;

@@ -62,7 +62,11 @@ pub fn pick_backend_where<'p>(
                 }
             }
             if let Some(in_flight) = backend.try_acquire() {
-                return Some((backend, in_flight));
+                // A half-open breaker admits only a few probes; the pick's availability check
+                // could not reserve one.
+                if backend.state.breaker.admit(backend.breaker.as_deref()) {
+                    return Some((backend, in_flight));
+                }
             }
         }
         None
