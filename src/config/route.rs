@@ -152,11 +152,9 @@ impl Validator<'_> {
                 Some(HeaderCondition { name, value })
             }
         };
-        let strip_prefix =
-            match self.opt_path(route.strip_prefix.as_ref(), &format!("{path}.strip_prefix"))? {
-                Some(prefix) => Some(trim_slash(prefix)),
-                None => None,
-            };
+        let strip_prefix = self
+            .opt_path(route.strip_prefix.as_ref(), &format!("{path}.strip_prefix"))?
+            .map(trim_slash);
         Ok(RouteConfig {
             matcher: RouteMatch {
                 host,
