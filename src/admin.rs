@@ -194,7 +194,9 @@ struct ListenerStatus {
     bind: String,
     local_addr: Option<String>,
     protocol: &'static str,
-    pool: String,
+    /// The default pool; `null` for a listener that only routes.
+    pool: Option<String>,
+    routes: usize,
 }
 
 #[derive(Serialize)]
@@ -295,6 +297,7 @@ fn status(shared: &Shared) -> Status {
                 crate::config::Protocol::Tcp => "tcp",
             },
             pool: l.pool.clone(),
+            routes: l.routes.len(),
         })
         .collect();
     let mut pools: Vec<PoolStatus> = snapshot

@@ -9,8 +9,8 @@
 //! snapshot at accept time, so such changes apply to new connections only.
 
 use crate::admin;
+use crate::config::Config;
 use crate::config::diff::{ReloadPlan, diff};
-use crate::config::{Config, Protocol};
 use crate::error::Error;
 use crate::listener;
 use crate::proxy;
@@ -436,23 +436,15 @@ fn spawn_accept_loop(
                 }
             };
             let _ = stream.set_nodelay(true);
-            // Read the protocol now, not at spawn: a reload may have changed it.
-            let protocol = snapshot.load().listener(&name).map(|l| l.protocol);
-            let (listener, snapshot, stop) = (Arc::clone(&name), snapshot.clone(), stop.clone());
-            match protocol {
-                Some(Protocol::Http) => {
-                    connections.spawn(proxy::http::serve_connection(
-                        stream, peer, listener, snapshot, stop,
-                    ));
-                }
-                Some(Protocol::Tcp) => {
-                    connections.spawn(proxy::tcp::serve_connection(
-                        stream, peer, listener, snapshot, stop,
-                    ));
-                }
-                // Removed by a reload an instant ago; this loop is about to stop.
-                None => drop(stream),
-            }
+            // The connection reads its listener's settings (protocol, PROXY header) from
+            // the snapshot when it starts: a reload may have changed them.
+            connections.spawn(proxy::accept::serve(
+                stream,
+                peer,
+                Arc::clone(&name),
+                snapshot.clone(),
+                stop.clone(),
+            ));
         }
         // Dropping the socket closes it: the kernel refuses new connections at once.
         drop(socket);

@@ -10,6 +10,7 @@ use crate::backend::{Backend, BackendId, BackendState, SlotQueue};
 use crate::balance::Balancer;
 use crate::config::{Config, ListenerConfig, PoolConfig};
 use crate::resilience::budget::RetryBudget;
+use crate::route::{Route, Router};
 use crate::upstream::{UpstreamClient, build_client};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -26,6 +27,8 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub pools: HashMap<String, Arc<Pool>>,
+    /// One compiled route table per listener (TCP listeners: only the default pool).
+    pub routers: HashMap<String, Router<Arc<Pool>>>,
 }
 
 #[derive(Debug)]
@@ -54,18 +57,55 @@ impl Snapshot {
                 (pool_config.name.clone(), Arc::new(pool))
             })
             .collect();
-        Snapshot { config, pools }
+        let routers = config
+            .listeners
+            .values()
+            .map(|listener| (listener.name.clone(), compile_routes(listener, &pools)))
+            .collect();
+        Snapshot {
+            config,
+            pools,
+            routers,
+        }
     }
 
     pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
         self.config.listeners.get(name)
     }
 
-    /// The pool a listener forwards to in this snapshot.
+    /// The default pool of a listener in this snapshot (the one TCP connections go to).
     pub fn pool_for_listener(&self, listener: &str) -> Option<&Arc<Pool>> {
-        self.listener(listener)
-            .and_then(|l| self.pools.get(&l.pool))
+        self.routers.get(listener)?.default_target()
     }
+
+    pub fn router(&self, listener: &str) -> Option<&Router<Arc<Pool>>> {
+        self.routers.get(listener)
+    }
+}
+
+/// Resolves route and default pool names to the snapshot's pools once, so a request never
+/// looks a pool up by name. Validation guarantees every name exists.
+fn compile_routes(
+    listener: &ListenerConfig,
+    pools: &HashMap<String, Arc<Pool>>,
+) -> Router<Arc<Pool>> {
+    let routes = listener
+        .routes
+        .iter()
+        .filter_map(|route| {
+            let target = Arc::clone(pools.get(&route.pool)?);
+            Some(Route {
+                config: route.clone(),
+                target,
+            })
+        })
+        .collect();
+    let default = listener
+        .pool
+        .as_ref()
+        .and_then(|name| pools.get(name))
+        .cloned();
+    Router::new(routes, default)
 }
 
 impl Pool {

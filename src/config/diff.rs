@@ -14,7 +14,8 @@ pub struct ReloadPlan {
     pub listeners_removed: Vec<String>,
     /// Same name, new address: a new socket is bound, the old one stops accepting.
     pub listeners_rebound: Vec<String>,
-    /// Same socket, other settings (protocol, pool, timeouts): new connections use them.
+    /// Same socket, other settings (protocol, pool, routes, PROXY protocol, timeouts): new
+    /// connections (HTTP: new requests) use them.
     pub listeners_changed: Vec<String>,
     pub admin_rebound: bool,
     pub pools_added: Vec<String>,
@@ -93,8 +94,10 @@ fn names_missing<'a>(
     names.filter(|n| !kept(n)).cloned().collect()
 }
 
+/// Every setting but the address (compared before): routes, PROXY protocol and timeouts count
+/// as much as protocol and pool.
 fn same_listener_settings(a: &ListenerConfig, b: &ListenerConfig) -> bool {
-    a.protocol == b.protocol && a.pool == b.pool && a.timeouts == b.timeouts
+    a == b
 }
 
 fn pool_change(old: &PoolConfig, new: &PoolConfig) -> PoolChange {
@@ -230,6 +233,20 @@ mod tests {
 
         let removed = diff(&config(&new), &config(BASE));
         assert_eq!(removed.listeners_removed, ["extra"]);
+    }
+
+    #[test]
+    fn route_changes_are_listener_changes() {
+        let routed = BASE.replace(
+            "web: {bind: '127.0.0.1:8080', pool: app}",
+            "web: {bind: '127.0.0.1:8080', pool: app, routes: [{match: {host: a.example}, pool: app}]}",
+        );
+        let plan = diff(&config(BASE), &config(&routed));
+        assert_eq!(plan.listeners_changed, ["web"]);
+        let other_host = routed.replace("a.example", "b.example");
+        let plan = diff(&config(&routed), &config(&other_host));
+        assert_eq!(plan.listeners_changed, ["web"]);
+        assert!(plan.to_string().contains("listener changed: web"));
     }
 
     #[test]

@@ -50,8 +50,90 @@ pub enum Protocol {
 pub struct RawListener {
     pub bind: Text,
     pub protocol: Option<Protocol>,
-    pub pool: Text,
+    /// The default pool; optional when `routes` are given (then no match answers 404).
+    pub pool: Option<Text>,
+    pub routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
+    pub proxy_protocol: Option<Spanned<RawProxyProtocol>>,
     pub timeouts: Option<RawListenerTimeouts>,
+}
+
+/// One HTTP route: the first whose `match` fits the request picks the pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    #[serde(rename = "match")]
+    pub matcher: Spanned<RawRouteMatch>,
+    pub pool: Text,
+    pub strip_prefix: Option<Text>,
+    pub request_headers: Option<Spanned<RawHeaderEdits>>,
+    pub response_headers: Option<Spanned<RawHeaderEdits>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteMatch {
+    pub host: Option<Text>,
+    pub path: Option<Text>,
+    pub path_prefix: Option<Text>,
+    pub method: Option<Text>,
+    pub header: Option<Spanned<RawHeaderMatch>>,
+}
+
+/// `{name, value}` matches an exact value; `{name}` alone matches presence.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderMatch {
+    pub name: String,
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaderEdits {
+    pub set: Option<BTreeMap<String, String>>,
+    pub remove: Option<Vec<String>>,
+}
+
+/// `proxy_protocol: accept` (short form: every peer must send a header), or
+/// `{mode: accept, trusted: [CIDR, ...]}`.
+#[derive(Debug)]
+pub struct RawProxyProtocol {
+    pub mode: String,
+    pub trusted: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxyProtocolLong {
+    mode: String,
+    trusted: Option<Vec<String>>,
+}
+
+impl<'de> Deserialize<'de> for RawProxyProtocol {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ModeVisitor;
+        impl<'de> Visitor<'de> for ModeVisitor {
+            type Value = RawProxyProtocol;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`accept`, or a map {mode: accept, trusted: [CIDR, ...]}")
+            }
+            fn visit_str<E: de::Error>(self, mode: &str) -> Result<RawProxyProtocol, E> {
+                Ok(RawProxyProtocol {
+                    mode: mode.to_owned(),
+                    trusted: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawProxyProtocol, A::Error> {
+                let long =
+                    RawProxyProtocolLong::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawProxyProtocol {
+                    mode: long.mode,
+                    trusted: long.trusted,
+                })
+            }
+        }
+        deserializer.deserialize_any(ModeVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +141,7 @@ pub struct RawListener {
 pub struct RawListenerTimeouts {
     pub client_header: Option<Text>,
     pub client_idle: Option<Text>,
+    pub tunnel_idle: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +152,8 @@ pub struct RawPool {
     pub hash: Option<Spanned<RawHash>>,
     /// Options of `algorithm: p2c`; refused under any other algorithm.
     pub p2c: Option<Spanned<RawP2c>>,
+    /// `v1` or `v2`: write a PROXY protocol header on each new upstream connection.
+    pub send_proxy: Option<Text>,
     pub sticky: Option<Spanned<RawSticky>>,
     pub backends: Spanned<Vec<Spanned<RawBackend>>>,
     pub timeouts: Option<RawPoolTimeouts>,

@@ -9,13 +9,17 @@ pub mod diff;
 mod duration;
 pub mod file;
 pub mod health;
+mod proxy_protocol;
 pub mod resilience;
+mod route;
 
 pub use algorithm::{
     Algorithm, HashKey, HashOptions, P2cLoad, P2cOptions, StickyConfig, parse_hash_key,
 };
 pub use duration::{format_duration, parse_duration};
 pub use file::Protocol;
+pub use proxy_protocol::{AcceptProxy, Cidr, SendProxy};
+pub use route::{HeaderCondition, HeaderEdits, HostPattern, PathPattern, RouteConfig, RouteMatch};
 
 use crate::error::{ConfigError, Error, SourcePosition};
 use file::{RawConfig, RawListener, RawPool, Text};
@@ -33,6 +37,10 @@ pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// An upgraded connection (WebSocket) with no byte either way for this long is closed.
+/// HAProxy has no default (`timeout tunnel` must be set); an hour keeps quiet WebSockets alive
+/// without holding abandoned ones forever.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// HAProxy's ceiling for server weights is 256; nginx has none. 10,000 leaves room for
 /// percentages with two decimals while keeping weight sums far from overflow.
 pub const MAX_WEIGHT: u32 = 10_000;
@@ -65,7 +73,13 @@ pub struct ListenerConfig {
     pub name: String,
     pub bind: SocketAddr,
     pub protocol: Protocol,
-    pub pool: String,
+    /// The default pool: TCP connections and HTTP requests no route matched. `None` (only
+    /// with routes): such a request gets 404.
+    pub pool: Option<String>,
+    /// HTTP only; the first route that matches picks the pool.
+    pub routes: Vec<RouteConfig>,
+    /// Read a PROXY protocol header (v1 or v2) before anything else.
+    pub proxy_protocol: Option<AcceptProxy>,
     pub timeouts: ListenerTimeouts,
 }
 
@@ -75,12 +89,16 @@ pub struct ListenerTimeouts {
     pub client_header: Duration,
     /// How long a keep-alive connection may sit between requests.
     pub client_idle: Duration,
+    /// Idle deadline of an upgraded (WebSocket) connection.
+    pub tunnel_idle: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
     pub algorithm: Algorithm,
+    /// Write a PROXY protocol header on each new upstream connection.
+    pub send_proxy: Option<SendProxy>,
     /// Cookie-based session affinity (HTTP only; a TCP listener ignores it).
     pub sticky: Option<StickyConfig>,
     pub backends: Vec<BackendConfig>,
@@ -352,24 +370,37 @@ impl Validator<'_> {
         check_name(name)
             .map_err(|message| self.error_at(raw.bind.referenced, path.clone(), message))?;
         let bind = self.socket_addr(&raw.bind, format!("{path}.bind"))?;
-        if !pools.contains_key(&raw.pool.value) {
-            let known: Vec<&str> = pools.keys().map(String::as_str).collect();
+        let protocol = raw.protocol.unwrap_or(Protocol::Http);
+        if let Some(pool) = &raw.pool {
+            self.pool_name(pool, &format!("{path}.pool"), pools)?;
+        }
+        let routes = match &raw.routes {
+            None => Vec::new(),
+            Some(routes) if protocol == Protocol::Tcp => {
+                return Err(self.error_at(
+                    routes.referenced,
+                    format!("{path}.routes"),
+                    "routes need protocol: http (a tcp listener forwards to its pool)".into(),
+                ));
+            }
+            Some(routes) => self.routes(&format!("{path}.routes"), routes, pools)?,
+        };
+        if raw.pool.is_none() && routes.is_empty() {
             return Err(self.error_at(
-                raw.pool.referenced,
-                format!("{path}.pool"),
-                format!(
-                    "no pool named {:?} (pools defined: {})",
-                    raw.pool.value,
-                    known.join(", ")
-                ),
+                raw.bind.referenced,
+                path.clone(),
+                "needs a pool, or (http) routes".into(),
             ));
         }
+        let proxy_protocol = self.accept_proxy(&path, raw.proxy_protocol.as_ref())?;
         let timeouts = raw.timeouts.as_ref();
         Ok(ListenerConfig {
             name: name.to_owned(),
             bind,
-            protocol: raw.protocol.unwrap_or(Protocol::Http),
-            pool: raw.pool.value.clone(),
+            protocol,
+            pool: raw.pool.as_ref().map(|p| p.value.clone()),
+            routes,
+            proxy_protocol,
             timeouts: ListenerTimeouts {
                 client_header: self.duration(
                     timeouts.and_then(|t| t.client_header.as_ref()),
@@ -380,6 +411,11 @@ impl Validator<'_> {
                     timeouts.and_then(|t| t.client_idle.as_ref()),
                     &format!("{path}.timeouts.client_idle"),
                     DEFAULT_CLIENT_IDLE_TIMEOUT,
+                )?,
+                tunnel_idle: self.duration(
+                    timeouts.and_then(|t| t.tunnel_idle.as_ref()),
+                    &format!("{path}.timeouts.tunnel_idle"),
+                    DEFAULT_TUNNEL_IDLE_TIMEOUT,
                 )?,
             },
         })
@@ -470,6 +506,7 @@ impl Validator<'_> {
                 },
             },
             resilience,
+            send_proxy: self.send_proxy(&path, raw.send_proxy.as_ref())?,
         })
     }
 
@@ -524,5 +561,7 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+#[cfg(test)]
+mod routing_tests;
 #[cfg(test)]
 mod tests;

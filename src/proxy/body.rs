@@ -32,6 +32,15 @@ impl ProxyBody {
         }
     }
 
+    /// No body at all (a 101 answer: the bytes that follow belong to the tunnel).
+    pub fn empty() -> ProxyBody {
+        ProxyBody {
+            inner: Inner::Fixed(None),
+            _in_flight: None,
+            _active: None,
+        }
+    }
+
     pub fn fixed(text: impl Into<Bytes>, active: Option<RequestActive>) -> ProxyBody {
         ProxyBody {
             inner: Inner::Fixed(Some(text.into())),

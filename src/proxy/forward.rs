@@ -18,6 +18,7 @@ use crate::proxy::request_body::Prepared;
 use crate::proxy::{clock_micros, pick_backend_where};
 use crate::resilience::backoff::backoff;
 use crate::state::Pool;
+use crate::upstream::{UpstreamError, send_on_new_connection};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::error::Error as StdError;
@@ -58,6 +59,9 @@ pub struct Outgoing<'a> {
     pub method: &'a Method,
     pub path_and_query: &'a str,
     pub headers: &'a HeaderMap,
+    /// A PROXY protocol header for the backend (`send_proxy`): then each try uses a new
+    /// connection that starts with it, since a pooled one would carry another client's.
+    pub proxy_header: Option<&'a [u8]>,
 }
 
 pub async fn forward<'p>(
@@ -102,7 +106,16 @@ pub async fn forward<'p>(
             .per_try_timeout
             .map_or(remaining, |t| t.min(remaining));
         let sent_at = clock_micros();
-        let outcome = tokio::time::timeout(per_try, pool.client.request(upstream)).await;
+        let exchange = async {
+            match request.proxy_header {
+                None => Ok(pool.client.request(upstream).await?),
+                Some(header) => {
+                    let connect = pool.config.timeouts.connect;
+                    send_on_new_connection(backend.address, connect, header, upstream).await
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(per_try, exchange).await;
         let failure = match outcome {
             Ok(Ok(response)) => {
                 let now = clock_micros();
@@ -271,9 +284,7 @@ async fn acquire_slot<'p>(
 }
 
 /// Connect timeouts are 504 (as nginx answers), refused or failed connections 502.
-fn classify_upstream_error(
-    error: &hyper_util::client::legacy::Error,
-) -> (StatusCode, &'static str) {
+fn classify_upstream_error(error: &UpstreamError) -> (StatusCode, &'static str) {
     let timed_out = std::iter::successors(error.source(), |e| (*e).source()).any(|cause| {
         cause
             .downcast_ref::<io::Error>()

@@ -4,6 +4,10 @@
 //! Each request loads the current snapshot once, so a reload applies from the next request on
 //! an open keep-alive connection while requests in flight finish on the snapshot they started
 //! with. Bodies stream both ways; nothing is buffered whole.
+//!
+//! The request is routed by the listener's compiled route table (`crate::route`); an
+//! `Upgrade` request answered with 101 becomes a byte tunnel (`proxy::tunnel`) that outlives
+//! the HTTP exchange and is waited for before the connection task ends.
 
 use crate::balance::{PickContext, sticky};
 use crate::proxy::activity::{ClientTimeouts, ConnActivity, TimedIo};
@@ -12,6 +16,8 @@ use crate::proxy::clock_micros;
 use crate::proxy::forward::{Forwarded, Outgoing, forward};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::request_body::Prepared;
+use crate::proxy::tunnel::{self, TunnelGuards, TunnelLimits};
+use crate::route::{self, RequestView};
 use crate::state::SharedSnapshot;
 use http::{Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
@@ -24,16 +30,21 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 /// What every request on one client connection shares.
 struct ConnContext {
     listener: Arc<str>,
     client: SocketAddr,
+    /// The address the client connected to (from the PROXY header when there is one).
+    local: SocketAddr,
     snapshot: SharedSnapshot,
     activity: Arc<ConnActivity>,
     /// Fired when this connection should wind down (shutdown, upgrade, listener removed).
     stop: CancellationToken,
+    /// Upgraded connections of this client connection; the connection task waits for them.
+    tunnels: TaskTracker,
 }
 
 /// After `stop`, an HTTP/1 keep-alive connection is not cut at once: closing an idle
@@ -47,6 +58,7 @@ const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub async fn serve_connection(
     stream: TcpStream,
     client: SocketAddr,
+    local: SocketAddr,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     shutdown: CancellationToken,
@@ -59,19 +71,23 @@ pub async fn serve_connection(
     };
     let activity = Arc::new(ConnActivity::default());
     let io = TokioIo::new(TimedIo::new(stream, Arc::clone(&activity), timeouts));
+    let tunnels = TaskTracker::new();
     let context = Arc::new(ConnContext {
         listener,
         client,
+        local,
         snapshot,
         activity,
         stop: shutdown.clone(),
+        tunnels: tunnels.clone(),
     });
     let service = service_fn(move |request| {
         let context = Arc::clone(&context);
         async move {
             let http1 = request.version() != Version::HTTP_2;
             let mut response = handle(request, &context).await;
-            if http1 && context.stop.is_cancelled() {
+            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            if http1 && !switching && context.stop.is_cancelled() {
                 response.headers_mut().insert(
                     header::CONNECTION,
                     header::HeaderValue::from_static("close"),
@@ -90,7 +106,7 @@ pub async fn serve_connection(
         .header_read_timeout(None)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let connection = builder.serve_connection(io, service);
+    let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -108,21 +124,29 @@ pub async fn serve_connection(
     if let Err(error) = result {
         debug!(%client, error = %error, "client connection ended with an error");
     }
+    // Keep this (tracked) task alive while its tunnels run, so a drain waits for them.
+    tunnels.close();
+    tunnels.wait().await;
 }
 
-async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<ProxyBody> {
+async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Response<ProxyBody> {
     let active = context.activity.begin();
     if request.version() == Version::HTTP_2 {
         context.activity.mark_http2();
     }
     let snapshot = context.snapshot.load_full();
-    let Some(pool) = snapshot.pool_for_listener(&context.listener) else {
+    let Some(router) = snapshot.router(&context.listener) else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "no pool for this listener\n",
             active,
         );
     };
+    let view = RequestView::new(request.method(), request.uri(), request.headers());
+    let Some(routed) = router.route(&view) else {
+        return error_response(StatusCode::NOT_FOUND, "no route for this request\n", active);
+    };
+    let (pool, route) = (routed.target, routed.route);
     let pick_context = PickContext::for_request(
         &pool.config,
         request.headers(),
@@ -130,6 +154,9 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
         context.client,
         clock_micros(),
     );
+
+    let upgrade = tunnel::requested_upgrade(&request);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
     rewrite_request_headers(
@@ -138,6 +165,26 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
         "http",
         authority.as_deref(),
     );
+    if let Some(upgrade) = &upgrade {
+        tunnel::restore_upgrade_headers(&mut parts.headers, upgrade.clone());
+    }
+    let mut path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let stripped;
+    if let Some(route) = route {
+        route::apply_edits(&mut parts.headers, &route.request_headers);
+        if let Some(rest) = route
+            .strip_prefix
+            .as_deref()
+            .and_then(|prefix| route::strip_prefix(path, prefix))
+        {
+            stripped = rest;
+            path = &stripped;
+        }
+    }
     let body = match Prepared::from_request(body, &parts.headers).await {
         Ok(body) => body,
         Err(error) => {
@@ -149,10 +196,15 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
             );
         }
     };
+    let proxy_header = pool
+        .config
+        .send_proxy
+        .map(|version| crate::proxy_protocol::encode(version, context.client, context.local));
     let outgoing = Outgoing {
         method: &parts.method,
-        path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        path_and_query: path,
         headers: &parts.headers,
+        proxy_header: proxy_header.as_deref(),
     };
     match forward(pool, outgoing, body, &pick_context).await {
         Ok(Forwarded {
@@ -160,8 +212,16 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
             in_flight,
             response,
         }) => {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let (Some(client), Some(_)) = (client_upgrade, &upgrade)
+            {
+                return start_tunnel(response, client, context, in_flight, active, route);
+            }
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            if let Some(route) = route {
+                route::apply_edits(&mut parts.headers, &route.response_headers);
+            }
             if let Some(cookie) = sticky::set_cookie_if_needed(
                 pool.config.sticky.as_ref(),
                 &pick_context,
@@ -181,6 +241,47 @@ async fn handle(request: Request<Incoming>, context: &ConnContext) -> Response<P
             response
         }
     }
+}
+
+/// Answers the client's upgrade with the backend's 101 and hands both upgraded connections
+/// to a tunnel task that holds the backend's in-flight guard and the request's activity guard
+/// (so the client idle deadline does not cut it) for its whole life.
+fn start_tunnel(
+    mut response: Response<Incoming>,
+    client: hyper::upgrade::OnUpgrade,
+    context: &ConnContext,
+    in_flight: crate::backend::InFlight,
+    active: crate::proxy::activity::RequestActive,
+    route: Option<&crate::config::RouteConfig>,
+) -> Response<ProxyBody> {
+    let backend = hyper::upgrade::on(&mut response);
+    let snapshot = context.snapshot.load();
+    let limits = TunnelLimits {
+        idle: snapshot
+            .listener(&context.listener)
+            .map_or(crate::config::DEFAULT_TUNNEL_IDLE_TIMEOUT, |l| {
+                l.timeouts.tunnel_idle
+            }),
+        drain: snapshot.config.runtime.drain_timeout,
+    };
+    let guards = TunnelGuards { in_flight, active };
+    context.tunnels.spawn(tunnel::run(
+        client,
+        backend,
+        limits,
+        context.stop.clone(),
+        guards,
+    ));
+    let (mut parts, _) = response.into_parts();
+    let upgrade = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(upgrade) = upgrade {
+        tunnel::restore_upgrade_headers(&mut parts.headers, upgrade);
+    }
+    if let Some(route) = route {
+        route::apply_edits(&mut parts.headers, &route.response_headers);
+    }
+    Response::from_parts(parts, ProxyBody::empty())
 }
 
 fn error_response(

@@ -2,6 +2,7 @@
 //! snapshot and ask the pool's balancer for a backend; neither writes any shared state except
 //! the per-backend atomics through RAII guards.
 
+pub mod accept;
 pub mod activity;
 pub mod body;
 pub mod forward;
@@ -9,6 +10,7 @@ pub mod headers;
 pub mod http;
 pub mod request_body;
 pub mod tcp;
+pub mod tunnel;
 
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;

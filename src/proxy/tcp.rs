@@ -3,6 +3,7 @@
 //! Half-close is passed on: when one side finishes sending (FIN), the other side's socket is
 //! shut down for writing while the opposite direction keeps flowing, which protocols like
 //! `nc -N` or a PostgreSQL COPY rely on. The snapshot is loaded once per connection.
+//! A pool with `send_proxy` gets a PROXY protocol header before the first client byte.
 
 use crate::balance::PickContext;
 use crate::health::probe::report_outcome;
@@ -10,6 +11,7 @@ use crate::proxy::{clock_micros, pick_backend};
 use crate::state::SharedSnapshot;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -19,6 +21,7 @@ use tracing::{debug, warn};
 pub async fn serve_connection(
     mut client: TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
@@ -57,6 +60,13 @@ pub async fn serve_connection(
         }
     };
     let _ = upstream.set_nodelay(true);
+    if let Some(version) = pool.config.send_proxy {
+        let header = crate::proxy_protocol::encode(version, peer, local);
+        if let Err(error) = upstream.write_all(&header).await {
+            warn!(%listener, backend = %backend.address, %error, "writing the PROXY header failed");
+            return;
+        }
+    }
     let drained = async {
         stop.cancelled().await;
         tokio::time::sleep(drain_timeout).await;
