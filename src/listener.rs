@@ -5,7 +5,10 @@
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 /// Kernel caps it at `net.core.somaxconn` (4096 on current kernels); nginx and HAProxy ask
 /// for similar values so bursts of new connections wait in the kernel instead of failing.
@@ -21,6 +24,52 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(ACCEPT_BACKLOG)?;
     TcpListener::from_std(socket.into())
+}
+
+/// Counts a listener's open connections so the accept loop can stop accepting at
+/// `max_connections` and resume when one closes: excess clients wait in the kernel backlog
+/// (as HAProxy's `maxconn` does) instead of being accepted and dropped.
+#[derive(Debug, Default)]
+pub struct ConnectionSlots {
+    open: AtomicUsize,
+    closed: Notify,
+}
+
+impl ConnectionSlots {
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Waits until fewer than `limit` connections are open.
+    pub async fn wait_below(&self, limit: usize) {
+        loop {
+            let closed = self.closed.notified();
+            if self.open() < limit {
+                return;
+            }
+            closed.await;
+        }
+    }
+
+    /// Counts one connection until the returned guard drops.
+    pub fn take(self: &Arc<Self>) -> ConnectionSlot {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        ConnectionSlot {
+            slots: Arc::clone(self),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    slots: Arc<ConnectionSlots>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.slots.open.fetch_sub(1, Ordering::AcqRel);
+        self.slots.closed.notify_waiters();
+    }
 }
 
 #[cfg(test)]

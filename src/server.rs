@@ -419,8 +419,20 @@ fn spawn_accept_loop(
     tracker: &TaskTracker,
 ) {
     let connections = tracker.clone();
+    let slots = Arc::new(listener::ConnectionSlots::default());
     tracker.spawn(async move {
         loop {
+            // Read the limit each time: a reload may change it.
+            let limit = snapshot
+                .load()
+                .listener(&name)
+                .and_then(|l| l.max_connections);
+            if let Some(limit) = limit {
+                tokio::select! {
+                    () = slots.wait_below(limit as usize) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
             let accepted = tokio::select! {
                 accepted = socket.accept() => accepted,
                 () = stop.cancelled() => break,
@@ -438,13 +450,18 @@ fn spawn_accept_loop(
             let _ = stream.set_nodelay(true);
             // The connection reads its listener's settings (protocol, PROXY header) from
             // the snapshot when it starts: a reload may have changed them.
-            connections.spawn(proxy::accept::serve(
+            let slot = slots.take();
+            let serve = proxy::accept::serve(
                 stream,
                 peer,
                 Arc::clone(&name),
                 snapshot.clone(),
                 stop.clone(),
-            ));
+            );
+            connections.spawn(async move {
+                serve.await;
+                drop(slot);
+            });
         }
         // Dropping the socket closes it: the kernel refuses new connections at once.
         drop(socket);

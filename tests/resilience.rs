@@ -348,3 +348,70 @@ async fn a_circuit_breaker_opens_on_a_flapping_backend_and_closes_after_probes()
         "closed again: flappy serves ({flappy_answers} of 20)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_at_max_connections_leaves_new_clients_in_the_backlog() {
+    use tokio::io::AsyncWriteExt;
+    let backend = spawn_backend("a").await;
+    let yaml = format!(
+        "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app, max_connections: 2}}\npools:\n  app:\n    backends: [{}]\n",
+        backend.addr
+    );
+    let sluice = start_sluice(&yaml).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The third connect succeeds in the kernel backlog but is not served yet.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let early =
+        tokio::time::timeout(Duration::from_millis(300), third.read_to_end(&mut answer)).await;
+    assert!(
+        early.is_err() && answer.is_empty(),
+        "served past max_connections"
+    );
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut answer))
+        .await
+        .expect("served once a slot freed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn tcp_sessions_redispatch_failed_connects_and_close_when_idle() {
+    use tokio::io::AsyncWriteExt;
+    let dead = dead_addr().await;
+    let echo = spawn_tcp_echo().await;
+    let yaml = format!(
+        "listeners:\n  db: {{bind: 127.0.0.1:0, protocol: tcp, pool: db}}\npools:\n  db:\n    backends: [{dead}, {echo}]\n    outlier: {{consecutive_failures: 0}}\n    timeouts: {{idle: 300ms}}\n"
+    );
+    let sluice = start_sluice(&yaml).await;
+    let addr = sluice.local_addr("db").unwrap();
+    for _ in 0..4 {
+        let mut session = tokio::net::TcpStream::connect(addr).await.unwrap();
+        session.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), session.read_exact(&mut buf))
+            .await
+            .expect("echo through the live backend")
+            .unwrap();
+        assert_eq!(&buf, b"ping");
+        // Then stay quiet: the session is closed after the idle timeout.
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), session.read_to_end(&mut rest))
+            .await
+            .expect("closed when idle")
+            .unwrap();
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+            "took {took:?}"
+        );
+    }
+}

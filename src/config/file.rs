@@ -55,6 +55,8 @@ pub struct RawListener {
     pub routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
     pub proxy_protocol: Option<Spanned<RawProxyProtocol>>,
     pub timeouts: Option<RawListenerTimeouts>,
+    /// Open client connections at most; beyond it new ones wait in the accept backlog.
+    pub max_connections: Option<u32>,
 }
 
 /// One HTTP route: the first whose `match` fits the request picks the pool.

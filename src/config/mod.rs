@@ -81,6 +81,9 @@ pub struct ListenerConfig {
     /// Read a PROXY protocol header (v1 or v2) before anything else.
     pub proxy_protocol: Option<AcceptProxy>,
     pub timeouts: ListenerTimeouts,
+    /// Open client connections at most; beyond it, new connections wait in the kernel's
+    /// accept backlog (not accepted and dropped). `None`: unlimited.
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -401,6 +404,7 @@ impl Validator<'_> {
             pool: raw.pool.as_ref().map(|p| p.value.clone()),
             routes,
             proxy_protocol,
+            max_connections: raw.max_connections.filter(|&n| n > 0),
             timeouts: ListenerTimeouts {
                 client_header: self.duration(
                     timeouts.and_then(|t| t.client_header.as_ref()),

@@ -4,14 +4,22 @@
 //! shut down for writing while the opposite direction keeps flowing, which protocols like
 //! `nc -N` or a PostgreSQL COPY rely on. The snapshot is loaded once per connection.
 //! A pool with `send_proxy` gets a PROXY protocol header before the first client byte.
+//! A failed connect is retried on another backend; a session quiet for the pool's
+//! `timeouts.idle` is closed.
 
+use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
 use crate::health::probe::report_outcome;
-use crate::proxy::{clock_micros, pick_backend};
-use crate::state::SharedSnapshot;
+use crate::proxy::{clock_micros, pick_backend_where};
+use crate::state::{Pool, SharedSnapshot};
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -19,7 +27,7 @@ use tracing::{debug, warn};
 /// Splices until either side closes. Once `stop` fires (shutdown, or the listener removed by
 /// a reload) the session may go on for the drain deadline, then it is closed.
 pub async fn serve_connection(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     listener: Arc<str>,
@@ -32,32 +40,10 @@ pub async fn serve_connection(
         return;
     };
     let pick_context = PickContext::for_connection(&pool.config, peer, clock_micros());
-    let Some((backend, _in_flight)) = pick_backend(pool, &pick_context) else {
-        warn!(%listener, pool = %pool.config.name, "no backend available; closing client connection");
+    let Some((backend, _in_flight, mut upstream)) =
+        connect_with_redispatch(pool, &pick_context, &listener).await
+    else {
         return;
-    };
-    let connect_started = clock_micros();
-    let connect = TcpStream::connect(backend.address);
-    let mut upstream = match tokio::time::timeout(pool.config.timeouts.connect, connect).await {
-        Ok(Ok(stream)) => {
-            // The connect time is the only latency an L4 proxy sees (p2c's EWMA uses it).
-            let now = clock_micros();
-            backend
-                .state
-                .record_latency(now.saturating_sub(connect_started), now);
-            report_outcome(pool, backend, true, "");
-            stream
-        }
-        Ok(Err(error)) => {
-            report_outcome(pool, backend, false, &format!("connect failed: {error}"));
-            warn!(%listener, backend = %backend.address, %error, "backend connect failed");
-            return;
-        }
-        Err(_) => {
-            report_outcome(pool, backend, false, "connect timed out");
-            warn!(%listener, backend = %backend.address, "backend connect timed out");
-            return;
-        }
     };
     let _ = upstream.set_nodelay(true);
     if let Some(version) = pool.config.send_proxy {
@@ -71,7 +57,14 @@ pub async fn serve_connection(
         stop.cancelled().await;
         tokio::time::sleep(drain_timeout).await;
     };
+    let idle_timeout = pool.config.timeouts.idle;
+    let activity = Arc::new(AtomicU64::new(clock_micros()));
+    let mut client = IdleTracked::new(client, &activity);
+    let mut upstream = IdleTracked::new(upstream, &activity);
     tokio::select! {
+        () = idle_expired(&activity, idle_timeout) => {
+            debug!(%peer, backend = %backend.address, ?idle_timeout, "tcp session closed: idle");
+        }
         result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match result {
             Ok((sent, received)) => {
                 debug!(%peer, backend = %backend.address, sent, received, "tcp session closed");
@@ -83,5 +76,108 @@ pub async fn serve_connection(
         () = drained => {
             debug!(%peer, backend = %backend.address, "tcp session closed at the drain deadline");
         }
+    }
+}
+
+/// Picks a backend and connects; a failed connect (nothing was sent) is retried on another
+/// backend, up to the pool's retry attempts, as HAProxy's `redispatch` does.
+async fn connect_with_redispatch<'p>(
+    pool: &'p Pool,
+    pick_context: &PickContext,
+    listener: &str,
+) -> Option<(&'p Backend, InFlight, TcpStream)> {
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    for _ in 0..=pool.config.resilience.retry.attempts {
+        let picked = pick_backend_where(pool, pick_context, |b| !tried.contains(&b.address))
+            .or_else(|| pick_backend_where(pool, pick_context, |_| true));
+        let Some((backend, in_flight)) = picked else {
+            warn!(%listener, pool = %pool.config.name, "no backend available; closing client connection");
+            return None;
+        };
+        tried.push(backend.address);
+        let connect_started = clock_micros();
+        let connect = TcpStream::connect(backend.address);
+        match tokio::time::timeout(pool.config.timeouts.connect, connect).await {
+            Ok(Ok(stream)) => {
+                // The connect time is the only latency an L4 proxy sees (p2c's EWMA uses it).
+                let now = clock_micros();
+                backend
+                    .state
+                    .record_latency(now.saturating_sub(connect_started), now);
+                report_outcome(pool, backend, true, "");
+                return Some((backend, in_flight, stream));
+            }
+            Ok(Err(error)) => {
+                report_outcome(pool, backend, false, &format!("connect failed: {error}"));
+                warn!(%listener, backend = %backend.address, %error, "backend connect failed");
+            }
+            Err(_) => {
+                report_outcome(pool, backend, false, "connect timed out");
+                warn!(%listener, backend = %backend.address, "backend connect timed out");
+            }
+        }
+    }
+    None
+}
+
+/// Resolves once no byte moved either way for `idle` (checked against the shared activity
+/// timestamp the two `IdleTracked` halves update).
+async fn idle_expired(activity: &AtomicU64, idle: Duration) {
+    loop {
+        let last = activity.load(Ordering::Relaxed);
+        let quiet = Duration::from_micros(clock_micros().saturating_sub(last));
+        if quiet >= idle {
+            return;
+        }
+        tokio::time::sleep(idle - quiet).await;
+    }
+}
+
+/// A stream that records the time of every successful read in a shared timestamp.
+struct IdleTracked<T> {
+    inner: T,
+    activity: Arc<AtomicU64>,
+}
+
+impl<T> IdleTracked<T> {
+    fn new(inner: T, activity: &Arc<AtomicU64>) -> IdleTracked<T> {
+        IdleTracked {
+            inner,
+            activity: Arc::clone(activity),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleTracked<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.store(clock_micros(), Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTracked<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
