@@ -10,16 +10,12 @@
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
 use crate::health::probe::report_outcome;
+use crate::proxy::splice::{Limits, SpliceEnd, splice};
 use crate::proxy::{clock_micros, pick_backend_where};
 use crate::state::{Pool, SharedSnapshot};
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -53,28 +49,21 @@ pub async fn serve_connection(
             return;
         }
     }
-    let drained = async {
-        stop.cancelled().await;
-        tokio::time::sleep(drain_timeout).await;
+    let limits = Limits {
+        idle: pool.config.timeouts.idle,
+        drain: drain_timeout,
     };
-    let idle_timeout = pool.config.timeouts.idle;
-    let activity = Arc::new(AtomicU64::new(clock_micros()));
-    let mut client = IdleTracked::new(client, &activity);
-    let mut upstream = IdleTracked::new(upstream, &activity);
-    tokio::select! {
-        () = idle_expired(&activity, idle_timeout) => {
-            debug!(%peer, backend = %backend.address, ?idle_timeout, "tcp session closed: idle");
+    let backend_address = backend.address;
+    match splice(client, upstream, limits, &stop).await {
+        SpliceEnd::Closed(Ok((sent, received))) => {
+            debug!(%peer, backend = %backend_address, sent, received, "tcp session closed");
         }
-        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match result {
-            Ok((sent, received)) => {
-                debug!(%peer, backend = %backend.address, sent, received, "tcp session closed");
-            }
-            Err(error) => {
-                debug!(%peer, backend = %backend.address, %error, "tcp session ended with an error");
-            }
-        },
-        () = drained => {
-            debug!(%peer, backend = %backend.address, "tcp session closed at the drain deadline");
+        SpliceEnd::Closed(Err(error)) => {
+            debug!(%peer, backend = %backend_address, %error, "tcp session ended with an error");
+        }
+        SpliceEnd::Idle => debug!(%peer, backend = %backend_address, "tcp session closed: idle"),
+        SpliceEnd::Drained => {
+            debug!(%peer, backend = %backend_address, "tcp session closed at the drain deadline");
         }
     }
 }
@@ -118,66 +107,4 @@ async fn connect_with_redispatch<'p>(
         }
     }
     None
-}
-
-/// Resolves once no byte moved either way for `idle` (checked against the shared activity
-/// timestamp the two `IdleTracked` halves update).
-async fn idle_expired(activity: &AtomicU64, idle: Duration) {
-    loop {
-        let last = activity.load(Ordering::Relaxed);
-        let quiet = Duration::from_micros(clock_micros().saturating_sub(last));
-        if quiet >= idle {
-            return;
-        }
-        tokio::time::sleep(idle - quiet).await;
-    }
-}
-
-/// A stream that records the time of every successful read in a shared timestamp.
-struct IdleTracked<T> {
-    inner: T,
-    activity: Arc<AtomicU64>,
-}
-
-impl<T> IdleTracked<T> {
-    fn new(inner: T, activity: &Arc<AtomicU64>) -> IdleTracked<T> {
-        IdleTracked {
-            inner,
-            activity: Arc::clone(activity),
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for IdleTracked<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.store(clock_micros(), Ordering::Relaxed);
-        }
-        result
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTracked<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }

@@ -9,18 +9,12 @@
 
 use crate::backend::InFlight;
 use crate::proxy::activity::RequestActive;
+use crate::proxy::splice::{Limits, SpliceEnd, splice};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use std::io;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -77,97 +71,24 @@ pub async fn run(
             return;
         }
     };
-    let last = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let mut client = Watched::new(TokioIo::new(client), Arc::clone(&last), started);
-    let mut backend = Watched::new(TokioIo::new(backend), Arc::clone(&last), started);
-    let idle = async {
-        loop {
-            let seen = Duration::from_millis(last.load(Ordering::Relaxed));
-            let deadline = started + seen + limits.idle;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
-    let drained = async {
-        stop.cancelled().await;
-        tokio::time::sleep(limits.drain).await;
-    };
     let backend_address = guards.in_flight.backend().address();
-    tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut client, &mut backend) => match result {
-            Ok((sent, received)) => debug!(backend = %backend_address, sent, received, "tunnel closed"),
-            Err(error) => debug!(backend = %backend_address, %error, "tunnel ended with an error"),
-        },
-        () = idle => debug!(backend = %backend_address, "tunnel idle timeout"),
-        () = drained => debug!(backend = %backend_address, "tunnel closed at the drain deadline"),
+    let limits = Limits {
+        idle: limits.idle,
+        drain: limits.drain,
+    };
+    match splice(TokioIo::new(client), TokioIo::new(backend), limits, &stop).await {
+        SpliceEnd::Closed(Ok((sent, received))) => {
+            debug!(backend = %backend_address, sent, received, "tunnel closed");
+        }
+        SpliceEnd::Closed(Err(error)) => {
+            debug!(backend = %backend_address, %error, "tunnel ended with an error");
+        }
+        SpliceEnd::Idle => debug!(backend = %backend_address, "tunnel idle timeout"),
+        SpliceEnd::Drained => {
+            debug!(backend = %backend_address, "tunnel closed at the drain deadline")
+        }
     }
     drop(guards);
-}
-
-/// Records the time of the last byte moved (milliseconds since `started`) on every read or
-/// write, so one watchdog can tell an idle tunnel from a busy one without resetting a timer
-/// per chunk.
-struct Watched<T> {
-    inner: T,
-    last: Arc<AtomicU64>,
-    started: Instant,
-}
-
-impl<T> Watched<T> {
-    fn new(inner: T, last: Arc<AtomicU64>, started: Instant) -> Watched<T> {
-        Watched {
-            inner,
-            last,
-            started,
-        }
-    }
-
-    fn touch(&self) {
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last.store(now, Ordering::Relaxed);
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.touch();
-        }
-        result
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.touch();
-        }
-        result
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
@@ -195,18 +116,5 @@ mod tests {
         assert!(requested_upgrade(&request(Version::HTTP_10, &ws)).is_none());
         assert!(requested_upgrade(&request(Version::HTTP_11, &ws[1..])).is_none());
         assert!(requested_upgrade(&request(Version::HTTP_11, &ws[..1])).is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn watched_io_records_activity() {
-        let (a, _b) = tokio::io::duplex(64);
-        let last = Arc::new(AtomicU64::new(0));
-        let started = Instant::now();
-        let mut io = Watched::new(a, Arc::clone(&last), started);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        tokio::io::AsyncWriteExt::write_all(&mut io, b"x")
-            .await
-            .unwrap();
-        assert_eq!(last.load(Ordering::Relaxed), 3000);
     }
 }

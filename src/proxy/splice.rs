@@ -1,0 +1,192 @@
+//! Copying bytes both ways between two connections until one side closes, nothing moves for
+//! an idle timeout, or a stop signal plus the drain deadline passes. Shared by TCP sessions
+//! and upgraded HTTP tunnels (WebSocket).
+//!
+//! Idleness is tracked with one shared timestamp that every read and write updates, so a
+//! single watchdog tells an idle exchange from a busy one without resetting a timer per chunk.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How a splice ended.
+#[derive(Debug)]
+pub enum SpliceEnd {
+    /// One side closed (both directions done): bytes sent to the backend and received from it.
+    Closed(io::Result<(u64, u64)>),
+    Idle,
+    /// Stop fired and the drain deadline passed.
+    Drained,
+}
+
+pub struct Limits {
+    pub idle: Duration,
+    pub drain: Duration,
+}
+
+/// Copies `client` <-> `backend` (half-close passed on) until they finish, go idle, or
+/// `stop` fires and `limits.drain` passes.
+pub async fn splice<C, B>(
+    client: C,
+    backend: B,
+    limits: Limits,
+    stop: &CancellationToken,
+) -> SpliceEnd
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let clock = Arc::new(Activity::new());
+    let mut client = Watched::new(client, &clock);
+    let mut backend = Watched::new(backend, &clock);
+    let drained = async {
+        stop.cancelled().await;
+        tokio::time::sleep(limits.drain).await;
+    };
+    tokio::select! {
+        result = tokio::io::copy_bidirectional(&mut client, &mut backend) => SpliceEnd::Closed(result),
+        () = clock.idle_for(limits.idle) => SpliceEnd::Idle,
+        () = drained => SpliceEnd::Drained,
+    }
+}
+
+/// The time of the last byte moved, in milliseconds since `started`.
+struct Activity {
+    last: AtomicU64,
+    started: Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            last: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    fn touch(&self) {
+        self.last
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let seen = Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let deadline = self.started + seen + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+struct Watched<T> {
+    inner: T,
+    clock: Arc<Activity>,
+}
+
+impl<T> Watched<T> {
+    fn new(inner: T, clock: &Arc<Activity>) -> Watched<T> {
+        Watched {
+            inner,
+            clock: Arc::clone(clock),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.clock.touch();
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            this.clock.touch();
+        }
+        result
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn limits() -> Limits {
+        Limits {
+            idle: Duration::from_secs(10),
+            drain: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn traffic_keeps_it_open_and_silence_closes_it() {
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (backend, mut backend_peer) = tokio::io::duplex(64);
+        let stop = CancellationToken::new();
+        let started = Instant::now();
+        let run = tokio::spawn(async move { splice(client, backend, limits(), &stop).await });
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            client_peer.write_all(b"x").await.unwrap();
+            let mut byte = [0u8; 1];
+            backend_peer.read_exact(&mut byte).await.unwrap();
+        }
+        assert!(matches!(run.await.unwrap(), SpliceEnd::Idle));
+        assert_eq!(started.elapsed(), Duration::from_secs(24 + 10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_closes_after_the_drain_deadline() {
+        let (client, _client_peer) = tokio::io::duplex(64);
+        let (backend, _backend_peer) = tokio::io::duplex(64);
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        let started = Instant::now();
+        let run = tokio::spawn(async move {
+            let limits = Limits {
+                idle: Duration::from_secs(3600),
+                drain: Duration::from_secs(5),
+            };
+            splice(client, backend, limits, &stop).await
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stopper.cancel();
+        assert!(matches!(run.await.unwrap(), SpliceEnd::Drained));
+        assert_eq!(started.elapsed(), Duration::from_secs(6));
+    }
+}
