@@ -32,6 +32,8 @@ pub struct BackendState {
     pub health: HealthCell,
     /// Error-rate circuit breaker (used when the pool configures `circuit_breaker:`).
     pub breaker: BreakerCell,
+    /// Responses by status class (1xx..5xx), as Prometheus counters.
+    responses: [metrics::Counter; 5],
     /// The pool's wait queue for a free slot (`limits.max_pending`), woken when work ends.
     queue: Arc<SlotQueue>,
     in_flight: AtomicUsize,
@@ -63,15 +65,23 @@ impl BackendState {
         pool_panic: Arc<AtomicBool>,
         queue: Arc<SlotQueue>,
     ) -> Arc<BackendState> {
+        let responses = crate::metrics::response_counters(&id.pool, id.address);
         Arc::new(BackendState {
             id,
             queue,
             breaker: BreakerCell::default(),
+            responses,
             health: HealthCell::new(policy, now, now_micros, pool_panic),
             in_flight: AtomicUsize::new(0),
             picked_total: AtomicU64::new(0),
             latency: AtomicU64::new(p2c::EWMA_UNOBSERVED),
         })
+    }
+
+    /// Counts one backend response by its status class.
+    pub fn count_response(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class].increment(1);
     }
 
     pub fn id(&self) -> &BackendId {

@@ -22,6 +22,8 @@ pub const BACKEND_PICKED_TOTAL: &str = "sluice_backend_selected_total";
 pub const POOL_BACKENDS: &str = "sluice_pool_backends";
 pub const RETRIES_TOTAL: &str = "sluice_retries_total";
 pub const BREAKER_OPEN: &str = "sluice_backend_circuit_open";
+pub const TIMEOUTS_TOTAL: &str = "sluice_timeouts_total";
+pub const RESPONSES_TOTAL: &str = "sluice_backend_responses_total";
 pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "sluice_retry_budget_exhausted_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -125,4 +127,22 @@ pub fn breaker(pool: &str, backend: SocketAddr, state: crate::resilience::breake
     };
     metrics::gauge!(BREAKER_OPEN, "pool" => pool.to_owned(), "backend" => backend.to_string())
         .set(open);
+}
+
+/// A timeout fired: `kind` is connect, response, body_idle, total or tcp_idle.
+pub fn timeout(pool: &str, kind: &'static str) {
+    metrics::counter!(TIMEOUTS_TOTAL, "pool" => pool.to_owned(), "kind" => kind).increment(1);
+}
+
+/// Per-backend response counters by status class, registered once per backend so that the
+/// data path only increments a handle (no label formatting per request).
+pub fn response_counters(pool: &str, backend: SocketAddr) -> [metrics::Counter; 5] {
+    ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+        metrics::counter!(
+            RESPONSES_TOTAL,
+            "pool" => pool.to_owned(),
+            "backend" => backend.to_string(),
+            "class" => class
+        )
+    })
 }

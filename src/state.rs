@@ -34,6 +34,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Pool {
     pub config: PoolConfig,
+    /// The pool's name, shared cheaply with per-request work (metric labels).
+    pub name: Arc<str>,
     /// Set while too few backends are healthy (`panic_threshold`); shared by every backend's
     /// health cell and carried across reloads like the backends themselves.
     pub panic: Arc<AtomicBool>,
@@ -162,6 +164,7 @@ impl Pool {
             _ => build_client(&config.timeouts),
         };
         let pool = Pool {
+            name: Arc::from(config.name.as_str()),
             panic,
             queue,
             budget,

@@ -415,3 +415,99 @@ async fn tcp_sessions_redispatch_failed_connects_and_close_when_idle() {
         );
     }
 }
+
+/// A body that sends one chunk every `every` (forever, or until `chunks` were sent and then
+/// stalls without ending).
+struct Drip {
+    every: Option<Duration>,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    sent: usize,
+}
+
+impl hyper::body::Body for Drip {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.sent > 0 {
+            let Some(every) = self.every else {
+                return std::task::Poll::Pending; // stalls for good after the first chunk
+            };
+            std::task::ready!(self.sleep.as_mut().poll(cx));
+            let next = tokio::time::Instant::now() + every;
+            self.sleep.as_mut().reset(next);
+        }
+        self.sent += 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            b"chunk;",
+        )))))
+    }
+}
+
+async fn spawn_drip_backend(every: Option<Duration>) -> SocketAddr {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = socket.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_request| {
+                    let body = Drip {
+                        every,
+                        sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+                        sent: 0,
+                    };
+                    async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads a raw response until the connection closes; returns what came and how long it took.
+async fn read_until_closed(addr: SocketAddr) -> (String, Duration) {
+    let started = Instant::now();
+    let raw = raw_exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    (raw, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_stalled_body_hits_the_idle_timeout_and_a_dripping_one_the_total() {
+    let stalled = spawn_drip_backend(None).await;
+    let sluice = start_sluice(&pool_yaml(&[stalled], "    timeouts: {idle: 300ms}\n")).await;
+    let (raw, took) = read_until_closed(sluice.local_addr("web").unwrap()).await;
+    assert!(
+        raw.starts_with("HTTP/1.1 200") && raw.contains("chunk;"),
+        "{raw}"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "idle cut after {took:?}"
+    );
+
+    let dripping = spawn_drip_backend(Some(Duration::from_millis(100))).await;
+    let sluice = start_sluice(&pool_yaml(
+        &[dripping],
+        "    timeouts: {idle: 5s, total: 600ms}\n",
+    ))
+    .await;
+    let (raw, took) = read_until_closed(sluice.local_addr("web").unwrap()).await;
+    assert!(
+        raw.matches("chunk;").count() >= 3,
+        "chunks flowed before the cut: {raw}"
+    );
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(3),
+        "total cut after {took:?}"
+    );
+}

@@ -6,7 +6,36 @@ use crate::proxy::activity::RequestActive;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// Deadlines on a streamed backend body: `idle` between two chunks, and the end of the whole
+/// exchange (`timeouts.total`). On expiry the body fails, so the client sees the response
+/// cut off (HTTP/1.1 closes the connection) instead of a hang.
+#[derive(Debug, Clone)]
+pub struct BodyLimits {
+    pub idle: Duration,
+    pub total_deadline: Option<Instant>,
+    /// For the timeout metric's label.
+    pub pool: std::sync::Arc<str>,
+}
+
+#[derive(Debug)]
+struct BodyTimer {
+    limits: BodyLimits,
+    /// Created on the first wait only: most small bodies are complete at the first poll.
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed_at: Option<Instant>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    #[error("backend body timed out ({0})")]
+    Timeout(&'static str),
+}
 
 #[derive(Debug)]
 enum Inner {
@@ -19,14 +48,25 @@ enum Inner {
 #[derive(Debug)]
 pub struct ProxyBody {
     inner: Inner,
+    timer: Option<BodyTimer>,
     _in_flight: Option<InFlight>,
     _active: Option<RequestActive>,
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming, in_flight: InFlight, active: RequestActive) -> ProxyBody {
+    pub fn upstream(
+        body: Incoming,
+        in_flight: InFlight,
+        active: RequestActive,
+        limits: BodyLimits,
+    ) -> ProxyBody {
         ProxyBody {
             inner: Inner::Upstream(body),
+            timer: Some(BodyTimer {
+                limits,
+                sleep: None,
+                armed_at: None,
+            }),
             _in_flight: Some(in_flight),
             _active: Some(active),
         }
@@ -36,6 +76,7 @@ impl ProxyBody {
     pub fn empty() -> ProxyBody {
         ProxyBody {
             inner: Inner::Fixed(None),
+            timer: None,
             _in_flight: None,
             _active: None,
         }
@@ -44,6 +85,7 @@ impl ProxyBody {
     pub fn fixed(text: impl Into<Bytes>, active: Option<RequestActive>) -> ProxyBody {
         ProxyBody {
             inner: Inner::Fixed(Some(text.into())),
+            timer: None,
             _in_flight: None,
             _active: active,
         }
@@ -52,14 +94,28 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().inner {
-            Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match &mut this.inner {
+            Inner::Upstream(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    if let Some(timer) = &mut this.timer {
+                        timer.armed_at = None;
+                    }
+                    Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+                }
+                Poll::Pending => match &mut this.timer {
+                    Some(timer) => timer
+                        .poll_expired(cx)
+                        .map(|what| Some(Err(BodyError::Timeout(what)))),
+                    None => Poll::Pending,
+                },
+            },
             Inner::Fixed(data) => Poll::Ready(data.take().map(|bytes| Ok(Frame::data(bytes)))),
         }
     }
@@ -77,5 +133,30 @@ impl Body for ProxyBody {
             Inner::Fixed(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Inner::Fixed(None) => SizeHint::with_exact(0),
         }
+    }
+}
+
+impl BodyTimer {
+    /// Arms the deadline of this wait (the earlier of idle and total) and polls it.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<&'static str> {
+        let now = Instant::now();
+        let armed_at = *self.armed_at.get_or_insert(now);
+        let idle_deadline = armed_at + self.limits.idle;
+        let (deadline, what) = match self.limits.total_deadline {
+            Some(total) if total < idle_deadline => (total, "total"),
+            _ => (idle_deadline, "idle"),
+        };
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        ready!(sleep.as_mut().poll(cx));
+        crate::metrics::timeout(
+            &self.limits.pool,
+            if what == "idle" { "body_idle" } else { "total" },
+        );
+        Poll::Ready(what)
     }
 }

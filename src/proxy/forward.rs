@@ -123,6 +123,7 @@ pub async fn forward<'p>(
                     .state
                     .record_latency(now.saturating_sub(sent_at), now);
                 let status = response.status();
+                backend.state.count_response(status.as_u16());
                 let counts_as_failure =
                     status.is_server_error() && pool.config.health.outlier.http_5xx;
                 let retry_status = matches!(status.as_u16(), 502 | 503);
@@ -150,6 +151,9 @@ pub async fn forward<'p>(
             }
             Ok(Err(error)) => {
                 let (status, text) = classify_upstream_error(&error);
+                if status == StatusCode::GATEWAY_TIMEOUT {
+                    crate::metrics::timeout(&pool.name, "connect");
+                }
                 report_outcome(pool, backend, false, &error_chain(&error));
                 debug!(backend = %backend.address, error = %error, "upstream request failed");
                 Failure {
@@ -160,6 +164,7 @@ pub async fn forward<'p>(
                 }
             }
             Err(_elapsed) => {
+                crate::metrics::timeout(&pool.name, "response");
                 report_outcome(pool, backend, false, "response timed out");
                 debug!(backend = %backend.address, "upstream response timed out");
                 Failure {

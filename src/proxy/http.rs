@@ -11,7 +11,7 @@
 
 use crate::balance::{PickContext, sticky};
 use crate::proxy::activity::{ClientTimeouts, ConnActivity, TimedIo};
-use crate::proxy::body::ProxyBody;
+use crate::proxy::body::{BodyLimits, ProxyBody};
 use crate::proxy::clock_micros;
 use crate::proxy::forward::{Forwarded, Outgoing, forward};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
@@ -131,6 +131,7 @@ pub async fn serve_connection(
 
 async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Response<ProxyBody> {
     let active = context.activity.begin();
+    let started = tokio::time::Instant::now();
     if request.version() == Version::HTTP_2 {
         context.activity.mark_http2();
     }
@@ -229,7 +230,12 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
             ) {
                 parts.headers.append(header::SET_COOKIE, cookie);
             }
-            Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active))
+            let limits = BodyLimits {
+                idle: pool.config.timeouts.idle,
+                total_deadline: pool.config.timeouts.total.map(|total| started + total),
+                pool: Arc::clone(&pool.name),
+            };
+            Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active, limits))
         }
         Err(refused) => {
             let mut response = error_response(refused.status, refused.text, active);

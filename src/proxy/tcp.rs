@@ -61,7 +61,10 @@ pub async fn serve_connection(
         SpliceEnd::Closed(Err(error)) => {
             debug!(%peer, backend = %backend_address, %error, "tcp session ended with an error");
         }
-        SpliceEnd::Idle => debug!(%peer, backend = %backend_address, "tcp session closed: idle"),
+        SpliceEnd::Idle => {
+            crate::metrics::timeout(&pool.name, "tcp_idle");
+            debug!(%peer, backend = %backend_address, "tcp session closed: idle");
+        }
         SpliceEnd::Drained => {
             debug!(%peer, backend = %backend_address, "tcp session closed at the drain deadline");
         }
