@@ -239,9 +239,15 @@ fn raise_fd_limit() {
 
 fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
     raise_fd_limit();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime serves everything from the main thread, with no
+    // work-stealing bookkeeping and no cross-thread wake-ups (what nginx's and HAProxy's
+    // single event loop do). More: the multi-thread scheduler.
+    let mut builder = match worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all().thread_name("sluice-worker");
-    if let Some(threads) = worker_threads {
+    if let Some(threads) = worker_threads.filter(|&n| n > 1) {
         builder.worker_threads(threads);
     }
     builder.build().context("cannot start the async runtime")
