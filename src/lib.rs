@@ -4,6 +4,7 @@
 //! -> `state` (snapshot) -> `backend` (runtime state) -> `balance` (pure selection);
 //! `config` is pure and imported by all.
 
+pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod balance;

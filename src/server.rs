@@ -41,6 +41,7 @@ struct Signals {
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
     hangup: tokio::signal::unix::Signal,
+    user1: tokio::signal::unix::Signal,
     user2: tokio::signal::unix::Signal,
 }
 
@@ -57,6 +58,7 @@ impl Signals {
             terminate: install(SignalKind::terminate())?,
             interrupt: install(SignalKind::interrupt())?,
             hangup: install(SignalKind::hangup())?,
+            user1: install(SignalKind::user_defined1())?,
             user2: install(SignalKind::user_defined2())?,
         })
     }
@@ -212,6 +214,10 @@ impl Server {
             tokio::select! {
                 _ = signals.terminate.recv() => break,
                 _ = signals.interrupt.recv() => break,
+                _ = signals.user1.recv() => {
+                    info!("SIGUSR1: reopening access log files");
+                    crate::access_log::reopen_all();
+                }
                 _ = signals.user2.recv() => {
                     if self.upgrade().await {
                         break;

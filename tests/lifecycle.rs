@@ -456,3 +456,60 @@ async fn operator_subcommands_talk_to_the_admin_listener() {
         .unwrap();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_files_are_reopened_on_sigusr1() {
+    let backend = spawn_backend("a").await;
+    let directory = tempfile::tempdir().unwrap();
+    let log = directory.path().join("access.log");
+    let config = write_config(&format!(
+        "watch: false\nlisteners:\n  web: {{bind: 127.0.0.1:0, pool: app, access_log: {{path: '{}'}}}}\npools:\n  app:\n    backends: [{}]\n",
+        log.display(),
+        backend.addr
+    ));
+    let (mut child, addr, logs) = spawn_binary(config.path());
+    let count = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    get(addr, "/before").await;
+    assert!(wait_until(Duration::from_secs(5), || count(&log) == 1).await);
+    // logrotate: move the file away, then signal.
+    let rotated = directory.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(&child, "USR1");
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reopen logged");
+        if line.contains("reopening access log") {
+            break;
+        }
+    }
+    // The writer reopens asynchronously: the first line after the signal lands in one file.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let _ = std::net::TcpStream::connect(addr).map(|mut s| {
+                use std::io::Write;
+                let _ = s.write_all(b"GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+                let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+            });
+            count(&log) >= 1
+        })
+        .await,
+        "a new file is written after SIGUSR1"
+    );
+    assert!(std::fs::read_to_string(&log).unwrap().contains("/after"));
+    assert!(
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("/before")
+    );
+    signal(&child, "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}

@@ -57,6 +57,22 @@ pub struct RawListener {
     pub timeouts: Option<RawListenerTimeouts>,
     /// Open client connections at most; beyond it new ones wait in the accept backlog.
     pub max_connections: Option<u32>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    Combined,
+    Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub format: Option<AccessLogFormat>,
+    /// `stdout` (default) or a file path.
+    pub path: Option<String>,
 }
 
 /// One HTTP route: the first whose `match` fits the request picks the pool.

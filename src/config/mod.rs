@@ -17,7 +17,7 @@ pub use algorithm::{
     Algorithm, HashKey, HashOptions, P2cLoad, P2cOptions, StickyConfig, parse_hash_key,
 };
 pub use duration::{format_duration, parse_duration};
-pub use file::Protocol;
+pub use file::{AccessLogFormat, Protocol};
 pub use proxy_protocol::{AcceptProxy, Cidr, SendProxy};
 pub use route::{HeaderCondition, HeaderEdits, HostPattern, PathPattern, RouteConfig, RouteMatch};
 
@@ -84,6 +84,15 @@ pub struct ListenerConfig {
     /// Open client connections at most; beyond it, new connections wait in the kernel's
     /// accept backlog (not accepted and dropped). `None`: unlimited.
     pub max_connections: Option<u32>,
+    /// One line per HTTP request (off when `None`).
+    pub access_log: Option<AccessLogConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    pub format: AccessLogFormat,
+    /// `stdout` or a file path (appended to, reopened on SIGUSR1).
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -405,6 +414,10 @@ impl Validator<'_> {
             routes,
             proxy_protocol,
             max_connections: raw.max_connections.filter(|&n| n > 0),
+            access_log: raw.access_log.as_ref().map(|log| AccessLogConfig {
+                format: log.format.unwrap_or(AccessLogFormat::Combined),
+                path: log.path.clone().unwrap_or_else(|| "stdout".to_owned()),
+            }),
             timeouts: ListenerTimeouts {
                 client_header: self.duration(
                     timeouts.and_then(|t| t.client_header.as_ref()),

@@ -49,6 +49,8 @@ enum Inner {
 pub struct ProxyBody {
     inner: Inner,
     timer: Option<BodyTimer>,
+    /// The access log line of this request, written when the body is done (bytes counted).
+    log: Option<Box<PendingLog>>,
     _in_flight: Option<InFlight>,
     _active: Option<RequestActive>,
 }
@@ -62,6 +64,7 @@ impl ProxyBody {
     ) -> ProxyBody {
         ProxyBody {
             inner: Inner::Upstream(body),
+            log: None,
             timer: Some(BodyTimer {
                 limits,
                 sleep: None,
@@ -77,6 +80,7 @@ impl ProxyBody {
         ProxyBody {
             inner: Inner::Fixed(None),
             timer: None,
+            log: None,
             _in_flight: None,
             _active: None,
         }
@@ -86,8 +90,35 @@ impl ProxyBody {
         ProxyBody {
             inner: Inner::Fixed(Some(text.into())),
             timer: None,
+            log: None,
             _in_flight: None,
             _active: active,
+        }
+    }
+}
+
+/// An access log record waiting for its response to finish.
+#[derive(Debug)]
+pub struct PendingLog {
+    pub record: crate::access_log::Record,
+    pub started: tokio::time::Instant,
+    pub sink: std::sync::Arc<crate::access_log::Sink>,
+    pub format: crate::access_log::Format,
+}
+
+impl ProxyBody {
+    /// Writes an access log line for this response once it has been sent (or abandoned).
+    pub fn with_log(mut self, log: Option<Box<PendingLog>>) -> ProxyBody {
+        self.log = log;
+        self
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Some(mut log) = self.log.take() {
+            log.record.duration_ms = log.started.elapsed().as_secs_f64() * 1000.0;
+            log.sink.write(log.record.line(log.format));
         }
     }
 }
@@ -107,6 +138,11 @@ impl Body for ProxyBody {
                     if let Some(timer) = &mut this.timer {
                         timer.armed_at = None;
                     }
+                    if let (Some(log), Some(Ok(frame))) = (&mut this.log, &frame)
+                        && let Some(data) = frame.data_ref()
+                    {
+                        log.record.bytes_out += data.len() as u64;
+                    }
                     Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
                 }
                 Poll::Pending => match &mut this.timer {
@@ -116,7 +152,13 @@ impl Body for ProxyBody {
                     None => Poll::Pending,
                 },
             },
-            Inner::Fixed(data) => Poll::Ready(data.take().map(|bytes| Ok(Frame::data(bytes)))),
+            Inner::Fixed(data) => {
+                let frame = data.take();
+                if let (Some(log), Some(bytes)) = (&mut this.log, &frame) {
+                    log.record.bytes_out += bytes.len() as u64;
+                }
+                Poll::Ready(frame.map(|bytes| Ok(Frame::data(bytes))))
+            }
         }
     }
 

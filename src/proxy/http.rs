@@ -9,9 +9,11 @@
 //! `Upgrade` request answered with 101 becomes a byte tunnel (`proxy::tunnel`) that outlives
 //! the HTTP exchange and is waited for before the connection task ends.
 
+use crate::access_log;
 use crate::balance::{PickContext, sticky};
+use crate::config::AccessLogFormat;
 use crate::proxy::activity::{ClientTimeouts, ConnActivity, TimedIo};
-use crate::proxy::body::{BodyLimits, ProxyBody};
+use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
 use crate::proxy::clock_micros;
 use crate::proxy::forward::{Forwarded, Outgoing, forward};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
@@ -45,6 +47,15 @@ struct ConnContext {
     stop: CancellationToken,
     /// Upgraded connections of this client connection; the connection task waits for them.
     tunnels: TaskTracker,
+    /// Where this connection's requests are logged (resolved when it was accepted).
+    access_log: Option<(Arc<access_log::Sink>, access_log::Format)>,
+}
+
+/// Which pool and backend served a response; set by `handle` for the access log.
+#[derive(Debug, Clone)]
+struct Served {
+    pool: Arc<str>,
+    upstream: Option<SocketAddr>,
 }
 
 /// After `stop`, an HTTP/1 keep-alive connection is not cut at once: closing an idle
@@ -63,11 +74,23 @@ pub async fn serve_connection(
     snapshot: SharedSnapshot,
     shutdown: CancellationToken,
 ) {
-    let Some(timeouts) = snapshot.load().listener(&listener).map(|l| ClientTimeouts {
-        header: l.timeouts.client_header,
-        idle: l.timeouts.client_idle,
-    }) else {
-        return;
+    let (timeouts, access_log) = {
+        let current = snapshot.load();
+        let Some(listener_config) = current.listener(&listener) else {
+            return;
+        };
+        let timeouts = ClientTimeouts {
+            header: listener_config.timeouts.client_header,
+            idle: listener_config.timeouts.client_idle,
+        };
+        let access_log = listener_config.access_log.as_ref().map(|log| {
+            let format = match log.format {
+                AccessLogFormat::Combined => access_log::Format::Combined,
+                AccessLogFormat::Json => access_log::Format::Json,
+            };
+            (access_log::sink(&log.path), format)
+        });
+        (timeouts, access_log)
     };
     let activity = Arc::new(ConnActivity::default());
     let io = TokioIo::new(TimedIo::new(stream, Arc::clone(&activity), timeouts));
@@ -80,12 +103,28 @@ pub async fn serve_connection(
         activity,
         stop: shutdown.clone(),
         tunnels: tunnels.clone(),
+        access_log,
     });
     let service = service_fn(move |request| {
         let context = Arc::clone(&context);
         async move {
             let http1 = request.version() != Version::HTTP_2;
+            let mut request = request;
+            let request_id = ensure_request_id(request.headers_mut());
+            let log = context
+                .access_log
+                .as_ref()
+                .map(|(sink, format)| start_log(&request, &context, &request_id, sink, *format));
             let mut response = handle(request, &context).await;
+            response.headers_mut().insert(X_REQUEST_ID, request_id);
+            if let Some(mut log) = log {
+                log.record.status = response.status().as_u16();
+                if let Some(served) = response.extensions_mut().remove::<Served>() {
+                    log.record.pool = Some(served.pool);
+                    log.record.upstream_addr = served.upstream;
+                }
+                response = response.map(|body| body.with_log(Some(log)));
+            }
             let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
             if http1 && !switching && context.stop.is_cancelled() {
                 response.headers_mut().insert(
@@ -235,10 +274,18 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
                 total_deadline: pool.config.timeouts.total.map(|total| started + total),
                 pool: Arc::clone(&pool.name),
             };
+            parts.extensions.insert(Served {
+                pool: Arc::clone(&pool.name),
+                upstream: Some(backend.address),
+            });
             Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active, limits))
         }
         Err(refused) => {
             let mut response = error_response(refused.status, refused.text, active);
+            response.extensions_mut().insert(Served {
+                pool: Arc::clone(&pool.name),
+                upstream: None,
+            });
             if let Some(seconds) = refused.retry_after {
                 response
                     .headers_mut()
@@ -288,6 +335,78 @@ fn start_tunnel(
         route::apply_edits(&mut parts.headers, &route.response_headers);
     }
     Response::from_parts(parts, ProxyBody::empty())
+}
+
+const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// Keeps a sane incoming `X-Request-Id` (so a trace spans several proxies) or sets a new
+/// random one; the backend, the client and the access log all see the same value.
+fn ensure_request_id(headers: &mut header::HeaderMap) -> header::HeaderValue {
+    if let Some(id) = headers.get(&X_REQUEST_ID)
+        && (1..=128).contains(&id.len())
+        && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
+    {
+        return id.clone();
+    }
+    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let value = header::HeaderValue::from_str(&id).unwrap_or(header::HeaderValue::from_static("-"));
+    headers.insert(X_REQUEST_ID, value.clone());
+    value
+}
+
+/// What the access log needs from the request, taken before the request is consumed.
+fn start_log(
+    request: &Request<Incoming>,
+    context: &ConnContext,
+    request_id: &header::HeaderValue,
+    sink: &Arc<access_log::Sink>,
+    format: access_log::Format,
+) -> Box<PendingLog> {
+    let text = |name: header::HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let time = std::time::SystemTime::now();
+    let host = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .unwrap_or_else(|| text(header::HOST));
+    Box::new(PendingLog {
+        record: access_log::Record {
+            time,
+            ts: access_log::rfc3339(time),
+            client_ip: context.client.ip(),
+            listener: Arc::clone(&context.listener),
+            method: request.method().to_string(),
+            host,
+            path: request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            proto: match request.version() {
+                Version::HTTP_10 => "HTTP/1.0",
+                Version::HTTP_2 => "HTTP/2.0",
+                _ => "HTTP/1.1",
+            },
+            status: 0,
+            bytes_out: 0,
+            duration_ms: 0.0,
+            pool: None,
+            upstream_addr: None,
+            request_id: request_id.to_str().unwrap_or("-").to_owned(),
+            user_agent: text(header::USER_AGENT),
+            referer: text(header::REFERER),
+        },
+        started: tokio::time::Instant::now(),
+        sink: Arc::clone(sink),
+        format,
+    })
 }
 
 fn error_response(

@@ -1,0 +1,291 @@
+//! Access logs: one line per HTTP request, nginx `combined` (so goaccess and friends read it)
+//! or JSON, to stdout or a file, written by a background task so the data path never blocks
+//! on I/O. Lines go through a bounded channel; when the writer falls behind, lines are dropped
+//! and counted (`sluice_access_log_dropped_total`) rather than slowing requests down.
+//!
+//! Writers are process-wide, one per destination, so several listeners can share a file and a
+//! reload keeps it open; SIGUSR1 reopens every file (logrotate's `postrotate`).
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, mpsc};
+use tracing::warn;
+
+const CHANNEL_LINES: usize = 8192;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Combined,
+    Json,
+}
+
+/// Everything one line says about one request.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    #[serde(skip)]
+    pub time: SystemTime,
+    pub ts: String,
+    pub client_ip: IpAddr,
+    pub listener: Arc<str>,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub proto: &'static str,
+    pub status: u16,
+    pub bytes_out: u64,
+    pub duration_ms: f64,
+    pub pool: Option<Arc<str>>,
+    pub upstream_addr: Option<SocketAddr>,
+    pub request_id: String,
+    pub user_agent: String,
+    pub referer: String,
+}
+
+impl Record {
+    pub fn line(&self, format: Format) -> String {
+        match format {
+            Format::Combined => {
+                // nginx: $remote_addr - $remote_user [$time_local] "$request" $status
+                // $body_bytes_sent "$http_referer" "$http_user_agent"
+                format!(
+                    "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
+                    self.client_ip,
+                    clf_time(self.time),
+                    self.method,
+                    escape(&self.path),
+                    self.proto,
+                    self.status,
+                    self.bytes_out,
+                    escape_or_dash(&self.referer),
+                    escape_or_dash(&self.user_agent),
+                )
+            }
+            Format::Json => serde_json::to_string(self).unwrap_or_default(),
+        }
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn escape_or_dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        escape(text)
+    }
+}
+
+/// `24/Nov/2026:16:08:47 +0000` (UTC).
+pub fn clf_time(time: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (year, month, day, hour, minute, second, _) = civil(time);
+    format!(
+        "{day:02}/{}/{year}:{hour:02}:{minute:02}:{second:02} +0000",
+        MONTHS[month as usize - 1]
+    )
+}
+
+/// RFC 3339 with milliseconds, UTC: `2026-11-24T16:08:47.123Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let (year, month, day, hour, minute, second, millis) = civil(time);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
+}
+
+/// Calendar fields of a UTC time (Howard Hinnant's days-to-civil algorithm).
+fn civil(time: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = since.as_secs() as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        (rest / 3600) as u32,
+        (rest % 3600 / 60) as u32,
+        (rest % 60) as u32,
+        since.subsec_millis(),
+    )
+}
+
+/// One destination: a bounded queue of lines and the task that writes them.
+#[derive(Debug)]
+pub struct Sink {
+    tx: mpsc::Sender<String>,
+    dropped: AtomicU64,
+    reopen: Arc<Notify>,
+}
+
+impl Sink {
+    pub fn write(&self, line: String) {
+        if self.tx.try_send(line).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("sluice_access_log_dropped_total").increment(1);
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn sinks() -> &'static Mutex<HashMap<String, Arc<Sink>>> {
+    // Process-wide on purpose: one writer per file, shared by listeners and kept across reloads.
+    static SINKS: OnceLock<Mutex<HashMap<String, Arc<Sink>>>> = OnceLock::new();
+    SINKS.get_or_init(Default::default)
+}
+
+/// The writer for `path` (`stdout` or a file path), started on first use.
+pub fn sink(path: &str) -> Arc<Sink> {
+    let mut sinks = sinks().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(sink) = sinks.get(path) {
+        return Arc::clone(sink);
+    }
+    let (tx, rx) = mpsc::channel(CHANNEL_LINES);
+    let reopen = Arc::new(Notify::new());
+    tokio::spawn(write_lines(path.to_owned(), rx, Arc::clone(&reopen)));
+    let sink = Arc::new(Sink {
+        tx,
+        dropped: AtomicU64::new(0),
+        reopen,
+    });
+    sinks.insert(path.to_owned(), Arc::clone(&sink));
+    sink
+}
+
+/// SIGUSR1: every file writer closes and reopens its file (after logrotate moved it).
+pub fn reopen_all() {
+    let sinks = sinks().lock().unwrap_or_else(|p| p.into_inner());
+    for sink in sinks.values() {
+        sink.reopen.notify_one();
+    }
+}
+
+enum Output {
+    Stdout(tokio::io::Stdout),
+    File(tokio::fs::File),
+}
+
+async fn open(path: &str) -> Option<Output> {
+    if path == "stdout" {
+        return Some(Output::Stdout(tokio::io::stdout()));
+    }
+    match tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+    {
+        Ok(file) => Some(Output::File(file)),
+        Err(error) => {
+            warn!(path, %error, "cannot open the access log; lines are dropped until SIGUSR1");
+            None
+        }
+    }
+}
+
+async fn write_lines(path: String, mut rx: mpsc::Receiver<String>, reopen: Arc<Notify>) {
+    let mut output = open(&path).await;
+    let mut batch = String::new();
+    loop {
+        tokio::select! {
+            line = rx.recv() => {
+                let Some(line) = line else { return };
+                batch.push_str(&line);
+                batch.push('\n');
+                // Take whatever else is queued, then write once.
+                while let Ok(line) = rx.try_recv() {
+                    batch.push_str(&line);
+                    batch.push('\n');
+                    if batch.len() > 64 * 1024 {
+                        break;
+                    }
+                }
+                let result = match &mut output {
+                    Some(Output::Stdout(out)) => out.write_all(batch.as_bytes()).await.and(out.flush().await),
+                    Some(Output::File(file)) => file.write_all(batch.as_bytes()).await,
+                    None => Ok(()),
+                };
+                if let Err(error) = result {
+                    warn!(path, %error, "access log write failed");
+                }
+                batch.clear();
+            }
+            () = reopen.notified() => {
+                if path != "stdout" {
+                    output = open(&path).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        let time = UNIX_EPOCH + Duration::from_millis(1_795_968_527_123);
+        Record {
+            time,
+            ts: rfc3339(time),
+            client_ip: "192.0.2.7".parse().unwrap(),
+            listener: Arc::from("web"),
+            method: "GET".into(),
+            host: "shop.example".into(),
+            path: "/cart?id=\"7\"".into(),
+            proto: "HTTP/1.1",
+            status: 200,
+            bytes_out: 512,
+            duration_ms: 1.5,
+            pool: Some(Arc::from("app")),
+            upstream_addr: Some("10.0.0.1:80".parse().unwrap()),
+            request_id: "abc".into(),
+            user_agent: "curl/8.0".into(),
+            referer: String::new(),
+        }
+    }
+
+    #[test]
+    fn combined_matches_nginx_byte_for_byte() {
+        assert_eq!(
+            record().line(Format::Combined),
+            r#"192.0.2.7 - - [29/Nov/2026:16:08:47 +0000] "GET /cart?id=\"7\" HTTP/1.1" 200 512 "-" "curl/8.0""#
+        );
+    }
+
+    #[test]
+    fn json_has_the_documented_fields() {
+        let value: serde_json::Value = serde_json::from_str(&record().line(Format::Json)).unwrap();
+        assert_eq!(value["ts"], "2026-11-29T16:08:47.123Z");
+        assert_eq!(value["status"], 200);
+        assert_eq!(value["upstream_addr"], "10.0.0.1:80");
+        assert_eq!(value["pool"], "app");
+        assert_eq!(value["request_id"], "abc");
+    }
+
+    #[test]
+    fn civil_dates_cross_leap_years() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+        assert_eq!(clf_time(leap), "29/Feb/2000:00:00:00 +0000");
+    }
+}
