@@ -97,11 +97,8 @@ async fn route(
             ),
         },
         ("/reload", false) if request.method() == Method::POST => {
-            if !peer.ip().is_loopback() {
-                return text(
-                    StatusCode::FORBIDDEN,
-                    "admin actions are allowed from loopback only\n".into(),
-                );
+            if let Some(refusal) = refuse_action(&request, peer, shared) {
+                return refusal;
             }
             let report = shared.reloads.reload_file(shared, "admin").await;
             let status = if report.success {
@@ -112,14 +109,33 @@ async fn route(
             json(status, &report)
         }
         (path, false) if request.method() == Method::POST && path.starts_with("/pools/") => {
-            if !peer.ip().is_loopback() {
-                return text(
-                    StatusCode::FORBIDDEN,
-                    "admin actions are allowed from loopback only\n".into(),
-                );
+            if let Some(refusal) = refuse_action(&request, peer, shared) {
+                return refusal;
             }
             backend_action(path, peer, shared)
         }
+        ("/", true) => {
+            let mut response = text(StatusCode::OK, STATUS_PAGE.to_owned());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            response
+        }
+        ("/config", true) => match shared.config_text() {
+            Some(config) => {
+                let mut response = text(StatusCode::OK, config);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/yaml"),
+                );
+                response
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "started without a config file\n".into(),
+            ),
+        },
         ("/healthz" | "/ready" | "/status" | "/metrics" | "/reload", _) => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed\n".into(),
@@ -127,6 +143,52 @@ async fn route(
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }
+
+/// Admin actions need the bearer token when `admin.token_file` is set (from any peer), and
+/// come from loopback peers only otherwise. `None`: allowed.
+fn refuse_action(
+    request: &Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Option<AdminResponse> {
+    match shared.admin_token() {
+        Some(token) => {
+            let given = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                None
+            } else {
+                let mut response = text(
+                    StatusCode::UNAUTHORIZED,
+                    "admin token required (Authorization: Bearer ...)\n".into(),
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"sluice-admin\""),
+                );
+                Some(response)
+            }
+        }
+        None if peer.ip().is_loopback() => None,
+        None => Some(text(
+            StatusCode::FORBIDDEN,
+            "admin actions are allowed from loopback only (or set admin.token_file)\n".into(),
+        )),
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not leak the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A page a person would rather read than JSON: pools and backends from `/status`, refreshed
+/// every two seconds. Self-contained (no external scripts or styles).
+const STATUS_PAGE: &str = include_str!("status_page.html");
 
 /// `POST /pools/{pool}/backends/{address}/drain` or `.../enable`. The override lives in the
 /// backend's runtime state, so it survives reloads while the backend stays in the config.

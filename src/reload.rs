@@ -92,6 +92,7 @@ impl Reloads {
             Config::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
         let plan = shared.apply(config).map_err(|e| e.to_string())?;
         *lock(&self.applied_hash) = Some(content_hash(&text));
+        shared.set_config_text(text);
         Ok(plan.to_string())
     }
 

@@ -76,6 +76,10 @@ pub enum DrainOutcome {
 /// State shared by the accept loops, the admin API and the reload coordinator.
 pub struct Shared {
     pub snapshot: SharedSnapshot,
+    /// The admin bearer token (from `admin.token_file`), read at start and on each reload.
+    admin_token: Mutex<Option<String>>,
+    /// The text of the config file in force, for `GET /config`.
+    config_text: Mutex<Option<String>>,
     probes: crate::health::probe::Probes,
     pub reloads: Reloads,
     pub config_path: Option<PathBuf>,
@@ -98,16 +102,25 @@ struct RunningListener {
 impl Server {
     /// Starts from an already validated config (tests, demo). Reloads need `start_from_file`.
     pub async fn start(config: Config) -> Result<Server, Error> {
-        Server::start_inner(config, None).await
+        Server::start_inner(config, None, None).await
     }
 
     /// Loads `path`, starts, and remembers the path for SIGHUP, file watching and `POST /reload`.
     pub async fn start_from_file(path: &Path) -> Result<Server, Error> {
-        let config = Config::load(path)?;
-        Server::start_inner(config, Some(path.to_path_buf())).await
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Config::parse(&text, &path.display().to_string())?;
+        Server::start_inner(config, Some(path.to_path_buf()), Some(text)).await
     }
 
-    async fn start_inner(config: Config, config_path: Option<PathBuf>) -> Result<Server, Error> {
+    async fn start_inner(
+        config: Config,
+        config_path: Option<PathBuf>,
+        config_text: Option<String>,
+    ) -> Result<Server, Error> {
+        let admin_token = read_admin_token(&config)?;
         crate::metrics::install();
         let signals = Signals::install()?;
         // Started by a binary upgrade: take over the old process's sockets where they match.
@@ -136,6 +149,8 @@ impl Server {
             ))),
             reloads: Reloads::default(),
             probes: Default::default(),
+            admin_token: Mutex::new(admin_token),
+            config_text: Mutex::new(config_text),
             config_path,
             started: std::time::Instant::now(),
             shutdown: CancellationToken::new(),
@@ -304,9 +319,23 @@ impl Shared {
         lock(&self.listeners).get(listener).map(|l| l.local_addr)
     }
 
+    pub fn admin_token(&self) -> Option<String> {
+        lock(&self.admin_token).clone()
+    }
+
+    pub fn config_text(&self) -> Option<String> {
+        lock(&self.config_text).clone()
+    }
+
+    /// Records the text of a config file just applied by a reload.
+    pub(crate) fn set_config_text(&self, text: String) {
+        *lock(&self.config_text) = Some(text);
+    }
+
     /// The reload transaction. Callers serialise it (`Reloads` holds a lock around it).
     pub(crate) fn apply(self: &Arc<Self>, config: Config) -> Result<ReloadPlan, Error> {
         let current = self.snapshot.load_full();
+        let admin_token = read_admin_token(&config)?;
         let plan = diff(&current.config, &config);
 
         // 1. Bind every new socket first; dropping `fresh` on error closes them again.
@@ -323,6 +352,7 @@ impl Shared {
         // 2. Swap: from here on every new connection and request sees the new config.
         let next = Snapshot::build(Arc::new(config), Some(&current));
         self.snapshot.store(Arc::new(next));
+        *lock(&self.admin_token) = admin_token;
         self.probes.sync(&self.snapshot, &self.shutdown);
 
         // 3. Start the new accept loops, then stop the old ones.
@@ -390,6 +420,26 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Reads `admin.token_file` (trimmed). A missing or empty file is an error: a configured
+/// token must never silently turn into "no token".
+fn read_admin_token(config: &Config) -> Result<Option<String>, Error> {
+    let Some(path) = config.admin.as_ref().and_then(|a| a.token_file.as_ref()) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
+        path: path.clone(),
+        source,
+    })?;
+    let token = text.trim().to_owned();
+    if token.is_empty() {
+        return Err(Error::Io {
+            context: format!("admin token file {}", path.display()),
+            source: std::io::Error::other("is empty"),
+        });
+    }
+    Ok(Some(token))
 }
 
 fn bind_named(name: &str, addr: SocketAddr) -> Result<TcpListener, Error> {

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use http::StatusCode;
+use http_body_util::BodyExt;
 use std::net::SocketAddr;
 
 #[tokio::test]
@@ -82,4 +83,66 @@ async fn reload_failures(admin: SocketAddr) -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no failure counter in:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn admin_actions_need_the_token_when_one_is_configured() {
+    let backend = spawn_backend("a").await;
+    let directory = tempfile::tempdir().unwrap();
+    let token_path = directory.path().join("admin.token");
+    std::fs::write(&token_path, "s3cret-token\n").unwrap();
+    let path = directory.path().join("sluice.yaml");
+    let text = format!(
+        "watch: false\nadmin: {{bind: 127.0.0.1:0, token_file: '{}'}}\n{}",
+        token_path.display(),
+        two_listeners(&[backend.addr], "")
+    );
+    write_file(&path, &text);
+    let sluice = sluice::Server::start_from_file(&path).await.unwrap();
+    let admin = sluice.admin_addr().unwrap();
+    let post = |token: Option<&'static str>| async move {
+        let mut request = http::Request::post("/reload").header("host", "admin");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        send(
+            admin,
+            request
+                .body(http_body_util::Full::new(bytes::Bytes::new()).boxed())
+                .unwrap(),
+        )
+        .await
+    };
+    assert_status(&post(None).await, StatusCode::UNAUTHORIZED);
+    assert_status(&post(Some("wrong")).await, StatusCode::UNAUTHORIZED);
+    assert_status(&post(Some("s3cret-token")).await, StatusCode::OK);
+
+    let config = get(admin, "/config").await;
+    assert_status(&config, StatusCode::OK);
+    assert_eq!(body_text(&config), text, "the running config, as loaded");
+    let page = get(admin, "/").await;
+    assert_status(&page, StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(
+        body_text(&page).contains("fetch(\"/status\""),
+        "the page reads /status"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_token_file_is_refused() {
+    let backend = spawn_backend("a").await;
+    let directory = tempfile::tempdir().unwrap();
+    let token_path = directory.path().join("admin.token");
+    std::fs::write(&token_path, "\n").unwrap();
+    let yaml = format!(
+        "admin: {{bind: 127.0.0.1:0, token_file: '{}'}}\n{}",
+        token_path.display(),
+        two_listeners(&[backend.addr], "")
+    );
+    let error = sluice::Server::start(config(&yaml))
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("is empty"), "{error}");
 }

@@ -36,6 +36,8 @@ pub struct RawRuntime {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub bind: Text,
+    /// A file holding the bearer token that admin actions (reload, drain...) require.
+    pub token_file: Option<Text>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -66,6 +66,9 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub bind: SocketAddr,
+    /// With it, admin actions need `Authorization: Bearer <token>` (from any peer); without
+    /// it, they are allowed from loopback peers only.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -309,6 +312,7 @@ impl Validator<'_> {
             None => None,
             Some(admin) => Some(AdminConfig {
                 bind: self.socket_addr(&admin.bind, "admin.bind".into())?,
+                token_file: admin.token_file.as_ref().map(|t| t.value.clone().into()),
             }),
         };
 
