@@ -170,7 +170,8 @@ impl BackendHealth {
             ok,
             detail: detail.clone(),
         });
-        self.transition(now, |h| {
+        let passing_while_up = ok && self.state() == State::Up;
+        let change = self.transition(now, |h| {
             if ok {
                 h.check_successes = h.check_successes.saturating_add(1);
                 h.check_failures = 0;
@@ -199,7 +200,12 @@ impl BackendHealth {
                 }
                 None
             }
-        })
+        });
+        if passing_while_up && change.is_none() {
+            // Keep "why up" current rather than the reason of an old transition.
+            self.reason = format!("checks passing; last: {detail}");
+        }
+        change
     }
 
     /// One outcome of real traffic. `may_eject` says whether the pool allows one more
