@@ -82,20 +82,22 @@ async fn route(
             text(StatusCode::OK, format!("ready: {listeners} listeners\n"))
         }
         ("/status", true) => json(StatusCode::OK, &status(shared)),
-        ("/metrics", true) => match crate::metrics::render(&shared.snapshot.load()) {
-            Some(body) => {
-                let mut response = text(StatusCode::OK, body);
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                response
+        ("/metrics", true) => {
+            match crate::metrics::render(&shared.snapshot.load(), &shared.open_connections()) {
+                Some(body) => {
+                    let mut response = text(StatusCode::OK, body);
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    response
+                }
+                None => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "metrics recorder not installed\n".into(),
+                ),
             }
-            None => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "metrics recorder not installed\n".into(),
-            ),
-        },
+        }
         ("/reload", false) if request.method() == Method::POST => {
             if let Some(refusal) = refuse_action(&request, peer, shared) {
                 return refusal;
@@ -112,7 +114,7 @@ async fn route(
             if let Some(refusal) = refuse_action(&request, peer, shared) {
                 return refusal;
             }
-            backend_action(path, peer, shared)
+            backend_action(path, request.uri().query(), peer, shared)
         }
         ("/", true) => {
             let mut response = text(StatusCode::OK, STATUS_PAGE.to_owned());
@@ -190,9 +192,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// every two seconds. Self-contained (no external scripts or styles).
 const STATUS_PAGE: &str = include_str!("status_page.html");
 
-/// `POST /pools/{pool}/backends/{address}/drain` or `.../enable`. The override lives in the
+/// `POST /pools/{pool}/backends/{address}/drain`, `.../enable` or `.../weight?value=N`. The override lives in the
 /// backend's runtime state, so it survives reloads while the backend stays in the config.
-fn backend_action(path: &str, peer: SocketAddr, shared: &Shared) -> AdminResponse {
+fn backend_action(
+    path: &str,
+    query: Option<&str>,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> AdminResponse {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let [_, pool_name, "backends", address, action] = parts[..] else {
         return text(
@@ -227,6 +234,41 @@ fn backend_action(path: &str, peer: SocketAddr, shared: &Shared) -> AdminRespons
     let change = match action {
         "drain" => backend.state.health.update(micros, |m| m.drain(now, &by)),
         "enable" => backend.state.health.update(micros, |m| m.enable(now, &by)),
+        "weight" => {
+            let value = query
+                .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("value=")))
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|&w| w <= crate::config::MAX_WEIGHT);
+            let Some(weight) = value else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "expected ?value=N with N in 0..={}\n",
+                        crate::config::MAX_WEIGHT
+                    ),
+                );
+            };
+            let address = backend.address;
+            if shared.set_weight(pool_name, address, weight).is_none() {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!("no backend {address} in pool {pool_name}\n"),
+                );
+            }
+            tracing::info!(pool = %pool_name, backend = %address, weight, %by, "weight set at runtime");
+            let snapshot = shared.snapshot.load_full();
+            return match snapshot
+                .pools
+                .get(pool_name)
+                .and_then(|p| p.backends.iter().find(|b| b.address == address))
+            {
+                Some(updated) => json(
+                    StatusCode::OK,
+                    &backend_status(updated, now, shared, pool_name),
+                ),
+                None => text(StatusCode::NOT_FOUND, "backend left the pool\n".into()),
+            };
+        }
         _ => {
             return text(
                 StatusCode::NOT_FOUND,
@@ -237,7 +279,10 @@ fn backend_action(path: &str, peer: SocketAddr, shared: &Shared) -> AdminRespons
     if let Some(change) = &change {
         crate::health::probe::announce(pool, backend, change);
     }
-    json(StatusCode::OK, &backend_status(backend, now))
+    json(
+        StatusCode::OK,
+        &backend_status(backend, now, shared, pool_name),
+    )
 }
 
 #[derive(Serialize)]
@@ -275,6 +320,8 @@ struct PoolStatus {
 struct BackendStatus {
     address: String,
     weight: u32,
+    /// Set when the weight is a runtime override from the admin API (kept across reloads).
+    weight_override: Option<u32>,
     /// up | down | ejected | drained
     state: State,
     /// Why it is in that state: the threshold that tripped, the last error, who drained it.
@@ -306,13 +353,19 @@ struct CheckStatus {
     seconds_ago: f64,
 }
 
-fn backend_status(backend: &crate::backend::Backend, now: Instant) -> BackendStatus {
+fn backend_status(
+    backend: &crate::backend::Backend,
+    now: Instant,
+    shared: &Shared,
+    pool: &str,
+) -> BackendStatus {
     let cell = &backend.state.health;
     let machine = cell.machine();
     let ago = |at: Instant| now.saturating_duration_since(at).as_secs_f64();
     BackendStatus {
         address: backend.address.to_string(),
         weight: backend.weight,
+        weight_override: shared.weight_override(pool, backend.address),
         state: machine.state(),
         reason: machine.reason().to_owned(),
         since_seconds: ago(machine.state_since()),
@@ -377,7 +430,7 @@ fn status(shared: &Shared) -> Status {
             backends: pool
                 .backends
                 .iter()
-                .map(|b| backend_status(b, now))
+                .map(|b| backend_status(b, now, shared, &pool.config.name))
                 .collect(),
         })
         .collect();

@@ -78,6 +78,11 @@ enum Command {
         #[arg(long)]
         admin: Option<SocketAddr>,
     },
+    /// Print the version and how this binary was built.
+    Version,
+    /// Print the man page (roff) to stdout: `sluice man > sluice.8`.
+    #[command(hide = true)]
+    Man,
     /// Start three hello backends and a listener in front of them.
     Demo {
         /// Where the demo listener binds.
@@ -120,6 +125,25 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         _ if cli.check => Ok(check(&config_path, None, cli.quiet)),
         Some(Command::Check { diff }) => Ok(check(&config_path, diff.as_deref(), cli.quiet)),
         Some(Command::Demo { listen }) => run_demo(listen),
+        Some(Command::Version) => {
+            println!("sluice {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "built for {} ({}), TLS: none yet, YAML: serde-saphyr",
+                std::env::consts::ARCH,
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Man) => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).section("8");
+            page.render(&mut std::io::stdout())
+                .context("cannot write the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Status { admin, json }) => {
             let admin = admin_address(admin, &config_path);
             let (_, body) = admin_call(admin, http::Method::GET, "/status")?;

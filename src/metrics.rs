@@ -23,6 +23,9 @@ pub const POOL_BACKENDS: &str = "sluice_pool_backends";
 pub const RETRIES_TOTAL: &str = "sluice_retries_total";
 pub const BREAKER_OPEN: &str = "sluice_backend_circuit_open";
 pub const TIMEOUTS_TOTAL: &str = "sluice_timeouts_total";
+pub const LISTENER_CONNECTIONS_TOTAL: &str = "sluice_listener_connections_total";
+pub const LISTENER_ACTIVE_CONNECTIONS: &str = "sluice_listener_active_connections";
+pub const REQUEST_DURATION: &str = "sluice_http_request_duration_seconds";
 pub const RESPONSES_TOTAL: &str = "sluice_backend_responses_total";
 pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "sluice_retry_budget_exhausted_total";
 
@@ -32,7 +35,17 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 /// installed (an embedding program's) is left alone; `/metrics` then says so.
 pub fn install() {
     HANDLE.get_or_init(|| {
-        let handle = PrometheusBuilder::new().install_recorder().ok()?;
+        // Buckets make the request duration a histogram (quantiles across instances), from
+        // 0.5 ms to 60 s.
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0,
+        ];
+        let handle = PrometheusBuilder::new()
+            .set_buckets(&buckets)
+            .ok()?
+            .install_recorder()
+            .ok()?;
         metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         // Render the failure series from the start, so alerts can use it before any failure.
         metrics::counter!(RELOADS_TOTAL, "result" => "failure").absolute(0);
@@ -43,9 +56,13 @@ pub fn install() {
 
 /// Renders the Prometheus text, after refreshing the gauges that are read from the running
 /// snapshot (backend up/in-flight, pool counts) rather than pushed from the data path.
-pub fn render(snapshot: &Snapshot) -> Option<String> {
+pub fn render(snapshot: &Snapshot, open_connections: &[(String, usize)]) -> Option<String> {
     let handle = HANDLE.get()?.as_ref()?;
     refresh_gauges(snapshot);
+    for (listener, open) in open_connections {
+        metrics::gauge!(LISTENER_ACTIVE_CONNECTIONS, "listener" => listener.clone())
+            .set(*open as f64);
+    }
     // Without the exporter's own HTTP listener nothing else runs upkeep (histogram buckets).
     handle.run_upkeep();
     Some(handle.render())

@@ -18,7 +18,7 @@ use crate::reload::Reloads;
 use crate::state::{SharedSnapshot, Snapshot};
 use crate::upgrade::{self, Inherited};
 use arc_swap::ArcSwap;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -80,6 +80,10 @@ pub struct Shared {
     admin_token: Mutex<Option<String>>,
     /// The text of the config file in force, for `GET /config`.
     config_text: Mutex<Option<String>>,
+    /// Weights set through the admin API, by `(pool, address)`.
+    weight_overrides: Mutex<HashMap<(String, SocketAddr), u32>>,
+    /// Serialises snapshot swaps (reloads and runtime weight changes).
+    swap: Mutex<()>,
     probes: crate::health::probe::Probes,
     pub reloads: Reloads,
     pub config_path: Option<PathBuf>,
@@ -97,6 +101,8 @@ struct RunningListener {
     fd: OwnedFd,
     /// Cancelling it stops this listener's accept loop and asks its connections to finish.
     stop: CancellationToken,
+    /// Open connections (for `max_connections` and the active-connections gauge).
+    slots: Arc<listener::ConnectionSlots>,
 }
 
 impl Server {
@@ -151,6 +157,8 @@ impl Server {
             probes: Default::default(),
             admin_token: Mutex::new(admin_token),
             config_text: Mutex::new(config_text),
+            weight_overrides: Mutex::default(),
+            swap: Mutex::new(()),
             config_path,
             started: std::time::Instant::now(),
             shutdown: CancellationToken::new(),
@@ -319,6 +327,64 @@ impl Shared {
         lock(&self.listeners).get(listener).map(|l| l.local_addr)
     }
 
+    /// Runtime weight overrides (admin API) on top of a config: kept across reloads while the
+    /// backend stays in its pool; an override whose backend left the config is dropped.
+    fn with_weight_overrides(&self, mut config: Config) -> Config {
+        let mut overrides = lock(&self.weight_overrides);
+        overrides.retain(|(pool, address), _| {
+            config
+                .pools
+                .get(pool)
+                .is_some_and(|p| p.backends.iter().any(|b| b.address == *address))
+        });
+        for ((pool, address), weight) in overrides.iter() {
+            if let Some(backend) = config
+                .pools
+                .get_mut(pool)
+                .and_then(|p| p.backends.iter_mut().find(|b| b.address == *address))
+            {
+                backend.weight = *weight;
+            }
+        }
+        config
+    }
+
+    /// Sets a backend's weight at runtime: a new snapshot with that weight (state kept by
+    /// identity), marked as an override in `/status`. `None` when no such backend.
+    pub fn set_weight(&self, pool: &str, address: SocketAddr, weight: u32) -> Option<()> {
+        let _swap = lock(&self.swap);
+        let current = self.snapshot.load_full();
+        let exists = current
+            .config
+            .pools
+            .get(pool)?
+            .backends
+            .iter()
+            .any(|b| b.address == address);
+        if !exists {
+            return None;
+        }
+        lock(&self.weight_overrides).insert((pool.to_owned(), address), weight);
+        let config = self.with_weight_overrides((*current.config).clone());
+        let next = Snapshot::build(Arc::new(config), Some(&current));
+        self.snapshot.store(Arc::new(next));
+        Some(())
+    }
+
+    pub fn weight_override(&self, pool: &str, address: SocketAddr) -> Option<u32> {
+        lock(&self.weight_overrides)
+            .get(&(pool.to_owned(), address))
+            .copied()
+    }
+
+    /// Open client connections per listener (for the metrics gauge).
+    pub fn open_connections(&self) -> Vec<(String, usize)> {
+        lock(&self.listeners)
+            .iter()
+            .map(|(name, l)| (name.clone(), l.slots.open()))
+            .collect()
+    }
+
     pub fn admin_token(&self) -> Option<String> {
         lock(&self.admin_token).clone()
     }
@@ -334,6 +400,8 @@ impl Shared {
 
     /// The reload transaction. Callers serialise it (`Reloads` holds a lock around it).
     pub(crate) fn apply(self: &Arc<Self>, config: Config) -> Result<ReloadPlan, Error> {
+        let _swap = lock(&self.swap);
+        let config = self.with_weight_overrides(config);
         let current = self.snapshot.load_full();
         let admin_token = read_admin_token(&config)?;
         let plan = diff(&current.config, &config);
@@ -381,11 +449,13 @@ impl Shared {
         let fd = duplicate(&socket, &name)?;
         let stop = self.shutdown.child_token();
         info!(listener = %name, addr = %local_addr, "listening");
+        let slots = Arc::new(listener::ConnectionSlots::default());
         spawn_accept_loop(
             Arc::from(name.as_str()),
             socket,
             self.snapshot.clone(),
             stop.clone(),
+            Arc::clone(&slots),
             &self.tracker,
         );
         lock(&self.listeners).insert(
@@ -394,6 +464,7 @@ impl Shared {
                 local_addr,
                 fd,
                 stop,
+                slots,
             },
         );
         Ok(())
@@ -409,6 +480,7 @@ impl Shared {
             local_addr,
             fd,
             stop,
+            slots: Arc::default(),
         });
         Ok(())
     }
@@ -472,10 +544,10 @@ fn spawn_accept_loop(
     socket: TcpListener,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
+    slots: Arc<listener::ConnectionSlots>,
     tracker: &TaskTracker,
 ) {
     let connections = tracker.clone();
-    let slots = Arc::new(listener::ConnectionSlots::default());
     tracker.spawn(async move {
         loop {
             // Read the limit each time: a reload may change it.
@@ -507,6 +579,7 @@ fn spawn_accept_loop(
             // The connection reads its listener's settings (protocol, PROXY header) from
             // the snapshot when it starts: a reload may have changed them.
             let slot = slots.take();
+            metrics::counter!(crate::metrics::LISTENER_CONNECTIONS_TOTAL, "listener" => name.to_string()).increment(1);
             let serve = proxy::accept::serve(
                 stream,
                 peer,

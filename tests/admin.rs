@@ -73,6 +73,32 @@ async fn broken_config_is_refused_reported_and_counted_while_the_old_one_serves(
         metrics.contains("sluice_pool_backends{pool=\"app\",state=\"healthy\"} 1"),
         "{metrics}"
     );
+    // Traffic moves the request metrics: responses by class, the duration histogram, and
+    // listener connection counts.
+    let responses = format!(
+        "sluice_backend_responses_total{{pool=\"app\",backend=\"{}\",class=\"2xx\"}}",
+        second.addr
+    );
+    let served: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with(&responses))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{responses} in\n{metrics}"));
+    assert!(served >= 1.0);
+    assert!(
+        metrics.contains(
+            "sluice_http_request_duration_seconds_bucket{listener=\"web\",le=\"0.0005\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_listener_connections_total{listener=\"web\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_listener_active_connections{listener=\"web\"}"),
+        "{metrics}"
+    );
 }
 
 async fn reload_failures(admin: SocketAddr) -> u64 {

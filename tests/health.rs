@@ -269,3 +269,69 @@ async fn ejection_survives_a_reload_with_its_reason() {
         reason.as_str()
     );
 }
+
+#[tokio::test]
+async fn weights_set_at_runtime_apply_at_once_and_survive_reloads() {
+    let a = spawn_backend("a").await;
+    let b = spawn_backend("b").await;
+    let yaml = pool_with(&[&a, &b], "");
+    let sluice = start_sluice(&yaml).await;
+    let (addr, admin) = (
+        sluice.local_addr("web").unwrap(),
+        sluice.admin_addr().unwrap(),
+    );
+    let answer = admin_post(
+        admin,
+        &format!("/pools/app/backends/{}/weight?value=3", a.addr),
+    )
+    .await;
+    assert_status(&answer, StatusCode::OK);
+    let status: serde_json::Value = serde_json::from_slice(answer.body()).unwrap();
+    assert_eq!(
+        (
+            status["weight"].as_u64(),
+            status["weight_override"].as_u64()
+        ),
+        (Some(3), Some(3))
+    );
+
+    let count = |answers: &[String], name: &str| {
+        answers
+            .iter()
+            .filter(|x| *x == &format!("backend {name}"))
+            .count()
+    };
+    let answers = futures_join(addr, 8).await;
+    assert_eq!(
+        (count(&answers, "a"), count(&answers, "b")),
+        (6, 2),
+        "3:1 after the override"
+    );
+
+    sluice.reload(config(&yaml)).await.unwrap();
+    assert_eq!(
+        backend_state(&sluice, a.addr).await["weight"],
+        3,
+        "kept across a reload"
+    );
+
+    assert_status(
+        &admin_post(
+            admin,
+            &format!("/pools/app/backends/{}/weight?value=0", a.addr),
+        )
+        .await,
+        StatusCode::OK,
+    );
+    let before = a.requests();
+    futures_join(addr, 6).await;
+    assert_eq!(a.requests(), before, "weight 0 drains");
+    assert_status(
+        &admin_post(
+            admin,
+            &format!("/pools/app/backends/{}/weight?value=x", a.addr),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    );
+}

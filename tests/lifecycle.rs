@@ -513,3 +513,20 @@ async fn access_log_files_are_reopened_on_sigusr1() {
         .unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn version_and_man_page_subcommands() {
+    let version = Command::new(BIN).arg("version").output().unwrap();
+    assert!(version.status.success());
+    assert!(
+        String::from_utf8_lossy(&version.stdout)
+            .starts_with(&format!("sluice {}\n", env!("CARGO_PKG_VERSION")))
+    );
+    let man = Command::new(BIN).arg("man").output().unwrap();
+    assert!(man.status.success());
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        page.contains(".TH sluice 8") && page.contains("check"),
+        "{page}"
+    );
+}

@@ -47,6 +47,8 @@ struct ConnContext {
     stop: CancellationToken,
     /// Upgraded connections of this client connection; the connection task waits for them.
     tunnels: TaskTracker,
+    /// Time to response headers, per listener (a handle, so no label lookup per request).
+    duration: metrics::Histogram,
     /// Where this connection's requests are logged (resolved when it was accepted).
     access_log: Option<(Arc<access_log::Sink>, access_log::Format)>,
 }
@@ -96,14 +98,15 @@ pub async fn serve_connection(
     let io = TokioIo::new(TimedIo::new(stream, Arc::clone(&activity), timeouts));
     let tunnels = TaskTracker::new();
     let context = Arc::new(ConnContext {
-        listener,
         client,
         local,
         snapshot,
         activity,
         stop: shutdown.clone(),
         tunnels: tunnels.clone(),
+        duration: metrics::histogram!(crate::metrics::REQUEST_DURATION, "listener" => listener.to_string()),
         access_log,
+        listener,
     });
     let service = service_fn(move |request| {
         let context = Arc::clone(&context);
@@ -115,7 +118,9 @@ pub async fn serve_connection(
                 .access_log
                 .as_ref()
                 .map(|(sink, format)| start_log(&request, &context, &request_id, sink, *format));
+            let started = std::time::Instant::now();
             let mut response = handle(request, &context).await;
+            context.duration.record(started.elapsed().as_secs_f64());
             response.headers_mut().insert(X_REQUEST_ID, request_id);
             if let Some(mut log) = log {
                 log.record.status = response.status().as_u16();
