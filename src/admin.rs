@@ -207,6 +207,9 @@ struct PoolStatus {
     /// Too few healthy backends: balancing over all of them (`panic_threshold`).
     panic: bool,
     backends: Vec<BackendStatus>,
+    /// One entry per discovery source: target, backend count, last update and last error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    discovery: Vec<crate::discovery::SourceStatus>,
 }
 
 #[derive(Serialize)]
@@ -300,6 +303,7 @@ fn status(shared: &Shared) -> Status {
             routes: l.routes.len(),
         })
         .collect();
+    let mut discovery = shared.discovery.status();
     let mut pools: Vec<PoolStatus> = snapshot
         .pools
         .values()
@@ -317,6 +321,7 @@ fn status(shared: &Shared) -> Status {
                 .iter()
                 .map(|b| backend_status(b, now))
                 .collect(),
+            discovery: discovery.remove(&pool.config.name).unwrap_or_default(),
         })
         .collect();
     pools.sort_by(|a, b| a.name.cmp(&b.name));
