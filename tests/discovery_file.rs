@@ -183,3 +183,49 @@ async fn a_request_in_flight_survives_the_removal_of_its_backend() {
         http::StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+#[tokio::test]
+async fn a_reload_restarts_changed_sources_and_stops_removed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("one.yaml"), dir.path().join("two.yaml"));
+    let a = spawn_backend("a").await;
+    let b = spawn_backend("b").await;
+    let fixed = spawn_backend("static").await;
+    write_file(&first, &format!("- {}\n", a.addr));
+    write_file(&second, &format!("- {}\n", b.addr));
+    let static_list = format!("    backends: [{}]\n", fixed.addr);
+    let sluice = start_sluice(&config_with_file(&first, &static_list)).await;
+    wait_for_backends(&sluice, &[fixed.addr, a.addr]).await;
+    let kept = sluice.snapshot().load().pools["app"].backends[0]
+        .state
+        .clone();
+
+    // Unchanged source: a reload keeps its set (no moment without the discovered backend).
+    let plan = sluice
+        .reload(config(&config_with_file(&first, &static_list)))
+        .await
+        .unwrap();
+    assert!(plan.is_empty(), "{plan}");
+    assert_eq!(backends_of(&sluice), BTreeSet::from([fixed.addr, a.addr]));
+
+    // Changed source: restarted on the new file.
+    let plan = sluice
+        .reload(config(&config_with_file(&second, &static_list)))
+        .await
+        .unwrap();
+    assert!(
+        plan.to_string().contains("discovery sources changed"),
+        "{plan}"
+    );
+    wait_for_backends(&sluice, &[fixed.addr, b.addr]).await;
+
+    // Removed source: its backends leave with the reload; the static one keeps its state.
+    let without = format!(
+        "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\npools:\n  app:\n{static_list}"
+    );
+    sluice.reload(config(&without)).await.unwrap();
+    assert_eq!(backends_of(&sluice), BTreeSet::from([fixed.addr]));
+    assert!(sluice.shared().discovery.status().is_empty());
+    let state = &sluice.snapshot().load().pools["app"].backends[0].state;
+    assert!(std::sync::Arc::ptr_eq(state, &kept));
+}
