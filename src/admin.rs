@@ -314,6 +314,9 @@ struct PoolStatus {
     /// Too few healthy backends: balancing over all of them (`panic_threshold`).
     panic: bool,
     backends: Vec<BackendStatus>,
+    /// One entry per discovery source: target, backend count, last update and last error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    discovery: Vec<crate::discovery::SourceStatus>,
 }
 
 #[derive(Serialize)]
@@ -415,6 +418,7 @@ fn status(shared: &Shared) -> Status {
             routes: l.routes.len(),
         })
         .collect();
+    let mut discovery = shared.discovery.status();
     let mut pools: Vec<PoolStatus> = snapshot
         .pools
         .values()
@@ -432,6 +436,7 @@ fn status(shared: &Shared) -> Status {
                 .iter()
                 .map(|b| backend_status(b, now, shared, &pool.config.name))
                 .collect(),
+            discovery: discovery.remove(&pool.config.name).unwrap_or_default(),
         })
         .collect();
     pools.sort_by(|a, b| a.name.cmp(&b.name));

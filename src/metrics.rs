@@ -28,6 +28,7 @@ pub const LISTENER_ACTIVE_CONNECTIONS: &str = "sluice_listener_active_connection
 pub const REQUEST_DURATION: &str = "sluice_http_request_duration_seconds";
 pub const RESPONSES_TOTAL: &str = "sluice_backend_responses_total";
 pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "sluice_retry_budget_exhausted_total";
+pub const DISCOVERY_UPDATES_TOTAL: &str = "sluice_discovery_updates_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -162,4 +163,15 @@ pub fn response_counters(pool: &str, backend: SocketAddr) -> [metrics::Counter; 
             "class" => class
         )
     })
+}
+
+/// A discovery source read its backends (`success`) or failed to (`failure`).
+pub fn discovery_update(pool: &str, source: &'static str, result: &'static str) {
+    metrics::counter!(
+        DISCOVERY_UPDATES_TOTAL,
+        "pool" => pool.to_owned(),
+        "source" => source,
+        "result" => result
+    )
+    .increment(1);
 }

@@ -84,6 +84,12 @@ impl Reloads {
         result
     }
 
+    /// Rebuilds the snapshot with the latest discovered backends, serialised with reloads.
+    pub async fn apply_discovered(&self, shared: &Arc<Shared>) {
+        let _running = self.run.lock().await;
+        shared.apply_discovered();
+    }
+
     fn load_and_apply(&self, shared: &Arc<Shared>, path: &Path) -> Result<String, String> {
         notify_reloading();
         let text = std::fs::read_to_string(path)

@@ -86,6 +86,8 @@ pub struct Shared {
     swap: Mutex<()>,
     probes: crate::health::probe::Probes,
     pub reloads: Reloads,
+    /// Discovered backends, merged into every snapshot built (`crate::discovery`).
+    pub discovery: Arc<crate::discovery::Discovery>,
     pub config_path: Option<PathBuf>,
     pub started: std::time::Instant,
     shutdown: CancellationToken,
@@ -148,12 +150,18 @@ impl Server {
             None => None,
         };
         let watch = config.watch;
+        let shutdown = CancellationToken::new();
+        let discovery = Arc::new(crate::discovery::Discovery::default());
+        discovery.sync(&config, &shutdown);
+        let config = Arc::new(config);
+        discovery.set_base(Arc::clone(&config));
         let shared = Arc::new(Shared {
             snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::build(
-                Arc::new(config),
+                Arc::new(discovery.merge(&config)),
                 None,
             ))),
             reloads: Reloads::default(),
+            discovery,
             probes: Default::default(),
             admin_token: Mutex::new(admin_token),
             config_text: Mutex::new(config_text),
@@ -161,13 +169,14 @@ impl Server {
             swap: Mutex::new(()),
             config_path,
             started: std::time::Instant::now(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             tracker: TaskTracker::new(),
             listeners: Mutex::new(BTreeMap::new()),
             admin: Mutex::new(None),
         });
         shared.probes.sync(&shared.snapshot, &shared.shutdown);
         crate::health::probe::spawn_ticker(shared.snapshot.clone(), shared.shutdown.clone());
+        crate::discovery::spawn_applier(&shared, shared.shutdown.clone());
         for (name, socket) in sockets {
             shared.start_listener(name, socket)?;
         }
@@ -401,10 +410,12 @@ impl Shared {
     /// The reload transaction. Callers serialise it (`Reloads` holds a lock around it).
     pub(crate) fn apply(self: &Arc<Self>, config: Config) -> Result<ReloadPlan, Error> {
         let _swap = lock(&self.swap);
-        let config = self.with_weight_overrides(config);
         let current = self.snapshot.load_full();
         let admin_token = read_admin_token(&config)?;
-        let plan = diff(&current.config, &config);
+        // Compare with the config as loaded: the snapshot's also holds discovered backends
+        // and runtime weight overrides.
+        let loaded = self.discovery.base();
+        let plan = diff(loaded.as_deref().unwrap_or(&current.config), &config);
 
         // 1. Bind every new socket first; dropping `fresh` on error closes them again.
         let mut fresh = Vec::new();
@@ -417,8 +428,13 @@ impl Shared {
             _ => None,
         };
 
-        // 2. Swap: from here on every new connection and request sees the new config.
-        let next = Snapshot::build(Arc::new(config), Some(&current));
+        // 2. Swap: from here on every new connection and request sees the new config, with
+        // the discovered backends of the sources that stay merged in.
+        self.discovery.sync(&config, &self.shutdown);
+        let config = Arc::new(config);
+        self.discovery.set_base(Arc::clone(&config));
+        let effective = self.with_weight_overrides(self.discovery.merge(&config));
+        let next = Snapshot::build(Arc::new(effective), Some(&current));
         self.snapshot.store(Arc::new(next));
         *lock(&self.admin_token) = admin_token;
         self.probes.sync(&self.snapshot, &self.shutdown);
@@ -442,6 +458,28 @@ impl Shared {
             }
         }
         Ok(plan)
+    }
+
+    /// Rebuilds the snapshot after a discovered set changed: the running config plus every
+    /// discovered set, state kept by identity. Callers serialise it with reloads.
+    pub(crate) fn apply_discovered(&self) {
+        let _swap = lock(&self.swap);
+        let current = self.snapshot.load_full();
+        let Some(next_config) = self.discovery.effective() else {
+            return;
+        };
+        let next_config = self.with_weight_overrides(next_config);
+        if next_config == *current.config {
+            return;
+        }
+        let plan = diff(&current.config, &next_config);
+        info!(
+            "discovery: {}",
+            plan.to_string().trim_end().replace('\n', "; ")
+        );
+        let next = Snapshot::build(Arc::new(next_config), Some(&current));
+        self.snapshot.store(Arc::new(next));
+        self.probes.sync(&self.snapshot, &self.shutdown);
     }
 
     fn start_listener(&self, name: String, socket: TcpListener) -> Result<(), Error> {

@@ -32,6 +32,8 @@ pub struct PoolChange {
     pub backends_reweighted: Vec<(SocketAddr, u32, u32)>,
     /// Algorithm or timeouts changed.
     pub settings_changed: bool,
+    /// Discovery sources added, removed or changed: their tasks restart.
+    pub discovery_changed: bool,
 }
 
 impl ReloadPlan {
@@ -104,6 +106,7 @@ fn pool_change(old: &PoolConfig, new: &PoolConfig) -> PoolChange {
     let mut change = PoolChange {
         pool: new.name.clone(),
         settings_changed: old.algorithm != new.algorithm || old.timeouts != new.timeouts,
+        discovery_changed: old.discovery != new.discovery,
         ..PoolChange::default()
     };
     for backend in &new.backends {
@@ -187,6 +190,12 @@ impl fmt::Display for ReloadPlan {
                 writeln!(
                     f,
                     "pool {pool}: algorithm or timeouts changed (backend state kept)"
+                )?;
+            }
+            if change.discovery_changed {
+                writeln!(
+                    f,
+                    "pool {pool}: discovery sources changed (their watchers restart)"
                 )?;
             }
         }

@@ -175,7 +175,9 @@ pub struct RawPool {
     /// `v1` or `v2`: write a PROXY protocol header on each new upstream connection.
     pub send_proxy: Option<Text>,
     pub sticky: Option<Spanned<RawSticky>>,
-    pub backends: Spanned<Vec<Spanned<RawBackend>>>,
+    /// Optional when `discovery` is set; discovered backends merge with these.
+    pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+    pub discovery: Option<Spanned<super::discovery::RawDiscovery>>,
     pub timeouts: Option<RawPoolTimeouts>,
     pub health_check: Option<Spanned<RawHealthCheck>>,
     pub outlier: Option<RawOutlier>,

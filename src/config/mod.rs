@@ -6,6 +6,7 @@
 
 mod algorithm;
 pub mod diff;
+pub mod discovery;
 mod duration;
 pub mod file;
 pub mod health;
@@ -116,7 +117,11 @@ pub struct PoolConfig {
     pub send_proxy: Option<SendProxy>,
     /// Cookie-based session affinity (HTTP only; a TCP listener ignores it).
     pub sticky: Option<StickyConfig>,
+    /// The static backends of the file; discovered ones are merged in by `crate::discovery`
+    /// before the snapshot is built.
     pub backends: Vec<BackendConfig>,
+    /// Discovery sources (at most one of each kind); empty without `discovery:`.
+    pub discovery: Vec<discovery::DiscoverySource>,
     pub timeouts: PoolTimeouts,
     pub health: health::HealthPolicy,
     pub resilience: resilience::Resilience,
@@ -155,14 +160,14 @@ impl Config {
 
     /// Parses and validates YAML text; `file` only labels error messages.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let raw = parse_raw(text, file)?;
+        let raw: RawConfig = parse_raw(text, file)?;
         Validator { text, file }.config(raw)
     }
 }
 
 /// Runs serde over the text, keeping the field path of a failure (serde-saphyr gives the
 /// line and column; `serde_path_to_error` gives the path).
-fn parse_raw(text: &str, file: &str) -> Result<RawConfig, ConfigError> {
+fn parse_raw<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {
     let mut failed_path = String::new();
     let result = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
         serde_path_to_error::deserialize(deserializer).map_err(|error| {
@@ -444,23 +449,95 @@ impl Validator<'_> {
 
     fn pool(&self, name: &str, raw: RawPool) -> Result<PoolConfig, ConfigError> {
         let path = format!("pools.{name}");
-        check_name(name)
-            .map_err(|message| self.error_at(raw.backends.referenced, path.clone(), message))?;
+        let located = raw.backends.as_ref().map(|b| b.referenced);
+        let located = located.or(raw.discovery.as_ref().map(|d| d.referenced));
+        check_name(name).map_err(|message| match located {
+            Some(at) => self.error_at(at, path.clone(), message),
+            None => make_error(self.text, self.file, None, path.clone(), message),
+        })?;
         let algorithm = self.algorithm(&path, &raw)?;
         let sticky = self.sticky(&path, raw.sticky.as_ref())?;
         let health = self.health(&path, &raw)?;
         let resilience = self.resilience(&path, &raw)?;
-        if raw.backends.value.is_empty() {
-            return Err(self.error_at(
-                raw.backends.referenced,
-                format!("{path}.backends"),
-                "empty pool: list at least one backend".into(),
-            ));
-        }
-        let mut backends = Vec::with_capacity(raw.backends.value.len());
+        let discovery = match &raw.discovery {
+            None => Vec::new(),
+            Some(discovery) => self.discovery(&path, discovery)?,
+        };
+        let backends = match &raw.backends {
+            None if discovery.is_empty() => {
+                return Err(make_error(
+                    self.text,
+                    self.file,
+                    None,
+                    path,
+                    "needs backends, discovery, or both".into(),
+                ));
+            }
+            None => Vec::new(),
+            // With discovery, an empty static list is fine: the sources fill the pool.
+            Some(list) if list.value.is_empty() && discovery.is_empty() => {
+                return Err(self.error_at(
+                    list.referenced,
+                    format!("{path}.backends"),
+                    "empty pool: list at least one backend (or add discovery)".into(),
+                ));
+            }
+            Some(list) => self.backends(
+                &format!("{path}.backends"),
+                &list.value,
+                resilience.limits.max_requests_per_backend,
+            )?,
+        };
+        let timeouts = raw.timeouts.as_ref();
+        Ok(PoolConfig {
+            name: name.to_owned(),
+            algorithm,
+            sticky,
+            health,
+            backends,
+            discovery,
+            timeouts: PoolTimeouts {
+                connect: self.duration(
+                    timeouts.and_then(|t| t.connect.as_ref()),
+                    &format!("{path}.timeouts.connect"),
+                    DEFAULT_CONNECT_TIMEOUT,
+                )?,
+                response: self.duration(
+                    timeouts.and_then(|t| t.response.as_ref()),
+                    &format!("{path}.timeouts.response"),
+                    DEFAULT_RESPONSE_TIMEOUT,
+                )?,
+                idle: self.duration(
+                    timeouts.and_then(|t| t.idle.as_ref()),
+                    &format!("{path}.timeouts.idle"),
+                    DEFAULT_IDLE_TIMEOUT,
+                )?,
+                total: match timeouts.and_then(|t| t.total.as_ref()) {
+                    None => None,
+                    Some(text) => Some(self.duration(
+                        Some(text),
+                        &format!("{path}.timeouts.total"),
+                        Duration::ZERO,
+                    )?),
+                },
+            },
+            resilience,
+            send_proxy: self.send_proxy(&path, raw.send_proxy.as_ref())?,
+        })
+    }
+
+    /// Validates a backend list (`pools.X.backends`, or a discovery file when `path` is
+    /// empty). `default_max` is the pool's `limits.max_requests_per_backend`.
+    fn backends(
+        &self,
+        path: &str,
+        entries: &[Spanned<file::RawBackend>],
+        default_max: Option<u32>,
+    ) -> Result<Vec<BackendConfig>, ConfigError> {
+        let mut backends = Vec::with_capacity(entries.len());
         let mut seen = HashSet::new();
-        for (index, entry) in raw.backends.value.iter().enumerate() {
-            let entry_path = format!("{path}.backends[{index}]");
+        for (index, entry) in entries.iter().enumerate() {
+            let entry_path = format!("{path}[{index}]");
             let address = parse_socket_addr(&entry.value.address).map_err(|message| {
                 self.error_at(entry.referenced, format!("{entry_path}.address"), message)
             })?;
@@ -491,44 +568,10 @@ impl Validator<'_> {
                 address,
                 weight,
                 // `limits.max_requests_per_backend` is the pool-wide default.
-                max_connections: max_connections.or(resilience.limits.max_requests_per_backend),
+                max_connections: max_connections.or(default_max),
             });
         }
-        let timeouts = raw.timeouts.as_ref();
-        Ok(PoolConfig {
-            name: name.to_owned(),
-            algorithm,
-            sticky,
-            health,
-            backends,
-            timeouts: PoolTimeouts {
-                connect: self.duration(
-                    timeouts.and_then(|t| t.connect.as_ref()),
-                    &format!("{path}.timeouts.connect"),
-                    DEFAULT_CONNECT_TIMEOUT,
-                )?,
-                response: self.duration(
-                    timeouts.and_then(|t| t.response.as_ref()),
-                    &format!("{path}.timeouts.response"),
-                    DEFAULT_RESPONSE_TIMEOUT,
-                )?,
-                idle: self.duration(
-                    timeouts.and_then(|t| t.idle.as_ref()),
-                    &format!("{path}.timeouts.idle"),
-                    DEFAULT_IDLE_TIMEOUT,
-                )?,
-                total: match timeouts.and_then(|t| t.total.as_ref()) {
-                    None => None,
-                    Some(text) => Some(self.duration(
-                        Some(text),
-                        &format!("{path}.timeouts.total"),
-                        Duration::ZERO,
-                    )?),
-                },
-            },
-            resilience,
-            send_proxy: self.send_proxy(&path, raw.send_proxy.as_ref())?,
-        })
+        Ok(backends)
     }
 
     fn socket_addr(&self, text: &Text, path: String) -> Result<SocketAddr, ConfigError> {

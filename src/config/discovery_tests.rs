@@ -1,0 +1,108 @@
+//! Unit tests of discovery settings and of the discovery backend file parser.
+
+use super::super::Config;
+use super::*;
+
+const HEAD: &str = "listeners:\n  web: {bind: '127.0.0.1:0', pool: app}\npools:\n  app:\n";
+
+fn parse(pool: &str) -> Result<Config, ConfigError> {
+    Config::parse(&format!("{HEAD}{pool}"), "t.yaml")
+}
+
+#[test]
+fn every_source_parses_with_defaults_and_backends_become_optional() {
+    let config = parse(
+        "    discovery:\n      dns: {name: _http._tcp.api.service.consul, server: '127.0.0.1:8600'}\n      file: /etc/sluice/legacy.yaml\n      etcd: {endpoints: ['http://127.0.0.1:2379'], prefix: /services/app/}\n",
+    )
+    .unwrap();
+    let pool = &config.pools["app"];
+    assert!(pool.backends.is_empty());
+    let [
+        DiscoverySource::Dns(dns),
+        DiscoverySource::File(file),
+        DiscoverySource::Etcd(etcd),
+    ] = &pool.discovery[..]
+    else {
+        panic!("three sources: {:?}", pool.discovery);
+    };
+    assert_eq!(dns.server, Some("127.0.0.1:8600".parse().unwrap()));
+    assert_eq!(
+        (dns.port, dns.refresh, dns.max_stale),
+        (None, DEFAULT_DNS_REFRESH, None)
+    );
+    assert_eq!(file.path, PathBuf::from("/etc/sluice/legacy.yaml"));
+    assert_eq!(etcd.prefix, "/services/app/");
+}
+
+#[test]
+fn a_bare_dns_server_ip_means_port_53() {
+    let config = parse("    discovery:\n      dns: {name: api.test, port: 80, server: 10.0.0.2, refresh: 10s, max_stale: 5m}\n").unwrap();
+    let DiscoverySource::Dns(dns) = &config.pools["app"].discovery[0] else {
+        panic!()
+    };
+    assert_eq!(dns.server, Some("10.0.0.2:53".parse().unwrap()));
+    assert_eq!(dns.max_stale, Some(Duration::from_secs(300)));
+}
+
+#[test]
+fn refused_discovery_settings_name_their_field() {
+    let neither = parse("    algorithm: round_robin\n").unwrap_err();
+    assert_eq!(neither.path, "pools.app");
+    assert!(neither.message.contains("backends, discovery"), "{neither}");
+
+    let cases = [
+        ("    discovery: {}\n", "pools.app.discovery", "no source"),
+        (
+            "    discovery:\n      etcd: {endpoints: ['https://e:2379'], prefix: /a/}\n",
+            "pools.app.discovery.etcd.endpoints[0]",
+            "http://",
+        ),
+        (
+            "    discovery:\n      etcd: {endpoints: ['http://e:2379'], prefix: /services/app}\n",
+            "pools.app.discovery.etcd.prefix",
+            "trailing slash",
+        ),
+        (
+            "    discovery:\n      dns: {name: a.test, port: 80, refresh: 100ms}\n",
+            "pools.app.discovery.dns.refresh",
+            "at least 1s",
+        ),
+        (
+            "    discovery:\n      dns: {name: a.test, server: 'not an ip'}\n",
+            "pools.app.discovery.dns.server",
+            "invalid DNS server",
+        ),
+        (
+            "    discovery:\n      dns: {name: a.test, ttl: 5s}\n",
+            "pools.app.discovery.dns.ttl",
+            "unknown field",
+        ),
+    ];
+    for (pool, path, message) in cases {
+        let error = parse(pool).unwrap_err();
+        assert_eq!(error.path, path, "{error}");
+        assert!(error.message.contains(message), "{error}");
+        assert!(error.position.is_some() || path == "pools.app", "{error}");
+    }
+}
+
+#[test]
+fn backend_file_uses_the_backends_syntax_and_points_at_errors() {
+    let backends = parse_backend_file(
+        "- 10.0.0.1:80\n- {address: 10.0.0.2:80, weight: 3}\n",
+        "b.yaml",
+    )
+    .unwrap();
+    assert_eq!(backends.len(), 2);
+    assert_eq!(backends[1].weight, 3);
+    assert!(parse_backend_file("[]\n", "b.yaml").unwrap().is_empty());
+
+    let error = parse_backend_file("- 10.0.0.1:80\n- 10.0.0.2\n", "b.yaml").unwrap_err();
+    assert_eq!(error.path, "[1].address");
+    assert!(error.to_string().starts_with("b.yaml:2:3: "), "{error}");
+    let error = parse_backend_file("- {address: 10.0.0.1:80, wieght: 2}\n", "b.yaml").unwrap_err();
+    assert!(error.message.contains("unknown field"), "{error}");
+    assert!(error.position.is_some(), "{error}");
+    let error = parse_backend_file("  \n", "b.yaml").unwrap_err();
+    assert!(error.message.contains("empty file"), "{error}");
+}

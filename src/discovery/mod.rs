@@ -1,0 +1,317 @@
+//! Service discovery: one task per pool source (`dns.rs`, `file.rs`, `etcd.rs`) publishes the
+//! backends it currently sees into the registry here; the registry merges them with the
+//! static backends of the running config into the config the snapshot is built from.
+//!
+//! The tasks never touch the snapshot. A publish that changes a set wakes the one applier
+//! task (`spawn_applier`), which takes the reload lock (`Reloads::apply_discovered`) and
+//! rebuilds through the same `Snapshot::build(.., Some(&current))` path as a reload: backend
+//! state is kept by `(pool, address)`, removed backends drain, open connections stay. A config
+//! reload goes through the same lock and merges the registry too, so the two never race and
+//! neither undoes the other.
+//!
+//! Every source is advisory: a failure (unreachable registry, DNS error, broken file) keeps the
+//! last good set and is reported in `/status` and `sluice_discovery_updates_total`.
+//! Imports `config`, `metrics` and `server` (the applier); the proxy never sees this module.
+
+pub mod dns;
+pub mod etcd;
+pub mod file;
+
+use crate::config::discovery::{DiscoverySource, SourceKind};
+use crate::config::{BackendConfig, Config};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+type SourceKey = (String, SourceKind);
+
+/// The registry of discovered backends and the tasks that feed it.
+#[derive(Default)]
+pub struct Discovery {
+    inner: Mutex<Inner>,
+    /// The config as loaded from the file (before merging); the last one applied.
+    base: Mutex<Option<Arc<Config>>>,
+    /// Woken by every publish that changed a set; `notify_one` keeps a permit, so a change
+    /// published while the applier is busy is not lost.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    next_id: u64,
+    sources: BTreeMap<SourceKey, Running>,
+}
+
+struct Running {
+    /// Publishes from a task that was stopped (its settings changed) carry an old id and are
+    /// ignored, so a late answer of a removed source cannot come back.
+    id: u64,
+    config: DiscoverySource,
+    stop: CancellationToken,
+    backends: Vec<BackendConfig>,
+    status: SourceStatus,
+}
+
+/// One source's state, as `/status` shows it under each pool.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    pub source: &'static str,
+    pub target: String,
+    /// Backends this source contributes now.
+    pub backends: usize,
+    /// Unix seconds of the last successful read (`null`: none yet).
+    pub last_update: Option<f64>,
+    /// The last failure, kept until the next success.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<f64>,
+    /// Successful reads and failures since the source started.
+    pub updates: u64,
+    pub failures: u64,
+}
+
+/// What a source task holds to report to the registry.
+#[derive(Clone)]
+pub struct Publisher {
+    discovery: Weak<Discovery>,
+    pool: String,
+    kind: SourceKind,
+    id: u64,
+}
+
+impl Publisher {
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    /// A successful read: `backends` is the source's complete current set.
+    pub fn publish(&self, mut backends: Vec<BackendConfig>) {
+        backends.sort_by_key(|b| b.address);
+        backends.dedup_by_key(|b| b.address);
+        self.metric("success");
+        self.update(|running| {
+            running.status.last_update = Some(unix_now());
+            running.status.last_error = None;
+            running.status.updates += 1;
+            running.status.backends = backends.len();
+            let changed = running.backends != backends;
+            running.backends = backends;
+            changed
+        });
+    }
+
+    /// A failed read: the last good set stays.
+    pub fn fail(&self, error: &str) {
+        self.metric("failure");
+        self.update(|running| {
+            if running.status.last_error.as_deref() != Some(error) {
+                warn!(pool = %self.pool, source = self.kind.as_str(), %error,
+                    "discovery failed; keeping the last known backends");
+            }
+            running.status.last_error = Some(error.to_owned());
+            running.status.last_error_at = Some(unix_now());
+            running.status.failures += 1;
+            false
+        });
+    }
+
+    /// Drops the set (DNS `max_stale` passed): the pool keeps only its other backends.
+    pub fn withdraw(&self, reason: &str) {
+        self.update(|running| {
+            let changed = !running.backends.is_empty();
+            if changed {
+                warn!(pool = %self.pool, source = self.kind.as_str(), reason,
+                    "discovered backends withdrawn");
+            }
+            running.backends.clear();
+            running.status.backends = 0;
+            changed
+        });
+    }
+
+    fn metric(&self, result: &'static str) {
+        crate::metrics::discovery_update(&self.pool, self.kind.as_str(), result);
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Running) -> bool) {
+        let Some(discovery) = self.discovery.upgrade() else {
+            return;
+        };
+        let changed = {
+            let mut inner = lock(&discovery.inner);
+            match inner.sources.get_mut(&(self.pool.clone(), self.kind)) {
+                Some(running) if running.id == self.id => change(running),
+                _ => false,
+            }
+        };
+        if changed {
+            discovery.changed.notify_one();
+        }
+    }
+}
+
+impl Discovery {
+    /// Starts, restarts and stops source tasks so they match `config`. A source whose
+    /// settings are unchanged keeps running and keeps its set; a removed or changed one is
+    /// stopped and its set dropped at once (the next snapshot no longer has its backends).
+    pub fn sync(self: &Arc<Self>, config: &Config, shutdown: &CancellationToken) {
+        let wanted: BTreeMap<SourceKey, &DiscoverySource> = config
+            .pools
+            .values()
+            .flat_map(|pool| {
+                pool.discovery
+                    .iter()
+                    .map(|source| ((pool.name.clone(), source.kind()), source))
+            })
+            .collect();
+        let mut inner = lock(&self.inner);
+        inner.sources.retain(|key, running| {
+            let keep = wanted.get(key) == Some(&&running.config);
+            if !keep {
+                info!(pool = %key.0, source = key.1.as_str(), "discovery source stopped");
+                running.stop.cancel();
+            }
+            keep
+        });
+        for (key, source) in wanted {
+            if inner.sources.contains_key(&key) {
+                continue;
+            }
+            inner.next_id += 1;
+            let id = inner.next_id;
+            let stop = shutdown.child_token();
+            let publisher = Publisher {
+                discovery: Arc::downgrade(self),
+                pool: key.0.clone(),
+                kind: key.1,
+                id,
+            };
+            info!(pool = %key.0, source = key.1.as_str(), target = %source.target(),
+                "discovery source started");
+            match source {
+                DiscoverySource::Dns(dns) => {
+                    tokio::spawn(dns::run(dns.clone(), publisher, stop.clone()));
+                }
+                DiscoverySource::File(file) => {
+                    tokio::spawn(file::run(file.clone(), publisher, stop.clone()));
+                }
+                DiscoverySource::Etcd(etcd) => {
+                    tokio::spawn(etcd::run(etcd.clone(), publisher, stop.clone()));
+                }
+            }
+            let status = SourceStatus {
+                source: key.1.as_str(),
+                target: source.target(),
+                backends: 0,
+                last_update: None,
+                last_error: None,
+                last_error_at: None,
+                updates: 0,
+                failures: 0,
+            };
+            inner.sources.insert(
+                key,
+                Running {
+                    id,
+                    config: source.clone(),
+                    stop,
+                    backends: Vec::new(),
+                    status,
+                },
+            );
+        }
+    }
+
+    /// Records the config just applied, as loaded (the reload transaction calls it).
+    pub fn set_base(&self, config: Arc<Config>) {
+        *lock(&self.base) = Some(config);
+    }
+
+    /// The config last applied, as loaded (`None` before the first).
+    pub fn base(&self) -> Option<Arc<Config>> {
+        lock(&self.base).clone()
+    }
+
+    /// The running config with the discovered backends merged in (see `merge`).
+    pub fn effective(&self) -> Option<Config> {
+        self.base().map(|base| self.merge(&base))
+    }
+
+    /// `base` (the config as loaded) with every pool's discovered backends appended. A static
+    /// backend wins over a discovered one with the same address (its weight and limit apply),
+    /// and sources are merged in a fixed order (dns, file, etcd).
+    pub fn merge(&self, base: &Config) -> Config {
+        let inner = lock(&self.inner);
+        let mut merged = base.clone();
+        for ((pool_name, _), running) in &inner.sources {
+            let Some(pool) = merged.pools.get_mut(pool_name) else {
+                continue;
+            };
+            let default_max = pool.resilience.limits.max_requests_per_backend;
+            let mut present: HashSet<_> = pool.backends.iter().map(|b| b.address).collect();
+            for backend in &running.backends {
+                if present.insert(backend.address) {
+                    pool.backends.push(BackendConfig {
+                        max_connections: backend.max_connections.or(default_max),
+                        ..backend.clone()
+                    });
+                }
+            }
+        }
+        merged
+    }
+
+    /// Every source's status, by pool.
+    pub fn status(&self) -> BTreeMap<String, Vec<SourceStatus>> {
+        let inner = lock(&self.inner);
+        let mut out: BTreeMap<String, Vec<SourceStatus>> = BTreeMap::new();
+        for ((pool, _), running) in &inner.sources {
+            out.entry(pool.clone())
+                .or_default()
+                .push(running.status.clone());
+        }
+        out
+    }
+
+    /// Resolves when a source published a changed set since the last call.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
+/// Runs the applier until `shutdown`: each change of a discovered set rebuilds the snapshot
+/// under the reload lock. Bursts coalesce: one rebuild reads every set published so far.
+pub fn spawn_applier(shared: &Arc<crate::server::Shared>, shutdown: CancellationToken) {
+    let discovery = Arc::clone(&shared.discovery);
+    let shared = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = discovery.changed() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            shared.reloads.apply_discovered(&shared).await;
+        }
+    });
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests;
