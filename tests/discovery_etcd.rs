@@ -100,9 +100,15 @@ impl Drop for Etcd {
     }
 }
 
+/// A free loopback TCP port below the ephemeral range (32768+), so no outgoing connection of
+/// a parallel test can take it while etcd restarts on it.
 fn free_port() -> u16 {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
+    loop {
+        let port = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// `wait_until` for a condition that needs I/O.
