@@ -26,6 +26,7 @@ pub const TIMEOUTS_TOTAL: &str = "sluice_timeouts_total";
 pub const LISTENER_CONNECTIONS_TOTAL: &str = "sluice_listener_connections_total";
 pub const LISTENER_ACTIVE_CONNECTIONS: &str = "sluice_listener_active_connections";
 pub const REQUEST_DURATION: &str = "sluice_http_request_duration_seconds";
+pub const LISTENER_BYTES: &str = "sluice_listener_bytes_total";
 pub const RESPONSES_TOTAL: &str = "sluice_backend_responses_total";
 pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "sluice_retry_budget_exhausted_total";
 pub const DISCOVERY_UPDATES_TOTAL: &str = "sluice_discovery_updates_total";
@@ -174,4 +175,10 @@ pub fn discovery_update(pool: &str, source: &'static str, result: &'static str) 
         "result" => result
     )
     .increment(1);
+}
+
+/// The listener's byte counters, (in, out): client to backend, backend to client.
+pub fn listener_bytes(listener: &str) -> (metrics::Counter, metrics::Counter) {
+    let counter = |direction: &'static str| metrics::counter!(LISTENER_BYTES, "listener" => listener.to_owned(), "direction" => direction);
+    (counter("in"), counter("out"))
 }

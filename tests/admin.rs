@@ -99,6 +99,12 @@ async fn broken_config_is_refused_reported_and_counted_while_the_old_one_serves(
         metrics.contains("sluice_listener_active_connections{listener=\"web\"}"),
         "{metrics}"
     );
+    let bytes_out: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("sluice_listener_bytes_total{listener=\"web\",direction=\"out\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("bytes out in\n{metrics}"));
+    assert!(bytes_out >= "backend second".len() as f64, "{bytes_out}");
 }
 
 async fn reload_failures(admin: SocketAddr) -> u64 {

@@ -19,6 +19,8 @@ pub struct BodyLimits {
     pub total_deadline: Option<Instant>,
     /// For the timeout metric's label.
     pub pool: std::sync::Arc<str>,
+    /// The listener's bytes-out counter.
+    pub bytes_out: metrics::Counter,
 }
 
 #[derive(Debug)]
@@ -138,10 +140,15 @@ impl Body for ProxyBody {
                     if let Some(timer) = &mut this.timer {
                         timer.armed_at = None;
                     }
-                    if let (Some(log), Some(Ok(frame))) = (&mut this.log, &frame)
+                    if let Some(Ok(frame)) = &frame
                         && let Some(data) = frame.data_ref()
                     {
-                        log.record.bytes_out += data.len() as u64;
+                        if let Some(timer) = &this.timer {
+                            timer.limits.bytes_out.increment(data.len() as u64);
+                        }
+                        if let Some(log) = &mut this.log {
+                            log.record.bytes_out += data.len() as u64;
+                        }
                     }
                     Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
                 }

@@ -49,6 +49,9 @@ struct ConnContext {
     tunnels: TaskTracker,
     /// Time to response headers, per listener (a handle, so no label lookup per request).
     duration: metrics::Histogram,
+    /// Body bytes from clients and to clients, per listener.
+    bytes_in: metrics::Counter,
+    bytes_out: metrics::Counter,
     /// Where this connection's requests are logged (resolved when it was accepted).
     access_log: Option<(Arc<access_log::Sink>, access_log::Format)>,
 }
@@ -96,6 +99,7 @@ pub async fn serve_connection(
     };
     let activity = Arc::new(ConnActivity::default());
     let io = TokioIo::new(TimedIo::new(stream, Arc::clone(&activity), timeouts));
+    let (bytes_in, bytes_out) = crate::metrics::listener_bytes(&listener);
     let tunnels = TaskTracker::new();
     let context = Arc::new(ConnContext {
         client,
@@ -105,6 +109,8 @@ pub async fn serve_connection(
         stop: shutdown.clone(),
         tunnels: tunnels.clone(),
         duration: metrics::histogram!(crate::metrics::REQUEST_DURATION, "listener" => listener.to_string()),
+        bytes_in,
+        bytes_out,
         access_log,
         listener,
     });
@@ -230,7 +236,7 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
             path = &stripped;
         }
     }
-    let body = match Prepared::from_request(body, &parts.headers).await {
+    let body = match Prepared::from_request(body, &parts.headers, &context.bytes_in).await {
         Ok(body) => body,
         Err(error) => {
             debug!(client = %context.client, %error, "client body failed");
@@ -278,6 +284,7 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
                 idle: pool.config.timeouts.idle,
                 total_deadline: pool.config.timeouts.total.map(|total| started + total),
                 pool: Arc::clone(&pool.name),
+                bytes_out: context.bytes_out.clone(),
             };
             parts.extensions.insert(Served {
                 pool: Arc::clone(&pool.name),

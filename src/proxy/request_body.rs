@@ -15,7 +15,8 @@ pub const REPLAY_LIMIT: u64 = 64 * 1024;
 
 #[derive(Debug)]
 pub enum RequestBody {
-    Stream(Incoming),
+    /// Streamed from the client; each chunk is counted in the listener's bytes-in counter.
+    Stream(Incoming, metrics::Counter),
     Replay(Option<Bytes>),
 }
 
@@ -24,13 +25,18 @@ pub enum Prepared {
     /// Can be sent any number of times.
     Replayable(Bytes),
     /// Sent once, as it streams; not retried after it was handed to a backend.
-    Streaming(Option<Incoming>),
+    Streaming(Option<(Incoming, metrics::Counter)>),
 }
 
 impl Prepared {
     /// Buffers bodies known to be small (or empty); streams the rest. `Err` when the client's
     /// body fails while being buffered.
-    pub async fn from_request(body: Incoming, headers: &HeaderMap) -> Result<Prepared, String> {
+    /// `bytes_in` counts the body's bytes (once, however many tries send it).
+    pub async fn from_request(
+        body: Incoming,
+        headers: &HeaderMap,
+        bytes_in: &metrics::Counter,
+    ) -> Result<Prepared, String> {
         if body.is_end_stream() {
             return Ok(Prepared::Replayable(Bytes::new()));
         }
@@ -44,9 +50,11 @@ impl Prepared {
                     .collect()
                     .await
                     .map_err(|e| format!("reading the request body failed: {e}"))?;
-                Ok(Prepared::Replayable(collected.to_bytes()))
+                let bytes = collected.to_bytes();
+                bytes_in.increment(bytes.len() as u64);
+                Ok(Prepared::Replayable(bytes))
             }
-            _ => Ok(Prepared::Streaming(Some(body))),
+            _ => Ok(Prepared::Streaming(Some((body, bytes_in.clone())))),
         }
     }
 
@@ -56,7 +64,9 @@ impl Prepared {
             Prepared::Replayable(bytes) => Some(RequestBody::Replay(
                 (!bytes.is_empty()).then(|| bytes.clone()),
             )),
-            Prepared::Streaming(body) => body.take().map(RequestBody::Stream),
+            Prepared::Streaming(body) => body
+                .take()
+                .map(|(body, counter)| RequestBody::Stream(body, counter)),
         }
     }
 
@@ -74,7 +84,15 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            RequestBody::Stream(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Stream(body, bytes_in) => {
+                let frame = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &frame
+                    && let Some(data) = frame.data_ref()
+                {
+                    bytes_in.increment(data.len() as u64);
+                }
+                frame
+            }
             RequestBody::Replay(data) => {
                 Poll::Ready(data.take().map(|bytes| Ok(Frame::data(bytes))))
             }
@@ -83,14 +101,14 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Stream(body) => body.is_end_stream(),
+            RequestBody::Stream(body, _) => body.is_end_stream(),
             RequestBody::Replay(data) => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Stream(body) => body.size_hint(),
+            RequestBody::Stream(body, _) => body.size_hint(),
             RequestBody::Replay(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             RequestBody::Replay(None) => SizeHint::with_exact(0),
         }

@@ -56,6 +56,9 @@ pub async fn serve_connection(
     let backend_address = backend.address;
     match splice(client, upstream, limits, &stop).await {
         SpliceEnd::Closed(Ok((sent, received))) => {
+            let (bytes_in, bytes_out) = crate::metrics::listener_bytes(&listener);
+            bytes_in.increment(sent);
+            bytes_out.increment(received);
             debug!(%peer, backend = %backend_address, sent, received, "tcp session closed");
         }
         SpliceEnd::Closed(Err(error)) => {
