@@ -49,11 +49,20 @@ impl Dnsmasq {
         dnsmasq
     }
 
-    /// Waits until dnsmasq holds its port (our own bind then fails), so queries never race
-    /// its start-up; fails if it exited instead.
+    /// Waits until dnsmasq holds its UDP port (read from /proc/net/udp, without touching the
+    /// port: a probe bind could make dnsmasq's own bind fail), so queries never race its
+    /// start-up; fails if it exited instead.
     fn wait_listening(&mut self) {
         let deadline = std::time::Instant::now() + DEADLINE;
-        while std::net::UdpSocket::bind(("127.0.0.1", self.port)).is_ok() {
+        let needle = format!("0100007F:{:04X}", self.port);
+        loop {
+            let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+            if table
+                .lines()
+                .any(|line| line.split_whitespace().nth(1) == Some(needle.as_str()))
+            {
+                return;
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "dnsmasq exited with {status} before listening on {}",
