@@ -278,12 +278,12 @@ fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
 }
 
 fn run(path: &Path) -> Result<ExitCode> {
-    // Read once here for the thread count; the server reads the file itself so that the
-    // config it runs is the one a reload will compare against.
-    let threads = Config::load(path)?.runtime.worker_threads;
-    let runtime = runtime(threads)?;
+    // The runtime's thread count comes from the config, so the file is read before it starts,
+    // once; the server runs exactly that config.
+    let (config, text) = Config::load_with_text(path)?;
+    let runtime = runtime(config.runtime.worker_threads)?;
     runtime.block_on(async {
-        let server = Server::start_from_file(path).await?;
+        let server = Server::start_loaded(config, path, text).await?;
         let outcome = server.run_until_signal().await?;
         Ok(exit_code(outcome))
     })

@@ -115,11 +115,13 @@ impl Server {
 
     /// Loads `path`, starts, and remembers the path for SIGHUP, file watching and `POST /reload`.
     pub async fn start_from_file(path: &Path) -> Result<Server, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config = Config::parse(&text, &path.display().to_string())?;
+        let (config, text) = Config::load_with_text(path)?;
+        Server::start_loaded(config, path, text).await
+    }
+
+    /// Starts from a config already read from `path` (with its text), so a caller that needed
+    /// the config first (the thread count) does not read the file twice.
+    pub async fn start_loaded(config: Config, path: &Path, text: String) -> Result<Server, Error> {
         Server::start_inner(config, Some(path.to_path_buf()), Some(text)).await
     }
 

@@ -140,20 +140,6 @@ fn key(backend: SocketAddr) -> String {
     format!("{PREFIX}{backend}")
 }
 
-fn backends_of(sluice: &Server) -> BTreeSet<SocketAddr> {
-    sluice.snapshot().load().pools["app"]
-        .backends
-        .iter()
-        .map(|b| b.address)
-        .collect()
-}
-
-async fn wait_for(sluice: &Server, want: &[SocketAddr]) {
-    let want: BTreeSet<_> = want.iter().copied().collect();
-    let reached = wait_until(DEADLINE, || backends_of(sluice) == want).await;
-    assert!(reached, "backends {:?}, want {want:?}", backends_of(sluice));
-}
-
 /// Sends requests until one is answered by `name`; returns how long that took.
 async fn until_routed_to(web: SocketAddr, name: &str) -> Duration {
     let started = Instant::now();
@@ -197,7 +183,7 @@ async fn puts_deletes_and_lease_expiry_are_followed() {
     assert!(reweighted);
 
     client.delete(key(a.addr), None).await.unwrap();
-    wait_for(&sluice, &[]).await;
+    wait_for_backends(&sluice, "app", &[], DEADLINE).await;
     let before = a.requests();
     assert_eq!(
         get(web, "/").await.status(),
@@ -212,8 +198,8 @@ async fn puts_deletes_and_lease_expiry_are_followed() {
         .put(key(a.addr), "", Some(PutOptions::new().with_lease(lease)))
         .await
         .unwrap();
-    wait_for(&sluice, &[a.addr]).await;
-    wait_for(&sluice, &[]).await;
+    wait_for_backends(&sluice, "app", &[a.addr], DEADLINE).await;
+    wait_for_backends(&sluice, "app", &[], DEADLINE).await;
     eprintln!(
         "lease TTL 2s -> backend removed after {:?}",
         leased_at.elapsed()
@@ -236,7 +222,7 @@ async fn an_etcd_outage_keeps_the_set_and_changes_after_restart_are_picked_up() 
         .unwrap();
     let sluice = start(&etcd).await;
     let web = sluice.local_addr("web").unwrap();
-    wait_for(&sluice, &[a.addr]).await;
+    wait_for_backends(&sluice, "app", &[a.addr], DEADLINE).await;
 
     etcd.kill();
     let reported = wait_until(DEADLINE, || {
@@ -246,7 +232,11 @@ async fn an_etcd_outage_keeps_the_set_and_changes_after_restart_are_picked_up() 
     })
     .await;
     assert!(reported, "the outage shows in /status");
-    assert_eq!(backends_of(&sluice), BTreeSet::from([a.addr]), "set kept");
+    assert_eq!(
+        backend_addresses(&sluice, "app"),
+        BTreeSet::from([a.addr]),
+        "set kept"
+    );
     assert_eq!(body_text(&get(web, "/").await), "backend a");
 
     etcd.restart().await;
@@ -256,7 +246,7 @@ async fn an_etcd_outage_keeps_the_set_and_changes_after_restart_are_picked_up() 
         .put(key(b.addr), "", None)
         .await
         .unwrap();
-    wait_for(&sluice, &[a.addr, b.addr]).await;
+    wait_for_backends(&sluice, "app", &[a.addr, b.addr], DEADLINE).await;
     eprintln!(
         "etcd restarted -> change picked up after {:?}",
         restarted_at.elapsed()

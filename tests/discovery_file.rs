@@ -22,20 +22,6 @@ fn config_with_file(path: &Path, static_backends: &str) -> String {
     )
 }
 
-fn backends_of(sluice: &Server) -> BTreeSet<SocketAddr> {
-    sluice.snapshot().load().pools["app"]
-        .backends
-        .iter()
-        .map(|b| b.address)
-        .collect()
-}
-
-async fn wait_for_backends(sluice: &Server, want: &[SocketAddr]) {
-    let want: BTreeSet<SocketAddr> = want.iter().copied().collect();
-    let reached = wait_until(DEADLINE, || backends_of(sluice) == want).await;
-    assert!(reached, "backends {:?}, want {want:?}", backends_of(sluice));
-}
-
 async fn status(sluice: &Server) -> serde_json::Value {
     let response = get(sluice.admin_addr().unwrap(), "/status").await;
     serde_json::from_slice(response.body()).unwrap()
@@ -59,7 +45,7 @@ async fn backends_follow_the_file_and_a_broken_file_keeps_the_last_set() {
     write_file(&path, &format!("- {}\n", a.addr));
     let sluice = start_sluice(&config_with_file(&path, "")).await;
     let web = sluice.local_addr("web").unwrap();
-    wait_for_backends(&sluice, &[a.addr]).await;
+    wait_for_backends(&sluice, "app", &[a.addr], DEADLINE).await;
     assert_eq!(
         answered_by(web, 4).await,
         BTreeSet::from(["backend a".into()])
@@ -70,13 +56,13 @@ async fn backends_follow_the_file_and_a_broken_file_keeps_the_last_set() {
         &path,
         &format!("- {}\n- {{address: {}, weight: 2}}\n", a.addr, b.addr),
     );
-    wait_for_backends(&sluice, &[a.addr, b.addr]).await;
+    wait_for_backends(&sluice, "app", &[a.addr, b.addr], DEADLINE).await;
     let both = BTreeSet::from(["backend a".to_owned(), "backend b".to_owned()]);
     assert_eq!(answered_by(web, 6).await, both);
 
     // Removed: no new request reaches it.
     write_file(&path, &format!("- {}\n", b.addr));
-    wait_for_backends(&sluice, &[b.addr]).await;
+    wait_for_backends(&sluice, "app", &[b.addr], DEADLINE).await;
     let before = a.requests();
     assert_eq!(
         answered_by(web, 6).await,
@@ -101,7 +87,7 @@ async fn backends_follow_the_file_and_a_broken_file_keeps_the_last_set() {
         error.contains("backends.yaml:2:3: [1].address: invalid socket address"),
         "{error}"
     );
-    assert_eq!(backends_of(&sluice), BTreeSet::from([b.addr]));
+    assert_eq!(backend_addresses(&sluice, "app"), BTreeSet::from([b.addr]));
     assert_eq!(
         answered_by(web, 3).await,
         BTreeSet::from(["backend b".into()])
@@ -109,7 +95,7 @@ async fn backends_follow_the_file_and_a_broken_file_keeps_the_last_set() {
 
     // Fixed again: the error clears.
     write_file(&path, &format!("- {}\n- {}\n", a.addr, b.addr));
-    wait_for_backends(&sluice, &[a.addr, b.addr]).await;
+    wait_for_backends(&sluice, "app", &[a.addr, b.addr], DEADLINE).await;
     assert!(
         sluice.shared().discovery.status()["app"][0]
             .last_error
@@ -134,7 +120,7 @@ async fn static_and_discovered_backends_merge() {
     let static_list = format!("    backends: [{{address: {}, weight: 2}}]\n", fixed.addr);
     let sluice = start_sluice(&config_with_file(&path, &static_list)).await;
     let web = sluice.local_addr("web").unwrap();
-    wait_for_backends(&sluice, &[fixed.addr, found.addr]).await;
+    wait_for_backends(&sluice, "app", &[fixed.addr, found.addr], DEADLINE).await;
     let snapshot = sluice.snapshot().load();
     let pool = &snapshot.pools["app"];
     assert_eq!(
@@ -150,7 +136,7 @@ async fn static_and_discovered_backends_merge() {
 
     // Emptying the file leaves the static backend.
     write_file(&path, "[]\n");
-    wait_for_backends(&sluice, &[fixed.addr]).await;
+    wait_for_backends(&sluice, "app", &[fixed.addr], DEADLINE).await;
 }
 
 #[tokio::test]
@@ -161,7 +147,7 @@ async fn a_request_in_flight_survives_the_removal_of_its_backend() {
     write_file(&path, &format!("- {}\n", slow.addr));
     let sluice = start_sluice(&config_with_file(&path, "")).await;
     let web = sluice.local_addr("web").unwrap();
-    wait_for_backends(&sluice, &[slow.addr]).await;
+    wait_for_backends(&sluice, "app", &[slow.addr], DEADLINE).await;
     let state = sluice.snapshot().load().pools["app"].backends[0]
         .state
         .clone();
@@ -169,7 +155,7 @@ async fn a_request_in_flight_survives_the_removal_of_its_backend() {
     assert!(wait_until(DEADLINE, || slow.started.load(Ordering::SeqCst) == 1).await);
     assert_eq!(state.in_flight(), 1);
     write_file(&path, "[]\n");
-    wait_for_backends(&sluice, &[]).await;
+    wait_for_backends(&sluice, "app", &[], DEADLINE).await;
     let response = request.await.unwrap();
     assert_eq!(
         body_text(&response),
@@ -195,7 +181,7 @@ async fn a_reload_restarts_changed_sources_and_stops_removed_ones() {
     write_file(&second, &format!("- {}\n", b.addr));
     let static_list = format!("    backends: [{}]\n", fixed.addr);
     let sluice = start_sluice(&config_with_file(&first, &static_list)).await;
-    wait_for_backends(&sluice, &[fixed.addr, a.addr]).await;
+    wait_for_backends(&sluice, "app", &[fixed.addr, a.addr], DEADLINE).await;
     let kept = sluice.snapshot().load().pools["app"].backends[0]
         .state
         .clone();
@@ -206,7 +192,10 @@ async fn a_reload_restarts_changed_sources_and_stops_removed_ones() {
         .await
         .unwrap();
     assert!(plan.is_empty(), "{plan}");
-    assert_eq!(backends_of(&sluice), BTreeSet::from([fixed.addr, a.addr]));
+    assert_eq!(
+        backend_addresses(&sluice, "app"),
+        BTreeSet::from([fixed.addr, a.addr])
+    );
 
     // Changed source: restarted on the new file.
     let plan = sluice
@@ -217,14 +206,17 @@ async fn a_reload_restarts_changed_sources_and_stops_removed_ones() {
         plan.to_string().contains("discovery sources changed"),
         "{plan}"
     );
-    wait_for_backends(&sluice, &[fixed.addr, b.addr]).await;
+    wait_for_backends(&sluice, "app", &[fixed.addr, b.addr], DEADLINE).await;
 
     // Removed source: its backends leave with the reload; the static one keeps its state.
     let without = format!(
         "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\npools:\n  app:\n{static_list}"
     );
     sluice.reload(config(&without)).await.unwrap();
-    assert_eq!(backends_of(&sluice), BTreeSet::from([fixed.addr]));
+    assert_eq!(
+        backend_addresses(&sluice, "app"),
+        BTreeSet::from([fixed.addr])
+    );
     assert!(sluice.shared().discovery.status().is_empty());
     let state = &sluice.snapshot().load().pools["app"].backends[0].state;
     assert!(std::sync::Arc::ptr_eq(state, &kept));

@@ -151,11 +151,17 @@ pub struct PoolTimeouts {
 impl Config {
     /// Reads and validates a config file. Errors name the file, line, column and field path.
     pub fn load(path: &Path) -> Result<Config, Error> {
+        Config::load_with_text(path).map(|(config, _)| config)
+    }
+
+    /// Like `load`, also returning the file's text (served by the admin API's `/config`).
+    pub fn load_with_text(path: &Path) -> Result<(Config, String), Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(Config::parse(&text, &path.display().to_string())?)
+        let config = Config::parse(&text, &path.display().to_string())?;
+        Ok((config, text))
     }
 
     /// Parses and validates YAML text; `file` only labels error messages.

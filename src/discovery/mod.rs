@@ -72,6 +72,22 @@ pub struct SourceStatus {
     pub failures: u64,
 }
 
+impl SourceStatus {
+    /// A source that has not read anything yet.
+    pub fn new(source: &'static str, target: String) -> SourceStatus {
+        SourceStatus {
+            source,
+            target,
+            backends: 0,
+            last_update: None,
+            last_error: None,
+            last_error_at: None,
+            updates: 0,
+            failures: 0,
+        }
+    }
+}
+
 /// What a source task holds to report to the registry.
 #[derive(Clone)]
 pub struct Publisher {
@@ -201,16 +217,7 @@ impl Discovery {
                     tokio::spawn(etcd::run(etcd.clone(), publisher, stop.clone()));
                 }
             }
-            let status = SourceStatus {
-                source: key.1.as_str(),
-                target: source.target(),
-                backends: 0,
-                last_update: None,
-                last_error: None,
-                last_error_at: None,
-                updates: 0,
-                failures: 0,
-            };
+            let status = SourceStatus::new(key.1.as_str(), source.target());
             inner.sources.insert(
                 key,
                 Running {

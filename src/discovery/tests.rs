@@ -22,16 +22,7 @@ fn registry() -> (Arc<Discovery>, Publisher) {
         path: "/nonexistent/backends.yaml".into(),
     });
     let key = ("app".to_owned(), SourceKind::File);
-    let status = SourceStatus {
-        source: "file",
-        target: source.target(),
-        backends: 0,
-        last_update: None,
-        last_error: None,
-        last_error_at: None,
-        updates: 0,
-        failures: 0,
-    };
+    let status = SourceStatus::new("file", source.target());
     lock(&discovery.inner).sources.insert(
         key,
         Running {

@@ -182,21 +182,17 @@ pub async fn forward<'p>(
             policy.backoff_max,
             fastrand::f64(),
         );
-        let retry =
-            failure.retry_safe && attempt <= policy.attempts && time_left > wait && withdraw(pool);
-        if !retry {
-            if !failure.retry_safe || attempt > policy.attempts {
-                // Not retried by policy: a backend's own 502/503 goes back as it came.
-                if let Some(forwarded) = failure.response {
-                    return Ok(forwarded);
-                }
-            } else {
+        let allowed = failure.retry_safe && attempt <= policy.attempts && time_left > wait;
+        if !(allowed && withdraw(pool)) {
+            if allowed {
+                // Only the budget said no (not the policy or the deadline).
                 crate::metrics::retry_budget_exhausted(&pool.config.name);
-                if let Some(forwarded) = failure.response {
-                    return Ok(forwarded);
-                }
             }
-            return Err(failure.refused);
+            // A backend's own 502/503 goes back as it came; otherwise sluice's answer.
+            return match failure.response {
+                Some(forwarded) => Ok(forwarded),
+                None => Err(failure.refused),
+            };
         }
         drop(failure);
         crate::metrics::retry(&pool.config.name);

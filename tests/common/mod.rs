@@ -413,3 +413,28 @@ pub fn require_program(candidates: &[&str], package: &str) -> Option<String> {
     );
     None
 }
+
+/// The addresses of a pool's backends in the running snapshot.
+pub fn backend_addresses(sluice: &Server, pool: &str) -> std::collections::BTreeSet<SocketAddr> {
+    sluice.snapshot().load().pools[pool]
+        .backends
+        .iter()
+        .map(|b| b.address)
+        .collect()
+}
+
+/// Waits until a pool's backends are exactly `want`, failing with what it has at `deadline`.
+pub async fn wait_for_backends(
+    sluice: &Server,
+    pool: &str,
+    want: &[SocketAddr],
+    deadline: Duration,
+) {
+    let want: std::collections::BTreeSet<SocketAddr> = want.iter().copied().collect();
+    let reached = wait_until(deadline, || backend_addresses(sluice, pool) == want).await;
+    assert!(
+        reached,
+        "backends {:?}, want {want:?}",
+        backend_addresses(sluice, pool)
+    );
+}
