@@ -40,7 +40,12 @@ SCENARIOS = {
     "close": (13, ["-H", "Connection: close"], False),
     "64k": (65536, [], False),
     "tcp": (13, [], True),
+    # Bulk through L4: what splice(2) or a userspace copy costs per byte.
+    "tcp64k": (65536, [], True),
+    # Not a wrk run: IDLE_CONNECTIONS keep-alive connections held open, memory per connection.
+    "idle": (13, None, False),
 }
+IDLE_CONNECTIONS = 10_000  # fewer when the fd limit can't hold them (see idle_connections)
 
 
 def ensure_tools():
@@ -90,7 +95,60 @@ def tree_ticks(pid):
     return sum(cpu_ticks(p) for p in children_pids(pid))
 
 
+def tree_rss_kib(pid, field="VmRSS:"):
+    total = 0
+    for p in children_pids(pid):
+        with open(f"/proc/{p}/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    total += int(line.split()[1])
+    return total
+
+
 def tree_peak_rss_kib(pid):
+    return tree_rss_kib(pid, "VmHWM:")
+
+
+def raise_fd_limit():
+    """10,000 client sockets here, and as many in each LB (children inherit the limit)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def idle_connections(fd_limit):
+    """HAProxy wants about two fds per maxconn at start, so the hard limit caps the count."""
+    return min(IDLE_CONNECTIONS, fd_limit // 2 - 400)
+
+
+def idle_cost(port, pid, count):
+    """KiB of LB memory per idle keep-alive connection: open `count` connections, make one
+    request on each (so the LB has parsed a request and answered, as a real idle keep-alive
+    connection has), wait until the LB settles, and divide the RSS growth."""
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    before = tree_rss_kib(pid)
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(request)
+            socks.append(s)
+        answered = 0
+        for s in socks:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            answered += data.startswith(b"HTTP/1.1 200")
+        time.sleep(1.0)  # let allocators settle; not a synchronization
+        after = tree_rss_kib(pid)
+    finally:
+        for s in socks:
+            s.close()
+    return {"kib_per_conn": (after - before) / count, "answered": answered, "rss_mib": after / 1024}
     total = 0
     for p in children_pids(pid):
         with open(f"/proc/{p}/status") as f:
@@ -100,15 +158,16 @@ def tree_peak_rss_kib(pid):
     return total
 
 
-def configs(tmp, backends, threads):
+def configs(tmp, backends, threads, fd_limit):
     upstreams = "\n".join(f"        server 127.0.0.1:{p};" for p in backends)
     nginx = f"""
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
 worker_processes {threads};
+worker_rlimit_nofile {fd_limit};
 pid {tmp}/nginx.pid;
 error_log {tmp}/nginx.err warn;
 daemon off;
-events {{ worker_connections 20000; }}
+events {{ worker_connections {fd_limit}; }}
 http {{
     access_log off;
     upstream app {{
@@ -137,7 +196,7 @@ stream {{
     haproxy = f"""
 global
     nbthread {threads}
-    maxconn 4000
+    maxconn {idle_connections(fd_limit) + 200}
 defaults
     mode http
     timeout connect 5s
@@ -257,6 +316,8 @@ def main():
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="LB worker threads/processes")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--soak", type=int, default=0,
+                        help="after keepalive, load sluice this many seconds and sample its RSS")
     opts = parser.parse_args()
 
     ensure_tools()
@@ -266,6 +327,7 @@ def main():
     print(f"machine: {os.cpu_count()} cores, {cpu}; LB threads: {opts.threads}; "
           f"wrk -t1 -c{opts.connections} -d{opts.duration}s; {opts.rounds} rounds")
 
+    fd_limit = raise_fd_limit()
     for scenario in opts.scenarios.split(","):
         body_size, wrk_args, tcp = SCENARIOS[scenario]
         with tempfile.TemporaryDirectory() as tmp:
@@ -277,7 +339,13 @@ def main():
             try:
                 for p in backends:
                     wait_port(p)
-                procs = start_lbs(tmp, sluice_bin, configs(tmp, backends, opts.threads))
+                procs = start_lbs(tmp, sluice_bin, configs(tmp, backends, opts.threads, fd_limit))
+                if wrk_args is None:
+                    report_idle({name: [idle_cost(PORTS[name], procs[name].pid,
+                                                  idle_connections(fd_limit))
+                                        for _ in range(opts.rounds)] for name in procs},
+                                idle_connections(fd_limit))
+                    continue
                 ports = TCP_PORTS if tcp else PORTS
                 rows = {name: [] for name in ("direct", "sluice", "haproxy", "nginx")}
                 for _ in range(opts.rounds):
@@ -286,9 +354,35 @@ def main():
                         rows[name].append(run_wrk(ports[name], wrk_args, opts.duration,
                                                   opts.connections, procs[name].pid))
                 report(scenario, rows)
+                if opts.soak and scenario == "keepalive":
+                    soak(PORTS["sluice"], procs["sluice"].pid, opts.soak, opts.connections)
             finally:
                 stop_all(list(procs.values()) + [backend_proc])
     return 0
+
+
+def soak(port, pid, seconds, connections):
+    """RSS of sluice sampled every 5 s under keep-alive load: it should stay flat."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"]
+    wrk = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    samples = []
+    while wrk.poll() is None:
+        samples.append(tree_rss_kib(pid) / 1024)
+        time.sleep(5)
+    print(f"\nsoak {seconds}s: sluice RSS MiB every 5 s: " + ", ".join(f"{m:.1f}" for m in samples))
+
+
+def report_idle(rows, count):
+    print(f"\n## idle ({count:,} keep-alive connections held open)")
+    print("| target | KiB per idle connection (median) | answered | RSS MiB with them open |")
+    print("|---|---|---|---|")
+    for name, runs in rows.items():
+        print(f"| {name} | {median([r['kib_per_conn'] for r in runs]):.2f} "
+              f"| {min(r['answered'] for r in runs):,} | {median([r['rss_mib'] for r in runs]):.1f} |")
+    for peer in ("haproxy", "nginx"):
+        ratio = median([s["kib_per_conn"] / p["kib_per_conn"]
+                        for s, p in zip(rows["sluice"], rows[peer]) if p["kib_per_conn"] > 0])
+        print(f"sluice/{peer}: memory per idle connection x{ratio:.2f}")
 
 
 def median(values):

@@ -21,14 +21,26 @@ use tokio::time::{Instant, Sleep};
 #[derive(Debug, Default)]
 pub struct ConnActivity {
     active_requests: AtomicUsize,
+    /// Requests begun so far: a request that began and ended between two reads still ends
+    /// the head phase.
+    started_requests: AtomicUsize,
     /// HTTP/2 clients send pings and settings between requests; those bytes must not start
     /// the request-head deadline.
     http2: AtomicBool,
+    /// The last read found nothing, between requests with no byte of the next one read.
+    idle_reading: AtomicBool,
+    /// A write or flush is waiting for the socket: hyper still holds bytes to send.
+    write_pending: AtomicBool,
+    /// A request had a body: hyper may still be reading it, so the connection never parks.
+    had_body: AtomicBool,
+    /// How many times the connection was parked (for debugging and tests).
+    parked: AtomicUsize,
 }
 
 impl ConnActivity {
     pub fn begin(self: &Arc<Self>) -> RequestActive {
         self.active_requests.fetch_add(1, Ordering::AcqRel);
+        self.started_requests.fetch_add(1, Ordering::Relaxed);
         RequestActive {
             activity: Arc::clone(self),
         }
@@ -36,6 +48,29 @@ impl ConnActivity {
 
     pub fn mark_http2(&self) {
         self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// Called for a request with a body; see `client_conn` for why this stops parking.
+    pub fn mark_body(&self) {
+        self.had_body.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether hyper is between HTTP/1 messages with nothing buffered either way, so its
+    /// connection can be taken apart and rebuilt later (`client_conn`).
+    pub fn parkable(&self) -> bool {
+        !self.is_busy()
+            && self.idle_reading.load(Ordering::Acquire)
+            && !self.write_pending.load(Ordering::Acquire)
+            && !self.had_body.load(Ordering::Relaxed)
+            && !self.http2.load(Ordering::Relaxed)
+    }
+
+    pub fn note_parked(&self) {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn times_parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
     }
 
     fn is_busy(&self) -> bool {
@@ -77,6 +112,8 @@ pub struct TimedIo<T> {
     timeouts: ClientTimeouts,
     phase: Phase,
     deadline: Pin<Box<Sleep>>,
+    /// `started_requests` when last read.
+    seen_requests: usize,
 }
 
 impl<T> TimedIo<T> {
@@ -89,6 +126,7 @@ impl<T> TimedIo<T> {
             timeouts,
             phase: Phase::Head,
             deadline: Box::pin(tokio::time::sleep(timeouts.header)),
+            seen_requests: 0,
         }
     }
 
@@ -106,6 +144,20 @@ impl<T> TimedIo<T> {
     }
 }
 
+impl<T> TimedIo<T> {
+    fn note_write(&self, poll: &Poll<io::Result<usize>>) {
+        // Bytes written mean a message is being sent: not between messages any more. (An
+        // empty flush says nothing, so only writes clear the idle mark.)
+        let pending = poll.is_pending();
+        if !pending {
+            self.activity.idle_reading.store(false, Ordering::Release);
+        }
+        self.activity
+            .write_pending
+            .store(pending, Ordering::Release);
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -113,14 +165,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let started = this.activity.started_requests.load(Ordering::Relaxed);
         if this.activity.is_busy() {
             this.enter(Phase::Busy);
-        } else if this.phase == Phase::Busy {
+        } else if this.phase == Phase::Busy || started != this.seen_requests {
+            // A request ended (possibly begun and answered since the last read).
             this.enter(Phase::Idle);
         }
+        this.seen_requests = started;
         let filled_before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
+                this.activity.idle_reading.store(false, Ordering::Release);
                 let got_bytes = buf.filled().len() > filled_before;
                 if got_bytes
                     && this.phase == Phase::Idle
@@ -131,6 +187,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                 Poll::Ready(result)
             }
             Poll::Pending => {
+                if this.phase == Phase::Idle {
+                    this.activity.idle_reading.store(true, Ordering::Release);
+                }
                 if this.phase != Phase::Busy {
                     ready!(this.deadline.as_mut().poll(cx));
                     let what = if this.phase == Phase::Idle {
@@ -152,7 +211,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note_write(&poll);
+        poll
     }
 
     fn poll_write_vectored(
@@ -160,7 +222,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note_write(&poll);
+        poll
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -168,7 +233,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.activity
+            .write_pending
+            .store(poll.is_pending(), Ordering::Release);
+        poll
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

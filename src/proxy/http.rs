@@ -14,6 +14,7 @@ use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
 use crate::proxy::activity::{ClientTimeouts, ConnActivity, TimedIo};
 use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
+use crate::proxy::client_conn;
 use crate::proxy::clock_micros;
 use crate::proxy::forward::{Forwarded, Outgoing, forward};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
@@ -24,12 +25,10 @@ use crate::state::SharedSnapshot;
 use http::{Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,12 +62,6 @@ struct Served {
     upstream: Option<SocketAddr>,
 }
 
-/// After `stop`, an HTTP/1 keep-alive connection is not cut at once: closing an idle
-/// connection races a client that is sending its next request right then, and that request
-/// fails. Instead, responses carry `Connection: close` (the client reconnects cleanly) and
-/// connections still idle after this grace period are closed.
-const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
-
 /// Serves one accepted client connection until it closes, or until `shutdown` fires and the
 /// request in progress (if any) has been answered.
 pub async fn serve_connection(
@@ -98,7 +91,8 @@ pub async fn serve_connection(
         (timeouts, access_log)
     };
     let activity = Arc::new(ConnActivity::default());
-    let io = TokioIo::new(TimedIo::new(stream, Arc::clone(&activity), timeouts));
+    let io = TimedIo::new(stream, Arc::clone(&activity), timeouts);
+    let activity_handle = Arc::clone(&activity);
     let (bytes_in, bytes_out) = crate::metrics::listener_bytes(&listener);
     let tunnels = TaskTracker::new();
     let context = Arc::new(ConnContext {
@@ -147,31 +141,7 @@ pub async fn serve_connection(
         }
     });
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Our TimedIo enforces header and idle deadlines; hyper's would close idle keep-alive
-        // connections after the (short) header timeout.
-        .header_read_timeout(None)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.cancelled() => {
-            let grace = tokio::time::sleep(IDLE_CLOSE_GRACE);
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = grace => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            }
-        }
-    };
-    if let Err(error) = result {
+    if let Err(error) = client_conn::drive(io, activity_handle, service, shutdown).await {
         debug!(%client, error = %error, "client connection ended with an error");
     }
     // Keep this (tracked) task alive while its tunnels run, so a drain waits for them.
@@ -184,6 +154,9 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
     let started = tokio::time::Instant::now();
     if request.version() == Version::HTTP_2 {
         context.activity.mark_http2();
+    }
+    if !hyper::body::Body::is_end_stream(request.body()) {
+        context.activity.mark_body();
     }
     let snapshot = context.snapshot.load_full();
     let Some(router) = snapshot.router(&context.listener) else {

@@ -1,0 +1,317 @@
+//! Driving one client connection of an HTTP listener: telling HTTP/2 (the connection preface)
+//! from HTTP/1, serving it with hyper, and *parking* idle HTTP/1 keep-alive connections.
+//!
+//! Why parking: a hyper HTTP/1 connection keeps an 8 KiB read buffer and an 8 KiB header
+//! write buffer for its whole life, so 10,000 idle keep-alive clients cost ~170 MiB, where
+//! nginx and HAProxy (which free buffers between requests) need a few MiB. When a connection
+//! has been waiting for its next request for `PARK_AFTER`, the hyper connection is taken
+//! apart (`into_parts`: socket, unread bytes, service) and dropped with its buffers; the task
+//! then waits for the next byte holding only the socket, and builds a new hyper connection
+//! when it comes. A parked connection costs about a kilobyte.
+//!
+//! Parking is only safe when hyper is between messages: nothing of the next request read,
+//! nothing left to write, no request in progress, and no request body left unread (bytes of
+//! an unread body must never be parsed as a new request). `ConnActivity` tracks all four from
+//! the socket wrapper and the handler; a connection that ever had a request body is never
+//! parked (a rule that is simple to be sure of, and costs only memory).
+
+use crate::proxy::activity::{ConnActivity, TimedIo};
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::error::Error as StdError;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+/// How long an HTTP/1 connection waits for its next request before it is parked. Short enough
+/// that idle clients cost little, long enough that a busy connection is rebuilt rarely.
+pub const PARK_AFTER: Duration = Duration::from_millis(500);
+
+/// After `stop`, an HTTP/1 keep-alive connection is not cut at once: closing an idle
+/// connection races a client that is sending its next request right then, and that request
+/// fails. Instead, responses carry `Connection: close` (the client reconnects cleanly) and
+/// connections still idle after this grace period are closed.
+pub const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The HTTP/2 connection preface (RFC 9113 3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The first bytes of a request, read while no hyper connection (and no buffer) exists.
+const FIRST_READ: usize = 1024;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Serves `io` until the client closes, an error ends it, or `stop` fires and the request in
+/// progress (if any) is answered.
+pub async fn drive<I, S, B>(
+    mut io: TimedIo<I>,
+    activity: Arc<ConnActivity>,
+    mut service: S,
+    stop: CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let mut first = true;
+    let mut carried: Option<Bytes> = None;
+    loop {
+        let prefix = match carried.take() {
+            Some(bytes) => bytes,
+            None => match wait_for_bytes(&mut io, &stop, first).await {
+                Some(bytes) => bytes,
+                None => return Ok(()),
+            },
+        };
+        if first && prefix.starts_with(H2_PREFACE) {
+            activity.mark_http2();
+            return serve_http2(Prefixed::new(prefix, io), service, &stop).await;
+        }
+        first = false;
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            // TimedIo enforces header and idle deadlines; hyper's would close idle keep-alive
+            // connections after the (short) header timeout.
+            .header_read_timeout(None)
+            .keep_alive(true);
+        // Boxed: the connection's buffers and state are large, and the task's future must not
+        // reserve room for them while parked.
+        let mut connection = Box::new(
+            builder
+                .serve_connection(TokioIo::new(Prefixed::new(prefix, io)), service)
+                .with_upgrades(),
+        );
+        match run_http1(&mut connection, &activity, &stop).await {
+            Http1End::Finished(result) => return result,
+            Http1End::Park => {
+                activity.note_parked();
+                let Some(parts) = connection.into_parts() else {
+                    return Ok(());
+                };
+                service = parts.service;
+                let (rest, inner) = parts.io.into_inner().into_parts();
+                io = inner;
+                // The park check saw nothing read of a next request, so both are empty; were
+                // they not, these bytes come next, in this order.
+                if !parts.read_buf.is_empty() || !rest.is_empty() {
+                    let mut bytes = BytesMut::from(&parts.read_buf[..]);
+                    bytes.extend_from_slice(&rest);
+                    carried = Some(bytes.freeze());
+                }
+            }
+        }
+    }
+}
+
+/// Reads the first bytes of the next request (or of the connection) with no buffer held in
+/// between: `None` when the client closed, the idle/header deadline passed, or `stop` fired
+/// and the grace period ran out. A new connection reads until it can tell HTTP/2's preface.
+async fn wait_for_bytes<I: AsyncRead + Unpin>(
+    io: &mut TimedIo<I>,
+    stop: &CancellationToken,
+    first: bool,
+) -> Option<Bytes> {
+    let mut buf = BytesMut::new();
+    let read = async {
+        loop {
+            let mut chunk = [0u8; FIRST_READ];
+            let n = io.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let undecided = first && buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf);
+            if !undecided {
+                return Some(());
+            }
+        }
+    };
+    tokio::pin!(read);
+    let got = tokio::select! {
+        got = read.as_mut() => got,
+        () = stop.cancelled() => {
+            tokio::time::timeout(IDLE_CLOSE_GRACE, read.as_mut()).await.ok().flatten()
+        }
+    };
+    got.map(|()| buf.freeze())
+}
+
+enum Http1End {
+    Finished(Result<(), hyper::Error>),
+    /// Idle between requests for `PARK_AFTER`: take the connection apart.
+    Park,
+}
+
+type Http1Connection<I, S> = http1::UpgradeableConnection<TokioIo<Prefixed<I>>, S>;
+
+async fn run_http1<I, S, B>(
+    connection: &mut Http1Connection<TimedIo<I>, S>,
+    activity: &ConnActivity,
+    stop: &CancellationToken,
+) -> Http1End
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    Http1Connection<TimedIo<I>, S>: Unpin,
+{
+    let mut park_check = Box::pin(tokio::time::sleep(PARK_AFTER));
+    let mut was_idle = false;
+    loop {
+        tokio::select! {
+            result = &mut *connection => return Http1End::Finished(result),
+            () = park_check.as_mut() => {
+                // Idle at two checks in a row: quiet for at least PARK_AFTER (or busy in
+                // between, which only costs one rebuild).
+                let idle = activity.parkable() && !stop.is_cancelled();
+                if idle && was_idle {
+                    return Http1End::Park;
+                }
+                was_idle = idle;
+                park_check.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+            }
+            () = stop.cancelled(), if !stop.is_cancelled() => {}
+        }
+        if stop.is_cancelled() {
+            return Http1End::Finished(drain_http1(connection).await);
+        }
+    }
+}
+
+/// After `stop`: let the request in progress finish with `Connection: close` (the service
+/// adds it), and close a connection still idle after the grace period.
+async fn drain_http1<I, S, B>(
+    connection: &mut Http1Connection<TimedIo<I>, S>,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    Http1Connection<TimedIo<I>, S>: Unpin,
+{
+    let grace = tokio::time::sleep(IDLE_CLOSE_GRACE);
+    tokio::select! {
+        result = &mut *connection => result,
+        () = grace => {
+            Pin::new(&mut *connection).graceful_shutdown();
+            connection.await
+        }
+    }
+}
+
+async fn serve_http2<I, S, B>(
+    io: Prefixed<TimedIo<I>>,
+    service: S,
+    stop: &CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        () = stop.cancelled() => {}
+    }
+    let grace = tokio::time::sleep(IDLE_CLOSE_GRACE);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = grace => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    }
+}
+
+/// A stream that yields `prefix` before reading `inner`: the bytes read to tell the protocol
+/// or to wake a parked connection are handed to hyper this way.
+pub struct Prefixed<I> {
+    prefix: Bytes,
+    inner: I,
+}
+
+impl<I> Prefixed<I> {
+    fn new(prefix: Bytes, inner: I) -> Prefixed<I> {
+        Prefixed { prefix, inner }
+    }
+
+    fn into_parts(self) -> (Bytes, I) {
+        (self.prefix, self.inner)
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.has_remaining() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+#[path = "client_conn_tests.rs"]
+mod tests;

@@ -1,0 +1,154 @@
+//! Parking, tested over an in-memory stream with paused time: a parked connection serves its
+//! next request, pipelined bytes are not lost, connections with bodies never park, and the
+//! idle deadline still closes a parked connection.
+
+use super::*;
+use crate::proxy::activity::ClientTimeouts;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use std::convert::Infallible;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+const TIMEOUTS: ClientTimeouts = ClientTimeouts {
+    header: Duration::from_secs(5),
+    idle: Duration::from_secs(30),
+};
+
+/// Starts `drive` on one end of a duplex stream with a service that echoes the request's
+/// path and body length (and keeps the connection's activity marks as the proxy does).
+fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let activity = Arc::new(ConnActivity::default());
+    let io = TimedIo::new(server, Arc::clone(&activity), TIMEOUTS);
+    let marks = Arc::clone(&activity);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let marks = Arc::clone(&marks);
+        async move {
+            let active = marks.begin();
+            if !request.body().is_end_stream() {
+                marks.mark_body();
+            }
+            let path = request.uri().path().to_owned();
+            let body = request.into_body().collect().await.map(|b| b.to_bytes().len());
+            drop(active);
+            let text = format!("{path} {}", body.unwrap_or(0));
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+        }
+    });
+    let task = tokio::spawn({
+        let activity = Arc::clone(&activity);
+        async move {
+            let _ = drive(io, activity, service, CancellationToken::new()).await;
+        }
+    });
+    (client, activity, task)
+}
+
+/// Waits (in paused time) until the connection has been parked `times` times.
+async fn until_parked(activity: &ConnActivity, times: usize) {
+    let deadline = tokio::time::Instant::now() + PARK_AFTER * 10;
+    while activity.times_parked() < times {
+        assert!(tokio::time::Instant::now() < deadline, "not parked");
+        tokio::time::sleep(PARK_AFTER / 10).await;
+    }
+}
+
+/// Reads one whole response (the tests' bodies are short and sent with a length).
+async fn read_response(client: &mut DuplexStream) -> String {
+    let mut got = Vec::new();
+    loop {
+        let mut buf = [0u8; 1024];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed; got {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            if body.len() >= length {
+                return text;
+            }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_connection_parks_and_serves_its_next_request() {
+    let (mut client, activity, _task) = start();
+    client.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut client).await.ends_with("/one 0"));
+    until_parked(&activity, 1).await;
+    client.write_all(b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut client).await.ends_with("/two 0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_connection_takes_pipelined_requests_in_order() {
+    let (mut client, activity, _task) = start();
+    client.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    read_response(&mut client).await;
+    until_parked(&activity, 1).await;
+    client
+        .write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = String::new();
+    while !got.contains("/b 0") {
+        let mut buf = [0u8; 1024];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {got:?}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let (a, b) = (got.find("/a 0").unwrap(), got.find("/b 0").unwrap());
+    assert!(a < b, "{got}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_had_a_body_never_parks() {
+    let (mut client, activity, _task) = start();
+    client
+        .write_all(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+        .await
+        .unwrap();
+    assert!(read_response(&mut client).await.ends_with("/p 5"));
+    tokio::time::sleep(PARK_AFTER * 4).await;
+    assert_eq!(activity.times_parked(), 0);
+    client.write_all(b"GET /g HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut client).await.ends_with("/g 0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_idle_deadline_closes_a_parked_connection() {
+    let (mut client, activity, task) = start();
+    client.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    read_response(&mut client).await;
+    let started = tokio::time::Instant::now();
+    task.await.unwrap();
+    assert_eq!(activity.times_parked(), 1);
+    let idle = started.elapsed();
+    assert!(idle >= TIMEOUTS.idle && idle < TIMEOUTS.idle + Duration::from_secs(1), "{idle:?}");
+    let mut buf = [0u8; 16];
+    assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_http2_preface_gets_an_http2_connection() {
+    let (client, _activity, _task) = start();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .uri("http://a/h2")
+        .body(Full::new(Bytes::from_static(b"abc")))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"/h2 3");
+}
