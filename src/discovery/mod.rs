@@ -18,6 +18,7 @@ pub mod dns;
 pub mod entry;
 pub mod etcd;
 pub mod file;
+pub mod register;
 pub mod zookeeper;
 
 use crate::config::discovery::{DiscoverySource, SourceKind};
