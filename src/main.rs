@@ -95,6 +95,7 @@ enum Command {
         /// The backend's address, IP:PORT (the key is PREFIX + ADDRESS).
         #[arg(long)]
         address: SocketAddr,
+        /// The backend's weight (stored as {"weight": N}; 1 stores an empty value).
         #[arg(long, default_value_t = 1)]
         weight: u32,
         /// Lease TTL: a registrant killed outright is removed after this long.
