@@ -1,7 +1,7 @@
 //! A real etcd (Debian `etcd-server`) with a temporary data dir on free loopback ports below
 //! the ephemeral range; killed on drop. Also the free-port picker the other fixtures use.
 
-use super::{body_text, get, wait_until_async};
+use super::{try_get, wait_until_async};
 use etcd_client::Client;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,10 +55,10 @@ impl Etcd {
         };
         let health: SocketAddr = ([127, 0, 0, 1], client_port).into();
         let healthy = wait_until_async(DEADLINE, || async move {
-            match tokio::net::TcpStream::connect(health).await {
-                Ok(_) => body_text(&get(health, "/health").await).contains("\"true\""),
-                Err(_) => false,
-            }
+            // While etcd starts, a connection may be accepted and then reset: not ready yet.
+            try_get(health, "/health")
+                .await
+                .is_some_and(|body| body.contains("\"true\""))
         })
         .await;
         let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();

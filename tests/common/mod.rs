@@ -278,6 +278,22 @@ pub async fn get(addr: SocketAddr, path: &str) -> Response<Bytes> {
     send(addr, request).await
 }
 
+/// A GET that reports failure instead of panicking (readiness probes of starting servers).
+pub async fn try_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", "test.local")
+        .body(Full::new(Bytes::new()).boxed())
+        .ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
 pub fn body_text(response: &Response<Bytes>) -> String {
     String::from_utf8_lossy(response.body()).into_owned()
 }
