@@ -6,7 +6,8 @@
 //! With a command, the registration also ends when the child exits (and the exit status is
 //! the child's); a signal deregisters first and then passes SIGTERM on to the child, so no
 //! new traffic is sent to a backend that is shutting down.
-//! Imports `config` (entry format and prefix rule) and etcd-client; nothing of the daemon.
+//! Imports `config` (the weight limit), `entry` (the value format) and etcd-client; nothing of
+//! the running daemon.
 
 use super::entry::entry_value;
 use crate::config::MAX_WEIGHT;
