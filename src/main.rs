@@ -83,6 +83,28 @@ enum Command {
     /// Print the man page (roff) to stdout: `sluice man > sluice.8`.
     #[command(hide = true)]
     Man,
+    /// Register a backend in etcd under a lease kept alive while this runs (or while COMMAND
+    /// runs); SIGTERM/SIGINT or the command's exit deletes the key.
+    Register {
+        /// etcd endpoint, http://HOST:PORT (repeat or comma-separate for several).
+        #[arg(long = "etcd", required = true, value_delimiter = ',')]
+        etcd: Vec<String>,
+        /// Key directory the pool's etcd source follows, e.g. /services/app/.
+        #[arg(long)]
+        prefix: String,
+        /// The backend's address, IP:PORT (the key is PREFIX + ADDRESS).
+        #[arg(long)]
+        address: SocketAddr,
+        /// The backend's weight (stored as {"weight": N}; 1 stores an empty value).
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Lease TTL: a registrant killed outright is removed after this long.
+        #[arg(long, default_value = "10s", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+        /// Command to run; the registration lasts while it runs and its exit status is ours.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Start three hello backends and a listener in front of them.
     Demo {
         /// Where the demo listener binds.
@@ -180,6 +202,24 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             first_port,
             body_size,
         }) => run_backends(count, first_port, body_size),
+        Some(Command::Register {
+            etcd,
+            prefix,
+            address,
+            weight,
+            ttl,
+            command,
+        }) => {
+            let options = sluice::discovery::register::RegisterOptions::new(
+                etcd, &prefix, address, weight, ttl,
+            )?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let code = runtime.block_on(sluice::discovery::register::run(options, &command))?;
+            Ok(ExitCode::from(code))
+        }
         Some(Command::Run) => run(&config_path),
         None if explicit.is_none() && !config_path.exists() => {
             tracing::info!("no config file at {DEFAULT_CONFIG} and no -c given: starting the demo");
@@ -187,6 +227,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         None => run(&config_path),
     }
+}
+
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    sluice::config::parse_duration(text)
 }
 
 /// The admin address: given, else the config file's `admin.bind`, else the default.

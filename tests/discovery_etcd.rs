@@ -5,127 +5,16 @@
 
 mod common;
 
+use common::etcd::*;
 use common::*;
-use etcd_client::{Client, PutOptions};
+use etcd_client::PutOptions;
 use sluice::Server;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::time::Instant;
 
-const ETCD: &str = "etcd";
-const DEADLINE: Duration = Duration::from_secs(10);
 const PREFIX: &str = "/services/app/";
-
-/// etcd on its own ports and data dir; killed on drop.
-struct Etcd {
-    client_port: u16,
-    peer_port: u16,
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Etcd {
-    async fn start(dir: &Path) -> Etcd {
-        let (client_port, peer_port) = (free_port(), free_port());
-        Etcd::start_on(dir, client_port, peer_port).await
-    }
-
-    async fn start_on(dir: &Path, client_port: u16, peer_port: u16) -> Etcd {
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let log = std::fs::File::create(dir.join("etcd.log")).unwrap();
-        let child = Command::new(ETCD)
-            .args(["--name", "lbtest", "--data-dir"])
-            .arg(dir.join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("lbtest={peer_url}")])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {ETCD}: {e}; install Debian package etcd-server (.ci/run does)"
-                )
-            });
-        let etcd = Etcd {
-            client_port,
-            peer_port,
-            dir: dir.to_path_buf(),
-            child,
-        };
-        let health: SocketAddr = ([127, 0, 0, 1], client_port).into();
-        let healthy = wait_until_async(DEADLINE, || async move {
-            match tokio::net::TcpStream::connect(health).await {
-                Ok(_) => body_text(&get(health, "/health").await).contains("\"true\""),
-                Err(_) => false,
-            }
-        })
-        .await;
-        let log = std::fs::read_to_string(dir.join("etcd.log")).unwrap_or_default();
-        assert!(healthy, "etcd not healthy within {DEADLINE:?}; log:\n{log}");
-        etcd
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    async fn client(&self) -> Client {
-        Client::connect([self.endpoint()], None).await.unwrap()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn restart(&mut self) {
-        self.kill();
-        let dir = self.dir.clone();
-        *self = Etcd::start_on(&dir, self.client_port, self.peer_port).await;
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A free loopback TCP port below the ephemeral range (32768+), so no outgoing connection of
-/// a parallel test can take it while etcd restarts on it.
-fn free_port() -> u16 {
-    loop {
-        let port = fastrand::u16(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// `wait_until` for a condition that needs I/O.
-async fn wait_until_async<F, Fut>(deadline: Duration, mut condition: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if condition().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    false
-}
 
 async fn start(etcd: &Etcd) -> Server {
     start_sluice(&format!(
@@ -138,19 +27,6 @@ async fn start(etcd: &Etcd) -> Server {
 
 fn key(backend: SocketAddr) -> String {
     format!("{PREFIX}{backend}")
-}
-
-/// Sends requests until one is answered by `name`; returns how long that took.
-async fn until_routed_to(web: SocketAddr, name: &str) -> Duration {
-    let started = Instant::now();
-    let want = format!("backend {name}");
-    let routed = wait_until_async(DEADLINE, || {
-        let want = want.clone();
-        async move { body_text(&get(web, "/").await) == want }
-    })
-    .await;
-    assert!(routed, "no request reached {name}");
-    started.elapsed()
 }
 
 #[tokio::test]

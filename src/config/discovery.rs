@@ -1,4 +1,5 @@
-//! Service discovery settings of a pool (`discovery:` with `dns`, `file` and/or `etcd`): the
+//! Service discovery settings of a pool (`discovery:` with `dns`, `file`, `etcd` and/or
+//! `zookeeper`, whose settings live in `zookeeper.rs`): the
 //! YAML mirror, the validated types, and the parser of a discovery backend file.
 //!
 //! Pure like the rest of `config`: the tasks that resolve, watch and list live in
@@ -6,6 +7,7 @@
 //! `file.rs` so everything about discovery settings is in one place.
 
 use super::file::RawBackend;
+pub use super::zookeeper::{RawZooKeeper, ZooKeeperSource};
 use super::{BackendConfig, Validator, parse_socket_addr};
 use crate::error::ConfigError;
 use serde::Deserialize;
@@ -29,6 +31,7 @@ pub struct RawDiscovery {
     /// Path of a YAML list of backends, watched for changes.
     pub file: Option<Spanned<String>>,
     pub etcd: Option<Spanned<RawEtcd>>,
+    pub zookeeper: Option<Spanned<RawZooKeeper>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +61,7 @@ pub enum DiscoverySource {
     Dns(DnsSource),
     File(FileSource),
     Etcd(EtcdSource),
+    ZooKeeper(ZooKeeperSource),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,6 +69,7 @@ pub enum SourceKind {
     Dns,
     File,
     Etcd,
+    ZooKeeper,
 }
 
 impl SourceKind {
@@ -73,6 +78,7 @@ impl SourceKind {
             SourceKind::Dns => "dns",
             SourceKind::File => "file",
             SourceKind::Etcd => "etcd",
+            SourceKind::ZooKeeper => "zookeeper",
         }
     }
 }
@@ -83,6 +89,7 @@ impl DiscoverySource {
             DiscoverySource::Dns(_) => SourceKind::Dns,
             DiscoverySource::File(_) => SourceKind::File,
             DiscoverySource::Etcd(_) => SourceKind::Etcd,
+            DiscoverySource::ZooKeeper(_) => SourceKind::ZooKeeper,
         }
     }
 
@@ -95,6 +102,7 @@ impl DiscoverySource {
             },
             DiscoverySource::File(file) => file.path.display().to_string(),
             DiscoverySource::Etcd(etcd) => format!("{} {}", etcd.endpoints.join(","), etcd.prefix),
+            DiscoverySource::ZooKeeper(zk) => format!("{} {}", zk.connect_string(), zk.path),
         }
     }
 }
@@ -156,11 +164,16 @@ impl Validator<'_> {
                 self.etcd(&format!("{path}.etcd"), etcd)?,
             ));
         }
+        if let Some(zookeeper) = &raw.value.zookeeper {
+            sources.push(DiscoverySource::ZooKeeper(
+                self.zookeeper(&format!("{path}.zookeeper"), zookeeper)?,
+            ));
+        }
         if sources.is_empty() {
             return Err(self.error_at(
                 raw.referenced,
                 path,
-                "no source: set dns, file or etcd".into(),
+                "no source: set dns, file, etcd or zookeeper".into(),
             ));
         }
         Ok(sources)

@@ -35,6 +35,33 @@ fn every_source_parses_with_defaults_and_backends_become_optional() {
 }
 
 #[test]
+fn zookeeper_source_parses_with_a_default_session_timeout() {
+    let config = parse(
+        "    discovery:\n      zookeeper:\n        hosts: [10.0.0.1:2181, 'zk2.example:2182']\n        path: /services/jobs\n",
+    )
+    .unwrap();
+    let DiscoverySource::ZooKeeper(zk) = &config.pools["app"].discovery[0] else {
+        panic!("{:?}", config.pools["app"].discovery)
+    };
+    assert_eq!(zk.connect_string(), "10.0.0.1:2181,zk2.example:2182");
+    assert_eq!(zk.path, "/services/jobs");
+    assert_eq!(
+        zk.session_timeout,
+        crate::config::zookeeper::DEFAULT_ZK_SESSION_TIMEOUT
+    );
+    let error = parse(
+        "    discovery:\n      zookeeper:\n        hosts: [10.0.0.1:2181, '10.0.0.2:x']\n        path: /s\n",
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .starts_with("t.yaml:7:32: pools.app.discovery.zookeeper.hosts[1]: "),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_bare_dns_server_ip_means_port_53() {
     let config = parse("    discovery:\n      dns: {name: api.test, port: 80, server: 10.0.0.2, refresh: 10s, max_stale: 5m}\n").unwrap();
     let DiscoverySource::Dns(dns) = &config.pools["app"].discovery[0] else {
@@ -71,6 +98,31 @@ fn refused_discovery_settings_name_their_field() {
             "    discovery:\n      dns: {name: a.test, server: 'not an ip'}\n",
             "pools.app.discovery.dns.server",
             "invalid DNS server",
+        ),
+        (
+            "    discovery:\n      zookeeper: {hosts: ['127.0.0.1:2181', 'zk2'], path: /s/jobs}\n",
+            "pools.app.discovery.zookeeper.hosts[1]",
+            "expected HOST:PORT",
+        ),
+        (
+            "    discovery:\n      zookeeper: {hosts: [], path: /s/jobs}\n",
+            "pools.app.discovery.zookeeper.hosts",
+            "at least one server",
+        ),
+        (
+            "    discovery:\n      zookeeper: {hosts: ['zk1:2181'], path: /s/jobs/}\n",
+            "pools.app.discovery.zookeeper.path",
+            "no trailing slash",
+        ),
+        (
+            "    discovery:\n      zookeeper: {hosts: ['zk1:2181'], path: /s, session_timeout: 10}\n",
+            "pools.app.discovery.zookeeper.session_timeout",
+            "",
+        ),
+        (
+            "    discovery:\n      zookeeper: {hosts: ['zk1:2181'], path: /s, chroot: /x}\n",
+            "pools.app.discovery.zookeeper.chroot",
+            "unknown field",
         ),
         (
             "    discovery:\n      dns: {name: a.test, ttl: 5s}\n",

@@ -13,6 +13,7 @@ pub mod health;
 mod proxy_protocol;
 pub mod resilience;
 mod route;
+pub mod zookeeper;
 
 pub use algorithm::{
     Algorithm, HashKey, HashOptions, P2cLoad, P2cOptions, StickyConfig, parse_hash_key,

@@ -9,12 +9,10 @@
 //! disappears when the lease expires (etcd deletes the key and the watch reports it).
 
 use super::Publisher;
+use crate::config::BackendConfig;
 use crate::config::discovery::EtcdSource;
-use crate::config::{BackendConfig, MAX_WEIGHT};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, KeyValue, WatchOptions};
-use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -26,13 +24,6 @@ struct Mirror {
     entries: BTreeMap<String, BackendConfig>,
     /// `None` until a list succeeded, and again after a compaction: list before watching.
     revision: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Value {
-    weight: Option<u32>,
-    max_connections: Option<u32>,
 }
 
 pub async fn run(source: EtcdSource, publisher: Publisher, stop: CancellationToken) {
@@ -159,31 +150,7 @@ fn publish(publisher: &Publisher, mirror: &Mirror, problems: &[String]) {
 /// Parses one key-value pair into `(key, backend)`.
 fn entry(prefix: &str, kv: &KeyValue) -> Result<(String, BackendConfig), String> {
     let key = String::from_utf8_lossy(kv.key()).into_owned();
-    let address_text = key.strip_prefix(prefix).unwrap_or(&key);
-    let address: SocketAddr = address_text
-        .parse()
-        .map_err(|_| format!("key {key:?}: expected {prefix}IP:PORT"))?;
-    let value = String::from_utf8_lossy(kv.value());
-    let value = value.trim();
-    let parsed = if value.is_empty() {
-        Value {
-            weight: None,
-            max_connections: None,
-        }
-    } else {
-        serde_json::from_str::<Value>(value)
-            .map_err(|error| format!("key {key:?}: value {value:?}: {error}"))?
-    };
-    let weight = parsed.weight.unwrap_or(1);
-    if weight > MAX_WEIGHT {
-        return Err(format!("key {key:?}: weight {weight} over {MAX_WEIGHT}"));
-    }
-    Ok((
-        key,
-        BackendConfig {
-            address,
-            weight,
-            max_connections: parsed.max_connections.filter(|&n| n > 0),
-        },
-    ))
+    let address = key.strip_prefix(prefix).unwrap_or(&key);
+    let backend = super::entry::parse_entry(&format!("key {key:?}"), address, kv.value())?;
+    Ok((key, backend))
 }

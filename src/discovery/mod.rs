@@ -1,6 +1,7 @@
-//! Service discovery: one task per pool source (`dns.rs`, `file.rs`, `etcd.rs`) publishes the
-//! backends it currently sees into the registry here; the registry merges them with the
-//! static backends of the running config into the config the snapshot is built from.
+//! Service discovery: one task per pool source (`dns.rs`, `file.rs`, `etcd.rs`,
+//! `zookeeper.rs`) publishes the backends it currently sees into the registry here; the
+//! registry merges them with the static backends of the running config into the config the
+//! snapshot is built from.
 //!
 //! The tasks never touch the snapshot. A publish that changes a set wakes the one applier
 //! task (`spawn_applier`), which takes the reload lock (`Reloads::apply_discovered`) and
@@ -14,8 +15,11 @@
 //! Imports `config`, `metrics` and `server` (the applier); the proxy never sees this module.
 
 pub mod dns;
+pub mod entry;
 pub mod etcd;
 pub mod file;
+pub mod register;
+pub mod zookeeper;
 
 use crate::config::discovery::{DiscoverySource, SourceKind};
 use crate::config::{BackendConfig, Config};
@@ -216,6 +220,9 @@ impl Discovery {
                 DiscoverySource::Etcd(etcd) => {
                     tokio::spawn(etcd::run(etcd.clone(), publisher, stop.clone()));
                 }
+                DiscoverySource::ZooKeeper(zk) => {
+                    tokio::spawn(zookeeper::run(zk.clone(), publisher, stop.clone()));
+                }
             }
             let status = SourceStatus::new(key.1.as_str(), source.target());
             inner.sources.insert(
@@ -248,7 +255,7 @@ impl Discovery {
 
     /// `base` (the config as loaded) with every pool's discovered backends appended. A static
     /// backend wins over a discovered one with the same address (its weight and limit apply),
-    /// and sources are merged in a fixed order (dns, file, etcd).
+    /// and sources are merged in a fixed order (dns, file, etcd, zookeeper).
     pub fn merge(&self, base: &Config) -> Config {
         let inner = lock(&self.inner);
         let mut merged = base.clone();

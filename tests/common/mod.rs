@@ -2,6 +2,9 @@
 //! raw-socket HTTP helpers, and waiting on conditions with deadlines instead of sleeping.
 #![allow(dead_code)]
 
+pub mod etcd;
+pub mod zookeeper;
+
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -275,6 +278,22 @@ pub async fn get(addr: SocketAddr, path: &str) -> Response<Bytes> {
     send(addr, request).await
 }
 
+/// A GET that reports failure instead of panicking (readiness probes of starting servers).
+pub async fn try_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", "test.local")
+        .body(Full::new(Bytes::new()).boxed())
+        .ok()?;
+    let response = sender.send_request(request).await.ok()?;
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
 pub fn body_text(response: &Response<Bytes>) -> String {
     String::from_utf8_lossy(response.body()).into_owned()
 }
@@ -437,4 +456,33 @@ pub async fn wait_for_backends(
         "backends {:?}, want {want:?}",
         backend_addresses(sluice, pool)
     );
+}
+
+/// `wait_until` for a condition that needs I/O.
+pub async fn wait_until_async<F, Fut>(deadline: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    while tokio::time::Instant::now() < end {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+/// Sends requests until one is answered by `name`; returns how long that took.
+pub async fn until_routed_to(web: SocketAddr, name: &str) -> Duration {
+    let started = tokio::time::Instant::now();
+    let want = format!("backend {name}");
+    let routed = wait_until_async(Duration::from_secs(10), || {
+        let want = want.clone();
+        async move { body_text(&get(web, "/").await) == want }
+    })
+    .await;
+    assert!(routed, "no request reached {name}");
+    started.elapsed()
 }
