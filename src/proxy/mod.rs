@@ -9,6 +9,7 @@ pub mod forward;
 pub mod headers;
 pub mod http;
 pub mod request_body;
+pub mod sni;
 pub mod splice;
 pub mod tcp;
 pub mod tunnel;
