@@ -65,7 +65,9 @@ pub fn parse(buf: &[u8]) -> Result<Hello, SniError> {
         offset = end;
         if let Some(&[kind, a, b, c]) = handshake.get(..4) {
             if kind != HANDSHAKE_CLIENT_HELLO {
-                return Err(SniError::Malformed("first handshake message is not a ClientHello"));
+                return Err(SniError::Malformed(
+                    "first handshake message is not a ClientHello",
+                ));
             }
             let body_length = u32::from_be_bytes([0, a, b, c]) as usize;
             if body_length + 4 > MAX_HELLO {

@@ -91,7 +91,17 @@ fn malformed_lengths_are_errors() {
 
 #[test]
 fn an_oversized_hello_is_refused_early() {
-    let mut header = vec![22, 3, 1, 0x40, 0x00, HANDSHAKE_CLIENT_HELLO, 0x01, 0x00, 0x00];
+    let mut header = vec![
+        22,
+        3,
+        1,
+        0x40,
+        0x00,
+        HANDSHAKE_CLIENT_HELLO,
+        0x01,
+        0x00,
+        0x00,
+    ];
     header.resize(RECORD_HEADER + 0x4000, 0);
     assert_eq!(parse(&header), Err(SniError::TooLarge));
 }
