@@ -75,7 +75,10 @@ async fn sni_chooses_the_certificate_and_unknown_names_get_the_default() {
     let tls = connect_tls(addr, "www.b.example.com", &[]).await.unwrap();
     assert!(presented(&tls) == b.der, "wildcard name: certificate b");
     let tls = connect_tls(addr, "unknown.test", &[]).await.unwrap();
-    assert!(presented(&tls) == a.der, "unknown name: the first (default)");
+    assert!(
+        presented(&tls) == a.der,
+        "unknown name: the first (default)"
+    );
     let tls = connect_tls(addr, "127.0.0.1", &[]).await.unwrap();
     assert!(presented(&tls) == a.der, "no SNI: the default");
 }
@@ -137,7 +140,10 @@ async fn http1_over_tls_with_and_without_alpn() {
     assert_eq!(tls.get_ref().1.alpn_protocol(), None);
     assert_eq!(get_over(tls, false, "/two").await.0, 200);
     let seen = backend.seen();
-    assert!(seen.iter().all(|s| s.headers["x-forwarded-proto"] == "https"));
+    assert!(
+        seen.iter()
+            .all(|s| s.headers["x-forwarded-proto"] == "https")
+    );
     assert_eq!(seen.len(), 2);
 }
 
@@ -165,7 +171,12 @@ async fn a_failed_handshake_closes_only_that_connection() {
     let sluice = start_sluice(&yaml).await;
     let addr = sluice.local_addr("https").unwrap();
     // Plain HTTP on a TLS port: an alert or a close, never a response.
-    let answer = raw_exchange(addr, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", Duration::from_secs(5)).await;
+    let answer = raw_exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(!answer.contains("HTTP/1.1"), "{answer}");
     // A client that never sends its ClientHello is closed at the client_header timeout.
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -238,7 +249,9 @@ async fn certificate_reloads_apply_to_new_connections_and_broken_ones_are_refuse
     let report = shared.reloads.reload_file(shared, "test").await;
     assert!(!report.success);
     assert!(
-        report.detail.contains("listeners.https.tls.certificates[0].key"),
+        report
+            .detail
+            .contains("listeners.https.tls.certificates[0].key"),
         "{}",
         report.detail
     );
@@ -249,10 +262,17 @@ async fn certificate_reloads_apply_to_new_connections_and_broken_ones_are_refuse
     let renewed = write_cert(dir.path(), "site", &["a.example.com"]);
     let report = shared.reloads.reload_file(shared, "test").await;
     assert!(report.success, "{}", report.detail);
-    assert!(report.detail.contains("listener changed: https"), "{}", report.detail);
+    assert!(
+        report.detail.contains("listener changed: https"),
+        "{}",
+        report.detail
+    );
     assert_eq!(sluice.local_addr("https"), Some(addr), "socket kept");
     let tls = connect_tls(addr, "a.example.com", &[]).await.unwrap();
-    assert!(presented(&tls) == renewed.der, "new connection, new certificate");
+    assert!(
+        presented(&tls) == renewed.der,
+        "new connection, new certificate"
+    );
     // The connection opened before the reload goes on.
     assert_eq!(get_over(open, false, "/still-open").await.0, 200);
 }

@@ -144,7 +144,9 @@ pub async fn spawn_tls_backend(dir: &Path, name: &str) -> SocketAddr {
             let (acceptor, name) = (acceptor.clone(), name.clone());
             tokio::spawn(async move {
                 if let Ok(mut tls) = acceptor.accept(stream).await {
-                    let _ = tls.write_all(format!("tls backend {name}").as_bytes()).await;
+                    let _ = tls
+                        .write_all(format!("tls backend {name}").as_bytes())
+                        .await;
                     let _ = tls.shutdown().await;
                 }
             });
