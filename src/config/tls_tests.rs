@@ -80,13 +80,13 @@ fn missing_and_mismatched_files_name_the_field() {
     assert_eq!(error.path, "listeners.https.tls.certificates[0].cert");
 
     let error = Config::parse(
-        &tls_config(&[a.clone()], "      min_version: \"1.1\"\n"),
+        &tls_config(std::slice::from_ref(&a), "      min_version: \"1.1\"\n"),
         "t.yaml",
     )
     .unwrap_err();
     assert_eq!(error.path, "listeners.https.tls.min_version");
     let error = Config::parse(
-        &tls_config(&[a.clone()], "      default_certificate: z.test\n"),
+        &tls_config(std::slice::from_ref(&a), "      default_certificate: z.test\n"),
         "t.yaml",
     )
     .unwrap_err();
@@ -99,7 +99,7 @@ fn missing_and_mismatched_files_name_the_field() {
 fn rewritten_certificate_content_is_a_listener_change() {
     let dir = tempfile::tempdir().unwrap();
     let a = write_cert(dir.path(), "a", &["a.example.com"]);
-    let text = tls_config(&[a.clone()], "");
+    let text = tls_config(std::slice::from_ref(&a), "");
     let before = Config::parse(&text, "t.yaml").unwrap();
     assert!(diff::diff(&before, &Config::parse(&text, "t.yaml").unwrap()).is_empty());
     write_cert(dir.path(), "a", &["a.example.com"]);
