@@ -86,7 +86,10 @@ fn missing_and_mismatched_files_name_the_field() {
     .unwrap_err();
     assert_eq!(error.path, "listeners.https.tls.min_version");
     let error = Config::parse(
-        &tls_config(std::slice::from_ref(&a), "      default_certificate: z.test\n"),
+        &tls_config(
+            std::slice::from_ref(&a),
+            "      default_certificate: z.test\n",
+        ),
         "t.yaml",
     )
     .unwrap_err();
