@@ -185,7 +185,7 @@ fn bench_keys(c: &mut Criterion) {
     ] {
         let key = sluice::config::parse_hash_key(spec).unwrap();
         group.bench_function(spec, |b| {
-            b.iter(|| request_key(black_box(&key), &headers, &uri, client))
+            b.iter(|| request_key(black_box(&key), &headers, &uri, Some(client)))
         });
     }
     group.finish();

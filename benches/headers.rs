@@ -38,7 +38,7 @@ fn bench_rewrite(c: &mut Criterion) {
     c.bench_function("rewrite_request_headers/browser", |b| {
         b.iter_batched_ref(
             || template.clone(),
-            |headers| rewrite_request_headers(black_box(headers), client, "http", None),
+            |headers| rewrite_request_headers(black_box(headers), Some(client), "http", None),
             criterion::BatchSize::SmallInput,
         )
     });

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,7 +30,8 @@ pub struct Record {
     #[serde(skip)]
     pub time: SystemTime,
     pub ts: String,
-    pub client_ip: IpAddr,
+    /// The client's IP, or `unix:` for a unix socket client without a PROXY header.
+    pub client_ip: String,
     pub listener: Arc<str>,
     pub method: String,
     pub host: String,
@@ -44,6 +45,12 @@ pub struct Record {
     pub request_id: String,
     pub user_agent: String,
     pub referer: String,
+    /// `TLSv1.2` / `TLSv1.3` on TLS listeners (JSON format only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<&'static str>,
+    /// The server name the TLS client asked for (JSON format only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
 }
 
 impl Record {
@@ -246,7 +253,9 @@ mod tests {
         Record {
             time,
             ts: rfc3339(time),
-            client_ip: "192.0.2.7".parse().unwrap(),
+            client_ip: "192.0.2.7".into(),
+            tls_version: None,
+            sni: None,
             listener: Arc::from("web"),
             method: "GET".into(),
             host: "shop.example".into(),

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Where in the operator's file a config problem is, so the message can point at it.
@@ -55,7 +54,8 @@ pub enum Error {
     #[error("cannot bind listener {name} on {addr}: {source}")]
     Bind {
         name: String,
-        addr: SocketAddr,
+        /// `IP:PORT` or `unix:/path`.
+        addr: String,
         source: io::Error,
     },
     #[error("{context}: {source}")]

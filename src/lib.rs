@@ -23,6 +23,7 @@ pub mod resilience;
 pub mod route;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 

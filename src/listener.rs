@@ -1,13 +1,21 @@
 //! Binding listening sockets the way a daemon should: SO_REUSEADDR (restart without waiting
 //! out TIME_WAIT), IPV6_V6ONLY on IPv6 wildcards (so `[::]` and `0.0.0.0` can coexist), a
 //! large accept backlog, non-blocking, then handed to tokio.
+//!
+//! Unix domain sockets (`unix:/path`): a stale socket file (left by a crash, nothing accepts
+//! on it) is removed before binding; a live one is an "address in use" error, and a path
+//! that is not a socket is never deleted. The file is removed when the listener stops,
+//! unless its socket was handed to a new process by a binary upgrade.
 
-use socket2::{Domain, Protocol, Socket, Type};
+use crate::config::BindAddr;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Notify;
 
 /// Kernel caps it at `net.core.somaxconn` (4096 on current kernels); nginx and HAProxy ask
@@ -24,6 +32,131 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(ACCEPT_BACKLOG)?;
     TcpListener::from_std(socket.into())
+}
+
+/// A listening socket of either family.
+#[derive(Debug)]
+pub enum Bound {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// One accepted client connection; a unix client has no address.
+#[derive(Debug)]
+pub enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream),
+}
+
+impl Bound {
+    pub async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Bound::Tcp(socket) => {
+                let (stream, peer) = socket.accept().await?;
+                let _ = stream.set_nodelay(true);
+                Ok(Accepted::Tcp(stream, peer))
+            }
+            Bound::Unix(socket) => Ok(Accepted::Unix(socket.accept().await?.0)),
+        }
+    }
+
+    /// The bound address (with the port the kernel chose for port 0).
+    pub fn local(&self) -> io::Result<BindAddr> {
+        match self {
+            Bound::Tcp(socket) => socket.local_addr().map(BindAddr::Tcp),
+            Bound::Unix(socket) => {
+                let addr = socket.local_addr()?;
+                let path = addr
+                    .as_pathname()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                Ok(BindAddr::Unix(path))
+            }
+        }
+    }
+}
+
+impl AsFd for Bound {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Bound::Tcp(socket) => socket.as_fd(),
+            Bound::Unix(socket) => socket.as_fd(),
+        }
+    }
+}
+
+/// Binds a listener address; `mode` applies to unix sockets.
+pub fn bind_any(addr: &BindAddr, mode: Option<u32>) -> io::Result<Bound> {
+    match addr {
+        BindAddr::Tcp(addr) => bind(*addr).map(Bound::Tcp),
+        BindAddr::Unix(path) => bind_unix(path, mode).map(Bound::Unix),
+    }
+}
+
+pub fn bind_unix(path: &Path, mode: Option<u32>) -> io::Result<UnixListener> {
+    remove_stale_socket(path)?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    socket.listen(ACCEPT_BACKLOG)?;
+    UnixListener::from_std(socket.into())
+}
+
+/// Removes `path` if it is a socket file nobody accepts on (a crashed predecessor's).
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !metadata.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "the path exists and is not a socket",
+        ));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another process accepts on this socket",
+        )),
+        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
+            std::fs::remove_file(path)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Removes a unix listener's socket file when dropped (the listener stopped), unless `keep`
+/// was called because a new process now accepts on the same socket.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    keep: AtomicBool,
+}
+
+impl SocketFile {
+    pub fn new(path: PathBuf) -> SocketFile {
+        SocketFile {
+            path,
+            keep: AtomicBool::new(false),
+        }
+    }
+
+    pub fn keep(&self) {
+        self.keep.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if !self.keep.load(Ordering::Acquire) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Counts a listener's open connections so the accept loop can stop accepting at
@@ -85,6 +218,25 @@ mod tests {
         if let Ok(v6) = bind(SocketAddr::new("::1".parse().unwrap(), port)) {
             assert_eq!(v6.local_addr().unwrap().port(), port);
         }
+    }
+
+    #[tokio::test]
+    async fn unix_sockets_replace_stale_files_but_not_live_ones_or_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let first = bind_unix(&path, Some(0o600)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(bind_unix(&path, None).is_err(), "live socket kept");
+        drop(first);
+        // The file is left behind, as after a crash: it is stale now.
+        assert!(path.exists());
+        let _second = bind_unix(&path, None).unwrap();
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "x").unwrap();
+        assert!(bind_unix(&file, None).is_err());
+        assert!(file.exists(), "a regular file is never deleted");
     }
 
     #[tokio::test]

@@ -30,6 +30,8 @@ pub const LISTENER_BYTES: &str = "sluice_listener_bytes_total";
 pub const RESPONSES_TOTAL: &str = "sluice_backend_responses_total";
 pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "sluice_retry_budget_exhausted_total";
 pub const DISCOVERY_UPDATES_TOTAL: &str = "sluice_discovery_updates_total";
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "sluice_tls_handshake_failures_total";
+pub const TLS_PASSTHROUGH_REFUSED_TOTAL: &str = "sluice_tls_passthrough_refused_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -181,4 +183,17 @@ pub fn discovery_update(pool: &str, source: &'static str, result: &'static str) 
 pub fn listener_bytes(listener: &str) -> (metrics::Counter, metrics::Counter) {
     let counter = |direction: &'static str| metrics::counter!(LISTENER_BYTES, "listener" => listener.to_owned(), "direction" => direction);
     (counter("in"), counter("out"))
+}
+
+/// A TLS handshake on a terminating listener failed: `reason` is `timeout` or `error`.
+pub fn tls_handshake_failure(listener: &str, reason: &'static str) {
+    metrics::counter!(TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+/// A passthrough listener closed a connection before choosing a pool: `reason` is
+/// `timeout`, `not_tls` (no readable ClientHello) or `no_route` (no route and no default).
+pub fn tls_passthrough_refused(listener: &str, reason: &'static str) {
+    metrics::counter!(TLS_PASSTHROUGH_REFUSED_TOTAL, "listener" => listener.to_owned(), "reason" => reason)
+        .increment(1);
 }

@@ -189,6 +189,20 @@ pub fn encode(version: SendProxy, source: SocketAddr, destination: SocketAddr) -
     }
 }
 
+/// A header that carries no addresses (v1 `UNKNOWN`, v2 `LOCAL`): for clients that have
+/// none, such as those on a unix socket.
+pub fn encode_unknown(version: SendProxy) -> Vec<u8> {
+    match version {
+        SendProxy::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        SendProxy::V2 => {
+            let mut out = V2_SIGNATURE.to_vec();
+            // Version 2, command LOCAL; family unspecified; no address bytes.
+            out.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+            out
+        }
+    }
+}
+
 fn same_family(source: SocketAddr, destination: SocketAddr) -> (SocketAddr, SocketAddr) {
     let (s, d) = (source.ip().to_canonical(), destination.ip().to_canonical());
     let v6 = |ip: IpAddr| match ip {

@@ -9,10 +9,11 @@
 //! snapshot at accept time, so such changes apply to new connections only.
 
 use crate::admin;
-use crate::config::Config;
 use crate::config::diff::{ReloadPlan, diff};
+use crate::config::{BindAddr, Config};
 use crate::error::Error;
 use crate::listener;
+use crate::listener::Bound;
 use crate::proxy;
 use crate::reload::Reloads;
 use crate::state::{SharedSnapshot, Snapshot};
@@ -98,7 +99,9 @@ pub struct Shared {
 }
 
 struct RunningListener {
-    local_addr: SocketAddr,
+    local_addr: BindAddr,
+    /// A unix listener's socket file, removed when the listener stops.
+    socket_file: Option<listener::SocketFile>,
     /// A duplicate of the listening socket, passed to the next process on upgrade.
     fd: OwnedFd,
     /// Cancelling it stops this listener's accept loop and asks its connections to finish.
@@ -138,16 +141,16 @@ impl Server {
         let mut sockets = Vec::new();
         for listener_config in config.listeners.values() {
             let name = &listener_config.name;
-            let socket = match inherited.take(&format!("listener:{name}"), listener_config.bind) {
+            let socket = match inherited.take(&format!("listener:{name}"), &listener_config.bind) {
                 Some(socket) => socket,
-                None => bind_named(name, listener_config.bind)?,
+                None => bind_named(name, &listener_config.bind, listener_config.unix_mode)?,
             };
             sockets.push((name.clone(), socket));
         }
         let admin_socket = match &config.admin {
-            Some(admin) => Some(match inherited.take("admin", admin.bind) {
-                Some(socket) => socket,
-                None => bind_named("admin", admin.bind)?,
+            Some(admin) => Some(match inherited.take("admin", &BindAddr::Tcp(admin.bind)) {
+                Some(Bound::Tcp(socket)) => socket,
+                _ => bind_admin(admin.bind)?,
             }),
             None => None,
         };
@@ -204,7 +207,9 @@ impl Server {
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        lock(&self.shared.admin).as_ref().map(|l| l.local_addr)
+        lock(&self.shared.admin)
+            .as_ref()
+            .and_then(|l| l.local_addr.tcp())
     }
 
     pub fn snapshot(&self) -> &SharedSnapshot {
@@ -302,6 +307,12 @@ impl Server {
         );
         match tokio::task::spawn_blocking(move || upgrade::hand_over(sockets)).await {
             Ok(Ok(pid)) => {
+                // The new process accepts on our unix sockets now: leave their files.
+                for running in lock(&self.shared.listeners).values() {
+                    if let Some(file) = &running.socket_file {
+                        file.keep();
+                    }
+                }
                 info!(
                     pid,
                     "binary upgrade: the new process serves; this one stops accepting and drains"
@@ -334,8 +345,18 @@ impl Shared {
             .collect()
     }
 
+    /// The TCP address a listener bound (`None` for a unix listener).
     pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
-        lock(&self.listeners).get(listener).map(|l| l.local_addr)
+        lock(&self.listeners)
+            .get(listener)
+            .and_then(|l| l.local_addr.tcp())
+    }
+
+    /// Where a listener is bound, TCP or unix.
+    pub fn local_bind(&self, listener: &str) -> Option<BindAddr> {
+        lock(&self.listeners)
+            .get(listener)
+            .map(|l| l.local_addr.clone())
     }
 
     /// Runtime weight overrides (admin API) on top of a config: kept across reloads while the
@@ -422,11 +443,14 @@ impl Shared {
         // 1. Bind every new socket first; dropping `fresh` on error closes them again.
         let mut fresh = Vec::new();
         for name in plan.listeners_to_bind() {
-            let bind = config.listeners[name].bind;
-            fresh.push((name.clone(), bind_named(name, bind)?));
+            let listener = &config.listeners[name];
+            fresh.push((
+                name.clone(),
+                bind_named(name, &listener.bind, listener.unix_mode)?,
+            ));
         }
         let fresh_admin = match (&config.admin, plan.admin_rebound) {
-            (Some(admin), true) => Some(bind_named("admin", admin.bind)?),
+            (Some(admin), true) => Some(bind_admin(admin.bind)?),
             _ => None,
         };
 
@@ -484,8 +508,15 @@ impl Shared {
         self.probes.sync(&self.snapshot, &self.shutdown);
     }
 
-    fn start_listener(&self, name: String, socket: TcpListener) -> Result<(), Error> {
-        let local_addr = socket_addr(&socket, &name)?;
+    fn start_listener(&self, name: String, socket: Bound) -> Result<(), Error> {
+        let local_addr = socket.local().map_err(|source| Error::Io {
+            context: format!("cannot read address of listener {name}"),
+            source,
+        })?;
+        let socket_file = match &local_addr {
+            BindAddr::Unix(path) => Some(listener::SocketFile::new(path.clone())),
+            BindAddr::Tcp(_) => None,
+        };
         let fd = duplicate(&socket, &name)?;
         let stop = self.shutdown.child_token();
         info!(listener = %name, addr = %local_addr, "listening");
@@ -502,6 +533,7 @@ impl Shared {
             name,
             RunningListener {
                 local_addr,
+                socket_file,
                 fd,
                 stop,
                 slots,
@@ -517,7 +549,8 @@ impl Shared {
         info!(addr = %local_addr, "admin listening");
         admin::spawn(socket, Arc::clone(self), stop.clone(), &self.tracker);
         *lock(&self.admin) = Some(RunningListener {
-            local_addr,
+            local_addr: BindAddr::Tcp(local_addr),
+            socket_file: None,
             fd,
             stop,
             slots: Arc::default(),
@@ -554,15 +587,23 @@ fn read_admin_token(config: &Config) -> Result<Option<String>, Error> {
     Ok(Some(token))
 }
 
-fn bind_named(name: &str, addr: SocketAddr) -> Result<TcpListener, Error> {
-    listener::bind(addr).map_err(|source| Error::Bind {
+fn bind_named(name: &str, addr: &BindAddr, mode: Option<u32>) -> Result<Bound, Error> {
+    listener::bind_any(addr, mode).map_err(|source| Error::Bind {
         name: name.to_owned(),
-        addr,
+        addr: addr.to_string(),
         source,
     })
 }
 
-fn duplicate(socket: &TcpListener, name: &str) -> Result<OwnedFd, Error> {
+fn bind_admin(addr: SocketAddr) -> Result<TcpListener, Error> {
+    listener::bind(addr).map_err(|source| Error::Bind {
+        name: "admin".to_owned(),
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+fn duplicate(socket: &impl AsFd, name: &str) -> Result<OwnedFd, Error> {
     socket
         .as_fd()
         .try_clone_to_owned()
@@ -581,7 +622,7 @@ fn socket_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, Error> {
 
 fn spawn_accept_loop(
     name: Arc<str>,
-    socket: TcpListener,
+    socket: Bound,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
     slots: Arc<listener::ConnectionSlots>,
@@ -605,8 +646,8 @@ fn spawn_accept_loop(
                 accepted = socket.accept() => accepted,
                 () = stop.cancelled() => break,
             };
-            let (stream, peer) = match accepted {
-                Ok(pair) => pair,
+            let accepted = match accepted {
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // EMFILE/ENFILE and friends: back off briefly instead of spinning; the
                     // pending connections wait in the kernel backlog meanwhile.
@@ -615,14 +656,12 @@ fn spawn_accept_loop(
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             // The connection reads its listener's settings (protocol, PROXY header) from
             // the snapshot when it starts: a reload may have changed them.
             let slot = slots.take();
             metrics::counter!(crate::metrics::LISTENER_CONNECTIONS_TOTAL, "listener" => name.to_string()).increment(1);
             let serve = proxy::accept::serve(
-                stream,
-                peer,
+                accepted,
                 Arc::clone(&name),
                 snapshot.clone(),
                 stop.clone(),

@@ -7,8 +7,13 @@
 //! Wire format on the unix stream: old -> new, one message whose data is a JSON list of
 //! socket names (`"listener:NAME"`, `"admin"`) with the descriptors attached in the same
 //! order; new -> old, the line `ready\n` once it serves. Safe Rust throughout (rustix).
+//!
+//! Unix domain socket listeners are passed the same way, matched by path; the old process
+//! then leaves the socket file in place when it stops (the new one accepts on it).
 
+use crate::config::BindAddr;
 use crate::error::Error;
+use crate::listener::Bound;
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
@@ -16,7 +21,6 @@ use rustix::net::{
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Write};
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
@@ -38,7 +42,7 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error 
 /// The listening sockets a process inherited from its predecessor, taken by name.
 #[derive(Default)]
 pub struct Inherited {
-    sockets: HashMap<String, std::net::TcpListener>,
+    sockets: HashMap<String, OwnedFd>,
     /// Kept open to tell the old process when this one serves.
     channel: Option<UnixStream>,
 }
@@ -76,11 +80,7 @@ impl Inherited {
                 format!("{} names for {} sockets", names.len(), fds.len()),
             )));
         }
-        let sockets = names
-            .into_iter()
-            .zip(fds)
-            .map(|(name, fd)| (name, std::net::TcpListener::from(fd)))
-            .collect();
+        let sockets = names.into_iter().zip(fds).collect();
         Ok(Inherited {
             sockets,
             channel: Some(stream),
@@ -89,15 +89,32 @@ impl Inherited {
 
     /// The inherited socket for `name` if it is bound where the config wants it. A configured
     /// port 0 ("any port") accepts the inherited port, so an upgrade keeps ephemeral ports.
-    pub fn take(&mut self, name: &str, wanted: SocketAddr) -> Option<tokio::net::TcpListener> {
-        let socket = self.sockets.remove(name)?;
+    pub fn take(&mut self, name: &str, wanted: &BindAddr) -> Option<Bound> {
+        let fd = self.sockets.remove(name)?;
+        let wanted = match wanted {
+            BindAddr::Tcp(addr) => *addr,
+            BindAddr::Unix(path) => {
+                let socket = std::os::unix::net::UnixListener::from(fd);
+                let actual = socket.local_addr().ok()?;
+                if actual.as_pathname() != Some(path.as_path()) {
+                    return None;
+                }
+                socket.set_nonblocking(true).ok()?;
+                return tokio::net::UnixListener::from_std(socket)
+                    .ok()
+                    .map(Bound::Unix);
+            }
+        };
+        let socket = std::net::TcpListener::from(fd);
         let actual = socket.local_addr().ok()?;
         let matches = actual == wanted || (wanted.port() == 0 && actual.ip() == wanted.ip());
         if !matches {
             return None;
         }
         socket.set_nonblocking(true).ok()?;
-        tokio::net::TcpListener::from_std(socket).ok()
+        tokio::net::TcpListener::from_std(socket)
+            .ok()
+            .map(Bound::Tcp)
     }
 
     /// Tells the old process that this one serves; it then stops accepting and drains.

@@ -19,7 +19,7 @@ impl PickContext {
         pool: &PoolConfig,
         headers: &HeaderMap,
         uri: &Uri,
-        client: SocketAddr,
+        client: Option<SocketAddr>,
         now_micros: u64,
     ) -> PickContext {
         PickContext {
@@ -32,7 +32,13 @@ impl PickContext {
     }
 
     /// The context for one TCP connection to `pool`: only a `source_ip` key exists here.
-    pub fn for_connection(pool: &PoolConfig, client: SocketAddr, now_micros: u64) -> PickContext {
+    /// A unix socket client (`client` is `None`) has no `source_ip` key: the pool's fallback
+    /// algorithm picks, as for a request without the configured header.
+    pub fn for_connection(
+        pool: &PoolConfig,
+        client: Option<SocketAddr>,
+        now_micros: u64,
+    ) -> PickContext {
         PickContext {
             key: hash_key_of(pool).and_then(|spec| connection_key(spec, client)),
             sticky: None,
@@ -53,10 +59,10 @@ pub fn request_key(
     spec: &HashKey,
     headers: &HeaderMap,
     uri: &Uri,
-    client: SocketAddr,
+    client: Option<SocketAddr>,
 ) -> Option<u64> {
     let value: &[u8] = match spec {
-        HashKey::SourceIp => return Some(ip_key(client.ip())),
+        HashKey::SourceIp => return client.map(|c| ip_key(c.ip())),
         HashKey::Header(name) => headers.get(name)?.as_bytes(),
         HashKey::Cookie(name) => cookie(headers, name)?,
         HashKey::Path => uri.path().as_bytes(),
@@ -66,9 +72,9 @@ pub fn request_key(
 }
 
 /// The hashed key of a TCP connection: only `source_ip` is known before any byte is read.
-pub fn connection_key(spec: &HashKey, client: SocketAddr) -> Option<u64> {
+pub fn connection_key(spec: &HashKey, client: Option<SocketAddr>) -> Option<u64> {
     match spec {
-        HashKey::SourceIp => Some(ip_key(client.ip())),
+        HashKey::SourceIp => client.map(|c| ip_key(c.ip())),
         _ => None,
     }
 }
@@ -154,7 +160,7 @@ mod tests {
             &spec,
             headers,
             &uri.parse().unwrap(),
-            CLIENT.parse().unwrap(),
+            Some(CLIENT.parse().unwrap()),
         )
     }
 
@@ -195,7 +201,9 @@ mod tests {
         assert_eq!(key("query:user", &headers, "/?username=x&user"), None);
         let client: SocketAddr = CLIENT.parse().unwrap();
         let header = crate::config::parse_hash_key("header:X-User").unwrap();
-        assert_eq!(connection_key(&header, client), None);
+        assert_eq!(connection_key(&header, Some(client)), None);
+        // A unix socket client has no address: no source_ip key, the fallback picks.
+        assert_eq!(connection_key(&HashKey::SourceIp, None), None);
     }
 
     #[test]
@@ -203,8 +211,8 @@ mod tests {
         let v4: SocketAddr = "192.0.2.7:1".parse().unwrap();
         let mapped: SocketAddr = "[::ffff:192.0.2.7]:2".parse().unwrap();
         assert_eq!(
-            connection_key(&HashKey::SourceIp, v4),
-            connection_key(&HashKey::SourceIp, mapped)
+            connection_key(&HashKey::SourceIp, Some(v4)),
+            connection_key(&HashKey::SourceIp, Some(mapped))
         );
     }
 
@@ -215,7 +223,7 @@ mod tests {
         let value = sticky::cookie_value("127.0.0.1:9001".parse().unwrap());
         let headers = request(&[("cookie", &format!("uid=7; lb={value}"))]);
         let uri: Uri = "/".parse().unwrap();
-        let client: SocketAddr = CLIENT.parse().unwrap();
+        let client = Some(CLIENT.parse().unwrap());
         let app = PickContext::for_request(&config.pools["app"], &headers, &uri, client, 5);
         assert_eq!(app.key, Some(hash_bytes(b"7")));
         assert_eq!(

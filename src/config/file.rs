@@ -60,6 +60,10 @@ pub struct RawListener {
     /// Open client connections at most; beyond it new ones wait in the accept backlog.
     pub max_connections: Option<u32>,
     pub access_log: Option<RawAccessLog>,
+    /// TLS termination (http listeners only).
+    pub tls: Option<Spanned<super::tls::RawTls>>,
+    /// File mode of a `unix:` socket, octal (`"0660"`).
+    pub mode: Option<Text>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -97,6 +101,8 @@ pub struct RawRouteMatch {
     pub path_prefix: Option<Text>,
     pub method: Option<Text>,
     pub header: Option<Spanned<RawHeaderMatch>>,
+    /// TLS server name (tcp listeners only: passthrough routing without terminating).
+    pub sni: Option<Text>,
 }
 
 /// `{name, value}` matches an exact value; `{name}` alone matches presence.

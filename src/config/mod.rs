@@ -5,6 +5,7 @@
 //! is the one I/O here (`Config::load`), kept at the edge so tests can call `Config::parse`.
 
 mod algorithm;
+mod bind;
 pub mod diff;
 pub mod discovery;
 mod duration;
@@ -13,15 +14,20 @@ pub mod health;
 mod proxy_protocol;
 pub mod resilience;
 mod route;
+mod sni_route;
+pub mod tls;
 pub mod zookeeper;
 
 pub use algorithm::{
     Algorithm, HashKey, HashOptions, P2cLoad, P2cOptions, StickyConfig, parse_hash_key,
 };
+pub use bind::BindAddr;
 pub use duration::{format_duration, parse_duration};
 pub use file::{AccessLogFormat, Protocol};
 pub use proxy_protocol::{AcceptProxy, Cidr, SendProxy};
 pub use route::{HeaderCondition, HeaderEdits, HostPattern, PathPattern, RouteConfig, RouteMatch};
+pub use sni_route::{SniRoute, route_by_sni};
+pub use tls::ListenerTls;
 
 use crate::error::{ConfigError, Error, SourcePosition};
 use file::{RawConfig, RawListener, RawPool, Text};
@@ -76,13 +82,19 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub name: String,
-    pub bind: SocketAddr,
+    pub bind: BindAddr,
+    /// File mode set on a `unix:` socket after binding (`None`: the umask decides).
+    pub unix_mode: Option<u32>,
     pub protocol: Protocol,
     /// The default pool: TCP connections and HTTP requests no route matched. `None` (only
     /// with routes): such a request gets 404.
     pub pool: Option<String>,
     /// HTTP only; the first route that matches picks the pool.
     pub routes: Vec<RouteConfig>,
+    /// TCP only: routes by the TLS server name, without terminating (passthrough).
+    pub sni_routes: Vec<SniRoute>,
+    /// HTTP only: terminate TLS with these certificates.
+    pub tls: Option<ListenerTls>,
     /// Read a PROXY protocol header (v1 or v2) before anything else.
     pub proxy_protocol: Option<AcceptProxy>,
     pub timeouts: ListenerTimeouts,
@@ -360,14 +372,14 @@ impl Validator<'_> {
             ));
         }
         let mut listeners = BTreeMap::new();
-        let mut binds: HashMap<SocketAddr, String> = HashMap::new();
+        let mut binds: HashMap<BindAddr, String> = HashMap::new();
         if let Some(admin) = &admin {
-            binds.insert(admin.bind, "admin".into());
+            binds.insert(BindAddr::Tcp(admin.bind), "admin".into());
         }
         for (name, listener) in raw_listeners.value {
             let validated = self.listener(&name, &listener, &pools)?;
             // Port 0 asks the kernel for a fresh port each time, so it never clashes.
-            let ephemeral = validated.bind.port() == 0;
+            let ephemeral = validated.bind.tcp().is_some_and(|a| a.port() == 0);
             if let Some(other) = binds.get(&validated.bind).filter(|_| !ephemeral) {
                 return Err(self.error_at(
                     listener.bind.referenced,
@@ -375,7 +387,7 @@ impl Validator<'_> {
                     format!("{} is already used by {other}", validated.bind),
                 ));
             }
-            binds.insert(validated.bind, format!("listener {name}"));
+            binds.insert(validated.bind.clone(), format!("listener {name}"));
             listeners.insert(name, validated);
         }
 
@@ -397,27 +409,55 @@ impl Validator<'_> {
         let path = format!("listeners.{name}");
         check_name(name)
             .map_err(|message| self.error_at(raw.bind.referenced, path.clone(), message))?;
-        let bind = self.socket_addr(&raw.bind, format!("{path}.bind"))?;
+        let bind = bind::parse_bind(&raw.bind.value)
+            .map_err(|m| self.error_at(raw.bind.referenced, format!("{path}.bind"), m))?;
+        let unix_mode = match &raw.mode {
+            None => None,
+            Some(_) if !matches!(bind, BindAddr::Unix(_)) => {
+                return Err(self.error_at(
+                    raw.bind.referenced,
+                    format!("{path}.mode"),
+                    "mode applies to unix: sockets only".into(),
+                ));
+            }
+            Some(text) => Some(
+                bind::parse_mode(&text.value)
+                    .map_err(|m| self.error_at(text.referenced, format!("{path}.mode"), m))?,
+            ),
+        };
         let protocol = raw.protocol.unwrap_or(Protocol::Http);
         if let Some(pool) = &raw.pool {
             self.pool_name(pool, &format!("{path}.pool"), pools)?;
         }
-        let routes = match &raw.routes {
-            None => Vec::new(),
-            Some(routes) if protocol == Protocol::Tcp => {
+        let (routes, sni_routes) = match &raw.routes {
+            None => (Vec::new(), Vec::new()),
+            Some(routes) if protocol == Protocol::Tcp => (
+                Vec::new(),
+                self.sni_routes(&format!("{path}.routes"), routes, pools)?,
+            ),
+            Some(routes) => (
+                self.routes(&format!("{path}.routes"), routes, pools)?,
+                Vec::new(),
+            ),
+        };
+        let tls = match &raw.tls {
+            None => None,
+            Some(tls) if protocol == Protocol::Tcp => {
                 return Err(self.error_at(
-                    routes.referenced,
-                    format!("{path}.routes"),
-                    "routes need protocol: http (a tcp listener forwards to its pool)".into(),
+                    tls.referenced,
+                    format!("{path}.tls"),
+                    "tls termination needs protocol: http (a tcp listener passes TLS through; \
+                     route it by name with routes: [{match: {sni: NAME}, pool: P}])"
+                        .into(),
                 ));
             }
-            Some(routes) => self.routes(&format!("{path}.routes"), routes, pools)?,
+            Some(tls) => Some(self.tls(&path, tls)?),
         };
-        if raw.pool.is_none() && routes.is_empty() {
+        if raw.pool.is_none() && routes.is_empty() && sni_routes.is_empty() {
             return Err(self.error_at(
                 raw.bind.referenced,
                 path.clone(),
-                "needs a pool, or (http) routes".into(),
+                "needs a pool, or routes".into(),
             ));
         }
         let proxy_protocol = self.accept_proxy(&path, raw.proxy_protocol.as_ref())?;
@@ -425,7 +465,10 @@ impl Validator<'_> {
         Ok(ListenerConfig {
             name: name.to_owned(),
             bind,
+            unix_mode,
             protocol,
+            sni_routes,
+            tls,
             pool: raw.pool.as_ref().map(|p| p.value.clone()),
             routes,
             proxy_protocol,
@@ -636,3 +679,5 @@ fn check_name(name: &str) -> Result<(), String> {
 mod routing_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

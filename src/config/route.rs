@@ -106,6 +106,13 @@ impl Validator<'_> {
         self.pool_name(&route.pool, &format!("{path}.pool"), pools)?;
         let raw_match = &route.matcher.value;
         let at = route.matcher.referenced;
+        if let Some(sni) = &raw_match.sni {
+            return Err(self.error_at(
+                sni.referenced,
+                format!("{path}.match.sni"),
+                "sni matches need protocol: tcp (an http listener routes by host)".into(),
+            ));
+        }
         let host = match &raw_match.host {
             None => None,
             Some(text) => Some(
@@ -251,7 +258,7 @@ fn trim_slash(path: String) -> String {
     }
 }
 
-fn host_pattern(text: &str) -> Result<HostPattern, String> {
+pub(super) fn host_pattern(text: &str) -> Result<HostPattern, String> {
     let host = text.trim().trim_end_matches('.').to_ascii_lowercase();
     let (wildcard, name) = match host.strip_prefix("*.") {
         Some(rest) => (true, rest),

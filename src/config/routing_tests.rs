@@ -119,7 +119,7 @@ fn tcp_listener_cannot_route() {
         "    routes: [{match: {host: a.b}, pool: web}]\n",
     );
     let error = refuse(&text);
-    assert_eq!(error.path, "listeners.pg.routes");
+    assert_eq!(error.path, "listeners.pg.routes[0]");
     assert_eq!(at(&error).0, 22);
     assert!(error.message.contains("protocol: http"), "{error}");
 }

@@ -6,14 +6,18 @@
 //! otherwise the connection is closed without a byte written (what HAProxy and nginx do).
 //! Untrusted peers are served as plain connections with their own address, so they cannot
 //! spoof one. Exactly the header's bytes are read, so the data path sees the payload intact.
+//!
+//! Then, on a TLS listener, the handshake (PROXY header first, ClientHello second, as HAProxy
+//! sends them), within the same `client_header` timeout; on a passthrough listener, the
+//! ClientHello is read for its server name. Generic over the stream: TCP or unix socket.
 
 use crate::config::Protocol;
+use crate::listener::Accepted;
+use crate::proxy::{Peer, TlsInfo};
 use crate::proxy_protocol::{self, Header, ParseError, Parsed};
 use crate::state::SharedSnapshot;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -27,13 +31,39 @@ pub enum AcceptError {
 
 /// Serves one accepted connection on `listener` until it ends.
 pub async fn serve(
-    mut stream: TcpStream,
-    peer: SocketAddr,
+    accepted: Accepted,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
 ) {
-    let (protocol, accept_proxy, deadline) = {
+    match accepted {
+        Accepted::Tcp(stream, peer) => {
+            let Ok(local) = stream.local_addr() else {
+                return;
+            };
+            let peer = Peer {
+                client: Some(peer),
+                local: Some(local),
+                tls: None,
+            };
+            serve_stream(stream, peer, listener, snapshot, stop).await
+        }
+        Accepted::Unix(stream) => {
+            serve_stream(stream, Peer::default(), listener, snapshot, stop).await
+        }
+    }
+}
+
+async fn serve_stream<S>(
+    mut stream: S,
+    mut peer: Peer,
+    listener: Arc<str>,
+    snapshot: SharedSnapshot,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (protocol, accept_proxy, deadline, tls, passthrough) = {
         let current = snapshot.load();
         // Removed by a reload an instant ago: drop the connection.
         let Some(config) = current.listener(&listener) else {
@@ -43,40 +73,88 @@ pub async fn serve(
             config.protocol,
             config.proxy_protocol.clone(),
             config.timeouts.client_header,
+            // Read at accept time: a reload's new certificates apply to new connections.
+            config.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
+            !config.sni_routes.is_empty(),
         )
     };
-    let Ok(mut local) = stream.local_addr() else {
-        return;
-    };
-    let mut client = peer;
-    if accept_proxy.is_some_and(|a| a.trusts(peer.ip())) {
+    // A unix socket peer is a local process that passed the socket file's permissions: it is
+    // trusted like a listed address.
+    let trusted = accept_proxy.is_some_and(|a| peer.client.is_none_or(|c| a.trusts(c.ip())));
+    if trusted {
         match tokio::time::timeout(deadline, read_header(&mut stream)).await {
             Ok(Ok(Header::Proxied {
                 source,
                 destination,
             })) => {
-                client = source;
-                local = destination;
+                peer.client = Some(source);
+                peer.local = Some(destination);
             }
             Ok(Ok(Header::Local)) => {}
             Ok(Err(error)) => {
-                debug!(%listener, %peer, %error, "closing connection: bad PROXY header");
+                debug!(%listener, ?peer.client, %error, "closing connection: bad PROXY header");
                 return;
             }
             Err(_) => {
-                debug!(%listener, %peer, "closing connection: no PROXY header in time");
+                debug!(%listener, ?peer.client, "closing connection: no PROXY header in time");
                 return;
             }
         }
     }
+    if let Some(server_config) = tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+        let stream = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                crate::metrics::tls_handshake_failure(&listener, "error");
+                debug!(%listener, ?peer.client, %error, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                crate::metrics::tls_handshake_failure(&listener, "timeout");
+                debug!(%listener, ?peer.client, "TLS handshake timed out");
+                return;
+            }
+        };
+        let session = stream.get_ref().1;
+        peer.tls = Some(TlsInfo {
+            version: match session.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+                _ => "TLS",
+            },
+            sni: session.server_name().map(str::to_owned),
+            alpn: session
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+        });
+        // TLS is only configured on http listeners (validation refuses it on tcp ones).
+        crate::proxy::http::serve_connection(stream, peer, listener, snapshot, stop).await;
+        return;
+    }
     match protocol {
         Protocol::Http => {
-            crate::proxy::http::serve_connection(stream, client, local, listener, snapshot, stop)
+            crate::proxy::http::serve_connection(stream, peer, listener, snapshot, stop).await
+        }
+        Protocol::Tcp if passthrough => {
+            let hello = crate::proxy::passthrough::read_client_hello(&mut stream, deadline).await;
+            let hello = match hello {
+                Ok(hello) => hello,
+                Err(error) => {
+                    let reason = match error {
+                        crate::proxy::passthrough::HelloError::Timeout(_) => "timeout",
+                        _ => "not_tls",
+                    };
+                    crate::metrics::tls_passthrough_refused(&listener, reason);
+                    debug!(%listener, ?peer.client, %error, "closing passthrough connection");
+                    return;
+                }
+            };
+            crate::proxy::tcp::serve_connection(stream, peer, Some(hello), listener, snapshot, stop)
                 .await
         }
         Protocol::Tcp => {
-            crate::proxy::tcp::serve_connection(stream, client, local, listener, snapshot, stop)
-                .await
+            crate::proxy::tcp::serve_connection(stream, peer, None, listener, snapshot, stop).await
         }
     }
 }

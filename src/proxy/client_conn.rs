@@ -48,12 +48,22 @@ const FIRST_READ: usize = 1024;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// Which HTTP versions a connection may speak: TLS's ALPN may have fixed it already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Versions {
+    /// HTTP/2 if the connection starts with its preface (h2c prior knowledge), else HTTP/1.
+    Detect,
+    Http1,
+    Http2,
+}
+
 /// Serves `io` until the client closes, an error ends it, or `stop` fires and the request in
 /// progress (if any) is answered.
 pub async fn drive<I, S, B>(
     mut io: TimedIo<I>,
     activity: Arc<ConnActivity>,
     mut service: S,
+    versions: Versions,
     stop: CancellationToken,
 ) -> Result<(), hyper::Error>
 where
@@ -65,7 +75,11 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let mut first = true;
+    if versions == Versions::Http2 {
+        activity.mark_http2();
+        return serve_http2(Prefixed::new(Bytes::new(), io), service, &stop).await;
+    }
+    let mut first = versions == Versions::Detect;
     let mut carried: Option<Bytes> = None;
     loop {
         let prefix = match carried.take() {

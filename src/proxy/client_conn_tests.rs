@@ -30,7 +30,11 @@ fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
                 marks.mark_body();
             }
             let path = request.uri().path().to_owned();
-            let body = request.into_body().collect().await.map(|b| b.to_bytes().len());
+            let body = request
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes().len());
             drop(active);
             let text = format!("{path} {}", body.unwrap_or(0));
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
@@ -39,7 +43,14 @@ fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
     let task = tokio::spawn({
         let activity = Arc::clone(&activity);
         async move {
-            let _ = drive(io, activity, service, CancellationToken::new()).await;
+            let _ = drive(
+                io,
+                activity,
+                service,
+                Versions::Detect,
+                CancellationToken::new(),
+            )
+            .await;
         }
     });
     (client, activity, task)
@@ -60,7 +71,11 @@ async fn read_response(client: &mut DuplexStream) -> String {
     loop {
         let mut buf = [0u8; 1024];
         let n = client.read(&mut buf).await.unwrap();
-        assert!(n > 0, "connection closed; got {:?}", String::from_utf8_lossy(&got));
+        assert!(
+            n > 0,
+            "connection closed; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
         got.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&got).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
@@ -80,17 +95,26 @@ async fn read_response(client: &mut DuplexStream) -> String {
 #[tokio::test(start_paused = true)]
 async fn an_idle_connection_parks_and_serves_its_next_request() {
     let (mut client, activity, _task) = start();
-    client.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    client
+        .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
     assert!(read_response(&mut client).await.ends_with("/one 0"));
     until_parked(&activity, 1).await;
-    client.write_all(b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    client
+        .write_all(b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
     assert!(read_response(&mut client).await.ends_with("/two 0"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_parked_connection_takes_pipelined_requests_in_order() {
     let (mut client, activity, _task) = start();
-    client.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    client
+        .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
     read_response(&mut client).await;
     until_parked(&activity, 1).await;
     client
@@ -118,20 +142,29 @@ async fn a_connection_that_had_a_body_never_parks() {
     assert!(read_response(&mut client).await.ends_with("/p 5"));
     tokio::time::sleep(PARK_AFTER * 4).await;
     assert_eq!(activity.times_parked(), 0);
-    client.write_all(b"GET /g HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    client
+        .write_all(b"GET /g HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
     assert!(read_response(&mut client).await.ends_with("/g 0"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_idle_deadline_closes_a_parked_connection() {
     let (mut client, activity, task) = start();
-    client.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
     read_response(&mut client).await;
     let started = tokio::time::Instant::now();
     task.await.unwrap();
     assert_eq!(activity.times_parked(), 1);
     let idle = started.elapsed();
-    assert!(idle >= TIMEOUTS.idle && idle < TIMEOUTS.idle + Duration::from_secs(1), "{idle:?}");
+    assert!(
+        idle >= TIMEOUTS.idle && idle < TIMEOUTS.idle + Duration::from_secs(1),
+        "{idle:?}"
+    );
     let mut buf = [0u8; 16];
     assert_eq!(client.read(&mut buf).await.unwrap(), 0);
 }

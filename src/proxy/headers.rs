@@ -42,9 +42,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// the client to `X-Forwarded-For`, sets `X-Forwarded-Proto` and `X-Forwarded-Host`, and makes
 /// sure `Host` is present (HTTP/2 clients send `:authority` instead, which HTTP/1.1 backends
 /// cannot see). `Host` itself is kept as the client sent it.
+///
+/// A client without an address (`None`: a unix socket peer that sent no PROXY header) adds
+/// nothing to `X-Forwarded-For`: a made-up address would mislead the backend's logs and ACLs.
 pub fn rewrite_request_headers(
     headers: &mut HeaderMap,
-    client_ip: IpAddr,
+    client_ip: Option<IpAddr>,
     scheme: &'static str,
     authority: Option<&str>,
 ) {
@@ -54,7 +57,9 @@ pub fn rewrite_request_headers(
     {
         headers.insert(header::HOST, value);
     }
-    append_forwarded_for(headers, client_ip);
+    if let Some(client_ip) = client_ip {
+        append_forwarded_for(headers, client_ip);
+    }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST, host);
@@ -120,7 +125,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.2"),
             ("x-forwarded-proto", "https"),
         ]);
-        rewrite_request_headers(&mut headers, "192.0.2.7".parse().unwrap(), "http", None);
+        rewrite_request_headers(&mut headers, "192.0.2.7".parse().ok(), "http", None);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
         assert_eq!(headers.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(headers["x-forwarded-proto"], "http");
@@ -133,11 +138,19 @@ mod tests {
         let mut headers = HeaderMap::new();
         rewrite_request_headers(
             &mut headers,
-            "::1".parse().unwrap(),
+            "::1".parse().ok(),
             "http",
             Some("h2.example:8080"),
         );
         assert_eq!(headers["host"], "h2.example:8080");
         assert_eq!(headers["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn a_client_without_address_adds_no_forwarded_for() {
+        let mut headers = map(&[("host", "example.com")]);
+        rewrite_request_headers(&mut headers, None, "https", None);
+        assert!(!headers.contains_key("x-forwarded-for"));
+        assert_eq!(headers["x-forwarded-proto"], "https");
     }
 }

@@ -14,12 +14,12 @@ use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
 use crate::proxy::activity::{ClientTimeouts, ConnActivity, TimedIo};
 use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
-use crate::proxy::client_conn;
-use crate::proxy::clock_micros;
+use crate::proxy::client_conn::{self, Versions};
 use crate::proxy::forward::{Forwarded, Outgoing, forward};
 use crate::proxy::headers::{rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::request_body::Prepared;
 use crate::proxy::tunnel::{self, TunnelGuards, TunnelLimits};
+use crate::proxy::{Peer, clock_micros};
 use crate::route::{self, RequestView};
 use crate::state::SharedSnapshot;
 use http::{Request, Response, StatusCode, Version, header};
@@ -29,7 +29,7 @@ use hyper::service::service_fn;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -37,9 +37,10 @@ use tracing::debug;
 /// What every request on one client connection shares.
 struct ConnContext {
     listener: Arc<str>,
-    client: SocketAddr,
-    /// The address the client connected to (from the PROXY header when there is one).
-    local: SocketAddr,
+    /// `None`: a unix socket client without a PROXY header.
+    client: Option<SocketAddr>,
+    /// Addresses (from the PROXY header when there is one) and TLS facts of the connection.
+    peer: Peer,
     snapshot: SharedSnapshot,
     activity: Arc<ConnActivity>,
     /// Fired when this connection should wind down (shutdown, upgrade, listener removed).
@@ -64,14 +65,19 @@ struct Served {
 
 /// Serves one accepted client connection until it closes, or until `shutdown` fires and the
 /// request in progress (if any) has been answered.
-pub async fn serve_connection(
-    stream: TcpStream,
-    client: SocketAddr,
-    local: SocketAddr,
+///
+/// Generic over the stream: TCP, unix socket, or TLS over either. On TLS, ALPN decides the
+/// protocol (`h2`: HTTP/2 only; `http/1.1`: HTTP/1 only); without TLS or ALPN, hyper-util's
+/// auto-detection serves HTTP/1.1 or HTTP/2 with prior knowledge (h2c).
+pub async fn serve_connection<S>(
+    stream: S,
+    peer: Peer,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     shutdown: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (timeouts, access_log) = {
         let current = snapshot.load();
         let Some(listener_config) = current.listener(&listener) else {
@@ -95,9 +101,11 @@ pub async fn serve_connection(
     let activity_handle = Arc::clone(&activity);
     let (bytes_in, bytes_out) = crate::metrics::listener_bytes(&listener);
     let tunnels = TaskTracker::new();
+    let alpn = peer.tls.as_ref().and_then(|t| t.alpn.clone());
+    let client = peer.client;
     let context = Arc::new(ConnContext {
         client,
-        local,
+        peer,
         snapshot,
         activity,
         stop: shutdown.clone(),
@@ -141,8 +149,15 @@ pub async fn serve_connection(
         }
     });
 
-    if let Err(error) = client_conn::drive(io, activity_handle, service, shutdown).await {
-        debug!(%client, error = %error, "client connection ended with an error");
+    // On TLS, ALPN decides (`h2`: HTTP/2 only; `http/1.1`: HTTP/1 only); otherwise the
+    // connection preface does (h2c with prior knowledge, or HTTP/1).
+    let versions = match alpn.as_deref() {
+        Some("h2") => Versions::Http2,
+        Some("http/1.1") => Versions::Http1,
+        _ => Versions::Detect,
+    };
+    if let Err(error) = client_conn::drive(io, activity_handle, service, versions, shutdown).await {
+        debug!(?client, error = %error, "client connection ended with an error");
     }
     // Keep this (tracked) task alive while its tunnels run, so a drain waits for them.
     tunnels.close();
@@ -183,10 +198,15 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+    let scheme = if context.peer.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     rewrite_request_headers(
         &mut parts.headers,
-        context.client.ip(),
-        "http",
+        context.client.map(|c| c.ip()),
+        scheme,
         authority.as_deref(),
     );
     if let Some(upgrade) = &upgrade {
@@ -212,7 +232,7 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
     let body = match Prepared::from_request(body, &parts.headers, &context.bytes_in).await {
         Ok(body) => body,
         Err(error) => {
-            debug!(client = %context.client, %error, "client body failed");
+            debug!(client = ?context.client, %error, "client body failed");
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "request body could not be read\n",
@@ -223,7 +243,7 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
     let proxy_header = pool
         .config
         .send_proxy
-        .map(|version| crate::proxy_protocol::encode(version, context.client, context.local));
+        .map(|version| context.peer.proxy_header(version));
     let outgoing = Outgoing {
         method: &parts.method,
         path_and_query: path,
@@ -365,7 +385,9 @@ fn start_log(
         record: access_log::Record {
             time,
             ts: access_log::rfc3339(time),
-            client_ip: context.client.ip(),
+            client_ip: context
+                .client
+                .map_or_else(|| "unix:".to_owned(), |c| c.ip().to_string()),
             listener: Arc::clone(&context.listener),
             method: request.method().to_string(),
             host,
@@ -387,6 +409,8 @@ fn start_log(
             request_id: request_id.to_str().unwrap_or("-").to_owned(),
             user_agent: text(header::USER_AGENT),
             referer: text(header::REFERER),
+            tls_version: context.peer.tls.as_ref().map(|t| t.version),
+            sni: context.peer.tls.as_ref().and_then(|t| t.sni.clone()),
         },
         started: tokio::time::Instant::now(),
         sink: Arc::clone(sink),

@@ -9,7 +9,9 @@ pub mod client_conn;
 pub mod forward;
 pub mod headers;
 pub mod http;
+pub mod passthrough;
 pub mod request_body;
+pub mod sni;
 pub mod splice;
 pub mod tcp;
 pub mod tunnel;
@@ -18,8 +20,41 @@ use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
 use crate::state::Pool;
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Instant;
+
+/// What a connection knows about its client once accepted (and after the PROXY header and
+/// the TLS handshake, when there are any).
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// `None`: a unix socket client that sent no PROXY header (it has no address).
+    pub client: Option<SocketAddr>,
+    /// The address the client connected to; `None` on a unix socket.
+    pub local: Option<SocketAddr>,
+    /// Set on TLS listeners once the handshake is done.
+    pub tls: Option<TlsInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    pub sni: Option<String>,
+    /// The ALPN protocol agreed on (`h2`, `http/1.1`), if any.
+    pub alpn: Option<String>,
+}
+
+impl Peer {
+    /// The PROXY header to write upstream for this client: the addresses when known, else
+    /// the spec's "unknown" form (the backend then uses the connection's own addresses).
+    pub fn proxy_header(&self, version: crate::config::SendProxy) -> Vec<u8> {
+        match (self.client, self.local) {
+            (Some(client), Some(local)) => crate::proxy_protocol::encode(version, client, local),
+            _ => crate::proxy_protocol::encode_unknown(version),
+        }
+    }
+}
 
 thread_local! {
     /// One RNG per worker thread: selection needs cheap randomness and no shared lock.

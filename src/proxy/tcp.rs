@@ -9,33 +9,52 @@
 
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
+use crate::config::route_by_sni;
 use crate::health::probe::report_outcome;
+use crate::proxy::passthrough::ClientHello;
 use crate::proxy::splice::{Limits, SpliceEnd, splice};
-use crate::proxy::{clock_micros, pick_backend_where};
+use crate::proxy::{Peer, clock_micros, pick_backend_where};
 use crate::state::{Pool, SharedSnapshot};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 /// Splices until either side closes. Once `stop` fires (shutdown, or the listener removed by
 /// a reload) the session may go on for the drain deadline, then it is closed.
-pub async fn serve_connection(
-    client: TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
+///
+/// `hello` (passthrough listeners) is the ClientHello already read: it picks the pool by its
+/// server name and is written to the backend first.
+pub async fn serve_connection<S>(
+    client: S,
+    peer: Peer,
+    hello: Option<ClientHello>,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let snapshot = snapshot.load_full();
     let drain_timeout = snapshot.config.runtime.drain_timeout;
-    let Some(pool) = snapshot.pool_for_listener(&listener) else {
+    let routed = match &hello {
+        None => None,
+        Some(hello) => snapshot
+            .listener(&listener)
+            .and_then(|l| route_by_sni(&l.sni_routes, hello.sni.as_deref()))
+            .and_then(|route| snapshot.pools.get(&route.pool)),
+    };
+    let Some(pool) = routed.or_else(|| snapshot.pool_for_listener(&listener)) else {
+        if let Some(hello) = &hello {
+            crate::metrics::tls_passthrough_refused(&listener, "no_route");
+            debug!(%listener, sni = ?hello.sni, "closing passthrough connection: no route and no default pool");
+        }
         return;
     };
-    let pick_context = PickContext::for_connection(&pool.config, peer, clock_micros());
+    let peer_addr = peer.client;
+    let pick_context = PickContext::for_connection(&pool.config, peer_addr, clock_micros());
     let Some((backend, _in_flight, mut upstream)) =
         connect_with_redispatch(pool, &pick_context, &listener).await
     else {
@@ -43,11 +62,17 @@ pub async fn serve_connection(
     };
     let _ = upstream.set_nodelay(true);
     if let Some(version) = pool.config.send_proxy {
-        let header = crate::proxy_protocol::encode(version, peer, local);
+        let header = peer.proxy_header(version);
         if let Err(error) = upstream.write_all(&header).await {
             warn!(%listener, backend = %backend.address, %error, "writing the PROXY header failed");
             return;
         }
+    }
+    if let Some(hello) = &hello
+        && let Err(error) = upstream.write_all(&hello.bytes).await
+    {
+        debug!(%listener, backend = %backend.address, %error, "forwarding the ClientHello failed");
+        return;
     }
     let limits = Limits {
         idle: pool.config.timeouts.idle,
@@ -59,17 +84,17 @@ pub async fn serve_connection(
             let (bytes_in, bytes_out) = crate::metrics::listener_bytes(&listener);
             bytes_in.increment(sent);
             bytes_out.increment(received);
-            debug!(%peer, backend = %backend_address, sent, received, "tcp session closed");
+            debug!(peer = ?peer_addr, backend = %backend_address, sent, received, "tcp session closed");
         }
         SpliceEnd::Closed(Err(error)) => {
-            debug!(%peer, backend = %backend_address, %error, "tcp session ended with an error");
+            debug!(peer = ?peer_addr, backend = %backend_address, %error, "tcp session ended with an error");
         }
         SpliceEnd::Idle => {
             crate::metrics::timeout(&pool.name, "tcp_idle");
-            debug!(%peer, backend = %backend_address, "tcp session closed: idle");
+            debug!(peer = ?peer_addr, backend = %backend_address, "tcp session closed: idle");
         }
         SpliceEnd::Drained => {
-            debug!(%peer, backend = %backend_address, "tcp session closed at the drain deadline");
+            debug!(peer = ?peer_addr, backend = %backend_address, "tcp session closed at the drain deadline");
         }
     }
 }

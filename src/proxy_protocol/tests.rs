@@ -225,3 +225,17 @@ proptest! {
         prop_assert_eq!((s.port(), d.port()), ports);
     }
 }
+
+#[test]
+fn unknown_headers_parse_as_local() {
+    for version in [SendProxy::V1, SendProxy::V2] {
+        let bytes = encode_unknown(version);
+        assert_eq!(
+            parse(&bytes),
+            Ok(Parsed::Complete {
+                header: Header::Local,
+                consumed: bytes.len()
+            })
+        );
+    }
+}

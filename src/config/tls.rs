@@ -1,0 +1,165 @@
+//! `listeners.NAME.tls`: TLS termination settings, from the YAML mirror to the validated
+//! `ListenerTls` that carries a ready rustls `ServerConfig`.
+//!
+//! Certificates are read here, at validation time (through `crate::tls`), so `sluice check`
+//! and a reload refuse a missing file, a bad PEM or a key that does not fit its certificate
+//! with the usual file:line:col and field path, and the running snapshot keeps serving the old
+//! certificates. The `ServerConfig` lives in the listener's config inside the snapshot: new
+//! connections pick up new certificates with the next snapshot, open ones keep theirs.
+
+use super::Validator;
+use super::file::Text;
+use crate::error::ConfigError;
+use crate::tls::{self, LoadedCert, PairField, TlsVersion};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub certificates: Option<Spanned<Vec<Spanned<RawCertificate>>>>,
+    /// A `cert` path of the list, or a DNS name one of the certificates covers.
+    pub default_certificate: Option<Text>,
+    /// `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<Text>,
+    /// Offered ALPN protocols, preferred first: `h2`, `http/1.1` (default both).
+    pub alpn: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Text,
+    pub key: Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificatePaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A TLS listener's settings and the `ServerConfig` built from them.
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub certificates: Vec<CertificatePaths>,
+    pub default_certificate: usize,
+    pub min_version: TlsVersion,
+    pub alpn: Vec<String>,
+    pub server_config: Arc<rustls::ServerConfig>,
+    /// The bytes of every file, so a reload that rewrote a file in place counts as a change.
+    content: Vec<Vec<u8>>,
+}
+
+/// Equal when the settings and the files' contents are: the `ServerConfig` is derived.
+impl PartialEq for ListenerTls {
+    fn eq(&self, other: &ListenerTls) -> bool {
+        self.certificates == other.certificates
+            && self.default_certificate == other.default_certificate
+            && self.min_version == other.min_version
+            && self.alpn == other.alpn
+            && self.content == other.content
+    }
+}
+
+const ALPN_KNOWN: [&str; 2] = ["h2", "http/1.1"];
+
+impl Validator<'_> {
+    pub(super) fn tls(
+        &self,
+        path: &str,
+        raw: &Spanned<RawTls>,
+    ) -> Result<ListenerTls, ConfigError> {
+        let path = format!("{path}.tls");
+        let Some(list) = raw
+            .value
+            .certificates
+            .as_ref()
+            .filter(|l| !l.value.is_empty())
+        else {
+            return Err(self.error_at(
+                raw.referenced,
+                format!("{path}.certificates"),
+                "missing: list at least one {cert, key} pair".into(),
+            ));
+        };
+        let mut certificates = Vec::new();
+        let mut loaded: Vec<LoadedCert> = Vec::new();
+        for (index, entry) in list.value.iter().enumerate() {
+            let here = format!("{path}.certificates[{index}]");
+            let pair = &entry.value;
+            let cert = PathBuf::from(pair.cert.value.trim());
+            let key = PathBuf::from(pair.key.value.trim());
+            let certificate = tls::load_pair(&cert, &key).map_err(|error| {
+                let (field, text) = match error.field {
+                    PairField::Cert => ("cert", &pair.cert),
+                    PairField::Key => ("key", &pair.key),
+                };
+                self.error_at(text.referenced, format!("{here}.{field}"), error.message)
+            })?;
+            loaded.push(certificate);
+            certificates.push(CertificatePaths { cert, key });
+        }
+        let default_certificate = match &raw.value.default_certificate {
+            None => 0,
+            Some(text) => {
+                let wanted = text.value.trim();
+                let by_path = certificates
+                    .iter()
+                    .position(|c| c.cert == std::path::Path::new(wanted));
+                let names =
+                    tls::resolve::NameIndex::new(loaded.iter().map(|c| c.names.as_slice()), 0);
+                by_path.or_else(|| names.covers(wanted)).ok_or_else(|| {
+                    self.error_at(
+                        text.referenced,
+                        format!("{path}.default_certificate"),
+                        format!(
+                            "{wanted:?} is neither a cert path of this list nor a name one of them covers"
+                        ),
+                    )
+                })?
+            }
+        };
+        let min_version = match raw.value.min_version.as_ref() {
+            None => TlsVersion::V1_2,
+            Some(text) => match text.value.trim() {
+                "1.2" => TlsVersion::V1_2,
+                "1.3" => TlsVersion::V1_3,
+                other => {
+                    return Err(self.error_at(
+                        text.referenced,
+                        format!("{path}.min_version"),
+                        format!("unsupported TLS version {other:?}: use \"1.2\" or \"1.3\""),
+                    ));
+                }
+            },
+        };
+        let alpn = match raw.value.alpn.as_ref() {
+            None => ALPN_KNOWN.iter().map(|p| (*p).to_owned()).collect(),
+            Some(list) => {
+                for protocol in &list.value {
+                    if !ALPN_KNOWN.contains(&protocol.as_str()) {
+                        return Err(self.error_at(
+                            list.referenced,
+                            format!("{path}.alpn"),
+                            format!("unknown protocol {protocol:?}: use h2 and/or http/1.1"),
+                        ));
+                    }
+                }
+                list.value.clone()
+            }
+        };
+        let server_config = tls::server_config(&loaded, default_certificate, min_version, &alpn)
+            .map_err(|message| self.error_at(raw.referenced, path.clone(), message))?;
+        Ok(ListenerTls {
+            certificates,
+            default_certificate,
+            min_version,
+            alpn,
+            server_config,
+            content: loaded.into_iter().map(|c| c.content).collect(),
+        })
+    }
+}

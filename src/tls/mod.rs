@@ -1,0 +1,136 @@
+//! TLS termination material: reading PEM certificate chains and keys, checking that each key
+//! matches its certificate, and building the rustls `ServerConfig` a TLS listener serves with.
+//!
+//! Called from config validation (`config::tls`), so a missing file, a bad PEM or a key that
+//! does not match is refused like any other bad setting, before anything is bound or swapped.
+//! This is the config's one reach into the file system besides the config file itself.
+//! Always the ring provider, never the process default: with two providers in the graph,
+//! `ServerConfig::builder()` would panic at run time.
+
+pub mod resolve;
+
+use resolve::CertResolver;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Which file of a certificate pair a problem is about (for the error's field path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairField {
+    Cert,
+    Key,
+}
+
+/// A certificate that failed to load, with the file it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PairError {
+    pub field: PairField,
+    pub message: String,
+}
+
+/// One certificate chain with its key, and the DNS names it serves.
+#[derive(Debug, Clone)]
+pub struct LoadedCert {
+    pub key: Arc<CertifiedKey>,
+    /// SAN DNS names, lowercased; `*.example.com` for wildcards.
+    pub names: Vec<String>,
+    /// The raw bytes of both files, so a reload can tell new content from old.
+    pub content: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads a PEM chain (leaf first) and its private key and checks that they belong together.
+pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, PairError> {
+    let fail = |field, message: String| PairError { field, message };
+    let cert_bytes = std::fs::read(cert).map_err(|e| {
+        fail(
+            PairField::Cert,
+            format!("cannot read {}: {e}", cert.display()),
+        )
+    })?;
+    let chain = CertificateDer::pem_slice_iter(&cert_bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(PairField::Cert, format!("{}: bad PEM: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err(fail(
+            PairField::Cert,
+            format!("{}: no CERTIFICATE block found", cert.display()),
+        ));
+    }
+    let key_bytes = std::fs::read(key).map_err(|e| {
+        fail(
+            PairField::Key,
+            format!("cannot read {}: {e}", key.display()),
+        )
+    })?;
+    let private = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+        fail(
+            PairField::Key,
+            format!("{}: no usable private key: {e}", key.display()),
+        )
+    })?;
+    let names = san_names(&chain[0])
+        .map_err(|e| fail(PairField::Cert, format!("{}: {e}", cert.display())))?;
+    // `from_der` loads the key and compares its public half with the leaf certificate's.
+    let certified = CertifiedKey::from_der(chain, private, &provider()).map_err(|e| {
+        fail(
+            PairField::Key,
+            format!("{} does not fit {}: {e}", key.display(), cert.display()),
+        )
+    })?;
+    let mut content = cert_bytes;
+    content.extend_from_slice(&key_bytes);
+    Ok(LoadedCert {
+        key: Arc::new(certified),
+        names,
+        content,
+    })
+}
+
+/// The DNS names of the certificate's subjectAltName extension (what clients check; the
+/// subject CN is ignored by browsers and so by us).
+fn san_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+    let parsed = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| format!("cannot parse the certificate: {e}"))?;
+    Ok(parsed
+        .valid_dns_names()
+        .map(|name| name.trim_end_matches('.').to_ascii_lowercase())
+        .collect())
+}
+
+/// Builds the server side of a TLS listener. `default` indexes `certs`.
+pub fn server_config(
+    certs: &[LoadedCert],
+    default: usize,
+    min_version: TlsVersion,
+    alpn: &[String],
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    let resolver = CertResolver::new(
+        certs.iter().map(|c| (Arc::clone(&c.key), c.names.clone())),
+        default,
+    );
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("cannot build the TLS configuration: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(Arc::new(config))
+}
