@@ -248,8 +248,8 @@ fn backend_action(
                     ),
                 );
             };
-            let address = backend.address;
-            if shared.set_weight(pool_name, address, weight).is_none() {
+            let address = backend.address.clone();
+            if shared.set_weight(pool_name, &address, weight).is_none() {
                 return text(
                     StatusCode::NOT_FOUND,
                     format!("no backend {address} in pool {pool_name}\n"),
@@ -368,7 +368,7 @@ fn backend_status(
     BackendStatus {
         address: backend.address.to_string(),
         weight: backend.weight,
-        weight_override: shared.weight_override(pool, backend.address),
+        weight_override: shared.weight_override(pool, &backend.address),
         state: machine.state(),
         reason: machine.reason().to_owned(),
         since_seconds: ago(machine.state_since()),

@@ -14,7 +14,6 @@ use crate::config::{BackendConfig, MAX_WEIGHT};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, KeyValue, WatchOptions};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -160,9 +159,9 @@ fn publish(publisher: &Publisher, mirror: &Mirror, problems: &[String]) {
 fn entry(prefix: &str, kv: &KeyValue) -> Result<(String, BackendConfig), String> {
     let key = String::from_utf8_lossy(kv.key()).into_owned();
     let address_text = key.strip_prefix(prefix).unwrap_or(&key);
-    let address: SocketAddr = address_text
+    let address: crate::config::BackendAddress = address_text
         .parse()
-        .map_err(|_| format!("key {key:?}: expected {prefix}IP:PORT"))?;
+        .map_err(|_| format!("key {key:?}: expected {prefix}IP:PORT or {prefix}unix:/PATH"))?;
     let value = String::from_utf8_lossy(kv.value());
     let value = value.trim();
     let parsed = if value.is_empty() {
