@@ -94,6 +94,8 @@ pub struct Upstream {
     /// The address to put in `backends:` (`127.0.0.1:PORT` or `unix:/path`).
     pub address: String,
     pub saw: Arc<Mutex<Vec<Saw>>>,
+    /// Connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Upstream {
@@ -119,8 +121,11 @@ pub async fn spawn_upstream(
     let (address, mut accept) = bind(listen).await;
     let name = name.to_owned();
     let record = Arc::clone(&saw);
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&connections);
     tokio::spawn(async move {
         while let Some(stream) = accept.next().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let (saw, name, tls) = (Arc::clone(&record), name.clone(), tls.clone());
             tokio::spawn(async move {
                 match tls {
@@ -140,7 +145,11 @@ pub async fn spawn_upstream(
             });
         }
     });
-    Upstream { address, saw }
+    Upstream {
+        address,
+        saw,
+        connections,
+    }
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
