@@ -43,7 +43,8 @@ pub struct UpstreamClient {
 
 #[derive(Clone)]
 enum Inner {
-    Http1(Client<PoolConnector, RequestBody>),
+    /// Boxed: the client is large and this enum sits in every pool.
+    Http1(Box<Client<PoolConnector, RequestBody>>),
     H2(Arc<h2::H2Pool>),
 }
 
@@ -78,7 +79,7 @@ impl UpstreamClient {
         let dialer = Dialer::new(pool.timeouts.connect, tls);
         let inner = match pool.protocol {
             UpstreamProtocol::H2 => Inner::H2(Arc::new(h2::H2Pool::new(dialer.clone()))),
-            UpstreamProtocol::Http1 => Inner::Http1(
+            UpstreamProtocol::Http1 => Inner::Http1(Box::new(
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(POOL_IDLE_TIMEOUT)
                     .pool_max_idle_per_host(POOL_MAX_IDLE_PER_BACKEND)
@@ -89,7 +90,7 @@ impl UpstreamClient {
                     .build(PoolConnector {
                         dialer: dialer.clone(),
                     }),
-            ),
+            )),
         };
         UpstreamClient {
             dialer,
