@@ -192,3 +192,71 @@ impl Validator<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, UpstreamProtocol};
+
+    fn parse(pool: &str, listener_protocol: &str) -> Result<Config, String> {
+        let text = format!(
+            "listeners:\n  web: {{bind: '127.0.0.1:0', protocol: {listener_protocol}, pool: app}}\npools:\n  app:\n    backends: [127.0.0.1:9001]\n{pool}"
+        );
+        Config::parse(&text, "t.yaml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn protocol_and_tls_defaults() {
+        let config = parse(
+            "    protocol: h2\n    tls: {verify: false, sni: api.internal}\n",
+            "http",
+        )
+        .unwrap();
+        let pool = &config.pools["app"];
+        assert_eq!(pool.protocol, UpstreamProtocol::H2);
+        let tls = pool.tls.as_ref().unwrap();
+        assert!(!tls.verify && tls.ca.is_none() && tls.client_auth.is_none());
+        assert_eq!(
+            tls.sni.as_ref().map(|n| n.to_str().into_owned()).as_deref(),
+            Some("api.internal")
+        );
+        let plain = parse("", "http").unwrap();
+        assert_eq!(plain.pools["app"].protocol, UpstreamProtocol::Http1);
+        assert!(plain.pools["app"].tls.is_none());
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (
+                "    protocol: h3\n",
+                "http",
+                "t.yaml:6:15: pools.app.protocol: unknown upstream protocol",
+            ),
+            (
+                "    protocol: h2\n",
+                "tcp",
+                "t.yaml:2:51: listeners.web.pool: pool \"app\" speaks protocol: h2",
+            ),
+            (
+                "    tls: {sni: 'bad name!'}\n",
+                "http",
+                "pools.app.tls.sni: invalid server name",
+            ),
+            (
+                "    tls: {cert: /nonexistent.pem}\n",
+                "http",
+                "pools.app.tls: cert and key go together",
+            ),
+            (
+                "    tls: {cert: /nonexistent.pem, key: /k.pem}\n",
+                "http",
+                "pools.app.tls.cert: /nonexistent.pem:",
+            ),
+            ("    tls: {verify: maybe}\n", "http", "pools.app.tls.verify"),
+        ];
+        for (pool, listener, expected) in cases {
+            let error = parse(pool, listener).unwrap_err();
+            assert!(error.contains(expected), "{pool:?}: {error}");
+        }
+    }
+}
