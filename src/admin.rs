@@ -210,7 +210,10 @@ fn backend_action(
     let address = address
         .replace("%5B", "[")
         .replace("%5D", "]")
-        .replace("%3A", ":");
+        .replace("%3A", ":")
+        // Unix socket backends: `unix:%2Frun%2Fapp.sock`.
+        .replace("%2F", "/")
+        .replace("%2f", "/");
     let snapshot = shared.snapshot.load_full();
     let Some(pool) = snapshot.pools.get(pool_name) else {
         return text(

@@ -67,14 +67,16 @@ enum Command {
     /// Stop sending new work to a backend (in-flight work finishes); kept across reloads.
     Drain {
         pool: String,
-        backend: SocketAddr,
+        /// IP:PORT or unix:/path.
+        backend: sluice::config::BackendAddress,
         #[arg(long)]
         admin: Option<SocketAddr>,
     },
     /// Undo a drain.
     Enable {
         pool: String,
-        backend: SocketAddr,
+        /// IP:PORT or unix:/path.
+        backend: sluice::config::BackendAddress,
         #[arg(long)]
         admin: Option<SocketAddr>,
     },
@@ -165,7 +167,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             admin,
         }) => admin_action(
             admin_address(admin, &config_path),
-            &format!("/pools/{pool}/backends/{backend}/drain"),
+            &format!("/pools/{pool}/backends/{}/drain", path_segment(&backend)),
         ),
         Some(Command::Enable {
             pool,
@@ -173,7 +175,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             admin,
         }) => admin_action(
             admin_address(admin, &config_path),
-            &format!("/pools/{pool}/backends/{backend}/enable"),
+            &format!("/pools/{pool}/backends/{}/enable", path_segment(&backend)),
         ),
         Some(Command::Backends {
             count,
@@ -190,6 +192,12 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 }
 
 /// The admin address: given, else the config file's `admin.bind`, else the default.
+/// A backend address as one URL path segment (a unix path's slashes escaped; the admin API
+/// decodes them).
+fn path_segment(backend: &sluice::config::BackendAddress) -> String {
+    backend.to_string().replace('/', "%2F")
+}
+
 fn admin_address(given: Option<SocketAddr>, config_path: &Path) -> SocketAddr {
     given
         .or_else(|| {

@@ -23,7 +23,7 @@ async fn an_http_pool_reaches_a_unix_backend_and_checks_its_health() {
     .await;
     let missing = format!("unix:{}", dir.path().join("gone.sock").display());
     let yaml = format!(
-        "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\npools:\n  app:\n    backends: [{}, {missing}]\n    health_check: {{type: http, path: /health, interval: 100ms, timeout: 100ms, fall: 1}}\n",
+        "admin: {{bind: 127.0.0.1:0}}\nlisteners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\npools:\n  app:\n    backends: [{}, {missing}]\n    health_check: {{type: http, path: /health, interval: 100ms, timeout: 100ms, fall: 1}}\n",
         backend.address
     );
     let sluice = start_sluice(&yaml).await;
@@ -57,6 +57,17 @@ async fn an_http_pool_reaches_a_unix_backend_and_checks_its_health() {
         "the client's Host, not the path"
     );
     assert_eq!(page.uri.to_string(), "/page");
+
+    // The admin API names a unix backend with its slashes escaped.
+    let segment = backend.address.replace('/', "%2F");
+    let admin = sluice.admin_addr().unwrap();
+    let drained = admin_post(admin, &format!("/pools/app/backends/{segment}/drain")).await;
+    assert_status(&drained, StatusCode::OK);
+    assert!(
+        body_text(&drained).contains(&backend.address),
+        "{}",
+        body_text(&drained)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
