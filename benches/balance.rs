@@ -90,10 +90,11 @@ fn pool(case: &Case, size: usize) -> (Vec<Backend>, Vec<InFlight>) {
     let mut guards = Vec::new();
     let backends = (0..size)
         .map(|i| {
-            let address = SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 80));
+            let address: sluice::config::BackendAddress =
+                SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 80)).into();
             let state = BackendState::new(BackendId {
                 pool: "bench".into(),
-                address,
+                address: address.clone(),
             });
             let in_flight = i % 7;
             guards.extend((0..in_flight).map(|_| state.acquire()));

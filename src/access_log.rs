@@ -8,7 +8,6 @@
 
 use serde::Serialize;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -41,7 +40,7 @@ pub struct Record {
     pub bytes_out: u64,
     pub duration_ms: f64,
     pub pool: Option<Arc<str>>,
-    pub upstream_addr: Option<SocketAddr>,
+    pub upstream_addr: Option<crate::config::BackendAddress>,
     pub request_id: String,
     pub user_agent: String,
     pub referer: String,

@@ -210,7 +210,10 @@ fn backend_action(
     let address = address
         .replace("%5B", "[")
         .replace("%5D", "]")
-        .replace("%3A", ":");
+        .replace("%3A", ":")
+        // Unix socket backends: `unix:%2Frun%2Fapp.sock`.
+        .replace("%2F", "/")
+        .replace("%2f", "/");
     let snapshot = shared.snapshot.load_full();
     let Some(pool) = snapshot.pools.get(pool_name) else {
         return text(
@@ -248,8 +251,8 @@ fn backend_action(
                     ),
                 );
             };
-            let address = backend.address;
-            if shared.set_weight(pool_name, address, weight).is_none() {
+            let address = backend.address.clone();
+            if shared.set_weight(pool_name, &address, weight).is_none() {
                 return text(
                     StatusCode::NOT_FOUND,
                     format!("no backend {address} in pool {pool_name}\n"),
@@ -368,7 +371,7 @@ fn backend_status(
     BackendStatus {
         address: backend.address.to_string(),
         weight: backend.weight,
-        weight_override: shared.weight_override(pool, backend.address),
+        weight_override: shared.weight_override(pool, &backend.address),
         state: machine.state(),
         reason: machine.reason().to_owned(),
         since_seconds: ago(machine.state_since()),

@@ -9,11 +9,11 @@
 //! is pure and lives in `balance::p2c`, with the time passed in by the caller.
 
 use crate::balance::p2c;
+use crate::config::BackendAddress;
 use crate::config::health::HealthPolicy;
 use crate::health::cell::HealthCell;
 use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::breaker_cell::BreakerCell;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendId {
     pub pool: String,
-    pub address: SocketAddr,
+    pub address: BackendAddress,
 }
 
 #[derive(Debug)]
@@ -65,7 +65,7 @@ impl BackendState {
         pool_panic: Arc<AtomicBool>,
         queue: Arc<SlotQueue>,
     ) -> Arc<BackendState> {
-        let responses = crate::metrics::response_counters(&id.pool, id.address);
+        let responses = crate::metrics::response_counters(&id.pool, &id.address);
         Arc::new(BackendState {
             id,
             queue,
@@ -88,8 +88,8 @@ impl BackendState {
         &self.id
     }
 
-    pub fn address(&self) -> SocketAddr {
-        self.id.address
+    pub fn address(&self) -> &BackendAddress {
+        &self.id.address
     }
 
     /// Connections (L4) or requests (L7) currently using this backend.
@@ -218,7 +218,7 @@ impl Drop for QueuePlace {
 /// A backend as one snapshot sees it: its configured weight plus the shared runtime state.
 #[derive(Debug, Clone)]
 pub struct Backend {
-    pub address: SocketAddr,
+    pub address: BackendAddress,
     /// The pool's breaker policy, if any (a copy per backend keeps `is_available` self-contained).
     pub breaker: Option<Arc<BreakerPolicy>>,
     pub weight: u32,

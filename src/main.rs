@@ -67,14 +67,16 @@ enum Command {
     /// Stop sending new work to a backend (in-flight work finishes); kept across reloads.
     Drain {
         pool: String,
-        backend: SocketAddr,
+        /// IP:PORT or unix:/path.
+        backend: sluice::config::BackendAddress,
         #[arg(long)]
         admin: Option<SocketAddr>,
     },
     /// Undo a drain.
     Enable {
         pool: String,
-        backend: SocketAddr,
+        /// IP:PORT or unix:/path.
+        backend: sluice::config::BackendAddress,
         #[arg(long)]
         admin: Option<SocketAddr>,
     },
@@ -187,7 +189,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             admin,
         }) => admin_action(
             admin_address(admin, &config_path),
-            &format!("/pools/{pool}/backends/{backend}/drain"),
+            &format!("/pools/{pool}/backends/{}/drain", path_segment(&backend)),
         ),
         Some(Command::Enable {
             pool,
@@ -195,7 +197,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             admin,
         }) => admin_action(
             admin_address(admin, &config_path),
-            &format!("/pools/{pool}/backends/{backend}/enable"),
+            &format!("/pools/{pool}/backends/{}/enable", path_segment(&backend)),
         ),
         Some(Command::Backends {
             count,
@@ -234,6 +236,12 @@ fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// The admin address: given, else the config file's `admin.bind`, else the default.
+/// A backend address as one URL path segment (a unix path's slashes escaped; the admin API
+/// decodes them).
+fn path_segment(backend: &sluice::config::BackendAddress) -> String {
+    backend.to_string().replace('/', "%2F")
+}
+
 fn admin_address(given: Option<SocketAddr>, config_path: &Path) -> SocketAddr {
     given
         .or_else(|| {

@@ -4,10 +4,10 @@
 //! Names follow Prometheus conventions (base units, `_total` counters) and the families
 //! HAProxy's and Envoy's exporters use, prefixed `sluice_`.
 
+use crate::config::BackendAddress;
 use crate::health::machine::{Change, State};
 use crate::state::Snapshot;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 pub const RELOADS_TOTAL: &str = "sluice_config_reloads_total";
@@ -80,7 +80,7 @@ pub fn reload(success: bool, finished_at: f64) {
     }
 }
 
-pub fn backend_state(pool: &str, backend: SocketAddr, change: &Change) {
+pub fn backend_state(pool: &str, backend: &BackendAddress, change: &Change) {
     let labels = [("pool", pool.to_owned()), ("backend", backend.to_string())];
     let up = if change.to == State::Up { 1.0 } else { 0.0 };
     metrics::gauge!(BACKEND_UP, &labels).set(up);
@@ -89,7 +89,7 @@ pub fn backend_state(pool: &str, backend: SocketAddr, change: &Change) {
     }
 }
 
-pub fn health_check(pool: &str, backend: SocketAddr, ok: bool) {
+pub fn health_check(pool: &str, backend: &BackendAddress, ok: bool) {
     let result = if ok { "success" } else { "failure" };
     let labels = [
         ("pool", pool.to_owned()),
@@ -140,7 +140,11 @@ pub fn retry_budget_exhausted(pool: &str) {
     metrics::counter!(RETRY_BUDGET_EXHAUSTED_TOTAL, "pool" => pool.to_owned()).increment(1);
 }
 
-pub fn breaker(pool: &str, backend: SocketAddr, state: crate::resilience::breaker::BreakerState) {
+pub fn breaker(
+    pool: &str,
+    backend: &BackendAddress,
+    state: crate::resilience::breaker::BreakerState,
+) {
     let open = if state == crate::resilience::breaker::BreakerState::Closed {
         0.0
     } else {
@@ -157,7 +161,7 @@ pub fn timeout(pool: &str, kind: &'static str) {
 
 /// Per-backend response counters by status class, registered once per backend so that the
 /// data path only increments a handle (no label formatting per request).
-pub fn response_counters(pool: &str, backend: SocketAddr) -> [metrics::Counter; 5] {
+pub fn response_counters(pool: &str, backend: &BackendAddress) -> [metrics::Counter; 5] {
     ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
         metrics::counter!(
             RESPONSES_TOTAL,

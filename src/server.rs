@@ -82,7 +82,7 @@ pub struct Shared {
     /// The text of the config file in force, for `GET /config`.
     config_text: Mutex<Option<String>>,
     /// Weights set through the admin API, by `(pool, address)`.
-    weight_overrides: Mutex<HashMap<(String, SocketAddr), u32>>,
+    weight_overrides: Mutex<HashMap<(String, crate::config::BackendAddress), u32>>,
     /// Serialises snapshot swaps (reloads and runtime weight changes).
     swap: Mutex<()>,
     probes: crate::health::probe::Probes,
@@ -383,7 +383,12 @@ impl Shared {
 
     /// Sets a backend's weight at runtime: a new snapshot with that weight (state kept by
     /// identity), marked as an override in `/status`. `None` when no such backend.
-    pub fn set_weight(&self, pool: &str, address: SocketAddr, weight: u32) -> Option<()> {
+    pub fn set_weight(
+        &self,
+        pool: &str,
+        address: &crate::config::BackendAddress,
+        weight: u32,
+    ) -> Option<()> {
         let _swap = lock(&self.swap);
         let current = self.snapshot.load_full();
         let exists = current
@@ -392,20 +397,24 @@ impl Shared {
             .get(pool)?
             .backends
             .iter()
-            .any(|b| b.address == address);
+            .any(|b| b.address == *address);
         if !exists {
             return None;
         }
-        lock(&self.weight_overrides).insert((pool.to_owned(), address), weight);
+        lock(&self.weight_overrides).insert((pool.to_owned(), address.clone()), weight);
         let config = self.with_weight_overrides((*current.config).clone());
         let next = Snapshot::build(Arc::new(config), Some(&current));
         self.snapshot.store(Arc::new(next));
         Some(())
     }
 
-    pub fn weight_override(&self, pool: &str, address: SocketAddr) -> Option<u32> {
+    pub fn weight_override(
+        &self,
+        pool: &str,
+        address: &crate::config::BackendAddress,
+    ) -> Option<u32> {
         lock(&self.weight_overrides)
-            .get(&(pool.to_owned(), address))
+            .get(&(pool.to_owned(), address.clone()))
             .copied()
     }
 

@@ -11,7 +11,7 @@ use crate::balance::Balancer;
 use crate::config::{Config, ListenerConfig, PoolConfig};
 use crate::resilience::budget::RetryBudget;
 use crate::route::{Route, Router};
-use crate::upstream::{UpstreamClient, build_client};
+use crate::upstream::{UpstreamClient, client_reusable};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,7 +139,7 @@ impl Pool {
                 let state = reused.unwrap_or_else(|| {
                     let id = BackendId {
                         pool: config.name.clone(),
-                        address: backend.address,
+                        address: backend.address.clone(),
                     };
                     BackendState::with_health(
                         id,
@@ -151,7 +151,7 @@ impl Pool {
                     )
                 });
                 Backend {
-                    address: backend.address,
+                    address: backend.address.clone(),
                     weight: backend.weight,
                     max_connections: backend.max_connections,
                     breaker: breaker.clone(),
@@ -160,8 +160,8 @@ impl Pool {
             })
             .collect();
         let client = match previous {
-            Some(old) if old.config.timeouts == config.timeouts => old.client.clone(),
-            _ => build_client(&config.timeouts),
+            Some(old) if client_reusable(&old.config, config) => old.client.clone(),
+            _ => UpstreamClient::new(config),
         };
         let pool = Pool {
             name: Arc::from(config.name.as_str()),

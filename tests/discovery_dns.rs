@@ -125,7 +125,7 @@ fn backends_of(sluice: &Server) -> BTreeSet<(SocketAddr, u32)> {
     sluice.snapshot().load().pools["api"]
         .backends
         .iter()
-        .map(|b| (b.address, b.weight))
+        .filter_map(|b| Some((b.address.inet()?, b.weight)))
         .collect()
 }
 

@@ -124,7 +124,8 @@ async fn static_and_discovered_backends_merge() {
     let snapshot = sluice.snapshot().load();
     let pool = &snapshot.pools["app"];
     assert_eq!(
-        pool.backends[0].address, fixed.addr,
+        pool.backends[0].address.inet(),
+        Some(fixed.addr),
         "static backends first"
     );
     assert_eq!(

@@ -38,7 +38,7 @@ fn state_of(sluice: &sluice::Server, address: std::net::SocketAddr) -> (bool, bo
     let backend = snapshot.pools["app"]
         .backends
         .iter()
-        .find(|b| b.address == address)
+        .find(|b| b.address.inet() == Some(address))
         .unwrap();
     (
         backend.state.health.is_healthy(),

@@ -306,7 +306,7 @@ async fn a_circuit_breaker_opens_on_a_flapping_backend_and_closes_after_probes()
         let backend = snapshot.pools["app"]
             .backends
             .iter()
-            .find(|b| b.address == flappy)
+            .find(|b| b.address.inet() == Some(flappy))
             .unwrap();
         backend.state.breaker.machine().state()
     };

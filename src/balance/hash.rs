@@ -22,7 +22,8 @@
 use super::Strategy;
 use super::key::hash_bytes;
 use crate::backend::Backend;
-use std::net::{IpAddr, SocketAddr};
+use crate::config::BackendAddress;
+use std::net::IpAddr;
 
 /// Points for the heaviest backend (ketama's 160): spreads each backend's share to within
 /// a few percent of its weight.
@@ -54,7 +55,7 @@ impl Hash {
             let count = (POINTS * u64::from(backend.weight))
                 .div_ceil(heaviest)
                 .max(1);
-            ring.extend((0..count).map(|point| (point_of(backend.address, point), index as u32)));
+            ring.extend((0..count).map(|point| (point_of(&backend.address, point), index as u32)));
         }
         // Ties (vanishingly rare) are broken by index, keeping the ring deterministic.
         ring.sort_unstable();
@@ -122,7 +123,16 @@ impl Hash {
 }
 
 /// Where point number `point` of the backend at `address` sits on the ring.
-fn point_of(address: SocketAddr, point: u64) -> u64 {
+fn point_of(address: &BackendAddress, point: u64) -> u64 {
+    let address = match address {
+        BackendAddress::Inet(address) => address,
+        BackendAddress::Unix(path) => {
+            // A path has no fixed size: hash it, then place the point like an IP's.
+            let mut bytes = path.as_os_str().as_encoded_bytes().to_vec();
+            bytes.extend_from_slice(&point.to_be_bytes());
+            return hash_bytes(&bytes);
+        }
+    };
     let mut bytes = [0u8; 26];
     match address.ip().to_canonical() {
         IpAddr::V4(v4) => bytes[12..16].copy_from_slice(&v4.octets()),
@@ -156,12 +166,14 @@ mod tests {
         let backends = pool(&[1; 10]);
         let before = ring(&backends, None);
         let mut smaller = backends.clone();
-        let removed = smaller.remove(4).address;
+        let removed = smaller.remove(4).address.clone();
         let after = ring(&smaller, None);
         let mut moved = 0;
         for key in keys(10_000) {
-            let old = backends[before.pick(&backends, key).unwrap()].address;
-            let new = smaller[after.pick(&smaller, key).unwrap()].address;
+            let old = backends[before.pick(&backends, key).unwrap()]
+                .address
+                .clone();
+            let new = smaller[after.pick(&smaller, key).unwrap()].address.clone();
             if old != new {
                 assert_eq!(old, removed, "only the removed backend's keys move");
                 moved += 1;
@@ -204,8 +216,8 @@ mod tests {
         let reversed: Vec<_> = backends.iter().rev().cloned().collect();
         let (a, b) = (ring(&backends, None), ring(&reversed, None));
         for key in keys(1_000) {
-            let x = backends[a.pick(&backends, key).unwrap()].address;
-            let y = reversed[b.pick(&reversed, key).unwrap()].address;
+            let x = backends[a.pick(&backends, key).unwrap()].address.clone();
+            let y = reversed[b.pick(&reversed, key).unwrap()].address.clone();
             assert_eq!(x, y);
         }
     }

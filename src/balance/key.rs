@@ -220,7 +220,7 @@ mod tests {
     fn contexts_fill_only_what_the_pool_uses() {
         let text = "listeners:\n  web: {bind: '127.0.0.1:0', pool: app}\npools:\n  app:\n    algorithm: hash\n    hash: {key: 'cookie:uid'}\n    sticky: {cookie: lb}\n    backends: [127.0.0.1:9001]\n  plain:\n    backends: [127.0.0.1:9002]\n";
         let config = Config::parse(text, "t.yaml").unwrap();
-        let value = sticky::cookie_value("127.0.0.1:9001".parse().unwrap());
+        let value = sticky::cookie_value(&"127.0.0.1:9001".parse().unwrap());
         let headers = request(&[("cookie", &format!("uid=7; lb={value}"))]);
         let uri: Uri = "/".parse().unwrap();
         let client = Some(CLIENT.parse().unwrap());
@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(app.key, Some(hash_bytes(b"7")));
         assert_eq!(
             app.sticky,
-            Some(sticky::token("127.0.0.1:9001".parse().unwrap()))
+            Some(sticky::token(&"127.0.0.1:9001".parse().unwrap()))
         );
         assert_eq!(app.now_micros, 5);
         let plain = PickContext::for_request(&config.pools["plain"], &headers, &uri, client, 5);

@@ -75,7 +75,7 @@ impl Balancer {
         let mut sticky_index: Vec<(u64, u32)> = backends
             .iter()
             .enumerate()
-            .map(|(index, backend)| (sticky::token(backend.address), index as u32))
+            .map(|(index, backend)| (sticky::token(&backend.address), index as u32))
             .collect();
         sticky_index.sort_unstable();
         Balancer {

@@ -17,12 +17,18 @@
 
 use super::PickContext;
 use super::key::{hash_bytes, mix};
+use crate::config::BackendAddress;
 use crate::config::StickyConfig;
 use http::HeaderValue;
-use std::net::SocketAddr;
 
 /// The token a sticky cookie carries for a backend.
-pub fn token(address: SocketAddr) -> u64 {
+pub fn token(address: &BackendAddress) -> u64 {
+    let address = match address {
+        BackendAddress::Inet(address) => address,
+        BackendAddress::Unix(path) => {
+            return mix(hash_bytes(path.as_os_str().as_encoded_bytes()) ^ 0x5354_4943_4b59);
+        }
+    };
     // The port is part of the identity (two backends may share an IP); the extra mix keeps
     // the token unrelated to the hash-ring points of the same address.
     let mut bytes = [0u8; 18];
@@ -35,7 +41,7 @@ pub fn token(address: SocketAddr) -> u64 {
 }
 
 /// The cookie value naming a backend: its token as 16 lowercase hex digits.
-pub fn cookie_value(address: SocketAddr) -> String {
+pub fn cookie_value(address: &BackendAddress) -> String {
     format!("{:016x}", token(address))
 }
 
@@ -51,7 +57,7 @@ pub fn parse_cookie_value(value: &[u8]) -> Option<u64> {
 
 /// `NAME=TOKEN; Path=/; HttpOnly[; Max-Age=SECONDS]`. `None` only for a cookie name that is
 /// not an HTTP token, which config validation already refuses.
-pub fn set_cookie(config: &StickyConfig, backend: SocketAddr) -> Option<HeaderValue> {
+pub fn set_cookie(config: &StickyConfig, backend: &BackendAddress) -> Option<HeaderValue> {
     let mut text = format!(
         "{}={}; Path=/; HttpOnly",
         config.cookie,
@@ -71,7 +77,7 @@ pub fn set_cookie(config: &StickyConfig, backend: SocketAddr) -> Option<HeaderVa
 pub fn set_cookie_if_needed(
     config: Option<&StickyConfig>,
     context: &PickContext,
-    served_by: SocketAddr,
+    served_by: &BackendAddress,
 ) -> Option<HeaderValue> {
     let config = config?;
     if context.sticky == Some(token(served_by)) {
@@ -97,28 +103,28 @@ mod tests {
 
     #[test]
     fn cookie_round_trips_and_hides_the_address() {
-        let address: SocketAddr = "10.1.2.3:8080".parse().unwrap();
-        let value = cookie_value(address);
+        let address: BackendAddress = "10.1.2.3:8080".parse().unwrap();
+        let value = cookie_value(&address);
         assert_eq!(value.len(), 16);
         assert!(!value.contains("10.1.2.3") && !value.contains("0a010203"));
-        assert_eq!(parse_cookie_value(value.as_bytes()), Some(token(address)));
-        assert_ne!(token(address), token("10.1.2.3:8081".parse().unwrap()));
+        assert_eq!(parse_cookie_value(value.as_bytes()), Some(token(&address)));
+        assert_ne!(token(&address), token(&"10.1.2.3:8081".parse().unwrap()));
         assert_eq!(parse_cookie_value(b"not-a-token"), None);
         assert_eq!(parse_cookie_value(b"zzzzzzzzzzzzzzzz"), None);
     }
 
     #[test]
     fn set_cookie_has_path_httponly_and_max_age() {
-        let address: SocketAddr = "10.1.2.3:8080".parse().unwrap();
-        let header = set_cookie(&config(Some(Duration::from_millis(1500))), address).unwrap();
+        let address: BackendAddress = "10.1.2.3:8080".parse().unwrap();
+        let header = set_cookie(&config(Some(Duration::from_millis(1500))), &address).unwrap();
         assert_eq!(
             header.to_str().unwrap(),
             format!(
                 "SLUICE={}; Path=/; HttpOnly; Max-Age=2",
-                cookie_value(address)
+                cookie_value(&address)
             )
         );
-        let session = set_cookie(&config(None), address).unwrap();
+        let session = set_cookie(&config(None), &address).unwrap();
         assert!(!session.to_str().unwrap().contains("Max-Age"));
     }
 
@@ -127,23 +133,23 @@ mod tests {
         let mut backends = pool(&[1, 1, 1]);
         let balancer = Balancer::new(&Algorithm::RoundRobin, &backends);
         let pinned = PickContext {
-            sticky: Some(token(backends[2].address)),
+            sticky: Some(token(&backends[2].address)),
             ..PickContext::default()
         };
         let mut rng = rng();
         assert!((0..10).all(|_| balancer.pick(&backends, &pinned, &mut rng) == Some(2)));
         let sticky = config(None);
         assert_eq!(
-            set_cookie_if_needed(Some(&sticky), &pinned, backends[2].address),
+            set_cookie_if_needed(Some(&sticky), &pinned, &backends[2].address),
             None
         );
 
         let _full = fill(&mut backends, 2);
         let moved = balancer.pick(&backends, &pinned, &mut rng).unwrap();
         assert_ne!(moved, 2);
-        assert!(set_cookie_if_needed(Some(&sticky), &pinned, backends[moved].address).is_some());
+        assert!(set_cookie_if_needed(Some(&sticky), &pinned, &backends[moved].address).is_some());
         assert_eq!(
-            set_cookie_if_needed(None, &pinned, backends[moved].address),
+            set_cookie_if_needed(None, &pinned, &backends[moved].address),
             None
         );
 

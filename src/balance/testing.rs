@@ -12,9 +12,10 @@ pub fn pool(weights: &[u32]) -> Vec<Backend> {
 }
 
 pub fn backend(i: usize, weight: u32) -> Backend {
-    let address = std::net::SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080));
+    let address: crate::config::BackendAddress =
+        std::net::SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080)).into();
     Backend {
-        address,
+        address: address.clone(),
         weight,
         max_connections: None,
         breaker: None,

@@ -136,7 +136,7 @@ proptest! {
         let backends: Vec<_> = (0..count).map(|i| backend(i, weight(i))).collect();
         let removed = removed.index(count);
         let mut smaller = backends.clone();
-        let gone = smaller.remove(removed).address;
+        let gone = smaller.remove(removed).address.clone();
         if smaller.iter().map(|b| b.weight).max() != Some(3) {
             return Ok(());
         }
@@ -145,8 +145,8 @@ proptest! {
         let mut rng = fastrand::Rng::with_seed(seed);
         for _ in 0..200 {
             let context = PickContext { key: Some(rng.u64(..)), ..PickContext::default() };
-            let old = backends[before.pick(&backends, &context, &mut rng).unwrap()].address;
-            let new = smaller[after.pick(&smaller, &context, &mut rng).unwrap()].address;
+            let old = backends[before.pick(&backends, &context, &mut rng).unwrap()].address.clone();
+            let new = smaller[after.pick(&smaller, &context, &mut rng).unwrap()].address.clone();
             prop_assert!(old == new || old == gone);
         }
     }

@@ -4,9 +4,9 @@
 //! snapshot, swap, then stop the listeners in `stop`. `sluice check --diff OLD` prints it, so
 //! an operator can see what a reload will do before sending SIGHUP.
 
+use super::BackendAddress;
 use super::{Config, ListenerConfig, PoolConfig};
 use std::fmt;
-use std::net::SocketAddr;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReloadPlan {
@@ -26,10 +26,10 @@ pub struct ReloadPlan {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PoolChange {
     pub pool: String,
-    pub backends_added: Vec<SocketAddr>,
-    pub backends_removed: Vec<SocketAddr>,
+    pub backends_added: Vec<BackendAddress>,
+    pub backends_removed: Vec<BackendAddress>,
     /// (address, old weight, new weight)
-    pub backends_reweighted: Vec<(SocketAddr, u32, u32)>,
+    pub backends_reweighted: Vec<(BackendAddress, u32, u32)>,
     /// Algorithm or timeouts changed.
     pub settings_changed: bool,
     /// Discovery sources added, removed or changed: their tasks restart.
@@ -111,18 +111,18 @@ fn pool_change(old: &PoolConfig, new: &PoolConfig) -> PoolChange {
     };
     for backend in &new.backends {
         match old.backends.iter().find(|b| b.address == backend.address) {
-            None => change.backends_added.push(backend.address),
-            Some(before) if before.weight != backend.weight => {
-                change
-                    .backends_reweighted
-                    .push((backend.address, before.weight, backend.weight))
-            }
+            None => change.backends_added.push(backend.address.clone()),
+            Some(before) if before.weight != backend.weight => change.backends_reweighted.push((
+                backend.address.clone(),
+                before.weight,
+                backend.weight,
+            )),
             Some(_) => {}
         }
     }
     for backend in &old.backends {
         if !new.backends.iter().any(|b| b.address == backend.address) {
-            change.backends_removed.push(backend.address);
+            change.backends_removed.push(backend.address.clone());
         }
     }
     change
@@ -268,11 +268,11 @@ mod tests {
         let change = &plan.pools_changed[0];
         assert_eq!(
             change.backends_added,
-            ["127.0.0.1:9003".parse::<SocketAddr>().unwrap()]
+            ["127.0.0.1:9003".parse::<BackendAddress>().unwrap()]
         );
         assert_eq!(
             change.backends_removed,
-            ["127.0.0.1:9001".parse::<SocketAddr>().unwrap()]
+            ["127.0.0.1:9001".parse::<BackendAddress>().unwrap()]
         );
         assert_eq!(
             change.backends_reweighted,

@@ -158,3 +158,16 @@ fn backend_file_uses_the_backends_syntax_and_points_at_errors() {
     let error = parse_backend_file("  \n", "b.yaml").unwrap_err();
     assert!(error.message.contains("empty file"), "{error}");
 }
+
+#[test]
+fn a_backend_file_may_list_unix_sockets() {
+    let backends = parse_backend_file(
+        "- unix:/run/app.sock\n- {address: 10.0.0.1:80, weight: 2}\n",
+        "b.yaml",
+    )
+    .unwrap();
+    assert_eq!(backends[0].address.to_string(), "unix:/run/app.sock");
+    assert!(backends[0].address.is_unix());
+    let error = parse_backend_file("- unix:relative.sock\n", "b.yaml").unwrap_err();
+    assert!(error.to_string().contains("absolute"), "{error}");
+}

@@ -193,6 +193,10 @@ pub struct RawPool {
     pub retry: Option<RawRetry>,
     pub limits: Option<RawLimits>,
     pub circuit_breaker: Option<RawBreaker>,
+    /// `http1` (default) or `h2`: the HTTP version spoken to the backends.
+    pub protocol: Option<Text>,
+    /// TLS to the backends.
+    pub tls: Option<Spanned<super::upstream_tls::RawUpstreamTls>>,
 }
 
 #[derive(Debug, Deserialize)]

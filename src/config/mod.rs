@@ -5,6 +5,7 @@
 //! is the one I/O here (`Config::load`), kept at the edge so tests can call `Config::parse`.
 
 mod algorithm;
+pub mod backend_address;
 mod bind;
 pub mod diff;
 pub mod discovery;
@@ -16,11 +17,13 @@ pub mod resilience;
 mod route;
 mod sni_route;
 pub mod tls;
+mod upstream_tls;
 pub mod zookeeper;
 
 pub use algorithm::{
     Algorithm, HashKey, HashOptions, P2cLoad, P2cOptions, StickyConfig, parse_hash_key,
 };
+pub use backend_address::BackendAddress;
 pub use bind::BindAddr;
 pub use duration::{format_duration, parse_duration};
 pub use file::{AccessLogFormat, Protocol};
@@ -28,6 +31,7 @@ pub use proxy_protocol::{AcceptProxy, Cidr, SendProxy};
 pub use route::{HeaderCondition, HeaderEdits, HostPattern, PathPattern, RouteConfig, RouteMatch};
 pub use sni_route::{SniRoute, route_by_sni};
 pub use tls::ListenerTls;
+pub use upstream_tls::{ClientIdentity, PemCertificates, UpstreamProtocol, UpstreamTls};
 
 use crate::error::{ConfigError, Error, SourcePosition};
 use file::{RawConfig, RawListener, RawPool, Text};
@@ -138,11 +142,15 @@ pub struct PoolConfig {
     pub timeouts: PoolTimeouts,
     pub health: health::HealthPolicy,
     pub resilience: resilience::Resilience,
+    /// The HTTP version spoken to the backends (HTTP listeners only).
+    pub protocol: UpstreamProtocol,
+    /// TLS to the backends; `None`: plaintext.
+    pub tls: Option<UpstreamTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
-    pub address: SocketAddr,
+    pub address: BackendAddress,
     /// 0 means "never picked" (drain); 1 is the default.
     pub weight: u32,
     /// In-flight ceiling: at it, the backend is unavailable to every algorithm. `None`: no cap.
@@ -453,6 +461,21 @@ impl Validator<'_> {
             }
             Some(tls) => Some(self.tls(&path, tls)?),
         };
+        if protocol == Protocol::Tcp
+            && let Some(pool) = &raw.pool
+            && pools
+                .get(&pool.value)
+                .is_some_and(|p| p.protocol == UpstreamProtocol::H2)
+        {
+            return Err(self.error_at(
+                pool.referenced,
+                format!("{path}.pool"),
+                format!(
+                    "pool {:?} speaks protocol: h2, which only an http listener can use (a tcp listener forwards bytes)",
+                    pool.value
+                ),
+            ));
+        }
         if raw.pool.is_none() && routes.is_empty() && sni_routes.is_empty() {
             return Err(self.error_at(
                 raw.bind.referenced,
@@ -538,9 +561,25 @@ impl Validator<'_> {
                 resilience.limits.max_requests_per_backend,
             )?,
         };
+        let protocol = self.upstream_protocol(&path, raw.protocol.as_ref())?;
+        let tls = self.upstream_tls(&path, raw.tls.as_ref())?;
+        if let (Some(tls), Some(list)) = (&tls, &raw.backends)
+            && tls.verify
+            && tls.sni.is_none()
+            && backends.iter().any(|b| b.address.is_unix())
+        {
+            // A socket path names no host a certificate could be checked against.
+            return Err(self.error_at(
+                list.referenced,
+                format!("{path}.tls.sni"),
+                "unix socket backends over verified TLS need tls.sni (the name to check the certificate against)".into(),
+            ));
+        }
         let timeouts = raw.timeouts.as_ref();
         Ok(PoolConfig {
             name: name.to_owned(),
+            protocol,
+            tls,
             algorithm,
             sticky,
             health,
@@ -588,7 +627,7 @@ impl Validator<'_> {
         let mut seen = HashSet::new();
         for (index, entry) in entries.iter().enumerate() {
             let entry_path = format!("{path}[{index}]");
-            let address = parse_socket_addr(&entry.value.address).map_err(|message| {
+            let address: BackendAddress = entry.value.address.parse().map_err(|message| {
                 self.error_at(entry.referenced, format!("{entry_path}.address"), message)
             })?;
             let weight = entry.value.weight.unwrap_or(1);
@@ -599,7 +638,7 @@ impl Validator<'_> {
                     format!("must be between 0 and {MAX_WEIGHT}, got {weight}"),
                 ));
             }
-            if !seen.insert(address) {
+            if !seen.insert(address.clone()) {
                 return Err(self.error_at(
                     entry.referenced,
                     format!("{entry_path}.address"),

@@ -120,7 +120,7 @@ async fn resolve_ip(
     let ttl = min_ttl(lookup.as_lookup().answers().iter().map(|r| r.ttl));
     let backends = lookup
         .iter()
-        .map(|ip| backend(SocketAddr::new(ip, port), 1))
+        .map(|ip| backend(SocketAddr::new(ip, port).into(), 1))
         .collect();
     Ok((backends, ttl))
 }
@@ -176,13 +176,13 @@ async fn resolve_srv(
         let weight = u32::from(srv.weight).clamp(1, MAX_WEIGHT);
         backends.extend(
             ips.into_iter()
-                .map(|ip| backend(SocketAddr::new(ip, srv.port), weight)),
+                .map(|ip| backend(SocketAddr::new(ip, srv.port).into(), weight)),
         );
     }
     Ok((backends, min_ttl(ttls.into_iter())))
 }
 
-fn backend(address: SocketAddr, weight: u32) -> BackendConfig {
+fn backend(address: crate::config::BackendAddress, weight: u32) -> BackendConfig {
     BackendConfig {
         address,
         weight,

@@ -2,9 +2,8 @@
 //! key suffix or the child znode) and a value that is empty or `{"weight": N}` (optionally
 //! `"max_connections": N`). Pure: no I/O, unit-tested below.
 
-use crate::config::{BackendConfig, MAX_WEIGHT};
+use crate::config::{BackendAddress, BackendConfig, MAX_WEIGHT};
 use serde::Deserialize;
-use std::net::SocketAddr;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -16,9 +15,11 @@ struct Value {
 /// One entry as a backend. `what` names it in the error (`key "/a/x"`, `znode "/a/x"`), so an
 /// operator can find the entry that was skipped.
 pub fn parse_entry(what: &str, address: &str, value: &[u8]) -> Result<BackendConfig, String> {
-    let address: SocketAddr = address
+    // etcd keys may name unix sockets (`/services/app/unix:/run/app.sock`); znode names
+    // cannot hold a `/`, so ZooKeeper entries are IP:PORT in practice.
+    let address: BackendAddress = address
         .parse()
-        .map_err(|_| format!("{what}: {address:?} is not IP:PORT"))?;
+        .map_err(|_| format!("{what}: {address:?} is not IP:PORT or unix:/PATH"))?;
     let value = String::from_utf8_lossy(value);
     let value = value.trim();
     let parsed = if value.is_empty() {
@@ -55,7 +56,10 @@ mod tests {
     #[test]
     fn empty_or_json_values_give_a_backend() {
         let plain = parse_entry("k", "10.0.0.8:9000", b"").unwrap();
-        assert_eq!((plain.address.port(), plain.weight), (9000, 1));
+        assert_eq!(
+            (plain.address.inet().unwrap().port(), plain.weight),
+            (9000, 1)
+        );
         let weighted =
             parse_entry("k", "[::1]:80", br#" {"weight": 2, "max_connections": 0} "#).unwrap();
         assert_eq!((weighted.weight, weighted.max_connections), (2, None));

@@ -108,8 +108,8 @@ impl Publisher {
 
     /// A successful read: `backends` is the source's complete current set.
     pub fn publish(&self, mut backends: Vec<BackendConfig>) {
-        backends.sort_by_key(|b| b.address);
-        backends.dedup_by_key(|b| b.address);
+        backends.sort_by(|a, b| a.address.cmp(&b.address));
+        backends.dedup_by(|a, b| a.address == b.address);
         self.metric("success");
         self.update(|running| {
             running.status.last_update = Some(unix_now());
@@ -264,9 +264,9 @@ impl Discovery {
                 continue;
             };
             let default_max = pool.resilience.limits.max_requests_per_backend;
-            let mut present: HashSet<_> = pool.backends.iter().map(|b| b.address).collect();
+            let mut present: HashSet<_> = pool.backends.iter().map(|b| b.address.clone()).collect();
             for backend in &running.backends {
-                if present.insert(backend.address) {
+                if present.insert(backend.address.clone()) {
                     pool.backends.push(BackendConfig {
                         max_connections: backend.max_connections.or(default_max),
                         ..backend.clone()

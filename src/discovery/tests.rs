@@ -7,7 +7,7 @@ const BASE: &str = "listeners:\n  web: {bind: '127.0.0.1:0', pool: app}\npools:\
 
 fn backend(port: u16, weight: u32) -> BackendConfig {
     BackendConfig {
-        address: SocketAddr::from(([127, 0, 0, 1], port)),
+        address: SocketAddr::from(([127, 0, 0, 1], port)).into(),
         weight,
         max_connections: None,
     }
@@ -49,7 +49,11 @@ fn discovered_backends_merge_after_static_ones_and_static_wins() {
     publisher.publish(vec![backend(9002, 3), backend(9001, 9), backend(9002, 3)]);
     let merged = discovery.merge(&base);
     let pool = &merged.pools["app"];
-    let ports: Vec<u16> = pool.backends.iter().map(|b| b.address.port()).collect();
+    let ports: Vec<u16> = pool
+        .backends
+        .iter()
+        .map(|b| b.address.inet().unwrap().port())
+        .collect();
     assert_eq!(ports, [9001, 9002]);
     assert_eq!(pool.backends[0].weight, 1, "the static entry wins");
     assert_eq!(pool.backends[1].weight, 3);

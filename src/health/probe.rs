@@ -1,22 +1,26 @@
 //! The I/O that feeds the health state machines: active probe tasks (TCP connect or an HTTP
 //! request per backend, with jitter and their own timeout), the ticker that ends ejections,
-//! and the outcome reports the proxy makes after each upstream attempt. State changes are
+//! and the outcome reports the proxy makes after each upstream attempt. Probes connect with
+//! the pool's own dialer, so they reach Unix socket backends and speak TLS (and HTTP/2) to the
+//! backends of pools that have `tls:` (`protocol: h2`), exactly as requests do. State changes are
 //! logged once each, with their reason, and exported as metrics.
 
 use crate::backend::Backend;
 use crate::config::health::{ActiveCheck, CheckKind, HealthPolicy, HttpCheck};
+use crate::config::{BackendAddress, UpstreamProtocol};
 use crate::health::machine::{Change, State, may_eject_another};
 use crate::proxy::clock_micros;
 use crate::state::{Pool, SharedSnapshot};
+use crate::upstream::UpstreamClient;
+use crate::upstream::connector::Conn;
+use crate::upstream::tls::Alpn;
 use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -31,7 +35,7 @@ pub fn report_outcome(pool: &Pool, backend: &Backend, ok: bool, detail: &str) {
     if let Some(policy) = &pool.config.resilience.breaker
         && let Some((state, reason)) = backend.state.breaker.record(ok, policy)
     {
-        let (pool_name, address) = (&pool.config.name, backend.address);
+        let (pool_name, address) = (&pool.config.name, &backend.address);
         warn!(pool = %pool_name, backend = %address, ?state, "circuit breaker: {reason}");
         crate::metrics::breaker(pool_name, address, state);
     }
@@ -56,7 +60,7 @@ pub fn report_outcome(pool: &Pool, backend: &Backend, ok: bool, detail: &str) {
 
 /// Logs a state change once, updates metrics, and re-evaluates the pool's panic mode.
 pub fn announce(pool: &Pool, backend: &Backend, change: &Change) {
-    let (pool_name, address) = (&pool.config.name, backend.address);
+    let (pool_name, address) = (&pool.config.name, &backend.address);
     if change.to == State::Up {
         info!(pool = %pool_name, backend = %address, from = ?change.from, "backend up: {}", change.reason);
     } else {
@@ -76,7 +80,7 @@ pub fn announce(pool: &Pool, backend: &Backend, change: &Change) {
 /// The running probe tasks, one per backend with an active check, keyed by identity.
 #[derive(Default)]
 pub struct Probes {
-    tasks: Mutex<HashMap<(String, SocketAddr), (ActiveCheck, CancellationToken)>>,
+    tasks: Mutex<HashMap<(String, BackendAddress), (ActiveCheck, CancellationToken)>>,
 }
 
 impl Probes {
@@ -89,7 +93,10 @@ impl Probes {
         for pool in current.pools.values() {
             if let Some(check) = &pool.config.health.active {
                 for backend in &pool.backends {
-                    wanted.insert((pool.config.name.clone(), backend.address), check.clone());
+                    wanted.insert(
+                        (pool.config.name.clone(), backend.address.clone()),
+                        check.clone(),
+                    );
                 }
             }
         }
@@ -107,7 +114,7 @@ impl Probes {
             let stop = shutdown.child_token();
             tokio::spawn(probe_loop(
                 key.0.clone(),
-                key.1,
+                key.1.clone(),
                 snapshot.clone(),
                 stop.clone(),
             ));
@@ -146,7 +153,7 @@ pub fn spawn_ticker(snapshot: SharedSnapshot, shutdown: CancellationToken) {
 
 async fn probe_loop(
     pool_name: String,
-    address: SocketAddr,
+    address: BackendAddress,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
 ) {
@@ -175,7 +182,7 @@ async fn probe_loop(
             return;
         };
         let result = tokio::select! {
-            result = tokio::time::timeout(check.timeout, probe(address, &check)) => match result {
+            result = tokio::time::timeout(check.timeout, probe(&pool.client, &address, &check)) => match result {
                 Ok(result) => result,
                 Err(_) => Err(format!("timed out after {:?}", check.timeout)),
             },
@@ -206,7 +213,7 @@ fn record(pool: &Pool, backend: &Backend, policy: &HealthPolicy, result: Result<
         &cell.checks_failed
     };
     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    crate::metrics::health_check(&pool.config.name, backend.address, ok);
+    crate::metrics::health_check(&pool.config.name, &backend.address, ok);
     let detail = match result {
         Ok(detail) | Err(detail) => detail,
     };
@@ -228,41 +235,71 @@ async fn sleep_or_stop(duration: Duration, stop: &CancellationToken) -> bool {
 }
 
 /// One check. `Ok(detail)` when the backend passes, `Err(why)` otherwise.
-async fn probe(address: SocketAddr, check: &ActiveCheck) -> Result<String, String> {
-    let stream = TcpStream::connect(address)
+/// A TCP check passes once connected (and the TLS handshake done, for a TLS pool).
+async fn probe(
+    client: &UpstreamClient,
+    address: &BackendAddress,
+    check: &ActiveCheck,
+) -> Result<String, String> {
+    let alpn = match check.kind {
+        CheckKind::Tcp => Alpn::None,
+        CheckKind::Http(_) => Alpn::Http,
+    };
+    let conn = client
+        .dialer()
+        .connect(address, alpn)
         .await
         .map_err(|e| format!("connect failed: {e}"))?;
     match &check.kind {
         CheckKind::Tcp => Ok("connect succeeded".to_owned()),
-        CheckKind::Http(http_check) => http_probe(stream, address, http_check).await,
+        CheckKind::Http(http_check) => {
+            let h2 = client.protocol() == UpstreamProtocol::H2;
+            http_probe(conn, h2, client.dialer().is_tls(), address, http_check).await
+        }
     }
 }
 
 async fn http_probe(
-    stream: TcpStream,
-    address: SocketAddr,
+    conn: Conn,
+    h2: bool,
+    tls: bool,
+    address: &BackendAddress,
     check: &HttpCheck,
 ) -> Result<String, String> {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    tokio::spawn(connection);
-    let host = check.host.clone().unwrap_or_else(|| address.to_string());
-    let request = Request::builder()
-        .method(check.method.as_str())
-        .uri(check.path.as_str())
-        .header(header::HOST, host)
-        .header(
-            header::USER_AGENT,
-            concat!("sluice-health-check/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("bad check request: {e}"))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request failed: {e}"))?;
+    // A socket path is no host name; "localhost" is what curl sends over --unix-socket.
+    let host = check.host.clone().unwrap_or_else(|| match address {
+        BackendAddress::Inet(inet) => inet.to_string(),
+        BackendAddress::Unix(_) => "localhost".to_owned(),
+    });
+    let builder = Request::builder().method(check.method.as_str()).header(
+        header::USER_AGENT,
+        concat!("sluice-health-check/", env!("CARGO_PKG_VERSION")),
+    );
+    let response = if h2 {
+        // HTTP/2 carries the host in `:authority`, taken from the URI.
+        let scheme = if tls { "https" } else { "http" };
+        let request = builder
+            .uri(format!("{scheme}://{host}{}", check.path))
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("bad check request: {e}"))?;
+        let mut sender = crate::upstream::h2::handshake(conn)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
+        sender.send_request(request).await
+    } else {
+        let request = builder
+            .uri(check.path.as_str())
+            .header(header::HOST, host)
+            .header(header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("bad check request: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
+            .await
+            .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+        tokio::spawn(connection);
+        sender.send_request(request).await
+    }
+    .map_err(|e| format!("request failed: {e}"))?;
     let status = response.status().as_u16();
     if !check.status_ok(status) {
         return Err(format!(

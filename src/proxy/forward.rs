@@ -13,17 +13,17 @@
 
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
+use crate::config::BackendAddress;
 use crate::health::probe::report_outcome;
 use crate::proxy::request_body::Prepared;
 use crate::proxy::{clock_micros, pick_backend_where};
 use crate::resilience::backoff::backoff;
 use crate::state::Pool;
-use crate::upstream::{UpstreamError, send_on_new_connection};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use crate::upstream::UpstreamError;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use std::error::Error as StdError;
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::debug;
@@ -75,21 +75,19 @@ pub async fn forward<'p>(
     let started = Instant::now();
     let deadline = started + pool.config.timeouts.response;
     deposit(pool);
-    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut tried: Vec<&BackendAddress> = Vec::new();
     let mut attempt = 0;
     loop {
         let (backend, in_flight) = acquire_slot(pool, pick, &tried).await?;
-        tried.push(backend.address);
+        tried.push(&backend.address);
         let Some(try_body) = body.next_try() else {
             return Err(Refused::new(
                 StatusCode::BAD_GATEWAY,
                 "backend failed to respond\n",
             ));
         };
-        let Ok(uri) = Uri::try_from(format!(
-            "http://{}{}",
-            backend.address, request.path_and_query
-        )) else {
+        // Origin form; the pool's client sets scheme, authority and version for its protocol.
+        let Ok(uri) = Uri::try_from(request.path_and_query) else {
             return Err(Refused::new(
                 StatusCode::BAD_REQUEST,
                 "bad request target\n",
@@ -98,7 +96,6 @@ pub async fn forward<'p>(
         let mut upstream = Request::new(try_body);
         *upstream.method_mut() = request.method.clone();
         *upstream.uri_mut() = uri;
-        *upstream.version_mut() = Version::HTTP_11;
         *upstream.headers_mut() = request.headers.clone();
 
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -106,15 +103,9 @@ pub async fn forward<'p>(
             .per_try_timeout
             .map_or(remaining, |t| t.min(remaining));
         let sent_at = clock_micros();
-        let exchange = async {
-            match request.proxy_header {
-                None => Ok(pool.client.request(upstream).await?),
-                Some(header) => {
-                    let connect = pool.config.timeouts.connect;
-                    send_on_new_connection(backend.address, connect, header, upstream).await
-                }
-            }
-        };
+        let exchange = pool
+            .client
+            .send(&backend.address, request.proxy_header, upstream);
         let outcome = tokio::time::timeout(per_try, exchange).await;
         let failure = match outcome {
             Ok(Ok(response)) => {
@@ -238,9 +229,9 @@ fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
 async fn acquire_slot<'p>(
     pool: &'p Pool,
     pick: &PickContext,
-    tried: &[SocketAddr],
+    tried: &[&BackendAddress],
 ) -> Result<(&'p Backend, InFlight), Refused> {
-    let untried = |b: &Backend| !tried.contains(&b.address);
+    let untried = |b: &Backend| !tried.contains(&&b.address);
     if let Some(found) =
         pick_backend_where(pool, pick, untried).or_else(|| pick_backend_where(pool, pick, |_| true))
     {

@@ -38,6 +38,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes hop-by-hop headers from a request, but keeps `TE: trailers`: it is end-to-end in
+/// meaning (the client accepts trailers), HTTP/2 allows exactly that value, and gRPC servers
+/// refuse requests without it.
+fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
+    let trailers = headers.get_all(header::TE).iter().any(|value| {
+        value.to_str().is_ok_and(|text| {
+            text.split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
 /// Rewrites a client request's headers for the backend: strips hop-by-hop headers, appends
 /// the client to `X-Forwarded-For`, sets `X-Forwarded-Proto` and `X-Forwarded-Host`, and makes
 /// sure `Host` is present (HTTP/2 clients send `:authority` instead, which HTTP/1.1 backends
@@ -51,7 +67,7 @@ pub fn rewrite_request_headers(
     scheme: &'static str,
     authority: Option<&str>,
 ) {
-    strip_hop_by_hop(headers);
+    strip_request_hop_by_hop(headers);
     if !headers.contains_key(header::HOST)
         && let Some(value) = authority.and_then(|a| HeaderValue::from_str(a).ok())
     {
@@ -115,6 +131,16 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn a_request_keeps_te_trailers_only() {
+        let mut headers = map(&[("te", "gzip, trailers"), ("connection", "te")]);
+        rewrite_request_headers(&mut headers, "192.0.2.7".parse().ok(), "http", None);
+        assert_eq!(headers["te"], "trailers");
+        let mut headers = map(&[("te", "gzip")]);
+        rewrite_request_headers(&mut headers, "192.0.2.7".parse().ok(), "http", None);
+        assert!(!headers.contains_key("te"));
     }
 
     #[test]

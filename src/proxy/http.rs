@@ -60,7 +60,7 @@ struct ConnContext {
 #[derive(Debug, Clone)]
 struct Served {
     pool: Arc<str>,
-    upstream: Option<SocketAddr>,
+    upstream: Option<crate::config::BackendAddress>,
 }
 
 /// Serves one accepted client connection until it closes, or until `shutdown` fires and the
@@ -195,6 +195,14 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
     );
 
     let upgrade = tunnel::requested_upgrade(&request);
+    if upgrade.is_some() && pool.config.protocol == crate::config::UpstreamProtocol::H2 {
+        // HTTP/2 has no Upgrade (RFC 8441's extended CONNECT is not offered by hyper's client).
+        return error_response(
+            StatusCode::NOT_IMPLEMENTED,
+            "protocol upgrades (WebSocket) are not supported towards an h2 pool\n",
+            active,
+        );
+    }
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
@@ -269,7 +277,7 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
             if let Some(cookie) = sticky::set_cookie_if_needed(
                 pool.config.sticky.as_ref(),
                 &pick_context,
-                backend.address,
+                &backend.address,
             ) {
                 parts.headers.append(header::SET_COOKIE, cookie);
             }
@@ -281,7 +289,7 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
             };
             parts.extensions.insert(Served {
                 pool: Arc::clone(&pool.name),
-                upstream: Some(backend.address),
+                upstream: Some(backend.address.clone()),
             });
             Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active, limits))
         }

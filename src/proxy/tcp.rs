@@ -3,22 +3,24 @@
 //! Half-close is passed on: when one side finishes sending (FIN), the other side's socket is
 //! shut down for writing while the opposite direction keeps flowing, which protocols like
 //! `nc -N` or a PostgreSQL COPY rely on. The snapshot is loaded once per connection.
-//! A pool with `send_proxy` gets a PROXY protocol header before the first client byte.
+//! A pool with `send_proxy` gets a PROXY protocol header before the first client byte (and
+//! before the TLS handshake, when the pool has `tls:`: sluice then originates TLS and the
+//! session carries the client's bytes inside it). Unix socket backends work the same way.
 //! A failed connect is retried on another backend; a session quiet for the pool's
 //! `timeouts.idle` is closed.
 
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
-use crate::config::route_by_sni;
+use crate::config::{BackendAddress, route_by_sni};
 use crate::health::probe::report_outcome;
 use crate::proxy::passthrough::ClientHello;
 use crate::proxy::splice::{Limits, SpliceEnd, splice};
 use crate::proxy::{Peer, clock_micros, pick_backend_where};
 use crate::state::{Pool, SharedSnapshot};
-use std::net::SocketAddr;
+use crate::upstream::connector::Conn;
+use crate::upstream::tls::Alpn;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -55,19 +57,15 @@ pub async fn serve_connection<S>(
     };
     let peer_addr = peer.client;
     let pick_context = PickContext::for_connection(&pool.config, peer_addr, clock_micros());
+    let header = pool
+        .config
+        .send_proxy
+        .map(|version| peer.proxy_header(version));
     let Some((backend, _in_flight, mut upstream)) =
-        connect_with_redispatch(pool, &pick_context, &listener).await
+        connect_with_redispatch(pool, &pick_context, &listener, header.as_deref()).await
     else {
         return;
     };
-    let _ = upstream.set_nodelay(true);
-    if let Some(version) = pool.config.send_proxy {
-        let header = peer.proxy_header(version);
-        if let Err(error) = upstream.write_all(&header).await {
-            warn!(%listener, backend = %backend.address, %error, "writing the PROXY header failed");
-            return;
-        }
-    }
     if let Some(hello) = &hello
         && let Err(error) = upstream.write_all(&hello.bytes).await
     {
@@ -78,7 +76,7 @@ pub async fn serve_connection<S>(
         idle: pool.config.timeouts.idle,
         drain: drain_timeout,
     };
-    let backend_address = backend.address;
+    let backend_address = &backend.address;
     match splice(client, upstream, limits, &stop).await {
         SpliceEnd::Closed(Ok((sent, received))) => {
             let (bytes_in, bytes_out) = crate::metrics::listener_bytes(&listener);
@@ -99,26 +97,27 @@ pub async fn serve_connection<S>(
     }
 }
 
-/// Picks a backend and connects; a failed connect (nothing was sent) is retried on another
-/// backend, up to the pool's retry attempts, as HAProxy's `redispatch` does.
+/// Picks a backend and connects (PROXY header, then TLS when the pool has it); a failed
+/// connect (no client byte was sent) is retried on another backend, up to the pool's retry
+/// attempts, as HAProxy's `redispatch` does.
 async fn connect_with_redispatch<'p>(
     pool: &'p Pool,
     pick_context: &PickContext,
     listener: &str,
-) -> Option<(&'p Backend, InFlight, TcpStream)> {
-    let mut tried: Vec<SocketAddr> = Vec::new();
+    preamble: Option<&[u8]>,
+) -> Option<(&'p Backend, InFlight, Conn)> {
+    let mut tried: Vec<&BackendAddress> = Vec::new();
     for _ in 0..=pool.config.resilience.retry.attempts {
-        let picked = pick_backend_where(pool, pick_context, |b| !tried.contains(&b.address))
+        let picked = pick_backend_where(pool, pick_context, |b| !tried.contains(&&b.address))
             .or_else(|| pick_backend_where(pool, pick_context, |_| true));
         let Some((backend, in_flight)) = picked else {
             warn!(%listener, pool = %pool.config.name, "no backend available; closing client connection");
             return None;
         };
-        tried.push(backend.address);
+        tried.push(&backend.address);
         let connect_started = clock_micros();
-        let connect = TcpStream::connect(backend.address);
-        match tokio::time::timeout(pool.config.timeouts.connect, connect).await {
-            Ok(Ok(stream)) => {
+        match connect(pool, &backend.address, preamble).await {
+            Ok(stream) => {
                 // The connect time is the only latency an L4 proxy sees (p2c's EWMA uses it).
                 let now = clock_micros();
                 backend
@@ -127,15 +126,25 @@ async fn connect_with_redispatch<'p>(
                 report_outcome(pool, backend, true, "");
                 return Some((backend, in_flight, stream));
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 report_outcome(pool, backend, false, &format!("connect failed: {error}"));
                 warn!(%listener, backend = %backend.address, %error, "backend connect failed");
-            }
-            Err(_) => {
-                report_outcome(pool, backend, false, "connect timed out");
-                warn!(%listener, backend = %backend.address, "backend connect timed out");
             }
         }
     }
     None
+}
+
+async fn connect(
+    pool: &Pool,
+    address: &BackendAddress,
+    preamble: Option<&[u8]>,
+) -> std::io::Result<Conn> {
+    let dialer = pool.client.dialer();
+    let mut conn = dialer.open(address).await?;
+    if let Some(header) = preamble {
+        conn.write_all(header).await?;
+    }
+    // No ALPN: the bytes inside are whatever the client speaks.
+    dialer.secure(conn, address, Alpn::None).await
 }

@@ -438,7 +438,7 @@ pub fn backend_addresses(sluice: &Server, pool: &str) -> std::collections::BTree
     sluice.snapshot().load().pools[pool]
         .backends
         .iter()
-        .map(|b| b.address)
+        .filter_map(|b| b.address.inet())
         .collect()
 }
 

@@ -1,0 +1,278 @@
+//! Opening connections to backends: TCP or Unix socket, optionally wrapped in TLS.
+//!
+//! `Dialer` is the one place a backend connection starts, shared by the pooled HTTP/1 client
+//! (through `PoolConnector`, the hyper-util connector), the HTTP/2 connection cache, TCP
+//! forwarding and health checks, so every path gets the same connect timeout, socket options
+//! and TLS settings. Opening and securing are separate steps because a PROXY protocol header
+//! must go out in plaintext before the TLS handshake.
+//!
+//! The legacy hyper-util client keys its keep-alive pool by URI authority and hands the
+//! connector only the URI. An IP backend's authority is its address; a Unix socket backend gets
+//! a synthetic one (`<hex of the path>.unix.invalid`) that `PoolConnector` decodes back, so no
+//! shared lookup table has to follow reloads and discovery. The `Host` header the backend sees
+//! is the client's either way (the client is built with `set_host(false)`).
+
+use super::tls::{Alpn, TlsSetup};
+use crate::config::BackendAddress;
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// TCP keepalive on backend connections finds peers that vanished without a FIN.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+/// Marks a synthetic authority that names a Unix socket (`.invalid` can never resolve).
+const UNIX_AUTHORITY_SUFFIX: &str = ".unix.invalid";
+
+/// An open backend connection of any kind.
+#[derive(Debug)]
+pub enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Tls(Box<tokio_rustls::client::TlsStream<Conn>>),
+}
+
+impl Conn {
+    /// Whether TLS negotiated HTTP/2 by ALPN.
+    pub fn negotiated_h2(&self) -> bool {
+        match self {
+            Conn::Tls(stream) => stream.get_ref().1.alpn_protocol() == Some(b"h2"),
+            _ => false,
+        }
+    }
+}
+
+/// Opens backend connections with a pool's connect timeout and TLS settings.
+#[derive(Clone)]
+pub struct Dialer {
+    connect_timeout: Duration,
+    tls: Option<Arc<TlsSetup>>,
+}
+
+impl Dialer {
+    pub fn new(connect_timeout: Duration, tls: Option<Arc<TlsSetup>>) -> Dialer {
+        Dialer {
+            connect_timeout,
+            tls,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Opens a plain connection (no TLS yet) within the connect timeout.
+    pub async fn open(&self, address: &BackendAddress) -> io::Result<Conn> {
+        let connect = async {
+            match address {
+                BackendAddress::Inet(inet) => {
+                    let stream = TcpStream::connect(inet).await?;
+                    let _ = stream.set_nodelay(true);
+                    let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+                    let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+                    Ok(Conn::Tcp(stream))
+                }
+                BackendAddress::Unix(path) => Ok(Conn::Unix(UnixStream::connect(path).await?)),
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))
+    }
+
+    /// Runs the TLS handshake when the pool has `tls:` (within the connect timeout, so an
+    /// unresponsive backend cannot hold a request past it); otherwise returns `conn` as is.
+    pub async fn secure(
+        &self,
+        conn: Conn,
+        address: &BackendAddress,
+        alpn: Alpn,
+    ) -> io::Result<Conn> {
+        let Some(tls) = &self.tls else {
+            return Ok(conn);
+        };
+        let server_name = tls.server_name(address)?;
+        let handshake = tls.connector(alpn).connect(server_name, conn);
+        match tokio::time::timeout(self.connect_timeout, handshake).await {
+            Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(stream))),
+            Ok(Err(error)) => Err(io::Error::new(
+                error.kind(),
+                format!("TLS handshake with {address} failed: {error}"),
+            )),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            )),
+        }
+    }
+
+    /// `open` then `secure`.
+    pub async fn connect(&self, address: &BackendAddress, alpn: Alpn) -> io::Result<Conn> {
+        let conn = self.open(address).await?;
+        self.secure(conn, address, alpn).await
+    }
+}
+
+/// The URI authority the pooled client uses for a backend (see the module notes).
+pub fn authority_for(address: &BackendAddress) -> String {
+    match address {
+        BackendAddress::Inet(inet) => inet.to_string(),
+        BackendAddress::Unix(path) => {
+            let bytes = path.as_os_str().as_encoded_bytes();
+            let mut text = String::with_capacity(bytes.len() * 2 + UNIX_AUTHORITY_SUFFIX.len());
+            for byte in bytes {
+                text.push_str(&format!("{byte:02x}"));
+            }
+            text.push_str(UNIX_AUTHORITY_SUFFIX);
+            text
+        }
+    }
+}
+
+/// The backend an authority made by `authority_for` names.
+pub fn address_from_authority(authority: &str) -> Option<BackendAddress> {
+    let Some(hex) = authority.strip_suffix(UNIX_AUTHORITY_SUFFIX) else {
+        return authority.parse().ok().map(BackendAddress::Inet);
+    };
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    let path = String::from_utf8(bytes).ok()?;
+    Some(BackendAddress::Unix(Arc::from(Path::new(&path))))
+}
+
+/// The hyper-util connector of a pool's HTTP/1 client.
+#[derive(Clone)]
+pub struct PoolConnector {
+    pub dialer: Dialer,
+}
+
+impl tower_service::Service<Uri> for PoolConnector {
+    type Response = TokioIo<Conn>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Conn>>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let dialer = self.dialer.clone();
+        Box::pin(async move {
+            let address = uri
+                .authority()
+                .and_then(|a| address_from_authority(a.as_str()))
+                .ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("no backend address in {uri}"),
+                    )
+                })?;
+            let conn = dialer.connect(&address, Alpn::Http).await?;
+            Ok(TokioIo::new(conn))
+        })
+    }
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
+            Conn::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
+            Conn::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
+            Conn::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
+            Conn::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Conn::Unix(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Conn::Tls(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Tcp(stream) => stream.is_write_vectored(),
+            Conn::Unix(stream) => stream.is_write_vectored(),
+            Conn::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(stream) => Pin::new(stream).poll_flush(cx),
+            Conn::Unix(stream) => Pin::new(stream).poll_flush(cx),
+            Conn::Tls(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
+            Conn::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
+            Conn::Tls(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_authority_round_trips_and_is_a_valid_uri() {
+        for text in [
+            "unix:/run/app.sock",
+            "unix:/tmp/dir with space/Ä.sock",
+            "10.0.0.1:80",
+        ] {
+            let address: BackendAddress = text.parse().unwrap();
+            let authority = authority_for(&address);
+            let uri: Uri = format!("http://{authority}/path").parse().unwrap();
+            let back = address_from_authority(uri.authority().unwrap().as_str());
+            assert_eq!(back, Some(address), "{authority}");
+        }
+        assert_eq!(address_from_authority("zz.unix.invalid"), None);
+    }
+}
