@@ -46,10 +46,17 @@ pub async fn serve(
                 local: Some(local),
                 tls: None,
             };
-            serve_stream(stream, peer, listener, snapshot, stop).await
+            Box::pin(serve_stream(stream, peer, listener, snapshot, stop)).await
         }
         Accepted::Unix(stream) => {
-            serve_stream(stream, Peer::default(), listener, snapshot, stop).await
+            Box::pin(serve_stream(
+                stream,
+                Peer::default(),
+                listener,
+                snapshot,
+                stop,
+            ))
+            .await
         }
     }
 }
@@ -129,12 +136,20 @@ async fn serve_stream<S>(
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
         });
         // TLS is only configured on http listeners (validation refuses it on tcp ones).
-        crate::proxy::http::serve_connection(stream, peer, listener, snapshot, stop).await;
+        Box::pin(crate::proxy::http::serve_connection(
+            stream, peer, listener, snapshot, stop,
+        ))
+        .await;
         return;
     }
     match protocol {
         Protocol::Http => {
-            crate::proxy::http::serve_connection(stream, peer, listener, snapshot, stop).await
+            // Each data path boxed: the task then holds only the one this connection uses,
+            // not room for the largest of them (memory per idle connection).
+            Box::pin(crate::proxy::http::serve_connection(
+                stream, peer, listener, snapshot, stop,
+            ))
+            .await
         }
         Protocol::Tcp if passthrough => {
             let hello = crate::proxy::passthrough::read_client_hello(&mut stream, deadline).await;
@@ -150,11 +165,21 @@ async fn serve_stream<S>(
                     return;
                 }
             };
-            crate::proxy::tcp::serve_connection(stream, peer, Some(hello), listener, snapshot, stop)
-                .await
+            Box::pin(crate::proxy::tcp::serve_connection(
+                stream,
+                peer,
+                Some(hello),
+                listener,
+                snapshot,
+                stop,
+            ))
+            .await
         }
         Protocol::Tcp => {
-            crate::proxy::tcp::serve_connection(stream, peer, None, listener, snapshot, stop).await
+            Box::pin(crate::proxy::tcp::serve_connection(
+                stream, peer, None, listener, snapshot, stop,
+            ))
+            .await
         }
     }
 }

@@ -27,12 +27,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-/// How long an HTTP/1 connection waits for its next request before it is parked. Short enough
-/// that idle clients cost little, long enough that a busy connection is rebuilt rarely.
-pub const PARK_AFTER: Duration = Duration::from_millis(500);
+/// How long an HTTP/1 connection waits for its next request before it is parked (it parks
+/// after one to two of these). Short, so that a burst of new clients that then sit idle never
+/// holds many buffers at once; a client sending more than a few requests a second on the
+/// connection is never parked, and rebuilding costs about as much as one small request.
+pub const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// After `stop`, an HTTP/1 keep-alive connection is not cut at once: closing an idle
 /// connection races a client that is sending its next request right then, and that request
@@ -77,7 +79,7 @@ where
 {
     if versions == Versions::Http2 {
         activity.mark_http2();
-        return serve_http2(Prefixed::new(Bytes::new(), io), service, &stop).await;
+        return Box::pin(serve_http2(Prefixed::new(Bytes::new(), io), service, &stop)).await;
     }
     let mut first = versions == Versions::Detect;
     let mut carried: Option<Bytes> = None;
@@ -91,7 +93,8 @@ where
         };
         if first && prefix.starts_with(H2_PREFACE) {
             activity.mark_http2();
-            return serve_http2(Prefixed::new(prefix, io), service, &stop).await;
+            // Boxed: an HTTP/2 connection's state is large, and most connections are HTTP/1.
+            return Box::pin(serve_http2(Prefixed::new(prefix, io), service, &stop)).await;
         }
         first = false;
         let mut builder = http1::Builder::new();
@@ -112,6 +115,7 @@ where
             Http1End::Finished(result) => return result,
             Http1End::Park => {
                 activity.note_parked();
+                tracing::trace!("parked an idle HTTP/1 connection");
                 let Some(parts) = connection.into_parts() else {
                     return Ok(());
                 };
@@ -141,12 +145,22 @@ async fn wait_for_bytes<I: AsyncRead + Unpin>(
     let mut buf = BytesMut::new();
     let read = async {
         loop {
-            let mut chunk = [0u8; FIRST_READ];
-            let n = io.read(&mut chunk).await.ok()?;
+            // The chunk lives in the poll's stack frame, not in this future: a parked
+            // connection's task must stay small.
+            let n = std::future::poll_fn(|cx| {
+                let mut chunk = [0u8; FIRST_READ];
+                let mut read_buf = ReadBuf::new(&mut chunk);
+                let polled = Pin::new(&mut *io).poll_read(cx, &mut read_buf);
+                if let Poll::Ready(Ok(())) = polled {
+                    buf.extend_from_slice(read_buf.filled());
+                }
+                polled.map_ok(|()| read_buf.filled().len())
+            })
+            .await
+            .ok()?;
             if n == 0 {
                 return None;
             }
-            buf.extend_from_slice(&chunk[..n]);
             let undecided = first && buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf);
             if !undecided {
                 return Some(());
