@@ -1,6 +1,6 @@
 //! The operator subcommands that talk to a running sluice through its admin listener
 //! (`sluice status`, `reload`, `drain`, `enable`): a small HTTP client and the table `status`
-//! prints. The daemon side of these endpoints is `admin.rs`.
+//! prints. The daemon side of these endpoints is `src/admin/`.
 
 use crate::error::Error;
 use bytes::Bytes;

@@ -1,6 +1,6 @@
 //! Reload triggers and their coordination: SIGHUP, a change of the config file, and
 //! `POST /reload` all end in `Reloads::reload_file`, which reads, parses, validates and hands
-//! the config to the transaction in `server.rs`.
+//! the config to the transaction in `server/mod.rs`.
 //!
 //! Concurrent triggers coalesce: each trigger takes a ticket; a reload that starts after a
 //! ticket was taken covers it, so a burst of triggers runs at most one reload more, and a

@@ -2,8 +2,9 @@
 //!
 //! Every struct denies unknown keys, so a typo is an error rather than a silently ignored
 //! setting. Values that need checking beyond their YAML type (addresses, durations, names that
-//! refer to each other) are kept as `Spanned` strings here and checked in `mod.rs`, so each
-//! error can name its line, column and field path. Nothing in this file validates.
+//! refer to each other) are kept as `Spanned` strings here and checked by the validators
+//! (`mod.rs` and its siblings), so each error can name its line, column and field path.
+//! Nothing in this file validates.
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};

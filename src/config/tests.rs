@@ -1,6 +1,7 @@
 //! Unit tests for config validation: the accepted example and a corpus of refused configs.
 
 use super::*;
+use crate::error::SourcePosition;
 
 const EXAMPLE: &str = r#"runtime:
   worker_threads: 2

@@ -7,28 +7,32 @@
 //! ones. Any failure before the swap leaves everything as it was. Unchanged listeners keep
 //! their socket and accept loop; a listener's protocol, pool and timeouts are read from the
 //! snapshot at accept time, so such changes apply to new connections only.
+//!
+//! This file: start-up, the shared state, the reload transaction and drain. The set of live
+//! listeners (binding, accept loops, their addresses) is in `listeners.rs`; signal handling
+//! (SIGTERM/SIGINT, SIGHUP, SIGUSR1, SIGUSR2 binary upgrade) in `signals.rs`.
 
-use crate::admin;
+mod listeners;
+mod signals;
+
 use crate::config::diff::{ReloadPlan, diff};
 use crate::config::{BindAddr, Config};
 use crate::error::Error;
-use crate::listener;
 use crate::listener::Bound;
-use crate::proxy;
 use crate::reload::Reloads;
 use crate::state::{SharedSnapshot, Snapshot};
-use crate::upgrade::{self, Inherited};
+use crate::upgrade::Inherited;
 use arc_swap::ArcSwap;
+use listeners::{RunningListener, bind_admin, bind_named};
+use signals::Signals;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::info;
 
 /// A running sluice. Cheap to share: everything lives in `Shared`.
 pub struct Server {
@@ -36,33 +40,6 @@ pub struct Server {
     /// Installed before any socket is bound: SIGHUP's default action kills the process, so a
     /// `systemctl reload` right after start must already find our handler.
     signals: tokio::sync::Mutex<Option<Signals>>,
-}
-
-struct Signals {
-    terminate: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-    hangup: tokio::signal::unix::Signal,
-    user1: tokio::signal::unix::Signal,
-    user2: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Signals, Error> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let install = |kind| {
-            signal(kind).map_err(|source| Error::Io {
-                context: "cannot install signal handler".into(),
-                source,
-            })
-        };
-        Ok(Signals {
-            terminate: install(SignalKind::terminate())?,
-            interrupt: install(SignalKind::interrupt())?,
-            hangup: install(SignalKind::hangup())?,
-            user1: install(SignalKind::user_defined1())?,
-            user2: install(SignalKind::user_defined2())?,
-        })
-    }
 }
 
 /// How a drain ended.
@@ -96,18 +73,6 @@ pub struct Shared {
     /// Written only by `apply` (serialised by `Reloads`) and read for addresses.
     listeners: Mutex<BTreeMap<String, RunningListener>>,
     admin: Mutex<Option<RunningListener>>,
-}
-
-struct RunningListener {
-    local_addr: BindAddr,
-    /// A unix listener's socket file, removed when the listener stops.
-    socket_file: Option<listener::SocketFile>,
-    /// A duplicate of the listening socket, passed to the next process on upgrade.
-    fd: OwnedFd,
-    /// Cancelling it stops this listener's accept loop and asks its connections to finish.
-    stop: CancellationToken,
-    /// Open connections (for `max_connections` and the active-connections gauge).
-    slots: Arc<listener::ConnectionSlots>,
 }
 
 impl Server {
@@ -240,125 +205,9 @@ impl Server {
             Err(_) => DrainOutcome::TimedOut,
         }
     }
-
-    /// Runs until SIGTERM or SIGINT, reloading on SIGHUP and upgrading on SIGUSR2, then
-    /// drains with the configured deadline. A second SIGTERM/SIGINT stops waiting at once.
-    pub async fn run_until_signal(&self) -> Result<DrainOutcome, Error> {
-        let taken = self.signals.lock().await.take();
-        let mut signals = match taken {
-            Some(signals) => signals,
-            None => Signals::install()?,
-        };
-        loop {
-            tokio::select! {
-                _ = signals.terminate.recv() => break,
-                _ = signals.interrupt.recv() => break,
-                _ = signals.user1.recv() => {
-                    info!("SIGUSR1: reopening access log files");
-                    crate::access_log::reopen_all();
-                }
-                _ = signals.user2.recv() => {
-                    if self.upgrade().await {
-                        break;
-                    }
-                }
-                _ = signals.hangup.recv() => {
-                    if self.shared.config_path.is_some() {
-                        self.shared.reloads.reload_file(&self.shared, "SIGHUP").await;
-                    } else {
-                        warn!("SIGHUP ignored: no config file to reload (demo mode)");
-                    }
-                }
-            }
-        }
-        crate::reload::notify_stopping();
-        let deadline = self.shared.snapshot.load().config.runtime.drain_timeout;
-        info!(
-            ?deadline,
-            "shutting down: no new connections, draining open ones"
-        );
-        let outcome = tokio::select! {
-            outcome = self.shutdown(deadline) => outcome,
-            _ = signals.terminate.recv() => DrainOutcome::TimedOut,
-            _ = signals.interrupt.recv() => DrainOutcome::TimedOut,
-        };
-        match outcome {
-            DrainOutcome::Complete => info!("drained; exiting"),
-            DrainOutcome::TimedOut => {
-                warn!("drain deadline reached or second signal; closing remaining connections")
-            }
-        }
-        Ok(outcome)
-    }
-}
-
-impl Server {
-    /// SIGUSR2: start the binary anew with our sockets. True when the new process serves and
-    /// this one should drain and exit; false when the upgrade failed and we keep serving.
-    async fn upgrade(&self) -> bool {
-        if self.shared.config_path.is_none() {
-            warn!("SIGUSR2 ignored: binary upgrade needs a config file (not in demo mode)");
-            return false;
-        }
-        let sockets = self.shared.sockets_for_upgrade();
-        info!(
-            sockets = sockets.len(),
-            "binary upgrade: starting a new process with our listening sockets"
-        );
-        match tokio::task::spawn_blocking(move || upgrade::hand_over(sockets)).await {
-            Ok(Ok(pid)) => {
-                // The new process accepts on our unix sockets now: leave their files.
-                for running in lock(&self.shared.listeners).values() {
-                    if let Some(file) = &running.socket_file {
-                        file.keep();
-                    }
-                }
-                info!(
-                    pid,
-                    "binary upgrade: the new process serves; this one stops accepting and drains"
-                );
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::MainPid(pid)]);
-                true
-            }
-            Ok(Err(error)) => {
-                error!("binary upgrade failed, this process keeps serving: {error}");
-                false
-            }
-            Err(error) => {
-                error!(%error, "binary upgrade task failed, this process keeps serving");
-                false
-            }
-        }
-    }
 }
 
 impl Shared {
-    /// Duplicates of every listening socket, named as `Inherited::take` expects them.
-    fn sockets_for_upgrade(&self) -> Vec<(String, OwnedFd)> {
-        let listeners = lock(&self.listeners);
-        let admin = lock(&self.admin);
-        listeners
-            .iter()
-            .map(|(name, l)| (format!("listener:{name}"), &l.fd))
-            .chain(admin.iter().map(|l| ("admin".to_owned(), &l.fd)))
-            .filter_map(|(name, fd)| fd.try_clone().ok().map(|fd| (name, fd)))
-            .collect()
-    }
-
-    /// The TCP address a listener bound (`None` for a unix listener).
-    pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
-        lock(&self.listeners)
-            .get(listener)
-            .and_then(|l| l.local_addr.tcp())
-    }
-
-    /// Where a listener is bound, TCP or unix.
-    pub fn local_bind(&self, listener: &str) -> Option<BindAddr> {
-        lock(&self.listeners)
-            .get(listener)
-            .map(|l| l.local_addr.clone())
-    }
-
     /// Runtime weight overrides (admin API) on top of a config: kept across reloads while the
     /// backend stays in its pool; an override whose backend left the config is dropped.
     fn with_weight_overrides(&self, mut config: Config) -> Config {
@@ -416,14 +265,6 @@ impl Shared {
         lock(&self.weight_overrides)
             .get(&(pool.to_owned(), address.clone()))
             .copied()
-    }
-
-    /// Open client connections per listener (for the metrics gauge).
-    pub fn open_connections(&self) -> Vec<(String, usize)> {
-        lock(&self.listeners)
-            .iter()
-            .map(|(name, l)| (name.clone(), l.slots.open()))
-            .collect()
     }
 
     pub fn admin_token(&self) -> Option<String> {
@@ -516,56 +357,6 @@ impl Shared {
         self.snapshot.store(Arc::new(next));
         self.probes.sync(&self.snapshot, &self.shutdown);
     }
-
-    fn start_listener(&self, name: String, socket: Bound) -> Result<(), Error> {
-        let local_addr = socket.local().map_err(|source| Error::Io {
-            context: format!("cannot read address of listener {name}"),
-            source,
-        })?;
-        let socket_file = match &local_addr {
-            BindAddr::Unix(path) => Some(listener::SocketFile::new(path.clone())),
-            BindAddr::Tcp(_) => None,
-        };
-        let fd = duplicate(&socket, &name)?;
-        let stop = self.shutdown.child_token();
-        info!(listener = %name, addr = %local_addr, "listening");
-        let slots = Arc::new(listener::ConnectionSlots::default());
-        spawn_accept_loop(
-            Arc::from(name.as_str()),
-            socket,
-            self.snapshot.clone(),
-            stop.clone(),
-            Arc::clone(&slots),
-            &self.tracker,
-        );
-        lock(&self.listeners).insert(
-            name,
-            RunningListener {
-                local_addr,
-                socket_file,
-                fd,
-                stop,
-                slots,
-            },
-        );
-        Ok(())
-    }
-
-    fn start_admin(self: &Arc<Self>, socket: TcpListener) -> Result<(), Error> {
-        let local_addr = socket_addr(&socket, "admin")?;
-        let fd = duplicate(&socket, "admin")?;
-        let stop = self.shutdown.child_token();
-        info!(addr = %local_addr, "admin listening");
-        admin::spawn(socket, Arc::clone(self), stop.clone(), &self.tracker);
-        *lock(&self.admin) = Some(RunningListener {
-            local_addr: BindAddr::Tcp(local_addr),
-            socket_file: None,
-            fd,
-            stop,
-            slots: Arc::default(),
-        });
-        Ok(())
-    }
 }
 
 /// A poisoned lock only means another thread panicked mid-update of a plain map; the map
@@ -594,93 +385,4 @@ fn read_admin_token(config: &Config) -> Result<Option<String>, Error> {
         });
     }
     Ok(Some(token))
-}
-
-fn bind_named(name: &str, addr: &BindAddr, mode: Option<u32>) -> Result<Bound, Error> {
-    listener::bind_any(addr, mode).map_err(|source| Error::Bind {
-        name: name.to_owned(),
-        addr: addr.to_string(),
-        source,
-    })
-}
-
-fn bind_admin(addr: SocketAddr) -> Result<TcpListener, Error> {
-    listener::bind(addr).map_err(|source| Error::Bind {
-        name: "admin".to_owned(),
-        addr: addr.to_string(),
-        source,
-    })
-}
-
-fn duplicate(socket: &impl AsFd, name: &str) -> Result<OwnedFd, Error> {
-    socket
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|source| Error::Io {
-            context: format!("cannot duplicate the socket of listener {name}"),
-            source,
-        })
-}
-
-fn socket_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, Error> {
-    socket.local_addr().map_err(|source| Error::Io {
-        context: format!("cannot read address of listener {name}"),
-        source,
-    })
-}
-
-fn spawn_accept_loop(
-    name: Arc<str>,
-    socket: Bound,
-    snapshot: SharedSnapshot,
-    stop: CancellationToken,
-    slots: Arc<listener::ConnectionSlots>,
-    tracker: &TaskTracker,
-) {
-    let connections = tracker.clone();
-    tracker.spawn(async move {
-        loop {
-            // Read the limit each time: a reload may change it.
-            let limit = snapshot
-                .load()
-                .listener(&name)
-                .and_then(|l| l.max_connections);
-            if let Some(limit) = limit {
-                tokio::select! {
-                    () = slots.wait_below(limit as usize) => {}
-                    () = stop.cancelled() => break,
-                }
-            }
-            let accepted = tokio::select! {
-                accepted = socket.accept() => accepted,
-                () = stop.cancelled() => break,
-            };
-            let accepted = match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // EMFILE/ENFILE and friends: back off briefly instead of spinning; the
-                    // pending connections wait in the kernel backlog meanwhile.
-                    warn!(listener = %name, %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            // The connection reads its listener's settings (protocol, PROXY header) from
-            // the snapshot when it starts: a reload may have changed them.
-            let slot = slots.take();
-            metrics::counter!(crate::metrics::LISTENER_CONNECTIONS_TOTAL, "listener" => name.to_string()).increment(1);
-            let serve = proxy::accept::serve(
-                accepted,
-                Arc::clone(&name),
-                snapshot.clone(),
-                stop.clone(),
-            );
-            connections.spawn(async move {
-                serve.await;
-                drop(slot);
-            });
-        }
-        // Dropping the socket closes it: the kernel refuses new connections at once.
-        drop(socket);
-    });
 }

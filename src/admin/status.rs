@@ -1,0 +1,174 @@
+//! The `GET /status` document: version, uptime, last reload, listeners, and per pool its
+//! backends' state, counters, breaker and discovery sources (also the answer of an action).
+
+use crate::health::machine::State;
+use crate::reload::ReloadReport;
+use crate::server::Shared;
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+#[derive(Serialize)]
+pub(super) struct Status {
+    version: &'static str,
+    uptime_seconds: f64,
+    config_file: Option<String>,
+    last_reload: Option<ReloadReport>,
+    listeners: Vec<ListenerStatus>,
+    pools: Vec<PoolStatus>,
+}
+
+#[derive(Serialize)]
+struct ListenerStatus {
+    name: String,
+    bind: String,
+    local_addr: Option<String>,
+    protocol: &'static str,
+    /// The default pool; `null` for a listener that only routes.
+    pool: Option<String>,
+    routes: usize,
+}
+
+#[derive(Serialize)]
+struct PoolStatus {
+    name: String,
+    healthy: usize,
+    total: usize,
+    /// Too few healthy backends: balancing over all of them (`panic_threshold`).
+    panic: bool,
+    backends: Vec<BackendStatus>,
+    /// One entry per discovery source: target, backend count, last update and last error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    discovery: Vec<crate::discovery::SourceStatus>,
+}
+
+#[derive(Serialize)]
+pub(super) struct BackendStatus {
+    address: String,
+    weight: u32,
+    /// Set when the weight is a runtime override from the admin API (kept across reloads).
+    weight_override: Option<u32>,
+    /// up | down | ejected | drained
+    state: State,
+    /// Why it is in that state: the threshold that tripped, the last error, who drained it.
+    reason: String,
+    since_seconds: f64,
+    available: bool,
+    in_flight: usize,
+    picked_total: u64,
+    last_check: Option<CheckStatus>,
+    checks_passed: u64,
+    checks_failed: u64,
+    ejections_total: u64,
+    ejected_for_seconds: Option<f64>,
+    drained_by: Option<String>,
+    /// closed | open | half_open, and why (only with `circuit_breaker:`).
+    circuit_breaker: Option<BreakerStatus>,
+}
+
+#[derive(Serialize)]
+struct BreakerStatus {
+    state: crate::resilience::breaker::BreakerState,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct CheckStatus {
+    ok: bool,
+    detail: String,
+    seconds_ago: f64,
+}
+
+pub(super) fn backend_status(
+    backend: &crate::backend::Backend,
+    now: Instant,
+    shared: &Shared,
+    pool: &str,
+) -> BackendStatus {
+    let cell = &backend.state.health;
+    let machine = cell.machine();
+    let ago = |at: Instant| now.saturating_duration_since(at).as_secs_f64();
+    BackendStatus {
+        address: backend.address.to_string(),
+        weight: backend.weight,
+        weight_override: shared.weight_override(pool, &backend.address),
+        state: machine.state(),
+        reason: machine.reason().to_owned(),
+        since_seconds: ago(machine.state_since()),
+        available: backend.is_available(),
+        in_flight: backend.state.in_flight(),
+        picked_total: backend.state.picked_total(),
+        last_check: machine.last_check().map(|check| CheckStatus {
+            ok: check.ok,
+            detail: check.detail.clone(),
+            seconds_ago: ago(check.at),
+        }),
+        checks_passed: cell.checks_passed.load(Ordering::Relaxed),
+        checks_failed: cell.checks_failed.load(Ordering::Relaxed),
+        ejections_total: cell.ejections_total.load(Ordering::Relaxed),
+        ejected_for_seconds: machine
+            .ejected_until()
+            .map(|until| until.saturating_duration_since(now).as_secs_f64()),
+        drained_by: machine
+            .drained_by()
+            .map(|(by, at)| format!("{by}, {:.0}s ago", ago(*at))),
+        circuit_breaker: backend.breaker.as_ref().map(|_| {
+            let breaker = backend.state.breaker.machine();
+            BreakerStatus {
+                state: breaker.state(),
+                reason: breaker.reason().to_owned(),
+            }
+        }),
+    }
+}
+
+pub(super) fn status(shared: &Shared) -> Status {
+    let snapshot = shared.snapshot.load();
+    let now = Instant::now();
+    let listeners = snapshot
+        .config
+        .listeners
+        .values()
+        .map(|l| ListenerStatus {
+            name: l.name.clone(),
+            bind: l.bind.to_string(),
+            local_addr: shared.local_addr(&l.name).map(|a| a.to_string()),
+            protocol: match l.protocol {
+                crate::config::Protocol::Http => "http",
+                crate::config::Protocol::Tcp => "tcp",
+            },
+            pool: l.pool.clone(),
+            routes: l.routes.len(),
+        })
+        .collect();
+    let mut discovery = shared.discovery.status();
+    let mut pools: Vec<PoolStatus> = snapshot
+        .pools
+        .values()
+        .map(|pool| PoolStatus {
+            name: pool.config.name.clone(),
+            healthy: pool
+                .backends
+                .iter()
+                .filter(|b| b.state.health.is_healthy())
+                .count(),
+            total: pool.backends.len(),
+            panic: pool.panic.load(Ordering::Relaxed),
+            backends: pool
+                .backends
+                .iter()
+                .map(|b| backend_status(b, now, shared, &pool.config.name))
+                .collect(),
+            discovery: discovery.remove(&pool.config.name).unwrap_or_default(),
+        })
+        .collect();
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: shared.started.elapsed().as_secs_f64(),
+        config_file: shared.config_path.as_ref().map(|p| p.display().to_string()),
+        last_reload: shared.reloads.last_report(),
+        listeners,
+        pools,
+    }
+}

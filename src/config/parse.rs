@@ -1,0 +1,118 @@
+//! From YAML text to the serde mirror, and from a failure to a `ConfigError`: the serde pass
+//! keeping the field path, the path shown without `Spanned` wrappers, and the source line
+//! with a caret under the column. Every config error, from serde or from validation, is
+//! built by `make_error` here, so they all read the same way.
+
+use crate::error::{ConfigError, SourcePosition};
+use serde_saphyr::Location;
+
+/// Runs serde over the text, keeping the field path of a failure (serde-saphyr gives the
+/// line and column; `serde_path_to_error` gives the path).
+pub(super) fn parse_raw<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ConfigError> {
+    let mut failed_path = String::new();
+    let result = serde_saphyr::with_deserializer_from_str(text, |deserializer| {
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            failed_path = display_path(error.path());
+            error.into_inner()
+        })
+    });
+    result.map_err(|error| {
+        let position = error.location().and_then(known_position);
+        // serde-saphyr prefixes "error: line L column C: " and appends its own snippet; keep
+        // the bare message so every config error reads the same way.
+        let full = error.to_string();
+        let first_line = full.lines().next().unwrap_or_default();
+        let message = first_line
+            .split_once(": ")
+            .filter(|(head, _)| head.starts_with("error"))
+            .map(|(_, rest)| rest)
+            .unwrap_or(first_line);
+        let message = match message.split_once(": ") {
+            Some((head, rest)) if head.starts_with("line ") => rest,
+            _ => message,
+        };
+        make_error(text, file, position, failed_path, message.to_owned())
+    })
+}
+
+/// `pools.value.app.backends.value[1].value.weight` -> `pools.app.backends[1].weight`.
+///
+/// serde sees every `Spanned` wrapper in `file.rs` as a struct with a field `value`, an
+/// implementation detail the operator should not see. Every `value` segment is such a wrapper,
+/// except a listener or pool that is itself named "value" (the segment right after the
+/// wrapper of the `listeners`/`pools` map).
+fn display_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    let mut last_key: Option<&str> = None;
+    let mut after_wrapper = false;
+    for segment in path.iter() {
+        match segment {
+            Segment::Map { key } if key == "value" => {
+                let names_a_map_entry =
+                    after_wrapper && matches!(last_key, Some("listeners" | "pools"));
+                if !names_a_map_entry {
+                    after_wrapper = true;
+                    continue;
+                }
+                push_key(&mut out, key);
+                last_key = Some(key);
+            }
+            Segment::Map { key } => {
+                push_key(&mut out, key);
+                last_key = Some(key);
+            }
+            Segment::Seq { index } => {
+                out.push_str(&format!("[{index}]"));
+                last_key = None;
+            }
+            Segment::Enum { variant } => push_key(&mut out, variant),
+            Segment::Unknown => out.push_str(".?"),
+        }
+        after_wrapper = false;
+    }
+    out
+}
+
+fn push_key(out: &mut String, key: &str) {
+    if !out.is_empty() {
+        out.push('.');
+    }
+    out.push_str(key);
+}
+
+pub(super) fn known_position(location: Location) -> Option<SourcePosition> {
+    (location.line() > 0).then(|| SourcePosition {
+        line: location.line() as u32,
+        column: location.column() as u32,
+    })
+}
+
+pub(super) fn make_error(
+    text: &str,
+    file: &str,
+    position: Option<SourcePosition>,
+    path: String,
+    message: String,
+) -> ConfigError {
+    let snippet = position.as_ref().and_then(|p| snippet(text, p));
+    ConfigError {
+        file: file.to_owned(),
+        position,
+        path,
+        message,
+        snippet,
+    }
+}
+
+/// The source line with a caret under the column, as compilers print it.
+fn snippet(text: &str, position: &SourcePosition) -> Option<String> {
+    let line = text.lines().nth(position.line.checked_sub(1)? as usize)?;
+    let gutter = position.line.to_string();
+    let pad = " ".repeat(gutter.len());
+    let caret_pad = " ".repeat(position.column.saturating_sub(1) as usize);
+    Some(format!("{pad} |\n{gutter} | {line}\n{pad} | {caret_pad}^"))
+}

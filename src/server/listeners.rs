@@ -1,0 +1,210 @@
+//! The set of live listeners: binding sockets (named for error messages), starting a
+//! listener's accept loop and the admin listener, the addresses they bound, their open
+//! connections, and duplicates of their sockets for a binary upgrade.
+//!
+//! Only `Shared::apply` (the reload transaction in `mod.rs`) and start-up add or remove
+//! entries; everything else reads them.
+
+use super::{Shared, lock};
+use crate::admin;
+use crate::config::BindAddr;
+use crate::error::Error;
+use crate::listener;
+use crate::listener::Bound;
+use crate::proxy;
+use crate::state::SharedSnapshot;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub(super) struct RunningListener {
+    pub(super) local_addr: BindAddr,
+    /// A unix listener's socket file, removed when the listener stops.
+    pub(super) socket_file: Option<listener::SocketFile>,
+    /// A duplicate of the listening socket, passed to the next process on upgrade.
+    pub(super) fd: OwnedFd,
+    /// Cancelling it stops this listener's accept loop and asks its connections to finish.
+    pub(super) stop: CancellationToken,
+    /// Open connections (for `max_connections` and the active-connections gauge).
+    pub(super) slots: Arc<listener::ConnectionSlots>,
+}
+
+impl Shared {
+    /// Duplicates of every listening socket, named as `Inherited::take` expects them.
+    pub(super) fn sockets_for_upgrade(&self) -> Vec<(String, OwnedFd)> {
+        let listeners = lock(&self.listeners);
+        let admin = lock(&self.admin);
+        listeners
+            .iter()
+            .map(|(name, l)| (format!("listener:{name}"), &l.fd))
+            .chain(admin.iter().map(|l| ("admin".to_owned(), &l.fd)))
+            .filter_map(|(name, fd)| fd.try_clone().ok().map(|fd| (name, fd)))
+            .collect()
+    }
+
+    /// The TCP address a listener bound (`None` for a unix listener).
+    pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
+        lock(&self.listeners)
+            .get(listener)
+            .and_then(|l| l.local_addr.tcp())
+    }
+
+    /// Where a listener is bound, TCP or unix.
+    pub fn local_bind(&self, listener: &str) -> Option<BindAddr> {
+        lock(&self.listeners)
+            .get(listener)
+            .map(|l| l.local_addr.clone())
+    }
+
+    /// Open client connections per listener (for the metrics gauge).
+    pub fn open_connections(&self) -> Vec<(String, usize)> {
+        lock(&self.listeners)
+            .iter()
+            .map(|(name, l)| (name.clone(), l.slots.open()))
+            .collect()
+    }
+
+    pub(super) fn start_listener(&self, name: String, socket: Bound) -> Result<(), Error> {
+        let local_addr = socket.local().map_err(|source| Error::Io {
+            context: format!("cannot read address of listener {name}"),
+            source,
+        })?;
+        let socket_file = match &local_addr {
+            BindAddr::Unix(path) => Some(listener::SocketFile::new(path.clone())),
+            BindAddr::Tcp(_) => None,
+        };
+        let fd = duplicate(&socket, &name)?;
+        let stop = self.shutdown.child_token();
+        info!(listener = %name, addr = %local_addr, "listening");
+        let slots = Arc::new(listener::ConnectionSlots::default());
+        spawn_accept_loop(
+            Arc::from(name.as_str()),
+            socket,
+            self.snapshot.clone(),
+            stop.clone(),
+            Arc::clone(&slots),
+            &self.tracker,
+        );
+        lock(&self.listeners).insert(
+            name,
+            RunningListener {
+                local_addr,
+                socket_file,
+                fd,
+                stop,
+                slots,
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn start_admin(self: &Arc<Self>, socket: TcpListener) -> Result<(), Error> {
+        let local_addr = socket_addr(&socket, "admin")?;
+        let fd = duplicate(&socket, "admin")?;
+        let stop = self.shutdown.child_token();
+        info!(addr = %local_addr, "admin listening");
+        admin::spawn(socket, Arc::clone(self), stop.clone(), &self.tracker);
+        *lock(&self.admin) = Some(RunningListener {
+            local_addr: BindAddr::Tcp(local_addr),
+            socket_file: None,
+            fd,
+            stop,
+            slots: Arc::default(),
+        });
+        Ok(())
+    }
+}
+
+pub(super) fn bind_named(name: &str, addr: &BindAddr, mode: Option<u32>) -> Result<Bound, Error> {
+    listener::bind_any(addr, mode).map_err(|source| Error::Bind {
+        name: name.to_owned(),
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+pub(super) fn bind_admin(addr: SocketAddr) -> Result<TcpListener, Error> {
+    listener::bind(addr).map_err(|source| Error::Bind {
+        name: "admin".to_owned(),
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+fn duplicate(socket: &impl AsFd, name: &str) -> Result<OwnedFd, Error> {
+    socket
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| Error::Io {
+            context: format!("cannot duplicate the socket of listener {name}"),
+            source,
+        })
+}
+
+fn socket_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, Error> {
+    socket.local_addr().map_err(|source| Error::Io {
+        context: format!("cannot read address of listener {name}"),
+        source,
+    })
+}
+
+fn spawn_accept_loop(
+    name: Arc<str>,
+    socket: Bound,
+    snapshot: SharedSnapshot,
+    stop: CancellationToken,
+    slots: Arc<listener::ConnectionSlots>,
+    tracker: &TaskTracker,
+) {
+    let connections = tracker.clone();
+    tracker.spawn(async move {
+        loop {
+            // Read the limit each time: a reload may change it.
+            let limit = snapshot
+                .load()
+                .listener(&name)
+                .and_then(|l| l.max_connections);
+            if let Some(limit) = limit {
+                tokio::select! {
+                    () = slots.wait_below(limit as usize) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
+            let accepted = tokio::select! {
+                accepted = socket.accept() => accepted,
+                () = stop.cancelled() => break,
+            };
+            let accepted = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE/ENFILE and friends: back off briefly instead of spinning; the
+                    // pending connections wait in the kernel backlog meanwhile.
+                    warn!(listener = %name, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // The connection reads its listener's settings (protocol, PROXY header) from
+            // the snapshot when it starts: a reload may have changed them.
+            let slot = slots.take();
+            metrics::counter!(crate::metrics::LISTENER_CONNECTIONS_TOTAL, "listener" => name.to_string()).increment(1);
+            let serve = proxy::accept::serve(
+                accepted,
+                Arc::clone(&name),
+                snapshot.clone(),
+                stop.clone(),
+            );
+            connections.spawn(async move {
+                serve.await;
+                drop(slot);
+            });
+        }
+        // Dropping the socket closes it: the kernel refuses new connections at once.
+        drop(socket);
+    });
+}
