@@ -165,7 +165,12 @@ fn host_name(raw: &[u8]) -> Result<String, SniError> {
         return Err(SniError::Malformed("server name is not a DNS name"));
     }
     let text = String::from_utf8_lossy(raw).to_ascii_lowercase();
-    Ok(text.trim_end_matches('.').to_owned())
+    let name = text.trim_end_matches('.');
+    // Only dots ("." or "..", found by the fuzz target) would otherwise route as "".
+    if name.is_empty() {
+        return Err(SniError::Malformed("server name is not a DNS name"));
+    }
+    Ok(name.to_owned())
 }
 
 #[cfg(test)]

@@ -89,6 +89,50 @@ fn malformed_lengths_are_errors() {
     ));
 }
 
+/// A minimal ClientHello, in one record, whose only extension is SNI with `name` as is:
+/// for names a real client would refuse to send.
+fn client_hello_with_raw_name(name: &[u8]) -> Vec<u8> {
+    let be16 = |n: usize| u16::try_from(n).unwrap().to_be_bytes();
+    let mut list = vec![NAME_TYPE_HOST];
+    list.extend_from_slice(&be16(name.len()));
+    list.extend_from_slice(name);
+    let mut extension = EXTENSION_SERVER_NAME.to_be_bytes().to_vec();
+    extension.extend_from_slice(&be16(list.len() + 2));
+    extension.extend_from_slice(&be16(list.len()));
+    extension.extend_from_slice(&list);
+    // Version, random, empty session id, one cipher suite, null compression.
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&be16(extension.len()));
+    body.extend_from_slice(&extension);
+    let mut handshake = vec![HANDSHAKE_CLIENT_HELLO, 0];
+    handshake.extend_from_slice(&be16(body.len()));
+    handshake.extend_from_slice(&body);
+    let mut record = vec![CONTENT_HANDSHAKE, 3, 1];
+    record.extend_from_slice(&be16(handshake.len()));
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[test]
+fn a_name_of_only_dots_is_malformed() {
+    // Found by `cargo fuzz run sni`: ".." used to come back as Some(""), which no route
+    // should be asked to match.
+    assert_eq!(
+        parse(&client_hello_with_raw_name(b"Www.Example.com.")),
+        Ok(Hello::Complete {
+            sni: Some("www.example.com".into())
+        })
+    );
+    for dots in [&b"."[..], b"..", b"..."] {
+        assert!(matches!(
+            parse(&client_hello_with_raw_name(dots)),
+            Err(SniError::Malformed(_))
+        ));
+    }
+}
+
 #[test]
 fn an_oversized_hello_is_refused_early() {
     let mut header = vec![

@@ -199,6 +199,30 @@ proptest! {
         }
     }
 
+    /// What the socket reader relies on, whatever TCP splits: each prefix asks for more
+    /// (never past the header) or gives the whole input's answer. The fuzz target
+    /// `fuzz/fuzz_targets/proxy_protocol.rs` checks the same at much greater depth.
+    #[test]
+    fn every_prefix_asks_for_more_or_agrees(
+        v2 in any::<bool>(),
+        tail in proptest::collection::vec(any::<u8>(), 0..120),
+    ) {
+        let head: &[u8] = if v2 { &V2_SIGNATURE } else { b"PROXY " };
+        let bytes = [head, &tail].concat();
+        let whole = parse(&bytes);
+        for cut in 0..bytes.len() {
+            match parse(&bytes[..cut]) {
+                Ok(Parsed::Incomplete { needed }) => {
+                    prop_assert!(needed > cut);
+                    if let Ok(Parsed::Complete { consumed, .. }) = whole {
+                        prop_assert!(needed <= consumed);
+                    }
+                }
+                other => prop_assert_eq!(&other, &whole),
+            }
+        }
+    }
+
     #[test]
     fn encode_then_parse_roundtrips(
         v4 in any::<bool>(),
