@@ -2,7 +2,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use sluice::proxy::headers::rewrite_request_headers;
+use sluice::proxy::headers::{ClientIp, rewrite_request_headers};
 use std::hint::black_box;
 use std::net::IpAddr;
 
@@ -34,11 +34,12 @@ fn typical_browser_request() -> HeaderMap {
 
 fn bench_rewrite(c: &mut Criterion) {
     let template = typical_browser_request();
-    let client: IpAddr = "192.0.2.10".parse().expect("literal address");
+    let address: IpAddr = "192.0.2.10".parse().expect("literal address");
+    let client = ClientIp::new(address);
     c.bench_function("rewrite_request_headers/browser", |b| {
         b.iter_batched_ref(
             || template.clone(),
-            |headers| rewrite_request_headers(black_box(headers), Some(client), "http", None),
+            |headers| rewrite_request_headers(black_box(headers), Some(&client), "http", None),
             criterion::BatchSize::SmallInput,
         )
     });

@@ -105,7 +105,7 @@ pub async fn forward<'p>(
         let sent_at = clock_micros();
         let exchange = pool
             .client
-            .send(&backend.address, request.proxy_header, upstream);
+            .send(&backend.state, request.proxy_header, upstream);
         let outcome = tokio::time::timeout(per_try, exchange).await;
         let failure = match outcome {
             Ok(Ok(response)) => {

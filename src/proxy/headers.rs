@@ -63,7 +63,7 @@ fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
 /// nothing to `X-Forwarded-For`: a made-up address would mislead the backend's logs and ACLs.
 pub fn rewrite_request_headers(
     headers: &mut HeaderMap,
-    client_ip: Option<IpAddr>,
+    client: Option<&ClientIp>,
     scheme: &'static str,
     authority: Option<&str>,
 ) {
@@ -73,8 +73,8 @@ pub fn rewrite_request_headers(
     {
         headers.insert(header::HOST, value);
     }
-    if let Some(client_ip) = client_ip {
-        append_forwarded_for(headers, client_ip);
+    if let Some(client) = client {
+        append_forwarded_for(headers, client);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     if let Some(host) = headers.get(header::HOST).cloned() {
@@ -82,9 +82,29 @@ pub fn rewrite_request_headers(
     }
 }
 
+/// A client address as `X-Forwarded-For` writes it, formatted once per connection rather than
+/// once per request (formatting showed in profiles of the keep-alive path).
+#[derive(Debug, Clone)]
+pub struct ClientIp {
+    text: HeaderValue,
+}
+
+impl ClientIp {
+    pub fn new(ip: IpAddr) -> ClientIp {
+        ClientIp {
+            text: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
+}
+
 /// Appends to an existing `X-Forwarded-For` chain (folding repeated headers into one, as
 /// nginx's `$proxy_add_x_forwarded_for` does) or starts one.
-fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
+fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientIp) {
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        headers.insert(X_FORWARDED_FOR, client.text.clone());
+        return;
+    }
     let mut chain = String::new();
     for value in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(text) = value.to_str() {
@@ -95,7 +115,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
             }
         }
     }
-    chain.push_str(&client_ip.to_string());
+    chain.push_str(client.text.to_str().unwrap_or("unknown"));
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -104,6 +124,10 @@ fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client() -> ClientIp {
+        ClientIp::new("192.0.2.7".parse().unwrap())
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -136,10 +160,10 @@ mod tests {
     #[test]
     fn a_request_keeps_te_trailers_only() {
         let mut headers = map(&[("te", "gzip, trailers"), ("connection", "te")]);
-        rewrite_request_headers(&mut headers, "192.0.2.7".parse().ok(), "http", None);
+        rewrite_request_headers(&mut headers, Some(&client()), "http", None);
         assert_eq!(headers["te"], "trailers");
         let mut headers = map(&[("te", "gzip")]);
-        rewrite_request_headers(&mut headers, "192.0.2.7".parse().ok(), "http", None);
+        rewrite_request_headers(&mut headers, Some(&client()), "http", None);
         assert!(!headers.contains_key("te"));
     }
 
@@ -151,7 +175,7 @@ mod tests {
             ("x-forwarded-for", "10.0.0.2"),
             ("x-forwarded-proto", "https"),
         ]);
-        rewrite_request_headers(&mut headers, "192.0.2.7".parse().ok(), "http", None);
+        rewrite_request_headers(&mut headers, Some(&client()), "http", None);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
         assert_eq!(headers.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(headers["x-forwarded-proto"], "http");
@@ -164,7 +188,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         rewrite_request_headers(
             &mut headers,
-            "::1".parse().ok(),
+            Some(&ClientIp::new("::1".parse().unwrap())),
             "http",
             Some("h2.example:8080"),
         );

@@ -14,9 +14,11 @@ pub mod connector;
 pub mod h2;
 pub mod tls;
 
+use crate::backend::BackendState;
 use crate::config::{BackendAddress, PoolConfig, UpstreamProtocol};
 use crate::proxy::request_body::RequestBody;
 use connector::{Dialer, PoolConnector, authority_for};
+use http::uri::{self, Authority};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -123,10 +125,11 @@ impl UpstreamClient {
     /// (PROXY protocol header), over a new connection used for this request only.
     pub async fn send(
         &self,
-        address: &BackendAddress,
+        backend: &BackendState,
         preamble: Option<&[u8]>,
         mut request: Request<RequestBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let address = backend.address();
         if let Some(reason) = &self.broken {
             return Err(UpstreamError::Connect(std::io::Error::other(
                 reason.to_string(),
@@ -135,14 +138,23 @@ impl UpstreamClient {
         match self.protocol {
             UpstreamProtocol::H2 => h2::to_h2(&mut request, address, self.scheme()),
             UpstreamProtocol::Http1 => {
-                let path = request
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned();
                 // The connector maps this authority back to the backend.
-                let uri = format!("http://{}{path}", authority_for(address))
-                    .parse::<Uri>()
+                let authority = backend.uri_authority(|| {
+                    authority_for(address)
+                        .parse()
+                        .unwrap_or_else(|_| Authority::from_static("backend.invalid"))
+                });
+                let mut parts = uri::Parts::default();
+                parts.scheme = Some(uri::Scheme::HTTP);
+                parts.authority = Some(authority.clone());
+                parts.path_and_query = Some(
+                    request
+                        .uri()
+                        .path_and_query()
+                        .cloned()
+                        .unwrap_or_else(|| uri::PathAndQuery::from_static("/")),
+                );
+                let uri = Uri::from_parts(parts)
                     .map_err(|e| UpstreamError::Connect(std::io::Error::other(e)))?;
                 *request.uri_mut() = uri;
                 *request.version_mut() = Version::HTTP_11;
