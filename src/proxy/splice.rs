@@ -30,6 +30,11 @@ pub struct Limits {
     pub drain: Duration,
 }
 
+/// Bytes moved per read/write each way. tokio's default (8 KiB) cost 16 syscalls per 64 KiB
+/// response and ~1.5x HAProxy's CPU per byte (benches/loadtest.py, `tcp64k`); 32 KiB takes
+/// a 64 KiB response in about four. Allocated per session while it lasts, so not larger.
+const COPY_BUFFER: usize = 32 * 1024;
+
 /// Copies `client` <-> `backend` (half-close passed on) until they finish, go idle, or
 /// `stop` fires and `limits.drain` passes.
 pub async fn splice<C, B>(
@@ -50,7 +55,12 @@ where
         tokio::time::sleep(limits.drain).await;
     };
     tokio::select! {
-        result = tokio::io::copy_bidirectional(&mut client, &mut backend) => SpliceEnd::Closed(result),
+        result = tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut backend,
+            COPY_BUFFER,
+            COPY_BUFFER,
+        ) => SpliceEnd::Closed(result),
         () = clock.idle_for(limits.idle) => SpliceEnd::Idle,
         () = drained => SpliceEnd::Drained,
     }
