@@ -115,13 +115,6 @@ enum Command {
     },
 }
 
-/// mimalloc instead of glibc's malloc: glibc keeps freed memory in a fragmented heap, so the
-/// buffers of parked idle connections never left the process (RSS stayed at its peak);
-/// mimalloc returns freed pages to the OS shortly after. It is also faster for the many small,
-/// short-lived allocations of a proxy (measured in benches/loadtest.py).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
