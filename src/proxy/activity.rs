@@ -311,6 +311,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_request_answered_between_two_reads_starts_the_idle_deadline() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let activity = Arc::new(ConnActivity::default());
+        let mut io = TimedIo::new(server, Arc::clone(&activity), TIMEOUTS);
+        let mut buf = [0u8; 8];
+        client.write_all(b"GET").await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 3);
+        // Begun and answered with no read in between (an instant 404).
+        drop(activity.begin());
+        let started = Instant::now();
+        let error = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(error.to_string(), "client idle timeout");
+        assert_eq!(started.elapsed(), TIMEOUTS.idle);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn busy_connection_has_no_client_deadline() {
         let (mut client, server) = tokio::io::duplex(64);
         let activity = Arc::new(ConnActivity::default());
