@@ -41,9 +41,6 @@ pub struct BackendState {
     /// Peak-EWMA of response latency, packed by `p2c::ewma_observe` (estimate and its time in
     /// one word, so readers never see one without the other).
     latency: AtomicU64,
-    /// The URI authority the upstream client addresses this backend by, made on first use
-    /// (formatting and parsing it per request showed in profiles).
-    uri_authority: std::sync::OnceLock<http::uri::Authority>,
 }
 
 impl BackendState {
@@ -78,7 +75,6 @@ impl BackendState {
             in_flight: AtomicUsize::new(0),
             picked_total: AtomicU64::new(0),
             latency: AtomicU64::new(p2c::EWMA_UNOBSERVED),
-            uri_authority: std::sync::OnceLock::new(),
         })
     }
 
@@ -94,14 +90,6 @@ impl BackendState {
 
     pub fn address(&self) -> &BackendAddress {
         &self.id.address
-    }
-
-    /// This backend's URI authority, made by `make` the first time it is asked for.
-    pub fn uri_authority(
-        &self,
-        make: impl FnOnce() -> http::uri::Authority,
-    ) -> &http::uri::Authority {
-        self.uri_authority.get_or_init(make)
     }
 
     /// Connections (L4) or requests (L7) currently using this backend.

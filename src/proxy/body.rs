@@ -4,7 +4,8 @@
 use crate::backend::InFlight;
 use crate::proxy::activity::RequestActive;
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use crate::upstream::body::{UpstreamBody, UpstreamBodyError};
+use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -34,14 +35,14 @@ struct BodyTimer {
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error(transparent)]
-    Upstream(#[from] hyper::Error),
+    Upstream(#[from] UpstreamBodyError),
     #[error("backend body timed out ({0})")]
     Timeout(&'static str),
 }
 
 #[derive(Debug)]
 enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Fixed(Option<Bytes>),
 }
 
@@ -59,7 +60,7 @@ pub struct ProxyBody {
 
 impl ProxyBody {
     pub fn upstream(
-        body: Incoming,
+        body: UpstreamBody,
         in_flight: InFlight,
         active: RequestActive,
         limits: BodyLimits,

@@ -19,9 +19,8 @@ use crate::proxy::request_body::Prepared;
 use crate::proxy::{clock_micros, pick_backend_where};
 use crate::resilience::backoff::backoff;
 use crate::state::Pool;
-use crate::upstream::UpstreamError;
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
+use crate::upstream::{RequestHead, UpstreamBody, UpstreamError};
+use http::{HeaderMap, Method, Response, StatusCode};
 use std::error::Error as StdError;
 use std::io;
 use std::time::Duration;
@@ -32,7 +31,7 @@ use tracing::debug;
 pub struct Forwarded<'p> {
     pub backend: &'p Backend,
     pub in_flight: InFlight,
-    pub response: Response<Incoming>,
+    pub response: Response<UpstreamBody>,
 }
 
 /// Why no backend response is coming: the status and short text for the client.
@@ -86,17 +85,12 @@ pub async fn forward<'p>(
                 "backend failed to respond\n",
             ));
         };
-        // Origin form; the pool's client sets scheme, authority and version for its protocol.
-        let Ok(uri) = Uri::try_from(request.path_and_query) else {
-            return Err(Refused::new(
-                StatusCode::BAD_REQUEST,
-                "bad request target\n",
-            ));
+        let head = RequestHead {
+            method: request.method,
+            target: request.path_and_query,
+            headers: request.headers,
+            idempotent,
         };
-        let mut upstream = Request::new(try_body);
-        *upstream.method_mut() = request.method.clone();
-        *upstream.uri_mut() = uri;
-        *upstream.headers_mut() = request.headers.clone();
 
         let remaining = deadline.saturating_duration_since(Instant::now());
         let per_try = policy
@@ -105,7 +99,7 @@ pub async fn forward<'p>(
         let sent_at = clock_micros();
         let exchange = pool
             .client
-            .send(&backend.state, request.proxy_header, upstream);
+            .send(&backend.state, request.proxy_header, &head, try_body);
         let outcome = tokio::time::timeout(per_try, exchange).await;
         let failure = match outcome {
             Ok(Ok(response)) => {

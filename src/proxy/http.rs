@@ -316,7 +316,7 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
 /// to a tunnel task that holds the backend's in-flight guard and the request's activity guard
 /// (so the client idle deadline does not cut it) for its whole life.
 fn start_tunnel(
-    mut response: Response<Incoming>,
+    mut response: Response<crate::upstream::UpstreamBody>,
     client: hyper::upgrade::OnUpgrade,
     context: &ConnContext,
     in_flight: crate::backend::InFlight,

@@ -1,25 +1,17 @@
 //! Opening connections to backends: TCP or Unix socket, optionally wrapped in TLS.
 //!
-//! `Dialer` is the one place a backend connection starts, shared by the pooled HTTP/1 client
-//! (through `PoolConnector`, the hyper-util connector), the HTTP/2 connection cache, TCP
-//! forwarding and health checks, so every path gets the same connect timeout, socket options
-//! and TLS settings. Opening and securing are separate steps because a PROXY protocol header
-//! must go out in plaintext before the TLS handshake.
+//! `Dialer` is the one place a backend connection starts, shared by the pooled HTTP/1 client,
+//! the HTTP/2 connection cache, TCP forwarding and health checks, so every path gets the same
+//! connect timeout, socket options and TLS settings. Opening and securing are separate steps
+//! because a PROXY protocol header must go out in plaintext before the TLS handshake.
 //!
-//! The legacy hyper-util client keys its keep-alive pool by URI authority and hands the
-//! connector only the URI. An IP backend's authority is its address; a Unix socket backend gets
-//! a synthetic one (`<hex of the path>.unix.invalid`) that `PoolConnector` decodes back, so no
-//! shared lookup table has to follow reloads and discovery. The `Host` header the backend sees
-//! is the client's either way (the client is built with `set_host(false)`).
+//! `authority_for` names a backend in a URI (HTTP/2's `:authority` when the client sent no
+//! `Host`): an IP backend by its address, a Unix socket backend by a synthetic name
+//! (`<hex of the path>.unix.invalid`, which can never resolve).
 
 use super::tls::{Alpn, TlsSetup};
 use crate::config::BackendAddress;
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
-use std::future::Future;
 use std::io;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -121,7 +113,7 @@ impl Dialer {
     }
 }
 
-/// The URI authority the pooled client uses for a backend (see the module notes).
+/// A backend's name in a URI authority (see the module notes).
 pub fn authority_for(address: &BackendAddress) -> String {
     match address {
         BackendAddress::Inet(inet) => inet.to_string(),
@@ -134,61 +126,6 @@ pub fn authority_for(address: &BackendAddress) -> String {
             text.push_str(UNIX_AUTHORITY_SUFFIX);
             text
         }
-    }
-}
-
-/// The backend an authority made by `authority_for` names.
-pub fn address_from_authority(authority: &str) -> Option<BackendAddress> {
-    let Some(hex) = authority.strip_suffix(UNIX_AUTHORITY_SUFFIX) else {
-        return authority.parse().ok().map(BackendAddress::Inet);
-    };
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?;
-    let path = String::from_utf8(bytes).ok()?;
-    Some(BackendAddress::Unix(Arc::from(Path::new(&path))))
-}
-
-/// The hyper-util connector of a pool's HTTP/1 client.
-#[derive(Clone)]
-pub struct PoolConnector {
-    pub dialer: Dialer,
-}
-
-impl tower_service::Service<Uri> for PoolConnector {
-    type Response = TokioIo<Conn>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<TokioIo<Conn>>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
-        Box::pin(async move {
-            let address = uri
-                .authority()
-                .and_then(|a| address_from_authority(a.as_str()))
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("no backend address in {uri}"),
-                    )
-                })?;
-            let conn = dialer.connect(&address, Alpn::Http).await?;
-            Ok(TokioIo::new(conn))
-        })
-    }
-}
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        Connected::new()
     }
 }
 
@@ -261,7 +198,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unix_authority_round_trips_and_is_a_valid_uri() {
+    fn unix_authority_is_a_valid_uri_authority() {
         for text in [
             "unix:/run/app.sock",
             "unix:/tmp/dir with space/Ä.sock",
@@ -269,10 +206,8 @@ mod tests {
         ] {
             let address: BackendAddress = text.parse().unwrap();
             let authority = authority_for(&address);
-            let uri: Uri = format!("http://{authority}/path").parse().unwrap();
-            let back = address_from_authority(uri.authority().unwrap().as_str());
-            assert_eq!(back, Some(address), "{authority}");
+            let uri: http::Uri = format!("http://{authority}/path").parse().unwrap();
+            assert_eq!(uri.authority().map(|a| a.as_str()), Some(authority.as_str()));
         }
-        assert_eq!(address_from_authority("zz.unix.invalid"), None);
     }
 }

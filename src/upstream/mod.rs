@@ -1,36 +1,29 @@
-//! How a pool reaches its backends: the pooled keep-alive HTTP client (HTTP/1.1 or HTTP/2),
-//! over TCP or a Unix socket, optionally in TLS.
+//! How a pool reaches its backends: pooled keep-alive HTTP/1.1 (sluice's own client, `h1`) or
+//! HTTP/2 (`h2`, hyper's), over TCP or a Unix socket, optionally in TLS.
 //!
-//! One client per pool, because connect timeout, protocol and TLS are pool settings. HTTP/1.1
-//! uses hyper-util's legacy client (keep-alive pool keyed by backend); HTTP/2 uses one
-//! multiplexed connection per backend (`h2`). The snapshot builder reuses a pool's client
-//! across reloads while those settings are unchanged, so a reload does not throw away warm
-//! upstream connections.
+//! One client per pool, because connect timeout, protocol and TLS are pool settings. The
+//! snapshot builder reuses a pool's client across reloads while those settings are unchanged,
+//! so a reload does not throw away warm upstream connections.
 //!
-//! Pools with `send_proxy` use a new connection per request instead (see
+//! Two kinds of HTTP/1 request use a new connection of their own, through hyper: `Upgrade`
+//! requests (the connection becomes the tunnel), and requests of pools with `send_proxy` (see
 //! `send_on_new_connection`).
 
+pub mod body;
 pub mod connector;
+pub mod h1;
 pub mod h2;
 pub mod tls;
 
 use crate::backend::BackendState;
 use crate::config::{BackendAddress, PoolConfig, UpstreamProtocol};
 use crate::proxy::request_body::RequestBody;
-use connector::{Dialer, PoolConnector, authority_for};
-use http::uri::{self, Authority};
-use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+pub use body::UpstreamBody;
+use connector::Dialer;
+pub use h1::RequestHead;
+use http::{Request, Response, Uri, Version, header};
 use std::sync::Arc;
-use std::time::Duration;
 use tls::{Alpn, TlsSetup};
-
-/// Idle upstream connections are closed after this long; backends commonly close theirs
-/// after 60-75 s (nginx 75 s, Node 5 s), so stay under the usual values to avoid racing them.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-const POOL_MAX_IDLE_PER_BACKEND: usize = 256;
 
 /// A pool's client; cheap to clone (connections are shared).
 #[derive(Clone)]
@@ -45,8 +38,7 @@ pub struct UpstreamClient {
 
 #[derive(Clone)]
 enum Inner {
-    /// Boxed: the client is large and this enum sits in every pool.
-    Http1(Box<Client<PoolConnector, RequestBody>>),
+    Http1(Arc<h1::H1Pool>),
     H2(Arc<h2::H2Pool>),
 }
 
@@ -81,18 +73,7 @@ impl UpstreamClient {
         let dialer = Dialer::new(pool.timeouts.connect, tls);
         let inner = match pool.protocol {
             UpstreamProtocol::H2 => Inner::H2(Arc::new(h2::H2Pool::new(dialer.clone()))),
-            UpstreamProtocol::Http1 => Inner::Http1(Box::new(
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-                    .pool_max_idle_per_host(POOL_MAX_IDLE_PER_BACKEND)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    // Keep the client's request bytes as the client sent them (Host included).
-                    .set_host(false)
-                    .build(PoolConnector {
-                        dialer: dialer.clone(),
-                    }),
-            )),
+            UpstreamProtocol::Http1 => Inner::Http1(Arc::new(h1::H1Pool::new(dialer.clone()))),
         };
         UpstreamClient {
             dialer,
@@ -120,80 +101,71 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `request` (origin-form URI, headers as prepared for the backend, `Host` being the
-    /// client's) to `address`: over the pool's shared connections, or, with a `preamble`
-    /// (PROXY protocol header), over a new connection used for this request only.
+    /// Sends a request (headers as prepared for the backend, `Host` being the client's) to
+    /// `backend`: over the pool's shared connections, or, with a `preamble` (PROXY protocol
+    /// header) or an `Upgrade`, over a new connection used for this request only.
     pub async fn send(
         &self,
         backend: &BackendState,
         preamble: Option<&[u8]>,
-        mut request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+        request: &RequestHead<'_>,
+        body: RequestBody,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let address = backend.address();
         if let Some(reason) = &self.broken {
             return Err(UpstreamError::Connect(std::io::Error::other(
                 reason.to_string(),
             )));
         }
+        let upgrade = request.headers.contains_key(header::UPGRADE);
+        if let (Inner::Http1(pool), None, false) = (&self.inner, preamble, upgrade) {
+            let response = pool.send(address, request, body).await?;
+            return Ok(response.map(UpstreamBody::H1));
+        }
+        let mut hyper_request = Request::new(body);
+        *hyper_request.method_mut() = request.method.clone();
+        *hyper_request.uri_mut() = Uri::try_from(request.target)
+            .map_err(|_| UpstreamError::H1(h1::head::HeadError::BadTarget.into()))?;
+        *hyper_request.headers_mut() = request.headers.clone();
         match self.protocol {
-            UpstreamProtocol::H2 => h2::to_h2(&mut request, address, self.scheme()),
-            UpstreamProtocol::Http1 => {
-                // The connector maps this authority back to the backend.
-                let authority = backend.uri_authority(|| {
-                    authority_for(address)
-                        .parse()
-                        .unwrap_or_else(|_| Authority::from_static("backend.invalid"))
-                });
-                let mut parts = uri::Parts::default();
-                parts.scheme = Some(uri::Scheme::HTTP);
-                parts.authority = Some(authority.clone());
-                parts.path_and_query = Some(
-                    request
-                        .uri()
-                        .path_and_query()
-                        .cloned()
-                        .unwrap_or_else(|| uri::PathAndQuery::from_static("/")),
-                );
-                let uri = Uri::from_parts(parts)
-                    .map_err(|e| UpstreamError::Connect(std::io::Error::other(e)))?;
-                *request.uri_mut() = uri;
-                *request.version_mut() = Version::HTTP_11;
+            UpstreamProtocol::H2 => h2::to_h2(&mut hyper_request, address, self.scheme()),
+            UpstreamProtocol::Http1 => *hyper_request.version_mut() = Version::HTTP_11,
+        }
+        let response = match (&self.inner, preamble) {
+            (Inner::H2(pool), None) => pool.send(address, hyper_request).await?,
+            (_, preamble) => {
+                self.send_on_new_connection(address, preamble, hyper_request)
+                    .await?
             }
-        }
-        if let Some(preamble) = preamble {
-            return self
-                .send_on_new_connection(address, preamble, request)
-                .await;
-        }
-        match &self.inner {
-            Inner::Http1(client) => Ok(client.request(request).await?),
-            Inner::H2(pool) => pool.send(address, request).await,
-        }
+        };
+        Ok(response.map(UpstreamBody::Hyper))
     }
 
-    /// Sends one request over a new connection that starts with `preamble` (a PROXY protocol
-    /// header, before any TLS) and is used for this request only.
+    /// Sends one request over a new connection, used for this request only, that starts with
+    /// `preamble` when there is one (a PROXY protocol header, before any TLS).
     ///
-    /// Why not the pooled client: a keep-alive connection is later reused for other clients,
-    /// and the header written when it opened would name the wrong client for them. HAProxy's
-    /// `send-proxy` on HTTP backends has the same property and documents it; we prefer a
-    /// correct header over connection reuse, so pools with `send_proxy` pay one connect per
-    /// request.
+    /// Why not the pooled connections: a keep-alive connection is later reused for other
+    /// clients, and the header written when it opened would name the wrong client for them.
+    /// HAProxy's `send-proxy` on HTTP backends has the same property and documents it; we
+    /// prefer a correct header over connection reuse, so pools with `send_proxy` pay one
+    /// connect per request. An upgraded connection becomes the tunnel, so it is never pooled.
     async fn send_on_new_connection(
         &self,
         address: &BackendAddress,
-        preamble: &[u8],
+        preamble: Option<&[u8]>,
         request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
         use tokio::io::AsyncWriteExt;
         let mut conn = self
             .dialer
             .open(address)
             .await
             .map_err(UpstreamError::Connect)?;
-        conn.write_all(preamble)
-            .await
-            .map_err(UpstreamError::Connect)?;
+        if let Some(preamble) = preamble {
+            conn.write_all(preamble)
+                .await
+                .map_err(UpstreamError::Connect)?;
+        }
         let conn = self
             .dialer
             .secure(conn, address, Alpn::Http)
@@ -212,11 +184,11 @@ impl UpstreamClient {
     }
 }
 
-/// Why an upstream exchange failed, from the pooled client or a dedicated connection.
+/// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error(transparent)]
-    Pooled(#[from] hyper_util::client::legacy::Error),
+    H1(#[from] h1::H1Error),
     #[error("connect failed")]
     Connect(#[source] std::io::Error),
     #[error(transparent)]
@@ -226,7 +198,7 @@ pub enum UpstreamError {
 impl UpstreamError {
     pub fn is_connect(&self) -> bool {
         match self {
-            UpstreamError::Pooled(error) => error.is_connect(),
+            UpstreamError::H1(error) => error.is_connect(),
             UpstreamError::Connect(_) => true,
             UpstreamError::Exchange(_) => false,
         }

@@ -1,0 +1,167 @@
+//! A backend's HTTP/1 response body, read from the connection as the client takes it, in its
+//! framing (length, chunked, or until close). When the body ends cleanly on a connection the
+//! backend keeps open, the connection goes back to the idle pool; dropped early, it is closed.
+//!
+//! A body that arrived whole with the head (the usual small response) is `Complete`: the
+//! connection was already returned, and no socket is touched again for this response.
+
+use super::chunked::{ChunkError, ChunkedDecoder, Decoded};
+use super::send::{SendError, Sending};
+use super::{H1Pool, IdleConn, READ_RESERVE};
+use crate::config::BackendAddress;
+use crate::upstream::connector::Conn;
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+/// Why a backend body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyReadError {
+    #[error("reading from the backend failed: {0}")]
+    Read(#[from] io::Error),
+    #[error("the backend closed the connection before the body ended")]
+    Truncated,
+    #[error(transparent)]
+    Chunked(#[from] ChunkError),
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+#[derive(Debug)]
+pub enum H1Body {
+    Complete(Option<Bytes>),
+    Streaming(Box<Streaming>),
+}
+
+#[derive(Debug)]
+pub enum BodyFraming {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+/// Where a finished connection goes back to; `None` in `Streaming` when it must be closed.
+#[derive(Debug)]
+pub struct Release {
+    pub pool: Arc<H1Pool>,
+    pub address: BackendAddress,
+}
+
+#[derive(Debug)]
+pub struct Streaming {
+    pub conn: Conn,
+    pub buf: BytesMut,
+    pub framing: BodyFraming,
+    pub sending: Sending,
+    pub release: Option<Release>,
+}
+
+impl H1Body {
+    /// Ends the stream: the connection goes back to the pool when it is clean.
+    fn finish(&mut self) {
+        let H1Body::Streaming(streaming) = std::mem::replace(self, H1Body::Complete(None)) else {
+            return;
+        };
+        let Streaming {
+            conn,
+            buf,
+            sending,
+            release,
+            framing,
+        } = *streaming;
+        let clean = buf.is_empty() && sending.is_done() && !matches!(framing, BodyFraming::UntilClose);
+        if let (true, Some(release)) = (clean, release) {
+            release.pool.put_back(&release.address, IdleConn::new(conn, buf));
+        }
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = BodyReadError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyReadError>>> {
+        let this = self.get_mut();
+        let streaming = match this {
+            H1Body::Complete(data) => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            H1Body::Streaming(streaming) => streaming,
+        };
+        if !streaming.sending.is_done()
+            && let Poll::Ready(Err(error)) = streaming.sending.poll_send(&mut streaming.conn, cx)
+        {
+            return Poll::Ready(Some(Err(error.into())));
+        }
+        loop {
+            let Streaming {
+                conn, buf, framing, ..
+            } = &mut **streaming;
+            match framing {
+                BodyFraming::Length(remaining) if !buf.is_empty() => {
+                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(take).freeze();
+                    *remaining -= take as u64;
+                    if *remaining == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                BodyFraming::Length(0) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                BodyFraming::Chunked(decoder) => match decoder.decode(buf) {
+                    Err(error) => return Poll::Ready(Some(Err(error.into()))),
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Trailers(trailers)) => {
+                        this.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Decoded::End) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                },
+                BodyFraming::UntilClose if !buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
+                }
+                BodyFraming::Length(_) | BodyFraming::UntilClose => {}
+            }
+            if buf.capacity() - buf.len() < READ_RESERVE / 4 {
+                buf.reserve(READ_RESERVE);
+            }
+            let read = ready!(tokio_util::io::poll_read_buf(Pin::new(conn), cx, buf));
+            match read {
+                Err(error) => return Poll::Ready(Some(Err(error.into()))),
+                Ok(0) if matches!(framing, BodyFraming::UntilClose) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return Poll::Ready(Some(Err(BodyReadError::Truncated))),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, H1Body::Complete(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            H1Body::Complete(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            H1Body::Streaming(streaming) => match streaming.framing {
+                BodyFraming::Length(remaining) => SizeHint::with_exact(remaining),
+                _ => SizeHint::default(),
+            },
+        }
+    }
+}

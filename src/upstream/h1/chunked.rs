@@ -1,0 +1,275 @@
+//! The chunked transfer coding (RFC 9112 7.1), pure: a decoder for backend response bodies
+//! that works on whatever bytes have arrived so far, and the framing for request bodies.
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+
+/// A chunk-size line (size plus extensions) longer than this is refused: nothing legitimate
+/// needs more, and an endless line would otherwise grow the buffer without bound.
+const MAX_LINE: usize = 4096;
+/// Trailer section limit, as for a head.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed chunked body from the backend ({0})")]
+pub struct ChunkError(&'static str);
+
+/// What the next step of decoding produced.
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    Data(Bytes),
+    /// The body ended with trailer fields.
+    Trailers(HeaderMap),
+    /// The body ended (no trailers).
+    End,
+    /// More bytes are needed.
+    NeedMore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: State,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder { state: State::Size }
+    }
+}
+
+impl ChunkedDecoder {
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Consumes what it can from the front of `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkError> {
+        loop {
+            match self.state {
+                State::Size => {
+                    let Some(line_end) = find_crlf(buf, MAX_LINE)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    let size = parse_size(&buf[..line_end])?;
+                    let _ = buf.split_to(line_end + 2);
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::Data(size)
+                    };
+                }
+                State::Data(remaining) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(take).freeze();
+                    let left = remaining - take as u64;
+                    self.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data(left)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                State::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(ChunkError("missing CRLF after chunk data"));
+                    }
+                    let _ = buf.split_to(2);
+                    self.state = State::Size;
+                }
+                State::Trailers => return self.trailers(buf),
+                State::Done => return Ok(Decoded::End),
+            }
+        }
+    }
+
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, ChunkError> {
+        if buf.starts_with(b"\r\n") {
+            let _ = buf.split_to(2);
+            self.state = State::Done;
+            return Ok(Decoded::End);
+        }
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        match httparse::parse_headers(buf, &mut slots) {
+            Ok(httparse::Status::Complete((length, fields))) => {
+                let mut trailers = HeaderMap::with_capacity(fields.len());
+                for field in fields {
+                    let name = HeaderName::from_bytes(field.name.as_bytes())
+                        .map_err(|_| ChunkError("bad trailer name"))?;
+                    let value = HeaderValue::from_bytes(field.value)
+                        .map_err(|_| ChunkError("bad trailer value"))?;
+                    trailers.append(name, value);
+                }
+                let _ = buf.split_to(length);
+                self.state = State::Done;
+                Ok(Decoded::Trailers(trailers))
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => {
+                Err(ChunkError("trailers too large"))
+            }
+            Ok(httparse::Status::Partial) => Ok(Decoded::NeedMore),
+            Err(_) => Err(ChunkError("bad trailers")),
+        }
+    }
+}
+
+/// Position of the first CRLF, refusing lines longer than `limit`.
+fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, ChunkError> {
+    let window = &buf[..buf.len().min(limit + 2)];
+    match window.windows(2).position(|pair| pair == b"\r\n") {
+        Some(at) => Ok(Some(at)),
+        None if buf.len() > limit => Err(ChunkError("chunk-size line too long")),
+        None => Ok(None),
+    }
+}
+
+/// `1a;ext=value` -> 26. Extensions are ignored, as RFC 9112 allows.
+fn parse_size(line: &[u8]) -> Result<u64, ChunkError> {
+    let digits = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(ChunkError("bad chunk size"));
+    }
+    digits.iter().try_fold(0u64, |size, &b| {
+        let digit = (b as char)
+            .to_digit(16)
+            .ok_or(ChunkError("bad chunk size"))?;
+        Ok(size * 16 + u64::from(digit))
+    })
+}
+
+/// Appends one chunk's size line; the data and a CRLF follow it.
+pub fn push_chunk_header(out: &mut Vec<u8>, size: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut rest = size;
+    loop {
+        at -= 1;
+        digits[at] = HEX[rest & 0xf];
+        rest >>= 4;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the last chunk, with trailer fields if any.
+pub fn push_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>), ChunkError> {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut fed = 0;
+        loop {
+            match decoder.decode(&mut buf)? {
+                Decoded::Data(data) => body.extend_from_slice(&data),
+                Decoded::Trailers(trailers) => return Ok((body, Some(trailers))),
+                Decoded::End => return Ok((body, None)),
+                Decoded::NeedMore => {
+                    if fed >= input.len() {
+                        return Err(ChunkError("input ended"));
+                    }
+                    let end = (fed + step).min(input.len());
+                    buf.extend_from_slice(&input[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn decodes_in_any_split() {
+        let input = b"5\r\nhello\r\n7;name=v\r\n, world\r\n0\r\n\r\n";
+        for step in 1..=input.len() {
+            let (body, trailers) = decode_all(input, step).expect("valid");
+            assert_eq!(body, b"hello, world", "step {step}");
+            assert!(trailers.is_none());
+        }
+    }
+
+    #[test]
+    fn keeps_trailers() {
+        let input = b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\n";
+        for step in [1, 4, input.len()] {
+            let (body, trailers) = decode_all(input, step).expect("valid");
+            assert_eq!(body, b"abc");
+            let trailers = trailers.expect("trailers");
+            assert_eq!(trailers["grpc-status"], "0");
+            assert_eq!(trailers["grpc-message"], "ok");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_sizes_and_missing_crlf() {
+        assert!(decode_all(b"zz\r\n", 64).is_err());
+        assert!(decode_all(b"\r\n", 64).is_err());
+        assert!(decode_all(b"1000000000000000\r\n", 64).is_err());
+        assert!(decode_all(b"3\r\nabcX\r\n0\r\n\r\n", 64).is_err());
+        let long = [b'1'; MAX_LINE + 10];
+        assert!(decode_all(&long, long.len()).is_err());
+    }
+
+    #[test]
+    fn leaves_the_bytes_after_the_body() {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::from(&b"1\r\nx\r\n0\r\n\r\nHTTP/1.1 200"[..]);
+        assert_eq!(
+            decoder.decode(&mut buf),
+            Ok(Decoded::Data(Bytes::from_static(b"x")))
+        );
+        assert_eq!(decoder.decode(&mut buf), Ok(Decoded::End));
+        assert!(decoder.is_done());
+        assert_eq!(&buf[..], b"HTTP/1.1 200");
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let mut out = Vec::new();
+        for chunk in [&b"hello"[..], &[b'x'; 300][..]] {
+            push_chunk_header(&mut out, chunk.len());
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(b"\r\n");
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", HeaderValue::from_static("7"));
+        push_last_chunk(&mut out, Some(&trailers));
+        let (body, decoded) = decode_all(&out, 7).expect("valid");
+        assert_eq!(body.len(), 305);
+        assert_eq!(decoded.expect("trailers")["x-sum"], "7");
+    }
+}

@@ -1,0 +1,158 @@
+use super::*;
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        map.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
+fn encoded(framing: RequestFraming, pairs: &[(&str, &str)]) -> String {
+    let mut out = Vec::new();
+    encode_request(&mut out, &Method::POST, "/a?b=1", &headers(pairs), framing).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn request_head_carries_headers_and_the_framing_sluice_chose() {
+    assert_eq!(
+        encoded(RequestFraming::Empty, &[("host", "example.com"), ("x-a", "1")]),
+        "POST /a?b=1 HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\n\r\n"
+    );
+    // The client's own length (or coding) is replaced by the one matching what is sent.
+    assert_eq!(
+        encoded(
+            RequestFraming::Length(1234567890),
+            &[("content-length", "5"), ("host", "h")]
+        ),
+        "POST /a?b=1 HTTP/1.1\r\nhost: h\r\ncontent-length: 1234567890\r\n\r\n"
+    );
+    assert_eq!(
+        encoded(
+            RequestFraming::Chunked,
+            &[("transfer-encoding", "gzip"), ("content-length", "5")]
+        ),
+        "POST /a?b=1 HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    assert_eq!(
+        encoded(RequestFraming::Length(0), &[]),
+        "POST /a?b=1 HTTP/1.1\r\ncontent-length: 0\r\n\r\n"
+    );
+}
+
+#[test]
+fn request_targets_that_would_split_the_line_are_refused() {
+    for target in ["", "/a b", "/a\r\nX: y", "/\t"] {
+        let mut out = Vec::new();
+        let result = encode_request(
+            &mut out,
+            &Method::GET,
+            target,
+            &HeaderMap::new(),
+            RequestFraming::Empty,
+        );
+        assert_eq!(result, Err(HeadError::BadTarget), "{target:?}");
+    }
+}
+
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Multi: a\r\nx-multi: b\r\nServer: t\r\n\r\nhello";
+
+#[test]
+fn response_head_parses_from_any_split_and_leaves_the_body() {
+    for split in 1..RESPONSE.len() {
+        let mut buf = BytesMut::from(&RESPONSE[..split]);
+        let mut parsed = parse_response(&mut buf).unwrap();
+        buf.extend_from_slice(&RESPONSE[split..]);
+        if parsed.is_none() {
+            parsed = parse_response(&mut buf).unwrap();
+        }
+        let head = parsed.unwrap_or_else(|| panic!("split {split}: incomplete"));
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.version, Version::HTTP_11);
+        assert_eq!(head.headers["content-length"], "5");
+        let multi: Vec<_> = head.headers.get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["a", "b"]);
+        assert_eq!(&buf[..], b"hello", "split {split}");
+    }
+}
+
+#[test]
+fn malformed_and_oversized_heads_are_errors() {
+    let mut buf = BytesMut::from(&b"SMTP ready\r\n\r\n"[..]);
+    assert!(matches!(
+        parse_response(&mut buf),
+        Err(HeadError::Malformed(_))
+    ));
+    let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n"[..]);
+    assert!(parse_response(&mut buf).is_err());
+    let mut big = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+    big.resize(MAX_HEAD_BYTES + 1, b'a');
+    assert_eq!(
+        parse_response(&mut BytesMut::from(&big[..])).unwrap_err(),
+        HeadError::TooLarge
+    );
+    let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..=MAX_HEADERS {
+        many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert!(parse_response(&mut BytesMut::from(&many[..])).is_err());
+}
+
+#[test]
+fn framing_follows_rfc_9112() {
+    let get = Method::GET;
+    let ok = StatusCode::OK;
+    let framing = |method: &Method, status, pairs: &[(&str, &str)]| {
+        response_framing(method, status, &headers(pairs))
+    };
+    assert_eq!(
+        framing(&Method::HEAD, ok, &[("content-length", "9")]),
+        Ok(Framing::None)
+    );
+    for status in [StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED] {
+        assert_eq!(framing(&get, status, &[("content-length", "9")]), Ok(Framing::None));
+    }
+    assert_eq!(
+        framing(&get, ok, &[("content-length", "9")]),
+        Ok(Framing::Length(9))
+    );
+    assert_eq!(
+        framing(&get, ok, &[("content-length", "9, 9")]),
+        Ok(Framing::Length(9))
+    );
+    assert!(framing(&get, ok, &[("content-length", "9"), ("content-length", "8")]).is_err());
+    for bad in ["", "-1", "+5", "0x10", "99999999999999999999"] {
+        assert!(framing(&get, ok, &[("content-length", bad)]).is_err(), "{bad:?}");
+    }
+    // Transfer-Encoding wins over a length (the length is never trusted next to it).
+    assert_eq!(
+        framing(&get, ok, &[("transfer-encoding", "gzip, chunked"), ("content-length", "3")]),
+        Ok(Framing::Chunked)
+    );
+    assert_eq!(
+        framing(&get, ok, &[("transfer-encoding", "gzip")]),
+        Ok(Framing::UntilClose)
+    );
+    assert_eq!(framing(&get, ok, &[]), Ok(Framing::UntilClose));
+}
+
+#[test]
+fn keep_alive_by_version_and_connection_tokens() {
+    assert!(keeps_alive(Version::HTTP_11, &headers(&[])));
+    assert!(!keeps_alive(Version::HTTP_11, &headers(&[("connection", "Close")])));
+    assert!(!keeps_alive(
+        Version::HTTP_11,
+        &headers(&[("connection", "x-foo, close")])
+    ));
+    assert!(!keeps_alive(Version::HTTP_10, &headers(&[])));
+    assert!(keeps_alive(
+        Version::HTTP_10,
+        &headers(&[("connection", "keep-alive")])
+    ));
+}

@@ -1,0 +1,370 @@
+//! sluice's own HTTP/1.1 client for backends: keep-alive connections pooled per backend and
+//! driven by the task of the request that uses them.
+//!
+//! Why not hyper's client: it runs each connection in a task of its own and hands requests and
+//! responses over channels, so every proxied request paid two task hand-offs, a header map
+//! copy and the client's pool bookkeeping; that was the largest user-space cost left on the
+//! keep-alive path (perf, benches/loadtest.py). Here the request's own task writes the head
+//! (with a small body, in one write), parses the response head with httparse (header values
+//! are slices of the read buffer), and a small response comes back complete with its head: the
+//! connection returns to the pool before the response is even handed to the client side.
+//!
+//! Idle connections are not watched by a task. One idle for over `PROBE_AFTER` is checked
+//! with a non-blocking read before reuse (data or EOF there means the backend closed it); a
+//! fresher one that turns out closed before answering is retried once on a new connection
+//! when that is safe (idempotent request, body still at hand).
+
+mod body;
+pub mod chunked;
+pub mod head;
+mod send;
+
+pub use body::{BodyReadError, H1Body};
+
+use crate::config::BackendAddress;
+use crate::proxy::request_body::RequestBody;
+use crate::upstream::connector::{Conn, Dialer};
+use crate::upstream::tls::Alpn;
+use body::{BodyFraming, Release, Streaming};
+use bytes::BytesMut;
+use head::{Framing, HeadError, RequestFraming, ResponseHead};
+use http::{HeaderMap, Method, Response, StatusCode};
+use hyper::body::Body;
+use send::{SendError, Sending};
+use std::collections::HashMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, ready};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Idle connections are closed after this long; backends commonly close theirs after 60-75 s
+/// (nginx 75 s, Node 5 s), so stay under the usual values to avoid racing them.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_IDLE_PER_BACKEND: usize = 256;
+/// A connection idle longer than this is checked before reuse (one non-blocking read).
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+/// How often expired idle connections of all backends (removed ones included) are closed.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// Read buffer growth step: a 64 KiB body arrives in a few reads.
+pub(crate) const READ_RESERVE: usize = 16 * 1024;
+
+/// The parts of a request the HTTP/1 client writes.
+pub struct RequestHead<'a> {
+    pub method: &'a Method,
+    pub target: &'a str,
+    /// Rewritten for the backend (no hop-by-hop headers; `Host` as the client sent it).
+    pub headers: &'a HeaderMap,
+    /// Whether the request may be sent again when a reused connection was found closed.
+    pub idempotent: bool,
+}
+
+/// Why an HTTP/1 exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    #[error("connect failed: {0}")]
+    Connect(#[source] io::Error),
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error("reading the response failed: {0}")]
+    Read(#[source] io::Error),
+    #[error("the backend closed the connection before responding")]
+    Closed,
+    #[error(transparent)]
+    Head(#[from] HeadError),
+    #[error("unexpected 101 Switching Protocols for a request without Upgrade")]
+    UnexpectedSwitch,
+}
+
+impl H1Error {
+    pub fn is_connect(&self) -> bool {
+        matches!(self, H1Error::Connect(_))
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct IdleConn {
+    conn: Conn,
+    buf: BytesMut,
+    since: Instant,
+}
+
+impl IdleConn {
+    pub(crate) fn new(conn: Conn, buf: BytesMut) -> IdleConn {
+        IdleConn {
+            conn,
+            buf,
+            since: Instant::now(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct IdleSet {
+    by_backend: HashMap<BackendAddress, Vec<IdleConn>>,
+    last_sweep: Instant,
+}
+
+/// One pool's HTTP/1 connections, idle ones kept per backend (most recently used first).
+pub struct H1Pool {
+    dialer: Dialer,
+    idle: Mutex<IdleSet>,
+}
+
+impl std::fmt::Debug for H1Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Pool").finish_non_exhaustive()
+    }
+}
+
+impl H1Pool {
+    pub fn new(dialer: Dialer) -> H1Pool {
+        H1Pool {
+            dialer,
+            idle: Mutex::new(IdleSet {
+                by_backend: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
+        }
+    }
+
+    /// Sends one request to `address` and reads the response head; the body streams from
+    /// the returned response.
+    pub async fn send(
+        self: &Arc<Self>,
+        address: &BackendAddress,
+        request: &RequestHead<'_>,
+        body: RequestBody,
+    ) -> Result<Response<H1Body>, H1Error> {
+        let (known, mut streamed) = match body {
+            RequestBody::Replay(bytes) => (bytes, None),
+            stream @ RequestBody::Stream(..) => (None, Some(stream)),
+        };
+        let framing = match (&known, &streamed) {
+            (Some(bytes), _) => RequestFraming::Length(bytes.len() as u64),
+            (None, Some(stream)) => match stream.size_hint().exact() {
+                Some(length) => RequestFraming::Length(length),
+                None => RequestFraming::Chunked,
+            },
+            (None, None) => RequestFraming::Empty,
+        };
+        let resendable = streamed.is_none();
+        let mut idle = self.checkout(address);
+        loop {
+            let mut out = Vec::with_capacity(256 + known.as_ref().map_or(0, |b| b.len()));
+            head::encode_request(
+                &mut out,
+                request.method,
+                request.target,
+                request.headers,
+                framing,
+            )?;
+            if let Some(bytes) = &known {
+                out.extend_from_slice(bytes);
+            }
+            let reused = idle.is_some();
+            let (mut conn, mut buf) = match idle.take() {
+                Some(idle) => (idle.conn, idle.buf),
+                None => {
+                    let conn = self
+                        .dialer
+                        .connect(address, Alpn::Http)
+                        .await
+                        .map_err(H1Error::Connect)?;
+                    (conn, BytesMut::with_capacity(READ_RESERVE))
+                }
+            };
+            let chunked = framing == RequestFraming::Chunked;
+            let mut sending = Sending::new(out, streamed.take(), chunked);
+            match exchange(&mut conn, &mut buf, &mut sending).await {
+                Ok(head) => {
+                    let release = Release {
+                        pool: Arc::clone(self),
+                        address: address.clone(),
+                    };
+                    return respond(request.method, head, conn, buf, sending, release);
+                }
+                Err(failure) => {
+                    // A reused connection the backend had closed: nothing was processed if
+                    // nothing could be written; otherwise only an idempotent request is sent
+                    // again. Either way on a new connection, once.
+                    let stale = reused
+                        && !failure.answered
+                        && matches!(
+                            failure.error,
+                            H1Error::Closed | H1Error::Read(_) | H1Error::Send(SendError::Write(_))
+                        );
+                    let safe = request.idempotent || !failure.wrote;
+                    if !(stale && safe && resendable) {
+                        return Err(failure.error);
+                    }
+                    tracing::debug!(%address, error = %failure.error, "reused backend connection was closed; sending again on a new one");
+                }
+            }
+        }
+    }
+
+    /// The most recently used idle connection to `address` that is still usable.
+    fn checkout(&self, address: &BackendAddress) -> Option<IdleConn> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        let found = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let list = idle.by_backend.get_mut(address)?;
+            let mut found = None;
+            while let Some(candidate) = list.pop() {
+                let age = now.saturating_duration_since(candidate.since);
+                if age < IDLE_TIMEOUT && (age < PROBE_AFTER || still_open(&candidate.conn)) {
+                    found = Some(candidate);
+                    break;
+                }
+                expired.push(candidate);
+            }
+            found
+        };
+        // Closed outside the lock.
+        drop(expired);
+        found
+    }
+
+    /// Keeps a connection whose last exchange ended cleanly for the next request.
+    pub(crate) fn put_back(&self, address: &BackendAddress, conn: IdleConn) {
+        let mut expired = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if conn.since.saturating_duration_since(idle.last_sweep) > SWEEP_EVERY {
+                idle.last_sweep = conn.since;
+                for list in idle.by_backend.values_mut() {
+                    let (keep, old): (Vec<_>, Vec<_>) = list
+                        .drain(..)
+                        .partition(|c| conn.since.saturating_duration_since(c.since) < IDLE_TIMEOUT);
+                    *list = keep;
+                    expired.extend(old);
+                }
+                idle.by_backend.retain(|_, list| !list.is_empty());
+            }
+            match idle.by_backend.get_mut(address) {
+                Some(list) if list.len() >= MAX_IDLE_PER_BACKEND => expired.push(conn),
+                Some(list) => list.push(conn),
+                None => {
+                    idle.by_backend.insert(address.clone(), vec![conn]);
+                }
+            }
+        }
+        drop(expired);
+    }
+}
+
+/// Whether an idle connection is still open: nothing (no data, no EOF) is waiting on it.
+fn still_open(conn: &Conn) -> bool {
+    let mut probe = [0u8; 1];
+    let read = match conn {
+        Conn::Tcp(stream) => stream.try_read(&mut probe),
+        Conn::Unix(stream) => stream.try_read(&mut probe),
+        // Anything arriving under TLS on an idle connection (close_notify, or bytes the
+        // backend should not have sent) shows on the socket beneath.
+        Conn::Tls(stream) => return still_open(stream.get_ref().0),
+    };
+    matches!(read, Err(error) if error.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// An exchange that failed, with what is known about how far it got.
+struct Failure {
+    error: H1Error,
+    /// Some response bytes arrived.
+    answered: bool,
+    /// Some request bytes were written.
+    wrote: bool,
+}
+
+/// Writes the request and reads up to the final response head, skipping 1xx interim
+/// responses. The request body keeps streaming while the head is awaited.
+async fn exchange(
+    conn: &mut Conn,
+    buf: &mut BytesMut,
+    sending: &mut Sending,
+) -> Result<ResponseHead, Failure> {
+    let mut answered = !buf.is_empty();
+    let result = std::future::poll_fn(|cx| {
+        if !sending.is_done()
+            && let Poll::Ready(Err(error)) = sending.poll_send(conn, cx)
+        {
+            return Poll::Ready(Err(H1Error::Send(error)));
+        }
+        loop {
+            if let Some(head) = head::parse_response(buf)? {
+                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                    continue;
+                }
+                return Poll::Ready(Ok(head));
+            }
+            if buf.capacity() - buf.len() < READ_RESERVE / 4 {
+                buf.reserve(READ_RESERVE);
+            }
+            match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *conn), cx, buf)) {
+                Err(error) => return Poll::Ready(Err(H1Error::Read(error))),
+                Ok(0) => return Poll::Ready(Err(H1Error::Closed)),
+                Ok(_) => answered = true,
+            }
+        }
+    })
+    .await;
+    result.map_err(|error| Failure {
+        error,
+        answered,
+        wrote: sending.started(),
+    })
+}
+
+/// The response to hand to the client side. A body already complete in `buf` is cut out and
+/// the connection released at once; otherwise the body streams from the connection.
+fn respond(
+    method: &Method,
+    head: ResponseHead,
+    conn: Conn,
+    mut buf: BytesMut,
+    sending: Sending,
+    release: Release,
+) -> Result<Response<H1Body>, H1Error> {
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(H1Error::UnexpectedSwitch);
+    }
+    let framing = head::response_framing(method, head.status, &head.headers)?;
+    let reusable = head::keeps_alive(head.version, &head.headers);
+    let body = match framing {
+        Framing::None | Framing::Length(0) => {
+            finish_early(conn, buf, &sending, reusable, release);
+            H1Body::Complete(None)
+        }
+        Framing::Length(length) if (buf.len() as u64) >= length => {
+            let data = buf.split_to(length as usize).freeze();
+            finish_early(conn, buf, &sending, reusable, release);
+            H1Body::Complete(Some(data))
+        }
+        framing => H1Body::Streaming(Box::new(Streaming {
+            conn,
+            buf,
+            framing: match framing {
+                Framing::Length(length) => BodyFraming::Length(length),
+                Framing::Chunked => BodyFraming::Chunked(Default::default()),
+                _ => BodyFraming::UntilClose,
+            },
+            sending,
+            release: reusable.then_some(release),
+        })),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    Ok(response)
+}
+
+/// Returns a connection whose response is complete, when the backend keeps it open, the
+/// request was sent whole and nothing unexpected follows the response.
+fn finish_early(conn: Conn, buf: BytesMut, sending: &Sending, reusable: bool, release: Release) {
+    if reusable && sending.is_done() && buf.is_empty() {
+        release.pool.put_back(&release.address, IdleConn::new(conn, buf));
+    }
+}

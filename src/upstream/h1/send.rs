@@ -1,0 +1,110 @@
+//! Writing one request to a backend connection: the head (with a small body appended, so it
+//! usually leaves in one write), then a streamed body chunk by chunk. Polled by the exchange
+//! until the response head arrives and then by the response body, so a backend that answers
+//! while the upload still streams (full duplex) keeps receiving it.
+
+use super::chunked::{push_chunk_header, push_last_chunk};
+use crate::proxy::request_body::RequestBody;
+use crate::upstream::connector::Conn;
+use http::HeaderMap;
+use hyper::body::Body;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tokio::io::AsyncWrite;
+
+/// Why a request could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("writing to the backend failed: {0}")]
+    Write(#[source] io::Error),
+    #[error("the client's request body failed: {0}")]
+    ClientBody(#[source] hyper::Error),
+}
+
+#[derive(Debug)]
+pub struct Sending {
+    /// Bytes ready to go out, and how many of them went.
+    out: Vec<u8>,
+    written: usize,
+    /// A body still streaming from the client, and whether it is chunk-framed here.
+    body: Option<RequestBody>,
+    chunked: bool,
+    trailers: Option<HeaderMap>,
+    flushed: bool,
+}
+
+impl Sending {
+    /// `out` holds the head (and any body already known); `body` streams after it.
+    pub fn new(out: Vec<u8>, body: Option<RequestBody>, chunked: bool) -> Sending {
+        Sending {
+            out,
+            written: 0,
+            body,
+            chunked,
+            trailers: None,
+            flushed: false,
+        }
+    }
+
+    /// The whole request went out (head, body and framing).
+    pub fn is_done(&self) -> bool {
+        self.flushed && self.written == self.out.len() && self.body.is_none()
+    }
+
+    /// Whether any byte of the request reached the socket.
+    pub fn started(&self) -> bool {
+        self.written > 0 || self.flushed
+    }
+
+    /// Writes what it can; `Ready(Ok)` once the whole request is out.
+    pub fn poll_send(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        loop {
+            while self.written < self.out.len() {
+                let n = ready!(Pin::new(&mut *conn).poll_write(cx, &self.out[self.written..]))
+                    .map_err(SendError::Write)?;
+                if n == 0 {
+                    return Poll::Ready(Err(SendError::Write(io::ErrorKind::WriteZero.into())));
+                }
+                self.written += n;
+                self.flushed = false;
+            }
+            if !self.flushed {
+                // TLS holds records until flushed; plain sockets return at once.
+                ready!(Pin::new(&mut *conn).poll_flush(cx)).map_err(SendError::Write)?;
+                self.flushed = true;
+            }
+            let Some(body) = self.body.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            self.out.clear();
+            self.written = 0;
+            match ready!(Pin::new(body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => {
+                        if self.chunked {
+                            push_chunk_header(&mut self.out, data.len());
+                            self.out.extend_from_slice(&data);
+                            self.out.extend_from_slice(b"\r\n");
+                        } else {
+                            self.out.extend_from_slice(&data);
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            self.trailers = Some(trailers);
+                        }
+                    }
+                },
+                Some(Err(error)) => return Poll::Ready(Err(SendError::ClientBody(error))),
+                None => {
+                    self.body = None;
+                    if self.chunked {
+                        push_last_chunk(&mut self.out, self.trailers.as_ref());
+                    }
+                }
+            }
+        }
+    }
+}
