@@ -3,8 +3,8 @@
 
 use crate::backend::InFlight;
 use crate::proxy::activity::RequestActive;
-use bytes::Bytes;
 use crate::upstream::body::{UpstreamBody, UpstreamBodyError};
+use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};

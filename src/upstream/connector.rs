@@ -207,7 +207,10 @@ mod tests {
             let address: BackendAddress = text.parse().unwrap();
             let authority = authority_for(&address);
             let uri: http::Uri = format!("http://{authority}/path").parse().unwrap();
-            assert_eq!(uri.authority().map(|a| a.as_str()), Some(authority.as_str()));
+            assert_eq!(
+                uri.authority().map(|a| a.as_str()),
+                Some(authority.as_str())
+            );
         }
     }
 }

@@ -72,9 +72,12 @@ impl H1Body {
             release,
             framing,
         } = *streaming;
-        let clean = buf.is_empty() && sending.is_done() && !matches!(framing, BodyFraming::UntilClose);
+        let clean =
+            buf.is_empty() && sending.is_done() && !matches!(framing, BodyFraming::UntilClose);
         if let (true, Some(release)) = (clean, release) {
-            release.pool.put_back(&release.address, IdleConn::new(conn, buf));
+            release
+                .pool
+                .put_back(&release.address, IdleConn::new(conn, buf));
         }
     }
 }
@@ -92,10 +95,16 @@ impl Body for H1Body {
             H1Body::Complete(data) => return Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             H1Body::Streaming(streaming) => streaming,
         };
-        if !streaming.sending.is_done()
+        if !streaming.sending.is_over()
             && let Poll::Ready(Err(error)) = streaming.sending.poll_send(&mut streaming.conn, cx)
         {
-            return Poll::Ready(Some(Err(error.into())));
+            match error {
+                // The client's upload broke: the response cannot be trusted to end well.
+                SendError::ClientBody(_) => return Poll::Ready(Some(Err(error.into()))),
+                // The backend stopped reading what it has already answered: keep reading
+                // its answer, and close the connection after it.
+                SendError::Write(_) => streaming.sending.abandon(),
+            }
         }
         loop {
             let Streaming {
@@ -103,7 +112,9 @@ impl Body for H1Body {
             } = &mut **streaming;
             match framing {
                 BodyFraming::Length(remaining) if !buf.is_empty() => {
-                    let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(buf.len());
+                    let take = usize::try_from(*remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len());
                     let data = buf.split_to(take).freeze();
                     *remaining -= take as u64;
                     if *remaining == 0 {

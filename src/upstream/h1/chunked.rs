@@ -72,7 +72,9 @@ impl ChunkedDecoder {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
                     }
-                    let take = usize::try_from(remaining).unwrap_or(usize::MAX).min(buf.len());
+                    let take = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len());
                     let data = buf.split_to(take).freeze();
                     let left = remaining - take as u64;
                     self.state = if left == 0 {

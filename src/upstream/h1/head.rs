@@ -110,7 +110,9 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadEr
             return Err(HeadError::TooLarge);
         }
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::Malformed("too many headers")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::Malformed("too many headers"));
+        }
         Err(_) => return Err(HeadError::Malformed("not an HTTP/1 response")),
     };
     if length > MAX_HEAD_BYTES {

@@ -20,7 +20,10 @@ fn encoded(framing: RequestFraming, pairs: &[(&str, &str)]) -> String {
 #[test]
 fn request_head_carries_headers_and_the_framing_sluice_chose() {
     assert_eq!(
-        encoded(RequestFraming::Empty, &[("host", "example.com"), ("x-a", "1")]),
+        encoded(
+            RequestFraming::Empty,
+            &[("host", "example.com"), ("x-a", "1")]
+        ),
         "POST /a?b=1 HTTP/1.1\r\nhost: example.com\r\nx-a: 1\r\n\r\n"
     );
     // The client's own length (or coding) is replaced by the one matching what is sent.
@@ -116,7 +119,10 @@ fn framing_follows_rfc_9112() {
         Ok(Framing::None)
     );
     for status in [StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED] {
-        assert_eq!(framing(&get, status, &[("content-length", "9")]), Ok(Framing::None));
+        assert_eq!(
+            framing(&get, status, &[("content-length", "9")]),
+            Ok(Framing::None)
+        );
     }
     assert_eq!(
         framing(&get, ok, &[("content-length", "9")]),
@@ -126,13 +132,30 @@ fn framing_follows_rfc_9112() {
         framing(&get, ok, &[("content-length", "9, 9")]),
         Ok(Framing::Length(9))
     );
-    assert!(framing(&get, ok, &[("content-length", "9"), ("content-length", "8")]).is_err());
+    assert!(
+        framing(
+            &get,
+            ok,
+            &[("content-length", "9"), ("content-length", "8")]
+        )
+        .is_err()
+    );
     for bad in ["", "-1", "+5", "0x10", "99999999999999999999"] {
-        assert!(framing(&get, ok, &[("content-length", bad)]).is_err(), "{bad:?}");
+        assert!(
+            framing(&get, ok, &[("content-length", bad)]).is_err(),
+            "{bad:?}"
+        );
     }
     // Transfer-Encoding wins over a length (the length is never trusted next to it).
     assert_eq!(
-        framing(&get, ok, &[("transfer-encoding", "gzip, chunked"), ("content-length", "3")]),
+        framing(
+            &get,
+            ok,
+            &[
+                ("transfer-encoding", "gzip, chunked"),
+                ("content-length", "3")
+            ]
+        ),
         Ok(Framing::Chunked)
     );
     assert_eq!(
@@ -145,7 +168,10 @@ fn framing_follows_rfc_9112() {
 #[test]
 fn keep_alive_by_version_and_connection_tokens() {
     assert!(keeps_alive(Version::HTTP_11, &headers(&[])));
-    assert!(!keeps_alive(Version::HTTP_11, &headers(&[("connection", "Close")])));
+    assert!(!keeps_alive(
+        Version::HTTP_11,
+        &headers(&[("connection", "Close")])
+    ));
     assert!(!keeps_alive(
         Version::HTTP_11,
         &headers(&[("connection", "x-foo, close")])

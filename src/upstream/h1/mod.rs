@@ -44,7 +44,8 @@ use tokio::time::Instant;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_IDLE_PER_BACKEND: usize = 256;
 /// A connection idle longer than this is checked before reuse (one non-blocking read).
-const PROBE_AFTER: Duration = Duration::from_secs(1);
+/// Under load connections come back within milliseconds and skip the check.
+const PROBE_AFTER: Duration = Duration::from_millis(250);
 /// How often expired idle connections of all backends (removed ones included) are closed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Read buffer growth step: a 64 KiB body arrives in a few reads.
@@ -236,9 +237,9 @@ impl H1Pool {
             if conn.since.saturating_duration_since(idle.last_sweep) > SWEEP_EVERY {
                 idle.last_sweep = conn.since;
                 for list in idle.by_backend.values_mut() {
-                    let (keep, old): (Vec<_>, Vec<_>) = list
-                        .drain(..)
-                        .partition(|c| conn.since.saturating_duration_since(c.since) < IDLE_TIMEOUT);
+                    let (keep, old): (Vec<_>, Vec<_>) = list.drain(..).partition(|c| {
+                        conn.since.saturating_duration_since(c.since) < IDLE_TIMEOUT
+                    });
                     *list = keep;
                     expired.extend(old);
                 }
@@ -286,15 +287,25 @@ async fn exchange(
     sending: &mut Sending,
 ) -> Result<ResponseHead, Failure> {
     let mut answered = !buf.is_empty();
+    let mut write_error = None;
     let result = std::future::poll_fn(|cx| {
-        if !sending.is_done()
+        if !sending.is_over()
             && let Poll::Ready(Err(error)) = sending.poll_send(conn, cx)
         {
-            return Poll::Ready(Err(H1Error::Send(error)));
+            match error {
+                SendError::ClientBody(_) => return Poll::Ready(Err(H1Error::Send(error))),
+                // A backend may answer (413, 401...) and stop reading an upload: read on,
+                // and report the write failure only if no answer comes.
+                SendError::Write(_) => {
+                    sending.abandon();
+                    write_error = Some(error);
+                }
+            }
         }
         loop {
             if let Some(head) = head::parse_response(buf)? {
-                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS
+                {
                     continue;
                 }
                 return Poll::Ready(Ok(head));
@@ -302,11 +313,16 @@ async fn exchange(
             if buf.capacity() - buf.len() < READ_RESERVE / 4 {
                 buf.reserve(READ_RESERVE);
             }
-            match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *conn), cx, buf)) {
-                Err(error) => return Poll::Ready(Err(H1Error::Read(error))),
-                Ok(0) => return Poll::Ready(Err(H1Error::Closed)),
-                Ok(_) => answered = true,
-            }
+            let failed = match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *conn), cx, buf))
+            {
+                Err(error) => H1Error::Read(error),
+                Ok(0) => H1Error::Closed,
+                Ok(_) => {
+                    answered = true;
+                    continue;
+                }
+            };
+            return Poll::Ready(Err(write_error.take().map_or(failed, H1Error::Send)));
         }
     })
     .await;
@@ -356,7 +372,8 @@ fn respond(
     };
     let mut response = Response::new(body);
     *response.status_mut() = head.status;
-    *response.version_mut() = head.version;
+    // The backend's HTTP version describes its connection, not the client's: left at the
+    // default, so an HTTP/1.0 backend does not turn the client's connection into a 1.0 one.
     *response.headers_mut() = head.headers;
     Ok(response)
 }
@@ -365,6 +382,8 @@ fn respond(
 /// request was sent whole and nothing unexpected follows the response.
 fn finish_early(conn: Conn, buf: BytesMut, sending: &Sending, reusable: bool, release: Release) {
     if reusable && sending.is_done() && buf.is_empty() {
-        release.pool.put_back(&release.address, IdleConn::new(conn, buf));
+        release
+            .pool
+            .put_back(&release.address, IdleConn::new(conn, buf));
     }
 }

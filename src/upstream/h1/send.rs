@@ -32,6 +32,11 @@ pub struct Sending {
     chunked: bool,
     trailers: Option<HeaderMap>,
     flushed: bool,
+    /// Sending stopped before the end (the backend answered and stopped reading, or the
+    /// write failed): the connection must not carry another request.
+    abandoned: bool,
+    /// Some byte reached the socket.
+    started: bool,
 }
 
 impl Sending {
@@ -44,21 +49,40 @@ impl Sending {
             chunked,
             trailers: None,
             flushed: false,
+            abandoned: false,
+            started: false,
         }
+    }
+
+    /// Stops sending (what is left of the body is dropped); the connection is not reusable.
+    pub fn abandon(&mut self) {
+        self.abandoned = true;
+        self.body = None;
+        self.out.clear();
+        self.written = 0;
     }
 
     /// The whole request went out (head, body and framing).
     pub fn is_done(&self) -> bool {
-        self.flushed && self.written == self.out.len() && self.body.is_none()
+        self.flushed && self.written == self.out.len() && self.body.is_none() && !self.abandoned
+    }
+
+    /// Nothing more will be written, whether the request went out whole or not.
+    pub fn is_over(&self) -> bool {
+        self.abandoned || self.is_done()
     }
 
     /// Whether any byte of the request reached the socket.
     pub fn started(&self) -> bool {
-        self.written > 0 || self.flushed
+        self.started
     }
 
     /// Writes what it can; `Ready(Ok)` once the whole request is out.
-    pub fn poll_send(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+    pub fn poll_send(
+        &mut self,
+        conn: &mut Conn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendError>> {
         loop {
             while self.written < self.out.len() {
                 let n = ready!(Pin::new(&mut *conn).poll_write(cx, &self.out[self.written..]))
@@ -67,6 +91,7 @@ impl Sending {
                     return Poll::Ready(Err(SendError::Write(io::ErrorKind::WriteZero.into())));
                 }
                 self.written += n;
+                self.started = true;
                 self.flushed = false;
             }
             if !self.flushed {
