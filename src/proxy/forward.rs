@@ -71,14 +71,14 @@ pub async fn forward<'p>(
 ) -> Result<Forwarded<'p>, Refused> {
     let policy = &pool.config.resilience.retry;
     let idempotent = is_idempotent(request.method, request.headers);
-    let started = Instant::now();
-    let deadline = started + pool.config.timeouts.response;
-    deposit(pool);
-    let mut tried: Vec<&BackendAddress> = Vec::new();
+    let deadline = Instant::now() + pool.config.timeouts.response;
+    let mut sent_at = clock_micros();
+    deposit(pool, sent_at);
+    let mut tried = Tried::default();
     let mut attempt = 0;
     loop {
         let (backend, in_flight) = acquire_slot(pool, pick, &tried).await?;
-        tried.push(&backend.address);
+        tried.add(&backend.address);
         let Some(try_body) = body.next_try() else {
             return Err(Refused::new(
                 StatusCode::BAD_GATEWAY,
@@ -92,11 +92,16 @@ pub async fn forward<'p>(
             idempotent,
         };
 
-        let remaining = deadline.saturating_duration_since(Instant::now());
+        // The first try has the whole response timeout (no second clock read for it).
+        let remaining = if attempt == 0 {
+            pool.config.timeouts.response
+        } else {
+            sent_at = clock_micros();
+            deadline.saturating_duration_since(Instant::now())
+        };
         let per_try = policy
             .per_try_timeout
             .map_or(remaining, |t| t.min(remaining));
-        let sent_at = clock_micros();
         let exchange = pool
             .client
             .send(&backend.state, request.proxy_header, &head, try_body);
@@ -192,9 +197,9 @@ struct Failure<'p> {
     response: Option<Forwarded<'p>>,
 }
 
-fn deposit(pool: &Pool) {
+fn deposit(pool: &Pool, now_micros: u64) {
     if pool.config.resilience.retry.attempts > 0 {
-        let elapsed = Duration::from_micros(clock_micros());
+        let elapsed = Duration::from_micros(now_micros);
         pool.budget
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -218,14 +223,34 @@ fn is_idempotent(method: &Method, headers: &HeaderMap) -> bool {
     ) || headers.contains_key("idempotency-key")
 }
 
+/// The backends a request went to; the first without allocating (most requests take one try).
+#[derive(Default)]
+struct Tried<'a> {
+    first: Option<&'a BackendAddress>,
+    retries: Vec<&'a BackendAddress>,
+}
+
+impl<'a> Tried<'a> {
+    fn add(&mut self, address: &'a BackendAddress) {
+        match self.first {
+            None => self.first = Some(address),
+            Some(_) => self.retries.push(address),
+        }
+    }
+
+    fn contains(&self, address: &BackendAddress) -> bool {
+        self.first == Some(address) || self.retries.contains(&address)
+    }
+}
+
 /// A slot on a backend not tried yet (or any, when all available ones were tried), waiting in
 /// the pool's bounded queue when every backend is at its limit.
 async fn acquire_slot<'p>(
     pool: &'p Pool,
     pick: &PickContext,
-    tried: &[&BackendAddress],
+    tried: &Tried<'_>,
 ) -> Result<(&'p Backend, InFlight), Refused> {
-    let untried = |b: &Backend| !tried.contains(&&b.address);
+    let untried = |b: &Backend| !tried.contains(&b.address);
     if let Some(found) =
         pick_backend_where(pool, pick, untried).or_else(|| pick_backend_where(pool, pick, |_| true))
     {

@@ -169,7 +169,6 @@ pub async fn serve_connection<S>(
 
 async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Response<ProxyBody> {
     let active = context.activity.begin();
-    let started = tokio::time::Instant::now();
     if request.version() == Version::HTTP_2 {
         context.activity.mark_http2();
     }
@@ -189,6 +188,11 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
         return error_response(StatusCode::NOT_FOUND, "no route for this request\n", active);
     };
     let (pool, route) = (routed.target, routed.route);
+    let total_deadline = pool
+        .config
+        .timeouts
+        .total
+        .map(|total| tokio::time::Instant::now() + total);
     let pick_context = PickContext::for_request(
         &pool.config,
         request.headers(),
@@ -286,22 +290,27 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
             }
             let limits = BodyLimits {
                 idle: pool.config.timeouts.idle,
-                total_deadline: pool.config.timeouts.total.map(|total| started + total),
+                total_deadline,
                 pool: Arc::clone(&pool.name),
                 bytes_out: context.bytes_out.clone(),
             };
-            parts.extensions.insert(Served {
-                pool: Arc::clone(&pool.name),
-                upstream: Some(backend.address.clone()),
-            });
+            if context.access_log.is_some() {
+                // Only the access log reads it; extensions allocate, so not otherwise.
+                parts.extensions.insert(Served {
+                    pool: Arc::clone(&pool.name),
+                    upstream: Some(backend.address.clone()),
+                });
+            }
             Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active, limits))
         }
         Err(refused) => {
             let mut response = error_response(refused.status, refused.text, active);
-            response.extensions_mut().insert(Served {
-                pool: Arc::clone(&pool.name),
-                upstream: None,
-            });
+            if context.access_log.is_some() {
+                response.extensions_mut().insert(Served {
+                    pool: Arc::clone(&pool.name),
+                    upstream: None,
+                });
+            }
             if let Some(seconds) = refused.retry_after {
                 response
                     .headers_mut()

@@ -75,9 +75,8 @@ impl H1Body {
         let clean =
             buf.is_empty() && sending.is_done() && !matches!(framing, BodyFraming::UntilClose);
         if let (true, Some(release)) = (clean, release) {
-            release
-                .pool
-                .put_back(&release.address, IdleConn::new(conn, buf));
+            let idle = IdleConn::new(conn, buf, sending.into_buffer());
+            release.pool.put_back(&release.address, idle);
         }
     }
 }

@@ -126,20 +126,27 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadEr
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Where each header sits in the head, so values can be cut from it without copying once
-    // the head is split off the buffer.
+    // Where each header sits in the head (on the stack: no allocation per response), so
+    // names and values can be cut from it without copying once it is split off the buffer.
     let base = buf.as_ptr() as usize;
-    let mut spans = Vec::with_capacity(parsed.headers.len());
-    for line in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(line.name.as_bytes())
-            .map_err(|_| HeadError::Malformed("bad header name"))?;
-        let start = line.value.as_ptr() as usize - base;
-        spans.push((name, start, start + line.value.len()));
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (span, line) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let name = line.name.as_ptr() as usize - base;
+        let value = line.value.as_ptr() as usize - base;
+        *span = (
+            name,
+            name + line.name.len(),
+            value,
+            value + line.value.len(),
+        );
     }
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, start, end) in spans {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_start, name_end, value_start, value_end) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[name_start..name_end])
+            .map_err(|_| HeadError::Malformed("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
             .map_err(|_| HeadError::Malformed("bad header value"))?;
         headers.append(name, value);
     }

@@ -84,18 +84,28 @@ impl H1Error {
     }
 }
 
+/// A connection between exchanges, with its read and write buffers (kept, so the next
+/// request on it allocates neither).
 #[derive(Debug)]
 pub(crate) struct IdleConn {
     conn: Conn,
     buf: BytesMut,
+    out: Vec<u8>,
     since: Instant,
 }
 
+/// A write buffer grown past this (a large buffered body) is not kept for the next request.
+const KEEP_OUT_CAPACITY: usize = 16 * 1024;
+
 impl IdleConn {
-    pub(crate) fn new(conn: Conn, buf: BytesMut) -> IdleConn {
+    pub(crate) fn new(conn: Conn, buf: BytesMut, mut out: Vec<u8>) -> IdleConn {
+        if out.capacity() > KEEP_OUT_CAPACITY {
+            out = Vec::new();
+        }
         IdleConn {
             conn,
             buf,
+            out,
             since: Instant::now(),
         }
     }
@@ -153,7 +163,20 @@ impl H1Pool {
         let resendable = streamed.is_none();
         let mut idle = self.checkout(address);
         loop {
-            let mut out = Vec::with_capacity(256 + known.as_ref().map_or(0, |b| b.len()));
+            let reused = idle.is_some();
+            let (mut conn, mut buf, mut out) = match idle.take() {
+                Some(idle) => (idle.conn, idle.buf, idle.out),
+                None => {
+                    let conn = self
+                        .dialer
+                        .connect(address, Alpn::Http)
+                        .await
+                        .map_err(H1Error::Connect)?;
+                    (conn, BytesMut::with_capacity(READ_RESERVE), Vec::new())
+                }
+            };
+            out.clear();
+            out.reserve(256 + known.as_ref().map_or(0, |b| b.len()));
             head::encode_request(
                 &mut out,
                 request.method,
@@ -164,18 +187,6 @@ impl H1Pool {
             if let Some(bytes) = &known {
                 out.extend_from_slice(bytes);
             }
-            let reused = idle.is_some();
-            let (mut conn, mut buf) = match idle.take() {
-                Some(idle) => (idle.conn, idle.buf),
-                None => {
-                    let conn = self
-                        .dialer
-                        .connect(address, Alpn::Http)
-                        .await
-                        .map_err(H1Error::Connect)?;
-                    (conn, BytesMut::with_capacity(READ_RESERVE))
-                }
-            };
             let chunked = framing == RequestFraming::Chunked;
             let mut sending = Sending::new(out, streamed.take(), chunked);
             match exchange(&mut conn, &mut buf, &mut sending).await {
@@ -350,12 +361,12 @@ fn respond(
     let reusable = head::keeps_alive(head.version, &head.headers);
     let body = match framing {
         Framing::None | Framing::Length(0) => {
-            finish_early(conn, buf, &sending, reusable, release);
+            finish_early(conn, buf, sending, reusable, release);
             H1Body::Complete(None)
         }
         Framing::Length(length) if (buf.len() as u64) >= length => {
             let data = buf.split_to(length as usize).freeze();
-            finish_early(conn, buf, &sending, reusable, release);
+            finish_early(conn, buf, sending, reusable, release);
             H1Body::Complete(Some(data))
         }
         framing => H1Body::Streaming(Box::new(Streaming {
@@ -380,10 +391,9 @@ fn respond(
 
 /// Returns a connection whose response is complete, when the backend keeps it open, the
 /// request was sent whole and nothing unexpected follows the response.
-fn finish_early(conn: Conn, buf: BytesMut, sending: &Sending, reusable: bool, release: Release) {
+fn finish_early(conn: Conn, buf: BytesMut, sending: Sending, reusable: bool, release: Release) {
     if reusable && sending.is_done() && buf.is_empty() {
-        release
-            .pool
-            .put_back(&release.address, IdleConn::new(conn, buf));
+        let idle = IdleConn::new(conn, buf, sending.into_buffer());
+        release.pool.put_back(&release.address, idle);
     }
 }

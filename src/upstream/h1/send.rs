@@ -54,6 +54,11 @@ impl Sending {
         }
     }
 
+    /// The write buffer, for the connection's next request.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.out
+    }
+
     /// Stops sending (what is left of the body is dropped); the connection is not reusable.
     pub fn abandon(&mut self) {
         self.abandoned = true;
