@@ -111,6 +111,12 @@ pub struct TimedIo<T> {
     activity: Arc<ConnActivity>,
     timeouts: ClientTimeouts,
     phase: Phase,
+    /// When the current phase times out.
+    due: Instant,
+    /// Armed at `due` or earlier, never later: moving a timer costs more than an early
+    /// wake-up, so entering a phase with a later deadline leaves it where it is, and when it
+    /// fires early it is moved to `due` then (once per timeout period instead of twice per
+    /// request).
     deadline: Pin<Box<Sleep>>,
     /// `started_requests` when last read.
     seen_requests: usize,
@@ -125,6 +131,7 @@ impl<T> TimedIo<T> {
             activity,
             timeouts,
             phase: Phase::Head,
+            due: Instant::now() + timeouts.header,
             deadline: Box::pin(tokio::time::sleep(timeouts.header)),
             seen_requests: 0,
         }
@@ -140,7 +147,21 @@ impl<T> TimedIo<T> {
             Phase::Idle => self.timeouts.idle,
             Phase::Head => self.timeouts.header,
         };
-        self.deadline.as_mut().reset(Instant::now() + after);
+        self.due = Instant::now() + after;
+        if self.due < self.deadline.deadline() {
+            self.deadline.as_mut().reset(self.due);
+        }
+    }
+
+    /// Ready when the current phase's deadline has passed.
+    fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            ready!(self.deadline.as_mut().poll(cx));
+            if Instant::now() >= self.due {
+                return Poll::Ready(());
+            }
+            self.deadline.as_mut().reset(self.due);
+        }
     }
 }
 
@@ -191,7 +212,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                     this.activity.idle_reading.store(true, Ordering::Release);
                 }
                 if this.phase != Phase::Busy {
-                    ready!(this.deadline.as_mut().poll(cx));
+                    ready!(this.poll_due(cx));
                     let what = if this.phase == Phase::Idle {
                         "client idle timeout"
                     } else {

@@ -16,7 +16,7 @@ use crate::balance::PickContext;
 use crate::config::BackendAddress;
 use crate::health::probe::report_outcome;
 use crate::proxy::request_body::Prepared;
-use crate::proxy::{clock_micros, pick_backend_where};
+use crate::proxy::{clock_instant, clock_micros, pick_backend_where};
 use crate::resilience::backoff::backoff;
 use crate::state::Pool;
 use crate::upstream::{RequestHead, UpstreamBody, UpstreamError};
@@ -68,12 +68,13 @@ pub async fn forward<'p>(
     request: Outgoing<'_>,
     mut body: Prepared,
     pick: &PickContext,
+    arrived: u64,
 ) -> Result<Forwarded<'p>, Refused> {
     let policy = &pool.config.resilience.retry;
     let idempotent = is_idempotent(request.method, request.headers);
-    let deadline = Instant::now() + pool.config.timeouts.response;
-    let mut sent_at = clock_micros();
-    deposit(pool, sent_at);
+    let deadline = clock_instant(arrived) + pool.config.timeouts.response;
+    let mut sent_at = arrived;
+    deposit(pool, arrived);
     let mut tried = Tried::default();
     let mut attempt = 0;
     loop {
@@ -90,22 +91,20 @@ pub async fn forward<'p>(
             target: request.path_and_query,
             headers: request.headers,
             idempotent,
+            now_micros: sent_at,
         };
 
-        // The first try has the whole response timeout (no second clock read for it).
-        let remaining = if attempt == 0 {
-            pool.config.timeouts.response
-        } else {
+        if attempt > 0 {
             sent_at = clock_micros();
-            deadline.saturating_duration_since(Instant::now())
-        };
+        }
+        let remaining = deadline.saturating_duration_since(clock_instant(sent_at));
         let per_try = policy
             .per_try_timeout
             .map_or(remaining, |t| t.min(remaining));
         let exchange = pool
             .client
             .send(&backend.state, request.proxy_header, &head, try_body);
-        let outcome = tokio::time::timeout(per_try, exchange).await;
+        let outcome = tokio::time::timeout_at(clock_instant(sent_at) + per_try, exchange).await;
         let failure = match outcome {
             Ok(Ok(response)) => {
                 let now = clock_micros();

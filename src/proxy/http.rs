@@ -129,9 +129,10 @@ pub async fn serve_connection<S>(
                 .access_log
                 .as_ref()
                 .map(|(sink, format)| start_log(&request, &context, &request_id, sink, *format));
-            let started = std::time::Instant::now();
-            let mut response = handle(request, &context).await;
-            context.duration.record(started.elapsed().as_secs_f64());
+            let started = clock_micros();
+            let mut response = handle(request, &context, started).await;
+            let elapsed = clock_micros().saturating_sub(started);
+            context.duration.record(elapsed as f64 / 1e6);
             response.headers_mut().insert(X_REQUEST_ID, request_id);
             if let Some(mut log) = log {
                 log.record.status = response.status().as_u16();
@@ -167,7 +168,12 @@ pub async fn serve_connection<S>(
     tunnels.wait().await;
 }
 
-async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Response<ProxyBody> {
+/// `now`: `clock_micros()` when the request arrived.
+async fn handle(
+    mut request: Request<Incoming>,
+    context: &ConnContext,
+    now: u64,
+) -> Response<ProxyBody> {
     let active = context.activity.begin();
     if request.version() == Version::HTTP_2 {
         context.activity.mark_http2();
@@ -192,13 +198,13 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
         .config
         .timeouts
         .total
-        .map(|total| tokio::time::Instant::now() + total);
+        .map(|total| crate::proxy::clock_instant(now) + total);
     let pick_context = PickContext::for_request(
         &pool.config,
         request.headers(),
         request.uri(),
         context.client,
-        clock_micros(),
+        now,
     );
 
     let upgrade = tunnel::requested_upgrade(&request);
@@ -265,7 +271,7 @@ async fn handle(mut request: Request<Incoming>, context: &ConnContext) -> Respon
         headers: &parts.headers,
         proxy_header: proxy_header.as_deref(),
     };
-    match forward(pool, outgoing, body, &pick_context).await {
+    match forward(pool, outgoing, body, &pick_context, now).await {
         Ok(Forwarded {
             backend,
             in_flight,

@@ -48,6 +48,8 @@ pub enum BodyFraming {
 pub struct Release {
     pub pool: Arc<H1Pool>,
     pub address: BackendAddress,
+    /// `clock_micros()` of the request (the connection's age counts from it).
+    pub since: u64,
 }
 
 #[derive(Debug)]
@@ -75,7 +77,7 @@ impl H1Body {
         let clean =
             buf.is_empty() && sending.is_done() && !matches!(framing, BodyFraming::UntilClose);
         if let (true, Some(release)) = (clean, release) {
-            let idle = IdleConn::new(conn, buf, sending.into_buffer());
+            let idle = IdleConn::new(conn, buf, sending.into_buffer(), release.since);
             release.pool.put_back(&release.address, idle);
         }
     }

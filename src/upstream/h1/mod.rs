@@ -37,7 +37,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, ready};
 use std::time::Duration;
-use tokio::time::Instant;
 
 /// Idle connections are closed after this long; backends commonly close theirs after 60-75 s
 /// (nginx 75 s, Node 5 s), so stay under the usual values to avoid racing them.
@@ -59,6 +58,8 @@ pub struct RequestHead<'a> {
     pub headers: &'a HeaderMap,
     /// Whether the request may be sent again when a reused connection was found closed.
     pub idempotent: bool,
+    /// `clock_micros()` when the request was sent off: idle connections are aged by it.
+    pub now_micros: u64,
 }
 
 /// Why an HTTP/1 exchange failed.
@@ -91,14 +92,15 @@ pub(crate) struct IdleConn {
     conn: Conn,
     buf: BytesMut,
     out: Vec<u8>,
-    since: Instant,
+    /// `clock_micros()` of the request it last carried.
+    since: u64,
 }
 
 /// A write buffer grown past this (a large buffered body) is not kept for the next request.
 const KEEP_OUT_CAPACITY: usize = 16 * 1024;
 
 impl IdleConn {
-    pub(crate) fn new(conn: Conn, buf: BytesMut, mut out: Vec<u8>) -> IdleConn {
+    pub(crate) fn new(conn: Conn, buf: BytesMut, mut out: Vec<u8>, since: u64) -> IdleConn {
         if out.capacity() > KEEP_OUT_CAPACITY {
             out = Vec::new();
         }
@@ -106,7 +108,7 @@ impl IdleConn {
             conn,
             buf,
             out,
-            since: Instant::now(),
+            since,
         }
     }
 }
@@ -114,7 +116,7 @@ impl IdleConn {
 #[derive(Debug)]
 struct IdleSet {
     by_backend: HashMap<BackendAddress, Vec<IdleConn>>,
-    last_sweep: Instant,
+    last_sweep: u64,
 }
 
 /// One pool's HTTP/1 connections, idle ones kept per backend (most recently used first).
@@ -135,7 +137,7 @@ impl H1Pool {
             dialer,
             idle: Mutex::new(IdleSet {
                 by_backend: HashMap::new(),
-                last_sweep: Instant::now(),
+                last_sweep: 0,
             }),
         }
     }
@@ -161,7 +163,7 @@ impl H1Pool {
             (None, None) => RequestFraming::Empty,
         };
         let resendable = streamed.is_none();
-        let mut idle = self.checkout(address);
+        let mut idle = self.checkout(address, request.now_micros);
         loop {
             let reused = idle.is_some();
             let (mut conn, mut buf, mut out) = match idle.take() {
@@ -194,6 +196,7 @@ impl H1Pool {
                     let release = Release {
                         pool: Arc::clone(self),
                         address: address.clone(),
+                        since: request.now_micros,
                     };
                     return respond(request.method, head, conn, buf, sending, release);
                 }
@@ -218,15 +221,14 @@ impl H1Pool {
     }
 
     /// The most recently used idle connection to `address` that is still usable.
-    fn checkout(&self, address: &BackendAddress) -> Option<IdleConn> {
-        let now = Instant::now();
+    fn checkout(&self, address: &BackendAddress, now: u64) -> Option<IdleConn> {
         let mut expired = Vec::new();
         let found = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let list = idle.by_backend.get_mut(address)?;
             let mut found = None;
             while let Some(candidate) = list.pop() {
-                let age = now.saturating_duration_since(candidate.since);
+                let age = Duration::from_micros(now.saturating_sub(candidate.since));
                 if age < IDLE_TIMEOUT && (age < PROBE_AFTER || still_open(&candidate.conn)) {
                     found = Some(candidate);
                     break;
@@ -245,11 +247,12 @@ impl H1Pool {
         let mut expired = Vec::new();
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if conn.since.saturating_duration_since(idle.last_sweep) > SWEEP_EVERY {
-                idle.last_sweep = conn.since;
+            let now = conn.since;
+            if Duration::from_micros(now.saturating_sub(idle.last_sweep)) > SWEEP_EVERY {
+                idle.last_sweep = now;
                 for list in idle.by_backend.values_mut() {
                     let (keep, old): (Vec<_>, Vec<_>) = list.drain(..).partition(|c| {
-                        conn.since.saturating_duration_since(c.since) < IDLE_TIMEOUT
+                        Duration::from_micros(now.saturating_sub(c.since)) < IDLE_TIMEOUT
                     });
                     *list = keep;
                     expired.extend(old);
@@ -393,7 +396,7 @@ fn respond(
 /// request was sent whole and nothing unexpected follows the response.
 fn finish_early(conn: Conn, buf: BytesMut, sending: Sending, reusable: bool, release: Release) {
     if reusable && sending.is_done() && buf.is_empty() {
-        let idle = IdleConn::new(conn, buf, sending.into_buffer());
+        let idle = IdleConn::new(conn, buf, sending.into_buffer(), release.since);
         release.pool.put_back(&release.address, idle);
     }
 }
