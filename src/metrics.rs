@@ -54,8 +54,29 @@ pub fn install() {
         // Render the failure series from the start, so alerts can use it before any failure.
         metrics::counter!(RELOADS_TOTAL, "result" => "failure").absolute(0);
         metrics::counter!(RELOADS_TOTAL, "result" => "success").absolute(0);
+        spawn_upkeep(handle.clone());
         Some(handle)
     });
+}
+
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The recorder keeps every histogram sample until upkeep folds it into the buckets, and only
+/// a scrape ran upkeep: without one, memory grew by the request rate (about 1 MiB/s at 70k
+/// requests/s). A thread of its own, so it runs whatever runtime (or none) the caller has.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "metrics upkeep thread did not start; histograms are folded at scrapes only");
+    }
 }
 
 /// Renders the Prometheus text, after refreshing the gauges that are read from the running
