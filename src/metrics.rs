@@ -8,6 +8,7 @@ use crate::config::BackendAddress;
 use crate::health::machine::{Change, State};
 use crate::state::Snapshot;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 pub const RELOADS_TOTAL: &str = "sluice_config_reloads_total";
@@ -206,8 +207,41 @@ pub fn discovery_update(pool: &str, source: &'static str, result: &'static str) 
 
 /// The listener's byte counters, (in, out): client to backend, backend to client.
 pub fn listener_bytes(listener: &str) -> (metrics::Counter, metrics::Counter) {
-    let counter = |direction: &'static str| metrics::counter!(LISTENER_BYTES, "listener" => listener.to_owned(), "direction" => direction);
-    (counter("in"), counter("out"))
+    let handles = listener_handles(listener);
+    (handles.bytes_in.clone(), handles.bytes_out.clone())
+}
+
+/// A listener's data-path metrics, registered once per listener name: a registry lookup
+/// formats and hashes labels, and four of them per accepted connection showed in the
+/// new-connection-per-request benchmark.
+#[derive(Debug)]
+pub struct ListenerHandles {
+    pub connections: metrics::Counter,
+    pub bytes_in: metrics::Counter,
+    pub bytes_out: metrics::Counter,
+    pub duration: metrics::Histogram,
+}
+
+pub fn listener_handles(listener: &str) -> std::sync::Arc<ListenerHandles> {
+    type Cache = std::sync::RwLock<HashMap<Box<str>, std::sync::Arc<ListenerHandles>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(found) = cache
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(listener)
+    {
+        return std::sync::Arc::clone(found);
+    }
+    let label = || listener.to_owned();
+    let made = std::sync::Arc::new(ListenerHandles {
+        connections: metrics::counter!(LISTENER_CONNECTIONS_TOTAL, "listener" => label()),
+        bytes_in: metrics::counter!(LISTENER_BYTES, "listener" => label(), "direction" => "in"),
+        bytes_out: metrics::counter!(LISTENER_BYTES, "listener" => label(), "direction" => "out"),
+        duration: metrics::histogram!(REQUEST_DURATION, "listener" => label()),
+    });
+    let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
+    std::sync::Arc::clone(cache.entry(listener.into()).or_insert(made))
 }
 
 /// A TLS handshake on a terminating listener failed: `reason` is `timeout` or `error`.

@@ -101,7 +101,7 @@ pub async fn serve_connection<S>(
     let activity = Arc::new(ConnActivity::default());
     let io = TimedIo::new(stream, Arc::clone(&activity), timeouts);
     let activity_handle = Arc::clone(&activity);
-    let (bytes_in, bytes_out) = crate::metrics::listener_bytes(&listener);
+    let handles = crate::metrics::listener_handles(&listener);
     let tunnels = TaskTracker::new();
     let alpn = peer.tls.as_ref().and_then(|t| t.alpn.clone());
     let client = peer.client;
@@ -113,9 +113,9 @@ pub async fn serve_connection<S>(
         activity,
         stop: shutdown.clone(),
         tunnels: tunnels.clone(),
-        duration: metrics::histogram!(crate::metrics::REQUEST_DURATION, "listener" => listener.to_string()),
-        bytes_in,
-        bytes_out,
+        duration: handles.duration.clone(),
+        bytes_in: handles.bytes_in.clone(),
+        bytes_out: handles.bytes_out.clone(),
         access_log,
         listener,
     });

@@ -162,6 +162,7 @@ fn spawn_accept_loop(
     tracker: &TaskTracker,
 ) {
     let connections = tracker.clone();
+    let connections_total = crate::metrics::listener_handles(&name).connections.clone();
     tracker.spawn(async move {
         loop {
             // Read the limit each time: a reload may change it.
@@ -192,13 +193,9 @@ fn spawn_accept_loop(
             // The connection reads its listener's settings (protocol, PROXY header) from
             // the snapshot when it starts: a reload may have changed them.
             let slot = slots.take();
-            metrics::counter!(crate::metrics::LISTENER_CONNECTIONS_TOTAL, "listener" => name.to_string()).increment(1);
-            let serve = proxy::accept::serve(
-                accepted,
-                Arc::clone(&name),
-                snapshot.clone(),
-                stop.clone(),
-            );
+            connections_total.increment(1);
+            let serve =
+                proxy::accept::serve(accepted, Arc::clone(&name), snapshot.clone(), stop.clone());
             connections.spawn(async move {
                 serve.await;
                 drop(slot);
