@@ -8,6 +8,10 @@
 use super::chunked::{ChunkError, ChunkedDecoder, Decoded};
 use super::send::{SendError, Sending};
 use super::{H1Pool, IdleConn, READ_RESERVE};
+
+/// The largest piece of a body read at once (what a slow client can make sluice hold per
+/// response, beside the kernel's buffers).
+const MAX_READ: usize = 64 * 1024;
 use crate::config::BackendAddress;
 use crate::upstream::connector::Conn;
 use bytes::{Bytes, BytesMut};
@@ -59,6 +63,8 @@ pub struct Streaming {
     pub framing: BodyFraming,
     pub sending: Sending,
     pub release: Option<Release>,
+    /// How much to read at once when the body's length is unknown.
+    pub read_size: usize,
 }
 
 impl H1Body {
@@ -73,6 +79,7 @@ impl H1Body {
             sending,
             release,
             framing,
+            ..
         } = *streaming;
         let clean =
             buf.is_empty() && sending.is_done() && !matches!(framing, BodyFraming::UntilClose);
@@ -109,7 +116,11 @@ impl Body for H1Body {
         }
         loop {
             let Streaming {
-                conn, buf, framing, ..
+                conn,
+                buf,
+                framing,
+                read_size,
+                ..
             } = &mut **streaming;
             match framing {
                 BodyFraming::Length(remaining) if !buf.is_empty() => {
@@ -145,10 +156,21 @@ impl Body for H1Body {
                 }
                 BodyFraming::Length(_) | BodyFraming::UntilClose => {}
             }
-            if buf.capacity() - buf.len() < READ_RESERVE / 4 {
-                buf.reserve(READ_RESERVE);
+            // A body of known length is read in pieces as large as what is left (bounded);
+            // otherwise the piece grows while reads keep filling it.
+            let want = match framing {
+                BodyFraming::Length(remaining) => usize::try_from(*remaining)
+                    .map_or(MAX_READ, |r| r.clamp(READ_RESERVE, MAX_READ)),
+                _ => *read_size,
+            };
+            if buf.capacity() - buf.len() < want / 4 {
+                buf.reserve(want);
             }
+            let spare = buf.capacity() - buf.len();
             let read = ready!(tokio_util::io::poll_read_buf(Pin::new(conn), cx, buf));
+            if matches!(read, Ok(n) if n == spare) {
+                *read_size = (*read_size * 2).min(MAX_READ);
+            }
             match read {
                 Err(error) => return Poll::Ready(Some(Err(error.into()))),
                 Ok(0) if matches!(framing, BodyFraming::UntilClose) => {

@@ -382,6 +382,7 @@ fn respond(
             },
             sending,
             release: reusable.then_some(release),
+            read_size: READ_RESERVE,
         })),
     };
     let mut response = Response::new(body);
