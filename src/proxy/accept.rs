@@ -68,7 +68,7 @@ async fn serve_stream<S>(
     snapshot: SharedSnapshot,
     stop: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static + crate::proxy::tcp::IntoTcp,
 {
     let (protocol, accept_proxy, deadline, tls, passthrough) = {
         let current = snapshot.load();

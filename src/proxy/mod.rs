@@ -15,6 +15,8 @@ pub mod sni;
 pub mod splice;
 pub mod tcp;
 pub mod tunnel;
+#[cfg(target_os = "linux")]
+pub mod zero_copy;
 
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;

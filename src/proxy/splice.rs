@@ -4,7 +4,12 @@
 //!
 //! Idleness is tracked with one shared timestamp that every read and write updates, so a
 //! single watchdog tells an idle exchange from a busy one without resetting a timer per chunk.
+//!
+//! This is the userspace copy, for any pair of streams (TLS, unix sockets, upgraded HTTP
+//! connections). Two plain TCP sockets on Linux go through `zero_copy` instead, which shares
+//! the clock and the watchdog (`supervise`) defined here.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,7 +38,7 @@ pub struct Limits {
 /// Bytes moved per read/write each way. tokio's default (8 KiB) cost 16 syscalls per 64 KiB
 /// response and ~1.5x HAProxy's CPU per byte (benches/loadtest.py, `tcp64k`); 32 KiB takes
 /// a 64 KiB response in about four. Allocated per session while it lasts, so not larger.
-const COPY_BUFFER: usize = 32 * 1024;
+pub(super) const COPY_BUFFER: usize = 32 * 1024;
 
 /// Copies `client` <-> `backend` (half-close passed on) until they finish, go idle, or
 /// `stop` fires and `limits.drain` passes.
@@ -50,37 +55,50 @@ where
     let clock = Arc::new(Activity::new());
     let mut client = Watched::new(client, &clock);
     let mut backend = Watched::new(backend, &clock);
+    let copy = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut backend,
+        COPY_BUFFER,
+        COPY_BUFFER,
+    );
+    supervise(copy, &clock, limits, stop).await
+}
+
+/// Runs `copy` (both directions; it must touch `clock` for every byte moved) until it
+/// finishes, `clock` shows nothing moved for `limits.idle`, or `stop` fires and
+/// `limits.drain` passes. Dropping `copy` closes nothing itself: the caller owns the streams.
+pub(super) async fn supervise(
+    copy: impl Future<Output = io::Result<(u64, u64)>>,
+    clock: &Activity,
+    limits: Limits,
+    stop: &CancellationToken,
+) -> SpliceEnd {
     let drained = async {
         stop.cancelled().await;
         tokio::time::sleep(limits.drain).await;
     };
     tokio::select! {
-        result = tokio::io::copy_bidirectional_with_sizes(
-            &mut client,
-            &mut backend,
-            COPY_BUFFER,
-            COPY_BUFFER,
-        ) => SpliceEnd::Closed(result),
+        result = copy => SpliceEnd::Closed(result),
         () = clock.idle_for(limits.idle) => SpliceEnd::Idle,
         () = drained => SpliceEnd::Drained,
     }
 }
 
 /// The time of the last byte moved, in milliseconds since `started`.
-struct Activity {
+pub(super) struct Activity {
     last: AtomicU64,
     started: Instant,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    pub(super) fn new() -> Activity {
         Activity {
             last: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
 
-    fn touch(&self) {
+    pub(super) fn touch(&self) {
         self.last
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }

@@ -7,7 +7,9 @@
 //! before the TLS handshake, when the pool has `tls:`: sluice then originates TLS and the
 //! session carries the client's bytes inside it). Unix socket backends work the same way.
 //! A failed connect is retried on another backend; a session quiet for the pool's
-//! `timeouts.idle` is closed.
+//! `timeouts.idle` is closed. When both ends are plain TCP sockets (Linux), the bytes move
+//! with splice(2) once a session shows bulk traffic (`zero_copy`); TLS to the backend and
+//! unix sockets keep the userspace copy (`splice`).
 
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
@@ -21,6 +23,7 @@ use crate::upstream::connector::Conn;
 use crate::upstream::tls::Alpn;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -37,7 +40,7 @@ pub async fn serve_connection<S>(
     snapshot: SharedSnapshot,
     stop: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + IntoTcp,
 {
     let snapshot = snapshot.load_full();
     let drain_timeout = snapshot.config.runtime.drain_timeout;
@@ -77,7 +80,7 @@ pub async fn serve_connection<S>(
         drain: drain_timeout,
     };
     let backend_address = &backend.address;
-    match splice(client, upstream, limits, &stop).await {
+    match forward(client, upstream, limits, &stop).await {
         SpliceEnd::Closed(Ok((sent, received))) => {
             let (bytes_in, bytes_out) = crate::metrics::listener_bytes(&listener);
             bytes_in.increment(sent);
@@ -95,6 +98,47 @@ pub async fn serve_connection<S>(
             debug!(peer = ?peer_addr, backend = %backend_address, "tcp session closed at the drain deadline");
         }
     }
+}
+
+/// A client stream the L4 path may hand to splice(2): a plain TCP socket, nothing else.
+pub trait IntoTcp: Sized {
+    fn into_tcp(self) -> Result<TcpStream, Self>;
+}
+
+impl IntoTcp for TcpStream {
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        Ok(self)
+    }
+}
+
+impl IntoTcp for UnixStream {
+    fn into_tcp(self) -> Result<TcpStream, Self> {
+        Err(self)
+    }
+}
+
+/// Moves the session's bytes: with splice(2) when both ends are plain TCP sockets on Linux
+/// (`zero_copy`), with the userspace copy otherwise (TLS to the backend, unix sockets).
+async fn forward<S>(
+    client: S,
+    upstream: Conn,
+    limits: Limits,
+    stop: &CancellationToken,
+) -> SpliceEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin + IntoTcp,
+{
+    #[cfg(target_os = "linux")]
+    let upstream = match upstream {
+        Conn::Tcp(backend) => {
+            return match client.into_tcp() {
+                Ok(client) => crate::proxy::zero_copy::forward(client, backend, limits, stop).await,
+                Err(client) => splice(client, Conn::Tcp(backend), limits, stop).await,
+            };
+        }
+        other => other,
+    };
+    splice(client, upstream, limits, stop).await
 }
 
 /// Picks a backend and connects (PROXY header, then TLS when the pool has it); a failed
