@@ -6,6 +6,10 @@ A benchmark, not a test: it prints a table and exits 0. Everything runs on loopb
     python3 benches/loadtest.py                  # all scenarios, 3 rounds, 5 s per run
     python3 benches/loadtest.py --rounds 5 --duration 10 --threads 1 --scenarios keepalive,tcp
 
+The three do the same work per request: round robin over the backends with upstream
+keep-alive, X-Forwarded-For/-Proto/-Host to the backend, and an X-Request-Id to the backend
+and the client (sluice's defaults; HAProxy's unique-id, nginx's $request_id).
+
 Each round runs wrk against every load balancer in turn (interleaved, so drift in the
 machine's speed hits all of them alike), plus a "direct" row straight to one backend. For each
 run it records requests/s, p50/p99 latency, errors, the LB's CPU time per request (from
@@ -177,6 +181,10 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Request-Id $request_id;
+            add_header X-Request-Id $request_id;
         }}
     }}
 }}
@@ -201,6 +209,11 @@ defaults
 frontend web
     option forwardfor
     bind 127.0.0.1:{PORTS['haproxy']}
+    unique-id-format %[uuid()]
+    unique-id-header X-Request-Id
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-response set-header X-Request-Id %[unique-id]
     default_backend app
 backend app
     balance roundrobin
