@@ -280,3 +280,37 @@ async fn an_answer_sent_before_the_upload_ended_reaches_the_client() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body_text(&response), "too big\n");
 }
+
+#[tokio::test]
+async fn a_body_that_arrives_after_its_head_is_streamed_whole() {
+    // Head and half the body first, the rest once sluice has read the head.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let body: Vec<u8> = (0..40_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let expected = String::from_utf8(body.clone()).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                while let Some(end) = read_head(&mut stream, &mut pending).await {
+                    pending.drain(..end);
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                    let (first, rest) = body.split_at(body.len() / 2);
+                    let sent = async {
+                        stream.write_all(head.as_bytes()).await?;
+                        stream.write_all(first).await?;
+                        stream.flush().await?;
+                        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                        stream.write_all(rest).await
+                    };
+                    if sent.await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let (_sluice, addr) = sluice_for(backend).await;
+    all_ok(&sequential_gets(addr, 3).await, &expected);
+}
