@@ -324,7 +324,6 @@ async fn exchange(
                     continue;
                 }
                 let framing = head::response_framing(method, head.status, &head.headers)?;
-                read_rest_of_small_body(conn, buf, framing, cx);
                 return Poll::Ready(Ok((head, framing)));
             }
             if buf.capacity() - buf.len() < READ_RESERVE / 4 {
@@ -348,33 +347,6 @@ async fn exchange(
         answered,
         wrote: sending.started(),
     })
-}
-
-/// Bodies up to this size are read whole with the head when the backend has sent them
-/// already, so they go to the client as one piece and the connection returns at once.
-const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
-
-/// One read for the rest of a small body of known length, right after its head. A fast
-/// backend has usually sent it all; the read buffer grows to fit only for such a response, so
-/// idle connections keep small buffers. (64 KiB responses: 0.86x -> 0.98x HAProxy's req/s
-/// at 0.83x its CPU per response.) Whatever this read finds, the body stream reads on.
-fn read_rest_of_small_body(
-    conn: &mut Conn,
-    buf: &mut BytesMut,
-    framing: Framing,
-    cx: &mut std::task::Context<'_>,
-) {
-    let Framing::Length(length) = framing else {
-        return;
-    };
-    let missing = length.saturating_sub(buf.len() as u64);
-    if missing == 0 || length > WHOLE_BODY_LIMIT {
-        return;
-    }
-    buf.reserve(missing as usize);
-    // Pending only registers interest (a spurious wake-up at worst); an error or EOF shows
-    // again to the body stream, which reports it.
-    let _ = tokio_util::io::poll_read_buf(Pin::new(conn), cx, buf);
 }
 
 /// The response to hand to the client side. A body already complete in `buf` is cut out and
