@@ -86,6 +86,9 @@ pub async fn forward<'p>(
                 "backend failed to respond\n",
             ));
         };
+        if attempt > 0 {
+            sent_at = clock_micros();
+        }
         let head = RequestHead {
             method: request.method,
             target: request.path_and_query,
@@ -93,18 +96,13 @@ pub async fn forward<'p>(
             idempotent,
             now_micros: sent_at,
         };
-
-        if attempt > 0 {
-            sent_at = clock_micros();
-        }
-        let remaining = deadline.saturating_duration_since(clock_instant(sent_at));
-        let per_try = policy
+        let try_deadline = policy
             .per_try_timeout
-            .map_or(remaining, |t| t.min(remaining));
+            .map_or(deadline, |t| deadline.min(clock_instant(sent_at) + t));
         let exchange = pool
             .client
             .send(&backend.state, request.proxy_header, &head, try_body);
-        let outcome = tokio::time::timeout_at(clock_instant(sent_at) + per_try, exchange).await;
+        let outcome = tokio::time::timeout_at(try_deadline, exchange).await;
         let failure = match outcome {
             Ok(Ok(response)) => {
                 let now = clock_micros();
