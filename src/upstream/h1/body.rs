@@ -56,6 +56,17 @@ pub struct Release {
     pub since: u64,
 }
 
+impl Release {
+    /// Puts a connection whose response has ended back in the pool, when the request went
+    /// out whole and nothing unexpected follows the response; otherwise it is closed.
+    pub fn keep_if_clean(self, conn: Conn, buf: BytesMut, sending: Sending) {
+        if sending.is_done() && buf.is_empty() {
+            let idle = IdleConn::new(conn, buf, sending.into_buffer(), self.since);
+            self.pool.put_back(&self.address, idle);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Streaming {
     pub conn: Conn,
@@ -81,11 +92,9 @@ impl H1Body {
             framing,
             ..
         } = *streaming;
-        let clean =
-            buf.is_empty() && sending.is_done() && !matches!(framing, BodyFraming::UntilClose);
-        if let (true, Some(release)) = (clean, release) {
-            let idle = IdleConn::new(conn, buf, sending.into_buffer(), release.since);
-            release.pool.put_back(&release.address, idle);
+        // A body read until close has no connection left to keep.
+        if let (false, Some(release)) = (matches!(framing, BodyFraming::UntilClose), release) {
+            release.keep_if_clean(conn, buf, sending);
         }
     }
 }

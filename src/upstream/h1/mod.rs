@@ -365,12 +365,16 @@ fn respond(
     let reusable = head::keeps_alive(head.version, &head.headers);
     let body = match framing {
         Framing::None | Framing::Length(0) => {
-            finish_early(conn, buf, sending, reusable, release);
+            if reusable {
+                release.keep_if_clean(conn, buf, sending);
+            }
             H1Body::Complete(None)
         }
         Framing::Length(length) if (buf.len() as u64) >= length => {
             let data = buf.split_to(length as usize).freeze();
-            finish_early(conn, buf, sending, reusable, release);
+            if reusable {
+                release.keep_if_clean(conn, buf, sending);
+            }
             H1Body::Complete(Some(data))
         }
         framing => H1Body::Streaming(Box::new(Streaming {
@@ -392,13 +396,4 @@ fn respond(
     // default, so an HTTP/1.0 backend does not turn the client's connection into a 1.0 one.
     *response.headers_mut() = head.headers;
     Ok(response)
-}
-
-/// Returns a connection whose response is complete, when the backend keeps it open, the
-/// request was sent whole and nothing unexpected follows the response.
-fn finish_early(conn: Conn, buf: BytesMut, sending: Sending, reusable: bool, release: Release) {
-    if reusable && sending.is_done() && buf.is_empty() {
-        let idle = IdleConn::new(conn, buf, sending.into_buffer(), release.since);
-        release.pool.put_back(&release.address, idle);
-    }
 }
