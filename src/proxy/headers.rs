@@ -46,7 +46,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Removes hop-by-hop headers from a request, but keeps `TE: trailers`: it is end-to-end in
 /// meaning (the client accepts trailers), HTTP/2 allows exactly that value, and gRPC servers
 /// refuse requests without it.
-fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
+pub fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
     let trailers = headers.get_all(header::TE).iter().any(|value| {
         value.to_str().is_ok_and(|text| {
             text.split(',')

@@ -13,7 +13,7 @@ use super::connector::{Conn, Dialer, authority_for};
 use super::tls::Alpn;
 use crate::config::BackendAddress;
 use crate::proxy::request_body::RequestBody;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header;
 use http::{Request, Response, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http2::SendRequest;
@@ -112,7 +112,8 @@ pub fn to_h2(request: &mut Request<RequestBody>, address: &BackendAddress, schem
         .remove(header::HOST)
         .and_then(|host| host.to_str().ok().map(str::to_owned))
         .unwrap_or_else(|| authority_for(address));
-    strip_connection_specific(headers);
+    // Already stripped on the proxy path; done here too so the translation stands alone.
+    crate::proxy::headers::strip_request_hop_by_hop(headers);
     let path = request
         .uri()
         .path_and_query()
@@ -127,41 +128,10 @@ pub fn to_h2(request: &mut Request<RequestBody>, address: &BackendAddress, schem
     *request.version_mut() = Version::HTTP_2;
 }
 
-fn strip_connection_specific(headers: &mut HeaderMap) {
-    let listed: Vec<header::HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|token| header::HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::HeaderName::from_static("keep-alive"),
-        header::HeaderName::from_static("proxy-connection"),
-    ] {
-        headers.remove(name);
-    }
-    let trailers = headers.get_all(header::TE).iter().any(|value| {
-        value.to_str().is_ok_and(|text| {
-            text.split(',')
-                .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
-    headers.remove(header::TE);
-    if trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn host_becomes_authority_and_connection_headers_go() {
