@@ -9,7 +9,7 @@ use common::*;
 use sluice::Server;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const DNSMASQ: &str = "/usr/sbin/dnsmasq";
@@ -18,7 +18,7 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// dnsmasq in the foreground with fixed records; killed on drop.
 struct Dnsmasq {
     port: u16,
-    child: Child,
+    child: Running,
 }
 
 impl Dnsmasq {
@@ -44,7 +44,10 @@ impl Dnsmasq {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {DNSMASQ}: {e}"));
-        let mut dnsmasq = Dnsmasq { port, child };
+        let mut dnsmasq = Dnsmasq {
+            port,
+            child: Running(child),
+        };
         dnsmasq.wait_listening();
         dnsmasq
     }
@@ -63,7 +66,7 @@ impl Dnsmasq {
             {
                 return;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.child.exited() {
                 panic!(
                     "dnsmasq exited with {status} before listening on {}",
                     self.port
@@ -79,19 +82,12 @@ impl Dnsmasq {
     }
 
     fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.stop();
     }
 
     fn restart(&mut self, records: &[String]) {
         self.stop();
         *self = Dnsmasq::start(self.port, records);
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -1,11 +1,11 @@
 //! A real etcd (Debian `etcd-server`) with a temporary data dir on free loopback ports below
 //! the ephemeral range; killed on drop. Also the free-port picker the other fixtures use.
 
-use super::{try_get, wait_until_async};
+use super::{Running, try_get, wait_until_async};
 use etcd_client::Client;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub const ETCD: &str = "etcd";
@@ -16,7 +16,7 @@ pub struct Etcd {
     pub client_port: u16,
     peer_port: u16,
     dir: PathBuf,
-    child: Child,
+    child: Running,
 }
 
 impl Etcd {
@@ -51,7 +51,7 @@ impl Etcd {
             client_port,
             peer_port,
             dir: dir.to_path_buf(),
-            child,
+            child: Running(child),
         };
         let health: SocketAddr = ([127, 0, 0, 1], client_port).into();
         let healthy = wait_until_async(DEADLINE, || async move {
@@ -75,20 +75,13 @@ impl Etcd {
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.stop();
     }
 
     pub async fn restart(&mut self) {
         self.kill();
         let dir = self.dir.clone();
         *self = Etcd::start_on(&dir, self.client_port, self.peer_port).await;
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -34,7 +34,7 @@ pub use daemon::{
     write_file,
 };
 #[allow(unused_imports)]
-pub use programs::require_program;
+pub use programs::{Running, require_program};
 #[allow(unused_imports)]
 pub use wait::{wait_until, wait_until_async};
 

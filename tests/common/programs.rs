@@ -22,3 +22,26 @@ pub fn require_program(candidates: &[&str], package: &str) -> Option<String> {
     );
     None
 }
+
+/// A spawned server process (etcd, ZooKeeper, dnsmasq) that is killed and reaped when the
+/// fixture holding it is dropped or restarted.
+pub struct Running(pub std::process::Child);
+
+impl Running {
+    /// Kills the process and waits for it (a no-op once it has exited).
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// The exit status, if the process has already exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

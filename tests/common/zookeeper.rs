@@ -4,9 +4,9 @@
 //! serves requests.
 
 use super::etcd::free_port;
-use super::{require_program, wait_until_async};
+use super::{Running, require_program, wait_until_async};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zookeeper_client as zk;
@@ -19,7 +19,7 @@ const STARTUP: Duration = Duration::from_secs(30);
 pub struct ZooKeeper {
     pub port: u16,
     dir: PathBuf,
-    child: Child,
+    child: Running,
 }
 
 impl ZooKeeper {
@@ -73,14 +73,14 @@ impl ZooKeeper {
         let mut server = ZooKeeper {
             port,
             dir: dir.to_path_buf(),
-            child,
+            child: Running(child),
         };
         let ready = wait_until_async(STARTUP, || async move {
             four_letter(port, "srvr").await.contains("Mode: standalone")
         })
         .await;
         if !ready {
-            let exited = server.child.try_wait().ok().flatten();
+            let exited = server.child.exited();
             let log = std::fs::read_to_string(dir.join("zookeeper.log")).unwrap_or_default();
             server.kill();
             panic!("ZooKeeper not serving within {STARTUP:?} (exit: {exited:?}); log:\n{log}");
@@ -103,20 +103,13 @@ impl ZooKeeper {
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.stop();
     }
 
     pub async fn restart(&mut self) {
         self.kill();
         let dir = self.dir.clone();
         *self = ZooKeeper::start_on(&dir, self.port).await;
-    }
-}
-
-impl Drop for ZooKeeper {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
