@@ -1,0 +1,178 @@
+//! Admin API and reload reporting, in their own test process: the Prometheus recorder is
+//! global, so counters are only exact where no other test reloads concurrently.
+
+use crate::common::*;
+use http::StatusCode;
+use http_body_util::BodyExt;
+use std::net::SocketAddr;
+
+#[tokio::test]
+async fn broken_config_is_refused_reported_and_counted_while_the_old_one_serves() {
+    let first = spawn_backend("first").await;
+    let second = spawn_backend("second").await;
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("sluice.yaml");
+    let admin_section = "admin: {bind: 127.0.0.1:0}\nwatch: false\n";
+    write_file(
+        &path,
+        &format!("{admin_section}{}", two_listeners(&[first.addr], "")),
+    );
+    let sluice = sluice::Server::start_from_file(&path).await.unwrap();
+    let web = sluice.local_addr("web").unwrap();
+    let admin = sluice.admin_addr().unwrap();
+
+    write_file(
+        &path,
+        &format!(
+            "{admin_section}{}",
+            two_listeners(&[first.addr], "").replace("pool: app}", "pool: missing}")
+        ),
+    );
+    let failures_before = reload_failures(admin).await;
+    let response = admin_post(admin, "/reload").await;
+    assert_status(&response, StatusCode::UNPROCESSABLE_ENTITY);
+    let report: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+    let detail = report["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("sluice.yaml:4:") && detail.contains("listeners.web.pool"),
+        "{detail}"
+    );
+    assert_eq!(reload_failures(admin).await, failures_before + 1);
+    let status: serde_json::Value =
+        serde_json::from_slice(get(admin, "/status").await.body()).unwrap();
+    assert_eq!(status["last_reload"]["success"], false);
+    assert_eq!(
+        body_text(&get(web, "/").await),
+        "backend first",
+        "old config still serving"
+    );
+
+    write_file(
+        &path,
+        &format!("{admin_section}{}", two_listeners(&[second.addr], "")),
+    );
+    let response = admin_post(admin, "/reload").await;
+    assert_status(&response, StatusCode::OK);
+    assert_eq!(body_text(&get(web, "/").await), "backend second");
+    let status: serde_json::Value =
+        serde_json::from_slice(get(admin, "/status").await.body()).unwrap();
+    assert_eq!(status["last_reload"]["success"], true);
+    assert_eq!(
+        status["pools"][0]["backends"][0]["address"],
+        second.addr.to_string()
+    );
+    let metrics = body_text(&get(admin, "/metrics").await);
+    let up = format!(
+        "sluice_backend_up{{pool=\"app\",backend=\"{}\"}} 1",
+        second.addr
+    );
+    assert!(metrics.contains(&up), "{up} in\n{metrics}");
+    assert!(
+        metrics.contains("sluice_pool_backends{pool=\"app\",state=\"healthy\"} 1"),
+        "{metrics}"
+    );
+    // Traffic moves the request metrics: responses by class, the duration histogram, and
+    // listener connection counts.
+    let responses = format!(
+        "sluice_backend_responses_total{{pool=\"app\",backend=\"{}\",class=\"2xx\"}}",
+        second.addr
+    );
+    let served: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with(&responses))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{responses} in\n{metrics}"));
+    assert!(served >= 1.0);
+    assert!(
+        metrics.contains(
+            "sluice_http_request_duration_seconds_bucket{listener=\"web\",le=\"0.0005\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_listener_connections_total{listener=\"web\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_listener_active_connections{listener=\"web\"}"),
+        "{metrics}"
+    );
+    let bytes_out: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("sluice_listener_bytes_total{listener=\"web\",direction=\"out\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("bytes out in\n{metrics}"));
+    assert!(bytes_out >= "backend second".len() as f64, "{bytes_out}");
+}
+
+async fn reload_failures(admin: SocketAddr) -> u64 {
+    let metrics = body_text(&get(admin, "/metrics").await);
+    metrics
+        .lines()
+        .find(|l| l.starts_with("sluice_config_reloads_total{result=\"failure\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no failure counter in:\n{metrics}"))
+}
+
+#[tokio::test]
+async fn admin_actions_need_the_token_when_one_is_configured() {
+    let backend = spawn_backend("a").await;
+    let directory = tempfile::tempdir().unwrap();
+    let token_path = directory.path().join("admin.token");
+    std::fs::write(&token_path, "s3cret-token\n").unwrap();
+    let path = directory.path().join("sluice.yaml");
+    let text = format!(
+        "watch: false\nadmin: {{bind: 127.0.0.1:0, token_file: '{}'}}\n{}",
+        token_path.display(),
+        two_listeners(&[backend.addr], "")
+    );
+    write_file(&path, &text);
+    let sluice = sluice::Server::start_from_file(&path).await.unwrap();
+    let admin = sluice.admin_addr().unwrap();
+    let post = |token: Option<&'static str>| async move {
+        let mut request = http::Request::post("/reload").header("host", "admin");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        send(
+            admin,
+            request
+                .body(http_body_util::Full::new(bytes::Bytes::new()).boxed())
+                .unwrap(),
+        )
+        .await
+    };
+    assert_status(&post(None).await, StatusCode::UNAUTHORIZED);
+    assert_status(&post(Some("wrong")).await, StatusCode::UNAUTHORIZED);
+    assert_status(&post(Some("s3cret-token")).await, StatusCode::OK);
+
+    let config = get(admin, "/config").await;
+    assert_status(&config, StatusCode::OK);
+    assert_eq!(body_text(&config), text, "the running config, as loaded");
+    let page = get(admin, "/").await;
+    assert_status(&page, StatusCode::OK);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(
+        body_text(&page).contains("fetch(\"/status\""),
+        "the page reads /status"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_token_file_is_refused() {
+    let backend = spawn_backend("a").await;
+    let directory = tempfile::tempdir().unwrap();
+    let token_path = directory.path().join("admin.token");
+    std::fs::write(&token_path, "\n").unwrap();
+    let yaml = format!(
+        "admin: {{bind: 127.0.0.1:0, token_file: '{}'}}\n{}",
+        token_path.display(),
+        two_listeners(&[backend.addr], "")
+    );
+    let error = sluice::Server::start(config(&yaml))
+        .await
+        .err()
+        .expect("refused");
+    assert!(error.to_string().contains("is empty"), "{error}");
+}

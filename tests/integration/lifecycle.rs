@@ -1,0 +1,530 @@
+//! Process-level behaviour: graceful drain, `sluice check`, and the real binary on signals.
+
+use crate::common::*;
+use http::StatusCode;
+use sluice::DrainOutcome;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+#[tokio::test]
+async fn shutdown_lets_an_in_flight_request_finish_and_stops_accepting() {
+    let backend = spawn_backend("slow").await;
+    let sluice = start_sluice(&http_config(&[backend.addr], "")).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let in_flight = tokio::spawn(async move { get(addr, "/sleep/2000").await });
+    assert!(
+        wait_until(Duration::from_secs(5), || backend
+            .started
+            .load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "request reached the backend"
+    );
+    let outcome = sluice.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(outcome, DrainOutcome::Complete);
+    let response = in_flight.await.unwrap();
+    assert_status(&response, StatusCode::OK);
+    assert_eq!(body_text(&response), "backend slow");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
+}
+
+#[tokio::test]
+async fn drain_deadline_bounds_the_shutdown() {
+    let backend = spawn_backend("slow").await;
+    let sluice = start_sluice(&http_config(&[backend.addr], "")).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let _stuck = tokio::spawn(async move { get(addr, "/sleep/10000").await });
+    assert!(
+        wait_until(Duration::from_secs(5), || backend
+            .started
+            .load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(
+        sluice.shutdown(Duration::from_millis(300)).await,
+        DrainOutcome::TimedOut
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+#[test]
+fn check_accepts_the_shipped_reference_config() {
+    let output = Command::new(BIN)
+        .args([
+            "check",
+            "-c",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/conf/sluice.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("is valid"));
+}
+
+#[test]
+fn check_reports_file_line_column_and_path_and_exits_1() {
+    let file = write_config(
+        "listeners:\n  web:\n    bind: 127.0.0.1:0\n    pool: nope\npools:\n  app:\n    backends: [127.0.0.1:1]\n",
+    );
+    for args in [vec!["check", "-c"], vec!["-t", "-c"]] {
+        let output = Command::new(BIN)
+            .args(&args)
+            .arg(file.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let expected = format!(
+            "{}:4:11: listeners.web.pool: no pool named \"nope\"",
+            file.path().display()
+        );
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
+    let missing = Command::new(BIN)
+        .args(["check", "-c", "/nonexistent/sluice.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/sluice.yaml"));
+}
+
+#[test]
+fn version_flag_prints_the_version() {
+    let output = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("sluice {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+type Spawned = (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+);
+
+/// Starts the real binary, reads the address it bound from its log, and returns both.
+fn spawn_binary(config: &std::path::Path) -> Spawned {
+    spawn_binary_with(config, &[])
+}
+
+fn spawn_binary_with(config: &std::path::Path, env: &[(&str, &std::path::Path)]) -> Spawned {
+    let mut child = Command::new(BIN)
+        .args(["-c"])
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
+        .env("SLUICE_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sluice logs its listener");
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    (child, addr, lines_rx)
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_reloads_on_sighup_and_drains_on_sigterm() {
+    let first = spawn_backend("first").await;
+    let second = spawn_backend("second").await;
+    let file = write_config(&http_config(&[first.addr], ""));
+    let (mut child, addr, logs) = spawn_binary(file.path());
+    assert_eq!(body_text(&get(addr, "/").await), "backend first");
+
+    // A broken config is refused and the running one stays in force.
+    std::fs::write(file.path(), "listeners: [oops").unwrap();
+    signal(&child, "HUP");
+    let refused = loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reload outcome logged");
+        if line.contains("reload failed") {
+            break line;
+        }
+    };
+    assert!(
+        refused.contains(&file.path().display().to_string()),
+        "{refused}"
+    );
+    assert_eq!(body_text(&get(addr, "/").await), "backend first");
+
+    std::fs::write(file.path(), http_config(&[second.addr], "")).unwrap();
+    signal(&child, "HUP");
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reload logged");
+        if line.contains("configuration reloaded") {
+            break;
+        }
+    }
+    assert_eq!(body_text(&get(addr, "/").await), "backend second");
+
+    let in_flight = tokio::spawn(async move { get(addr, "/sleep/1500").await });
+    assert!(
+        wait_until(Duration::from_secs(5), || second
+            .started
+            .load(Ordering::SeqCst)
+            == 2)
+        .await
+    );
+    signal(&child, "TERM");
+    let response = in_flight.await.unwrap();
+    assert_status(&response, StatusCode::OK);
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit 0 after drain: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notify_protocol_ready_reloading_stopping() {
+    let backend = spawn_backend("a").await;
+    let directory = tempfile::tempdir().unwrap();
+    let notify_path = directory.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let config_file = write_config(&format!(
+        "watch: false\n{}",
+        http_config(&[backend.addr], "")
+    ));
+    let (mut child, _addr, _logs) =
+        spawn_binary_with(config_file.path(), &[("NOTIFY_SOCKET", &notify_path)]);
+    let receive = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notify message");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = receive();
+    assert!(
+        ready.starts_with("READY=1\n") && ready.contains("STATUS=serving"),
+        "{ready:?}"
+    );
+
+    signal(&child, "HUP");
+    let reloading = receive();
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading:?}"
+    );
+    let usec: u64 = reloading.lines().nth(1).unwrap()["MONOTONIC_USEC=".len()..]
+        .parse()
+        .unwrap();
+    assert!(usec > 0);
+    let after = receive();
+    assert!(
+        after.starts_with("READY=1\n") && after.contains("last reload succeeded"),
+        "{after:?}"
+    );
+
+    signal(&child, "TERM");
+    assert_eq!(receive(), "STOPPING=1\n");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn check_diff_prints_the_reload_plan() {
+    let running = write_config(
+        "listeners:\n  web: {bind: 127.0.0.1:8080, pool: app}\npools:\n  app:\n    backends: [127.0.0.1:9001, 127.0.0.1:9002]\n",
+    );
+    let next = write_config(
+        "listeners:\n  web: {bind: 127.0.0.1:8080, pool: app}\n  db: {bind: 127.0.0.1:6432, protocol: tcp, pool: app}\npools:\n  app:\n    backends: [{address: 127.0.0.1:9001, weight: 4}]\n",
+    );
+    let output = Command::new(BIN)
+        .args(["check", "-q", "-c"])
+        .arg(next.path())
+        .arg("--diff")
+        .arg(running.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let plan = String::from_utf8_lossy(&output.stdout);
+    assert!(plan.contains("listener added: db"), "{plan}");
+    assert!(plan.contains("backend removed: 127.0.0.1:9002"), "{plan}");
+    assert!(
+        plan.contains("backend reweighted: 127.0.0.1:9001 1 -> 4 (state kept)"),
+        "{plan}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_upgrade_on_sigusr2_under_load_fails_no_request() {
+    let backend = spawn_backend("a").await;
+    let file = write_config(&format!(
+        "watch: false\n{}",
+        http_config(&[backend.addr], "")
+    ));
+    let (mut old, addr, logs) = spawn_binary(file.path());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tally = std::sync::Arc::new(Tally::default());
+    let clients: Vec<_> = (0..4)
+        .map(|i| tokio::spawn(load_client(addr, i % 2 == 0, stop.clone(), tally.clone())))
+        .collect();
+    assert!(
+        wait_until(Duration::from_secs(5), || tally.ok.load(Ordering::Relaxed)
+            > 50)
+        .await
+    );
+
+    signal(&old, "USR2");
+    let new_pid: u32 = loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(20))
+            .expect("upgrade outcome logged");
+        assert!(!line.contains("upgrade failed"), "{line}");
+        if line.contains("the new process serves") {
+            let pid = line
+                .split("pid=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap();
+            break pid.parse().unwrap();
+        }
+    };
+    assert_ne!(new_pid, old.id());
+    // Whatever happens next, do not leave the new process running after the test.
+    let _reap = KillOnDrop(new_pid);
+    let status = tokio::task::spawn_blocking(move || old.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "old process drained and exited 0: {status:?}"
+    );
+
+    // Traffic keeps flowing to the new process on the same port.
+    let served_before = tally.ok.load(Ordering::Relaxed);
+    assert!(
+        wait_until(Duration::from_secs(5), || tally.ok.load(Ordering::Relaxed)
+            > served_before + 100)
+        .await
+    );
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let ok = tally.ok.load(Ordering::Relaxed);
+    eprintln!("upgrade under load: {ok} requests served");
+    assert_eq!(
+        tally.failed.load(Ordering::Relaxed),
+        0,
+        "failed requests during the upgrade ({ok} served)"
+    );
+
+    drop(_reap);
+    assert!(
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_err())
+        .await,
+        "new process shut down"
+    );
+}
+
+/// Sends SIGTERM to a process we did not spawn (the upgraded sluice) when dropped.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_subcommands_talk_to_the_admin_listener() {
+    let backend = spawn_backend("a").await;
+    let file = write_config(&format!(
+        "watch: false\nadmin: {{bind: 127.0.0.1:0}}\n{}",
+        http_config(&[backend.addr], "")
+    ));
+    let (mut child, _addr, logs) = spawn_binary(file.path());
+    let admin = loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("admin address logged");
+        if line.contains("admin listening") {
+            break line
+                .split("addr=")
+                .nth(1)
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+        }
+    };
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN)
+            .args(args)
+            .args(["--admin", &admin])
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (ok, table) = run(&["status"]);
+    assert!(ok, "{table}");
+    assert!(
+        table.contains("POOL")
+            && table.contains(&backend.addr.to_string())
+            && table.contains(" up "),
+        "{table}"
+    );
+
+    let (ok, answer) = run(&["drain", "app", &backend.addr.to_string()]);
+    assert!(ok && answer.contains("\"drained\""), "{answer}");
+    let (_, table) = run(&["status"]);
+    assert!(
+        table.contains("drained by admin API from 127.0.0.1"),
+        "{table}"
+    );
+    let (ok, answer) = run(&["enable", "app", &backend.addr.to_string()]);
+    assert!(ok, "{answer}");
+    let (ok, answer) = run(&["reload"]);
+    assert!(ok && answer.contains("\"success\": true"), "{answer}");
+    let (ok, _) = run(&["drain", "nope", &backend.addr.to_string()]);
+    assert!(!ok, "unknown pool exits 1");
+
+    signal(&child, "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_files_are_reopened_on_sigusr1() {
+    let backend = spawn_backend("a").await;
+    let directory = tempfile::tempdir().unwrap();
+    let log = directory.path().join("access.log");
+    let config = write_config(&format!(
+        "watch: false\nlisteners:\n  web: {{bind: 127.0.0.1:0, pool: app, access_log: {{path: '{}'}}}}\npools:\n  app:\n    backends: [{}]\n",
+        log.display(),
+        backend.addr
+    ));
+    let (mut child, addr, logs) = spawn_binary(config.path());
+    let count = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    get(addr, "/before").await;
+    assert!(wait_until(Duration::from_secs(5), || count(&log) == 1).await);
+    // logrotate: move the file away, then signal.
+    let rotated = directory.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(&child, "USR1");
+    loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reopen logged");
+        if line.contains("reopening access log") {
+            break;
+        }
+    }
+    // The writer reopens asynchronously: the first line after the signal lands in one file.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let _ = std::net::TcpStream::connect(addr).map(|mut s| {
+                use std::io::Write;
+                let _ = s.write_all(b"GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+                let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+            });
+            count(&log) >= 1
+        })
+        .await,
+        "a new file is written after SIGUSR1"
+    );
+    assert!(std::fs::read_to_string(&log).unwrap().contains("/after"));
+    assert!(
+        std::fs::read_to_string(&rotated)
+            .unwrap()
+            .contains("/before")
+    );
+    signal(&child, "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn version_and_man_page_subcommands() {
+    let version = Command::new(BIN).arg("version").output().unwrap();
+    assert!(version.status.success());
+    assert!(
+        String::from_utf8_lossy(&version.stdout)
+            .starts_with(&format!("sluice {}\n", env!("CARGO_PKG_VERSION")))
+    );
+    let man = Command::new(BIN).arg("man").output().unwrap();
+    assert!(man.status.success());
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        page.contains(".TH sluice 8") && page.contains("check"),
+        "{page}"
+    );
+}
