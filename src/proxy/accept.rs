@@ -16,6 +16,8 @@ use crate::listener::Accepted;
 use crate::proxy::{Peer, TlsInfo};
 use crate::proxy_protocol::{self, Header, ParseError, Parsed};
 use crate::state::SharedSnapshot;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
@@ -29,53 +31,61 @@ pub enum AcceptError {
     Header(#[from] ParseError),
 }
 
+/// A connection's data path (HTTP or TCP), boxed: the task serving the connection holds only
+/// this pointer, not room for the largest of the paths.
+pub type DataPath = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Serves one accepted connection on `listener` until it ends.
-pub async fn serve(
+///
+/// Two boxed stages, so that what a long-lived (mostly idle) connection keeps is only its data
+/// path: the prologue (PROXY header, TLS handshake, ClientHello; a TLS handshake's state
+/// alone is over a kilobyte) is freed as soon as it is done.
+pub fn serve(
     accepted: Accepted,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
-) {
-    match accepted {
-        Accepted::Tcp(stream, peer) => {
-            let Ok(local) = stream.local_addr() else {
-                return;
-            };
-            let peer = Peer {
-                client: Some(peer),
-                local: Some(local),
-                tls: None,
-            };
-            Box::pin(serve_stream(stream, peer, listener, snapshot, stop)).await
-        }
+) -> impl Future<Output = ()> + Send + 'static {
+    let prologue: Pin<Box<dyn Future<Output = Option<DataPath>> + Send>> = match accepted {
+        Accepted::Tcp(stream, peer) => match stream.local_addr() {
+            Ok(local) => {
+                let peer = Peer {
+                    client: Some(peer),
+                    local: Some(local),
+                    tls: None,
+                };
+                Box::pin(prepare(stream, peer, listener, snapshot, stop))
+            }
+            Err(_) => Box::pin(std::future::ready(None)),
+        },
         Accepted::Unix(stream) => {
-            Box::pin(serve_stream(
-                stream,
-                Peer::default(),
-                listener,
-                snapshot,
-                stop,
-            ))
-            .await
+            Box::pin(prepare(stream, Peer::default(), listener, snapshot, stop))
+        }
+    };
+    async move {
+        // Its own statement: the prologue's box is dropped here, before the data path runs.
+        let path = prologue.await;
+        if let Some(path) = path {
+            path.await;
         }
     }
 }
 
-async fn serve_stream<S>(
+/// Everything before the data path: `None` when the connection ends in the prologue.
+async fn prepare<S>(
     mut stream: S,
     mut peer: Peer,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
-) where
+) -> Option<DataPath>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static + crate::proxy::tcp::IntoTcp,
 {
     let (protocol, accept_proxy, deadline, tls, passthrough) = {
         let current = snapshot.load();
         // Removed by a reload an instant ago: drop the connection.
-        let Some(config) = current.listener(&listener) else {
-            return;
-        };
+        let config = current.listener(&listener)?;
         (
             config.protocol,
             config.proxy_protocol.clone(),
@@ -100,11 +110,11 @@ async fn serve_stream<S>(
             Ok(Ok(Header::Local)) => {}
             Ok(Err(error)) => {
                 debug!(%listener, ?peer.client, %error, "closing connection: bad PROXY header");
-                return;
+                return None;
             }
             Err(_) => {
                 debug!(%listener, ?peer.client, "closing connection: no PROXY header in time");
-                return;
+                return None;
             }
         }
     }
@@ -115,12 +125,12 @@ async fn serve_stream<S>(
             Ok(Err(error)) => {
                 crate::metrics::tls_handshake_failure(&listener, "error");
                 debug!(%listener, ?peer.client, %error, "TLS handshake failed");
-                return;
+                return None;
             }
             Err(_) => {
                 crate::metrics::tls_handshake_failure(&listener, "timeout");
                 debug!(%listener, ?peer.client, "TLS handshake timed out");
-                return;
+                return None;
             }
         };
         let session = stream.get_ref().1;
@@ -136,21 +146,10 @@ async fn serve_stream<S>(
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
         });
         // TLS is only configured on http listeners (validation refuses it on tcp ones).
-        Box::pin(crate::proxy::http::serve_connection(
-            stream, peer, listener, snapshot, stop,
-        ))
-        .await;
-        return;
+        return http_path(stream, peer, listener, snapshot, stop);
     }
     match protocol {
-        Protocol::Http => {
-            // Each data path boxed: the task then holds only the one this connection uses,
-            // not room for the largest of them (memory per idle connection).
-            Box::pin(crate::proxy::http::serve_connection(
-                stream, peer, listener, snapshot, stop,
-            ))
-            .await
-        }
+        Protocol::Http => http_path(stream, peer, listener, snapshot, stop),
         Protocol::Tcp if passthrough => {
             let hello = crate::proxy::passthrough::read_client_hello(&mut stream, deadline).await;
             let hello = match hello {
@@ -162,26 +161,36 @@ async fn serve_stream<S>(
                     };
                     crate::metrics::tls_passthrough_refused(&listener, reason);
                     debug!(%listener, ?peer.client, %error, "closing passthrough connection");
-                    return;
+                    return None;
                 }
             };
-            Box::pin(crate::proxy::tcp::serve_connection(
+            Some(Box::pin(crate::proxy::tcp::serve_connection(
                 stream,
                 peer,
                 Some(hello),
                 listener,
                 snapshot,
                 stop,
-            ))
-            .await
+            )))
         }
-        Protocol::Tcp => {
-            Box::pin(crate::proxy::tcp::serve_connection(
-                stream, peer, None, listener, snapshot, stop,
-            ))
-            .await
-        }
+        Protocol::Tcp => Some(Box::pin(crate::proxy::tcp::serve_connection(
+            stream, peer, None, listener, snapshot, stop,
+        ))),
     }
+}
+
+fn http_path<S>(
+    stream: S,
+    peer: Peer,
+    listener: Arc<str>,
+    snapshot: SharedSnapshot,
+    stop: CancellationToken,
+) -> Option<DataPath>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let path = crate::proxy::http::serve_connection(stream, peer, listener, snapshot, stop)?;
+    Some(Box::pin(path))
 }
 
 /// Reads exactly one PROXY header, as many bytes at a time as the parser asks for.

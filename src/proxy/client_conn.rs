@@ -97,20 +97,7 @@ where
             return Box::pin(serve_http2(Prefixed::new(prefix, io), service, &stop)).await;
         }
         first = false;
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            // TimedIo enforces header and idle deadlines; hyper's would close idle keep-alive
-            // connections after the (short) header timeout.
-            .header_read_timeout(None)
-            .keep_alive(true);
-        // Boxed: the connection's buffers and state are large, and the task's future must not
-        // reserve room for them while parked.
-        let mut connection = Box::new(
-            builder
-                .serve_connection(TokioIo::new(Prefixed::new(prefix, io)), service)
-                .with_upgrades(),
-        );
+        let mut connection = http1_connection(Prefixed::new(prefix, io), service);
         match run_http1(&mut connection, &activity, &stop).await {
             Http1End::Finished(result) => return result,
             Http1End::Park => {
@@ -132,6 +119,34 @@ where
             }
         }
     }
+}
+
+/// A hyper HTTP/1 connection, boxed: its buffers and state are large, and the task's future
+/// must not reserve room for them while parked. (A function of its own, so that the builder
+/// is not part of the task's future either.)
+fn http1_connection<I, S, B>(
+    io: Prefixed<TimedIo<I>>,
+    service: S,
+) -> Box<Http1Connection<TimedIo<I>, S>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // TimedIo enforces header and idle deadlines; hyper's would close idle keep-alive
+        // connections after the (short) header timeout.
+        .header_read_timeout(None)
+        .keep_alive(true);
+    Box::new(
+        builder
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades(),
+    )
 }
 
 /// Reads the first bytes of the next request (or of the connection) with no buffer held in
@@ -171,7 +186,9 @@ async fn wait_for_bytes<I: AsyncRead + Unpin>(
     let got = tokio::select! {
         got = read.as_mut() => got,
         () = stop.cancelled() => {
-            tokio::time::timeout(IDLE_CLOSE_GRACE, read.as_mut()).await.ok().flatten()
+            // Boxed, as is the drain below: only a stopping connection needs the timer, and
+            // every parked connection's future would otherwise hold room for it.
+            Box::pin(tokio::time::timeout(IDLE_CLOSE_GRACE, read.as_mut())).await.ok().flatten()
         }
     };
     got.map(|()| buf.freeze())
@@ -216,7 +233,7 @@ where
             () = stop.cancelled(), if !stop.is_cancelled() => {}
         }
         if stop.is_cancelled() {
-            return Http1End::Finished(drain_http1(connection).await);
+            return Http1End::Finished(Box::pin(drain_http1(connection)).await);
         }
     }
 }

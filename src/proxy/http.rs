@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -66,25 +67,27 @@ struct Served {
 }
 
 /// Serves one accepted client connection until it closes, or until `shutdown` fires and the
-/// request in progress (if any) has been answered.
+/// request in progress (if any) has been answered; `None` when the listener is gone.
 ///
 /// Generic over the stream: TCP, unix socket, or TLS over either. On TLS, ALPN decides the
 /// protocol (`h2`: HTTP/2 only; `http/1.1`: HTTP/1 only); without TLS or ALPN, hyper-util's
 /// auto-detection serves HTTP/1.1 or HTTP/2 with prior knowledge (h2c).
-pub async fn serve_connection<S>(
+///
+/// The set-up is plain code and the returned future holds only what the connection needs
+/// while it lives: an idle keep-alive connection's memory is mostly this future.
+pub fn serve_connection<S>(
     stream: S,
     peer: Peer,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     shutdown: CancellationToken,
-) where
+) -> Option<impl Future<Output = ()> + Send + 'static>
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (timeouts, access_log) = {
         let current = snapshot.load();
-        let Some(listener_config) = current.listener(&listener) else {
-            return;
-        };
+        let listener_config = current.listener(&listener)?;
         let timeouts = ClientTimeouts {
             header: listener_config.timeouts.client_header,
             idle: listener_config.timeouts.client_idle,
@@ -160,12 +163,23 @@ pub async fn serve_connection<S>(
         Some("http/1.1") => Versions::Http1,
         _ => Versions::Detect,
     };
-    if let Err(error) = client_conn::drive(io, activity_handle, service, versions, shutdown).await {
-        debug!(?client, error = %error, "client connection ended with an error");
-    }
-    // Keep this (tracked) task alive while its tunnels run, so a drain waits for them.
-    tunnels.close();
-    tunnels.wait().await;
+    // Boxed here rather than moved into the block below: awaiting a captured future moves it
+    // into the block's own state, and the block would hold room for it twice.
+    let connection = Box::pin(client_conn::drive(
+        io,
+        activity_handle,
+        service,
+        versions,
+        shutdown,
+    ));
+    Some(async move {
+        if let Err(error) = connection.await {
+            debug!(?client, error = %error, "client connection ended with an error");
+        }
+        // Keep this (tracked) task alive while its tunnels run, so a drain waits for them.
+        tunnels.close();
+        tunnels.wait().await;
+    })
 }
 
 /// `now`: `clock_micros()` when the request arrived.
