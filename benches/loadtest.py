@@ -51,8 +51,9 @@ SCENARIOS = {
 }
 IDLE_CONNECTIONS = 10_000  # fewer when the fd limit can't hold them (see idle_connections)
 # How long the idle connections sit before memory is read: sluice parks a connection idle for
-# 0.1-0.2 s (src/proxy/client_conn.rs), and the allocator returns freed pages shortly after.
-IDLE_SETTLE_S = 3.0
+# 0.1-0.2 s (src/proxy/client_conn.rs) and hands free heap pages back every 5 s
+# (src/memory.rs), so a reading after 6 s is what a settled idle process holds.
+IDLE_SETTLE_S = 6.0
 
 
 def ensure_tools():

@@ -15,6 +15,7 @@ pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
