@@ -160,7 +160,13 @@ impl Pool {
             })
             .collect();
         let client = match previous {
-            Some(old) if client_reusable(&old.config, config) => old.client.clone(),
+            Some(old) if client_reusable(&old.config, config) => {
+                // Kept connections to backends this snapshot no longer has are closed now,
+                // not left open until traffic on the pool sweeps them.
+                old.client
+                    .retain_backends(&|address| backends.iter().any(|b| b.address == *address));
+                old.client.clone()
+            }
             _ => UpstreamClient::new(config),
         };
         let pool = Pool {

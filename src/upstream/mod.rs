@@ -83,6 +83,15 @@ impl UpstreamClient {
         }
     }
 
+    /// Closes (or lets close, once idle) the kept connections to backends `keep` refuses:
+    /// a reload or a discovery change that removes a backend calls it.
+    pub fn retain_backends(&self, keep: &dyn Fn(&BackendAddress) -> bool) {
+        match &self.inner {
+            Inner::Http1(pool) => pool.retain_backends(keep),
+            Inner::H2(pool) => pool.retain_backends(keep),
+        }
+    }
+
     /// Opens connections with the pool's timeout and TLS (TCP forwarding, health checks).
     pub fn dialer(&self) -> &Dialer {
         &self.dialer

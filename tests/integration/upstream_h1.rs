@@ -22,6 +22,8 @@ enum After {
 struct Counts {
     connections: AtomicUsize,
     requests: AtomicUsize,
+    /// Connections sluice closed (EOF read where a request head would start).
+    closed: AtomicUsize,
 }
 
 /// A backend that reads each request head (and a body with Content-Length, unless `skip_body`)
@@ -39,7 +41,10 @@ where
         while let Ok((stream, _)) = listener.accept().await {
             seen.connections.fetch_add(1, Ordering::SeqCst);
             let (answer, seen) = (Arc::clone(&answer), Arc::clone(&seen));
-            tokio::spawn(serve_raw(stream, skip_body, answer, seen));
+            tokio::spawn(async move {
+                serve_raw(stream, skip_body, answer, Arc::clone(&seen)).await;
+                seen.closed.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
     (addr, counts)
@@ -311,4 +316,40 @@ async fn a_body_that_arrives_after_its_head_is_streamed_whole() {
     });
     let (_sluice, addr) = sluice_for(backend).await;
     all_ok(&sequential_gets(addr, 3).await, &expected);
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_a_backend_closes_the_idle_connections_kept_to_it() {
+    let ok = |_: &str| {
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            After::KeepOpen,
+        )
+    };
+    let (old, old_counts) = raw_backend(false, ok).await;
+    let (new, new_counts) = raw_backend(false, ok).await;
+    let (sluice, addr) = sluice_for(old).await;
+    all_ok(&sequential_gets(addr, 2).await, "ok");
+    assert_eq!(
+        old_counts.connections.load(Ordering::SeqCst),
+        1,
+        "one kept connection"
+    );
+    assert_eq!(old_counts.closed.load(Ordering::SeqCst), 0);
+
+    // No more traffic to the old backend's pool entry: only the reload can close it.
+    sluice
+        .reload(config(&http_config(&[new], "")))
+        .await
+        .unwrap();
+    let closed = wait_until(std::time::Duration::from_secs(5), || {
+        old_counts.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(
+        closed,
+        "the idle connection to the removed backend is still open"
+    );
+    all_ok(&sequential_gets(addr, 1).await, "ok");
+    assert_eq!(new_counts.requests.load(Ordering::SeqCst), 1);
 }

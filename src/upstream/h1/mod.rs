@@ -242,6 +242,25 @@ impl H1Pool {
         found
     }
 
+    /// Closes the idle connections to backends `keep` refuses (removed by a reload or by
+    /// discovery). Without this they would wait for the next sweep, which only traffic on
+    /// this pool runs.
+    pub fn retain_backends(&self, keep: &dyn Fn(&BackendAddress) -> bool) {
+        let mut closed = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.by_backend.retain(|address, list| {
+                let kept = keep(address);
+                if !kept {
+                    closed.append(list);
+                }
+                kept
+            });
+        }
+        // Closed outside the lock.
+        drop(closed);
+    }
+
     /// Keeps a connection whose last exchange ended cleanly for the next request.
     pub(crate) fn put_back(&self, address: &BackendAddress, conn: IdleConn) {
         let mut expired = Vec::new();
