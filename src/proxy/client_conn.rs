@@ -50,6 +50,30 @@ const FIRST_READ: usize = 1024;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// What hyper needs of the per-request service, for HTTP/1 and HTTP/2 alike: a trait of its
+/// own so that the bounds are written once. Everything that meets them has it.
+pub trait ConnService:
+    HttpService<
+        Incoming,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+        ResBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<S> ConnService for S where
+    S: HttpService<
+            Incoming,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+            ResBody: Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
 /// Which HTTP versions a connection may speak: TLS's ALPN may have fixed it already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Versions {
@@ -61,7 +85,7 @@ pub enum Versions {
 
 /// Serves `io` until the client closes, an error ends it, or `stop` fires and the request in
 /// progress (if any) is answered.
-pub async fn drive<I, S, B>(
+pub async fn drive<I, S>(
     mut io: TimedIo<I>,
     activity: Arc<ConnActivity>,
     mut service: S,
@@ -70,12 +94,7 @@ pub async fn drive<I, S, B>(
 ) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = B> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: ConnService,
 {
     if versions == Versions::Http2 {
         activity.mark_http2();
@@ -124,16 +143,13 @@ where
 /// A hyper HTTP/1 connection, boxed: its buffers and state are large, and the task's future
 /// must not reserve room for them while parked. (A function of its own, so that the builder
 /// is not part of the task's future either.)
-fn http1_connection<I, S, B>(
+fn http1_connection<I, S>(
     io: Prefixed<TimedIo<I>>,
     service: S,
 ) -> Box<Http1Connection<TimedIo<I>, S>>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = B>,
-    S::Error: Into<BoxError>,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
+    S: ConnService,
 {
     let mut builder = http1::Builder::new();
     builder
@@ -202,17 +218,14 @@ enum Http1End {
 
 type Http1Connection<I, S> = http1::UpgradeableConnection<TokioIo<Prefixed<I>>, S>;
 
-async fn run_http1<I, S, B>(
+async fn run_http1<I, S>(
     connection: &mut Http1Connection<TimedIo<I>, S>,
     activity: &ConnActivity,
     stop: &CancellationToken,
 ) -> Http1End
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = B>,
-    S::Error: Into<BoxError>,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
+    S: ConnService,
     Http1Connection<TimedIo<I>, S>: Unpin,
 {
     let mut park_check = Box::pin(tokio::time::sleep(PARK_AFTER));
@@ -240,15 +253,12 @@ where
 
 /// After `stop`: let the request in progress finish with `Connection: close` (the service
 /// adds it), and close a connection still idle after the grace period.
-async fn drain_http1<I, S, B>(
+async fn drain_http1<I, S>(
     connection: &mut Http1Connection<TimedIo<I>, S>,
 ) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = B>,
-    S::Error: Into<BoxError>,
-    B: Body + 'static,
-    B::Error: Into<BoxError>,
+    S: ConnService,
     Http1Connection<TimedIo<I>, S>: Unpin,
 {
     let grace = tokio::time::sleep(IDLE_CLOSE_GRACE);
@@ -261,19 +271,14 @@ where
     }
 }
 
-async fn serve_http2<I, S, B>(
+async fn serve_http2<I, S>(
     io: Prefixed<TimedIo<I>>,
     service: S,
     stop: &CancellationToken,
 ) -> Result<(), hyper::Error>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = B> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: ConnService,
 {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder.timer(TokioTimer::new());
