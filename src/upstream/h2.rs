@@ -45,14 +45,13 @@ impl H2Pool {
     /// Forgets the connections to backends `keep` refuses (removed by a reload or by
     /// discovery): each closes once no request is using it.
     pub fn retain_backends(&self, keep: &dyn Fn(&BackendAddress) -> bool) {
-        let removed: Vec<Slot> = {
+        let removed: Vec<_> = {
             let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
-            let gone: Vec<BackendAddress> =
-                connections.keys().filter(|a| !keep(a)).cloned().collect();
-            gone.iter()
-                .filter_map(|address| connections.remove(address))
+            connections
+                .extract_if(|address, _| !keep(address))
                 .collect()
         };
+        // Dropped outside the lock.
         drop(removed);
     }
 

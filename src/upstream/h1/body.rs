@@ -7,7 +7,7 @@
 
 use super::chunked::{ChunkError, ChunkedDecoder, Decoded};
 use super::send::{SendError, Sending};
-use super::{H1Pool, IdleConn, READ_RESERVE};
+use super::{H1Pool, IdleConn, reserve_for_read};
 
 /// The largest piece of a body read at once (what a slow client can make sluice hold per
 /// response, beside the kernel's buffers). 16 KiB, HAProxy's buffer size too: relaying a
@@ -16,8 +16,6 @@ use super::{H1Pool, IdleConn, READ_RESERVE};
 /// one run): 16 KiB served 12% more requests per second than 64 KiB at the same CPU per
 /// request, and 28% more than 32 KiB.
 const MAX_READ: usize = 16 * 1024;
-// `clamp` below needs it.
-const _: () = assert!(READ_RESERVE <= MAX_READ);
 use crate::config::BackendAddress;
 use crate::upstream::connector::Conn;
 use bytes::{Bytes, BytesMut};
@@ -80,8 +78,6 @@ pub struct Streaming {
     pub framing: BodyFraming,
     pub sending: Sending,
     pub release: Option<Release>,
-    /// How much to read at once when the body's length is unknown.
-    pub read_size: usize,
 }
 
 impl H1Body {
@@ -131,11 +127,7 @@ impl Body for H1Body {
         }
         loop {
             let Streaming {
-                conn,
-                buf,
-                framing,
-                read_size,
-                ..
+                conn, buf, framing, ..
             } = &mut **streaming;
             match framing {
                 BodyFraming::Length(remaining) if !buf.is_empty() => {
@@ -171,22 +163,8 @@ impl Body for H1Body {
                 }
                 BodyFraming::Length(_) | BodyFraming::UntilClose => {}
             }
-            // A body of known length is read in pieces as large as what is left (bounded);
-            // otherwise the piece grows while reads keep filling it.
-            let want = match framing {
-                BodyFraming::Length(remaining) => usize::try_from(*remaining)
-                    .map_or(MAX_READ, |r| r.clamp(READ_RESERVE, MAX_READ)),
-                _ => *read_size,
-            };
-            if buf.capacity() - buf.len() < want / 4 {
-                buf.reserve(want);
-            }
-            let spare = buf.capacity() - buf.len();
-            let read = ready!(tokio_util::io::poll_read_buf(Pin::new(conn), cx, buf));
-            if matches!(read, Ok(n) if n == spare) {
-                *read_size = (*read_size * 2).min(MAX_READ);
-            }
-            match read {
+            reserve_for_read(buf, MAX_READ);
+            match ready!(tokio_util::io::poll_read_buf(Pin::new(conn), cx, buf)) {
                 Err(error) => return Poll::Ready(Some(Err(error.into()))),
                 Ok(0) if matches!(framing, BodyFraming::UntilClose) => {
                     this.finish();

@@ -47,8 +47,17 @@ const MAX_IDLE_PER_BACKEND: usize = 256;
 const PROBE_AFTER: Duration = Duration::from_millis(250);
 /// How often expired idle connections of all backends (removed ones included) are closed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
-/// Read buffer growth step: a 64 KiB body arrives in a few reads.
-pub(crate) const READ_RESERVE: usize = 16 * 1024;
+/// A connection's read buffer, and its growth step while a response head is read (the body's
+/// pieces are sized in `body.rs`).
+const READ_RESERVE: usize = 16 * 1024;
+
+/// Makes room for a read of up to `want` bytes, growing `buf` only when less than a quarter
+/// of that is free (a read into a nearly full buffer would return a sliver).
+pub(crate) fn reserve_for_read(buf: &mut BytesMut, want: usize) {
+    if buf.capacity() - buf.len() < want / 4 {
+        buf.reserve(want);
+    }
+}
 
 /// The parts of a request the HTTP/1 client writes.
 pub struct RequestHead<'a> {
@@ -246,17 +255,12 @@ impl H1Pool {
     /// discovery). Without this they would wait for the next sweep, which only traffic on
     /// this pool runs.
     pub fn retain_backends(&self, keep: &dyn Fn(&BackendAddress) -> bool) {
-        let mut closed = Vec::new();
-        {
+        let closed: Vec<_> = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.by_backend.retain(|address, list| {
-                let kept = keep(address);
-                if !kept {
-                    closed.append(list);
-                }
-                kept
-            });
-        }
+            idle.by_backend
+                .extract_if(|address, _| !keep(address))
+                .collect()
+        };
         // Closed outside the lock.
         drop(closed);
     }
@@ -345,9 +349,7 @@ async fn exchange(
                 let framing = head::response_framing(method, head.status, &head.headers)?;
                 return Poll::Ready(Ok((head, framing)));
             }
-            if buf.capacity() - buf.len() < READ_RESERVE / 4 {
-                buf.reserve(READ_RESERVE);
-            }
+            reserve_for_read(buf, READ_RESERVE);
             let failed = match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *conn), cx, buf))
             {
                 Err(error) => H1Error::Read(error),
@@ -406,7 +408,6 @@ fn respond(
             },
             sending,
             release: reusable.then_some(release),
-            read_size: READ_RESERVE,
         })),
     };
     let mut response = Response::new(body);
