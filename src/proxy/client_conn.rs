@@ -1,27 +1,33 @@
 //! Driving one client connection of an HTTP listener: telling HTTP/2 (the connection preface)
-//! from HTTP/1, serving it with hyper, and *parking* idle HTTP/1 keep-alive connections.
+//! from HTTP/1, serving body-less HTTP/1.1 requests with sluice's own server (`proxy::h1`),
+//! everything else with hyper, and *parking* idle HTTP/1 keep-alive connections.
 //!
 //! Why parking: a hyper HTTP/1 connection keeps an 8 KiB read buffer and an 8 KiB header
 //! write buffer for its whole life, so 10,000 idle keep-alive clients cost ~170 MiB, where
-//! nginx and HAProxy (which free buffers between requests) need a few MiB. When a connection
-//! has been waiting for its next request for `PARK_AFTER`, the hyper connection is taken
-//! apart (`into_parts`: socket, unread bytes, service) and dropped with its buffers; the task
-//! then waits for the next byte holding only the socket, and builds a new hyper connection
-//! when it comes. A parked connection costs about a kilobyte.
+//! nginx and HAProxy (which free buffers between requests) need a few MiB. Between requests
+//! the connection waits for the next byte holding only the socket (`wait_for_bytes`). The own
+//! server returns there as soon as a response is out; a hyper connection (a request with a
+//! body, an upgrade, HTTP/1.0...) is taken apart when it has waited for its next request for
+//! `PARK_AFTER` (`into_parts`: socket, unread bytes, service) and dropped with its buffers.
+//! The next request, whichever server it needs, starts from the bytes read.
 //!
-//! Parking is only safe when hyper is between messages: nothing of the next request read,
+//! Parking hyper is only safe when it is between messages: nothing of the next request read,
 //! nothing left to write, no request in progress, and no request body left unread (bytes of
 //! an unread body must never be parsed as a new request). `ConnActivity` tracks all four from
 //! the socket wrapper and the handler; a connection that ever had a request body is never
 //! parked (a rule that is simple to be sure of, and costs only memory).
 
 use crate::proxy::activity::{ConnActivity, TimedIo};
+use crate::proxy::h1;
+use crate::proxy::request_body::ClientBody;
 use bytes::{Buf, Bytes, BytesMut};
+use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::error::Error as StdError;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -44,9 +50,6 @@ pub const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// The HTTP/2 connection preface (RFC 9113 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// The first bytes of a request, read while no hyper connection (and no buffer) exists.
-const FIRST_READ: usize = 1024;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -85,20 +88,28 @@ pub enum Versions {
 
 /// Serves `io` until the client closes, an error ends it, or `stop` fires and the request in
 /// progress (if any) is answered.
-pub async fn drive<I, S>(
+///
+/// HTTP/1 requests without a body go to `own` through sluice's own server (`proxy::h1`);
+/// the rest, and HTTP/2, to `service` through hyper. Both must answer alike.
+pub async fn drive<I, S, F, Fut, B>(
     mut io: TimedIo<I>,
     activity: Arc<ConnActivity>,
     mut service: S,
+    own: F,
     versions: Versions,
     stop: CancellationToken,
-) -> Result<(), hyper::Error>
+) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: ConnService,
+    F: Fn(Request<ClientBody>) -> Fut,
+    Fut: Future<Output = Response<B>>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     if versions == Versions::Http2 {
         activity.mark_http2();
-        return Box::pin(serve_http2(Prefixed::new(Bytes::new(), io), service, &stop)).await;
+        return Ok(Box::pin(serve_http2(Prefixed::new(Bytes::new(), io), service, &stop)).await?);
     }
     let mut first = versions == Versions::Detect;
     let mut carried: Option<Bytes> = None;
@@ -113,12 +124,24 @@ where
         if first && prefix.starts_with(H2_PREFACE) {
             activity.mark_http2();
             // Boxed: an HTTP/2 connection's state is large, and most connections are HTTP/1.
-            return Box::pin(serve_http2(Prefixed::new(prefix, io), service, &stop)).await;
+            return Ok(Box::pin(serve_http2(Prefixed::new(prefix, io), service, &stop)).await?);
         }
         first = false;
+        // Boxed: serving holds the request's whole proxy future, and a connection waiting
+        // for its next request must not keep room for one.
+        let serving = Box::pin(h1::serve(&mut io, BytesMut::from(prefix), &own));
+        let prefix = match serving.await? {
+            h1::End::Idle => {
+                // Nothing is held between requests: as parked as a connection gets.
+                activity.note_parked();
+                continue;
+            }
+            h1::End::Close => return Ok(()),
+            h1::End::Handover(bytes) => bytes,
+        };
         let mut connection = http1_connection(Prefixed::new(prefix, io), service);
         match run_http1(&mut connection, &activity, &stop).await {
-            Http1End::Finished(result) => return result,
+            Http1End::Finished(result) => return Ok(result?),
             Http1End::Park => {
                 activity.note_parked();
                 tracing::trace!("parked an idle HTTP/1 connection");
@@ -173,28 +196,16 @@ async fn wait_for_bytes<I: AsyncRead + Unpin>(
     stop: &CancellationToken,
     first: bool,
 ) -> Option<Bytes> {
-    let mut buf = BytesMut::new();
     let read = async {
+        let mut buf = BytesMut::new();
         loop {
-            // The chunk lives in the poll's stack frame, not in this future: a parked
-            // connection's task must stay small.
-            let n = std::future::poll_fn(|cx| {
-                let mut chunk = [0u8; FIRST_READ];
-                let mut read_buf = ReadBuf::new(&mut chunk);
-                let polled = Pin::new(&mut *io).poll_read(cx, &mut read_buf);
-                if let Poll::Ready(Ok(())) = polled {
-                    buf.extend_from_slice(read_buf.filled());
-                }
-                polled.map_ok(|()| read_buf.filled().len())
-            })
-            .await
-            .ok()?;
+            let n = h1::read_some(io, &mut buf).await.ok()?;
             if n == 0 {
                 return None;
             }
             let undecided = first && buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf);
             if !undecided {
-                return Some(());
+                return Some(buf.freeze());
             }
         }
     };
@@ -207,7 +218,7 @@ async fn wait_for_bytes<I: AsyncRead + Unpin>(
             Box::pin(tokio::time::timeout(IDLE_CLOSE_GRACE, read.as_mut())).await.ok().flatten()
         }
     };
-    got.map(|()| buf.freeze())
+    got
 }
 
 enum Http1End {

@@ -1,6 +1,7 @@
-//! Parking, tested over an in-memory stream with paused time: a parked connection serves its
-//! next request, pipelined bytes are not lost, connections with bodies never park, and the
-//! idle deadline still closes a parked connection.
+//! Parking and the hand-over between sluice's own HTTP/1 server and hyper, tested over an
+//! in-memory stream with paused time: a parked connection serves its next request, pipelined
+//! bytes are not lost (also across a hand-over), connections with bodies never park, a hyper
+//! connection parks back to the own server, and the idle deadline closes a parked connection.
 
 use super::*;
 use crate::proxy::activity::ClientTimeouts;
@@ -16,7 +17,8 @@ const TIMEOUTS: ClientTimeouts = ClientTimeouts {
 };
 
 /// Starts `drive` on one end of a duplex stream with a service that echoes the request's
-/// path and body length (and keeps the connection's activity marks as the proxy does).
+/// path, body length and which server read it (and keeps the connection's activity marks as
+/// the proxy does).
 fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let activity = Arc::new(ConnActivity::default());
@@ -36,10 +38,19 @@ fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
                 .await
                 .map(|b| b.to_bytes().len());
             drop(active);
-            let text = format!("{path} {}", body.unwrap_or(0));
+            let text = format!("{path} {} hyper", body.unwrap_or(0));
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
         }
     });
+    let marks = Arc::clone(&activity);
+    let own = move |request: Request<ClientBody>| {
+        let active = marks.begin();
+        async move {
+            let text = format!("{} 0 own", request.uri().path());
+            drop(active);
+            Response::new(Full::new(Bytes::from(text)))
+        }
+    };
     let task = tokio::spawn({
         let activity = Arc::clone(&activity);
         async move {
@@ -47,6 +58,7 @@ fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
                 io,
                 activity,
                 service,
+                own,
                 Versions::Detect,
                 CancellationToken::new(),
             )
@@ -99,13 +111,13 @@ async fn an_idle_connection_parks_and_serves_its_next_request() {
         .write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    assert!(read_response(&mut client).await.ends_with("/one 0"));
+    assert!(read_response(&mut client).await.ends_with("/one 0 own"));
     until_parked(&activity, 1).await;
     client
         .write_all(b"GET /two HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    assert!(read_response(&mut client).await.ends_with("/two 0"));
+    assert!(read_response(&mut client).await.ends_with("/two 0 own"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -133,20 +145,61 @@ async fn a_parked_connection_takes_pipelined_requests_in_order() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn pipelined_requests_keep_their_order_across_a_hand_over_to_hyper() {
+    let (mut client, _activity, _task) = start();
+    client
+        .write_all(
+            b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n\
+              POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nxyz\
+              GET /c HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut got = String::new();
+    while !got.contains("/c 0") {
+        let mut buf = [0u8; 1024];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {got:?}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let a = got.find("/a 0 own").expect(&got);
+    let b = got.find("/b 3 hyper").expect(&got);
+    let c = got.find("/c 0 hyper").expect(&got);
+    assert!(a < b && b < c, "{got}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hyper_connection_parks_back_to_the_own_server() {
+    let (mut client, activity, _task) = start();
+    // A declared empty body is hyper's to serve; it leaves nothing unread, so it may park.
+    client
+        .write_all(b"GET /h HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut client).await.ends_with("/h 0 hyper"));
+    until_parked(&activity, 1).await;
+    client
+        .write_all(b"GET /o HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut client).await.ends_with("/o 0 own"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_connection_that_had_a_body_never_parks() {
     let (mut client, activity, _task) = start();
     client
         .write_all(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
         .await
         .unwrap();
-    assert!(read_response(&mut client).await.ends_with("/p 5"));
+    assert!(read_response(&mut client).await.ends_with("/p 5 hyper"));
     tokio::time::sleep(PARK_AFTER * 4).await;
     assert_eq!(activity.times_parked(), 0);
     client
         .write_all(b"GET /g HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    assert!(read_response(&mut client).await.ends_with("/g 0"));
+    assert!(read_response(&mut client).await.ends_with("/g 0 hyper"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -183,5 +236,5 @@ async fn the_http2_preface_gets_an_http2_connection() {
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"/h2 3");
+    assert_eq!(&body[..], b"/h2 3 hyper");
 }

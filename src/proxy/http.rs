@@ -17,7 +17,7 @@ use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
 use crate::proxy::client_conn::{self, Versions};
 use crate::proxy::forward::{Forwarded, Outgoing, forward};
 use crate::proxy::headers::{ClientIp, rewrite_request_headers, strip_hop_by_hop};
-use crate::proxy::request_body::Prepared;
+use crate::proxy::request_body::{ClientBody, Prepared};
 use crate::proxy::tunnel::{self, TunnelGuards, TunnelLimits};
 use crate::proxy::{Peer, clock_micros};
 use crate::route::{self, RequestView};
@@ -122,39 +122,12 @@ where
         access_log,
         listener,
     });
-    let service = service_fn(move |request| {
-        let context = Arc::clone(&context);
-        async move {
-            let http1 = request.version() != Version::HTTP_2;
-            let mut request = request;
-            let request_id = ensure_request_id(request.headers_mut());
-            let log = context
-                .access_log
-                .as_ref()
-                .map(|(sink, format)| start_log(&request, &context, &request_id, sink, *format));
-            let started = clock_micros();
-            let mut response = handle(request, &context, started).await;
-            let elapsed = clock_micros().saturating_sub(started);
-            context.duration.record(elapsed as f64 / 1e6);
-            response.headers_mut().insert(X_REQUEST_ID, request_id);
-            if let Some(mut log) = log {
-                log.record.status = response.status().as_u16();
-                if let Some(served) = response.extensions_mut().remove::<Served>() {
-                    log.record.pool = Some(served.pool);
-                    log.record.upstream_addr = served.upstream;
-                }
-                response = response.map(|body| body.with_log(Some(log)));
-            }
-            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-            if http1 && !switching && context.stop.is_cancelled() {
-                response.headers_mut().insert(
-                    header::CONNECTION,
-                    header::HeaderValue::from_static("close"),
-                );
-            }
-            Ok::<_, Infallible>(response)
-        }
+    let hyper_context = Arc::clone(&context);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let context = Arc::clone(&hyper_context);
+        async move { Ok::<_, Infallible>(respond(context, request.map(ClientBody::Hyper)).await) }
     });
+    let own = move |request: Request<ClientBody>| respond(Arc::clone(&context), request);
 
     // On TLS, ALPN decides (`h2`: HTTP/2 only; `http/1.1`: HTTP/1 only); otherwise the
     // connection preface does (h2c with prior knowledge, or HTTP/1).
@@ -169,6 +142,7 @@ where
         io,
         activity_handle,
         service,
+        own,
         versions,
         shutdown,
     ));
@@ -182,9 +156,44 @@ where
     })
 }
 
+/// One request, whichever server read it: request id, access log, duration, and
+/// `Connection: close` on HTTP/1 once the connection is stopping.
+async fn respond(
+    context: Arc<ConnContext>,
+    mut request: Request<ClientBody>,
+) -> Response<ProxyBody> {
+    let http1 = request.version() != Version::HTTP_2;
+    let request_id = ensure_request_id(request.headers_mut());
+    let log = context
+        .access_log
+        .as_ref()
+        .map(|(sink, format)| start_log(&request, &context, &request_id, sink, *format));
+    let started = clock_micros();
+    let mut response = handle(request, &context, started).await;
+    let elapsed = clock_micros().saturating_sub(started);
+    context.duration.record(elapsed as f64 / 1e6);
+    response.headers_mut().insert(X_REQUEST_ID, request_id);
+    if let Some(mut log) = log {
+        log.record.status = response.status().as_u16();
+        if let Some(served) = response.extensions_mut().remove::<Served>() {
+            log.record.pool = Some(served.pool);
+            log.record.upstream_addr = served.upstream;
+        }
+        response = response.map(|body| body.with_log(Some(log)));
+    }
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if http1 && !switching && context.stop.is_cancelled() {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// `now`: `clock_micros()` when the request arrived.
 async fn handle(
-    mut request: Request<Incoming>,
+    mut request: Request<ClientBody>,
     context: &ConnContext,
     now: u64,
 ) -> Response<ProxyBody> {
@@ -192,7 +201,7 @@ async fn handle(
     if request.version() == Version::HTTP_2 {
         context.activity.mark_http2();
     }
-    if !hyper::body::Body::is_end_stream(request.body()) {
+    if !request.body().is_end_stream() {
         context.activity.mark_body();
     }
     let snapshot = context.snapshot.load_full();
@@ -408,7 +417,7 @@ fn ensure_request_id(headers: &mut header::HeaderMap) -> header::HeaderValue {
 
 /// What the access log needs from the request, taken before the request is consumed.
 fn start_log(
-    request: &Request<Incoming>,
+    request: &Request<ClientBody>,
     context: &ConnContext,
     request_id: &header::HeaderValue,
     sink: &Arc<access_log::Sink>,

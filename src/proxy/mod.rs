@@ -7,6 +7,7 @@ pub mod activity;
 pub mod body;
 pub mod client_conn;
 pub mod forward;
+pub mod h1;
 pub mod headers;
 pub mod http;
 pub mod passthrough;

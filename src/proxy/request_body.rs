@@ -13,6 +13,24 @@ use std::task::{Context, Poll};
 /// replayed on another backend.
 pub const REPLAY_LIMIT: u64 = 64 * 1024;
 
+/// A client's request body as the proxy receives it.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// None: what sluice's own HTTP/1 server serves (`proxy::h1`).
+    Empty,
+    /// From hyper's server (HTTP/2, and HTTP/1 requests with a body).
+    Hyper(Incoming),
+}
+
+impl ClientBody {
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::Hyper(body) => body.is_end_stream(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum RequestBody {
     /// Streamed from the client; each chunk is counted in the listener's bytes-in counter.
@@ -33,13 +51,14 @@ impl Prepared {
     /// body fails while being buffered.
     /// `bytes_in` counts the body's bytes (once, however many tries send it).
     pub async fn from_request(
-        body: Incoming,
+        body: ClientBody,
         headers: &HeaderMap,
         bytes_in: &metrics::Counter,
     ) -> Result<Prepared, String> {
-        if body.is_end_stream() {
-            return Ok(Prepared::Replayable(Bytes::new()));
-        }
+        let body = match body {
+            ClientBody::Hyper(body) if !body.is_end_stream() => body,
+            _ => return Ok(Prepared::Replayable(Bytes::new())),
+        };
         let declared = headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())

@@ -149,6 +149,71 @@ async fn keep_alive_is_reused_on_both_sides() {
     );
 }
 
+#[tokio::test]
+async fn one_connection_moves_between_sluices_own_server_and_hyper_without_losing_a_request() {
+    // Body-less requests are read by sluice's own HTTP/1 server, requests with a body by
+    // hyper; pipelined on one connection, each must be answered once, in order.
+    let backend = spawn_backend("a").await;
+    let sluice = start_sluice(&http_config(&[backend.addr], "")).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /1 HTTP/1.1\r\nHost: t\r\n\r\n\
+              POST /2 HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody\
+              HEAD /3 HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let first = read_one_response(&mut stream).await;
+    assert!(
+        first.starts_with("HTTP/1.1 200") && first.ends_with("backend a"),
+        "{first}"
+    );
+    let second = read_one_response(&mut stream).await;
+    assert!(
+        second.starts_with("HTTP/1.1 200") && second.ends_with("backend a"),
+        "{second}"
+    );
+    // HEAD: the headers of a GET (its length included) and no body.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "closed early");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains("content-length: 9"),
+        "{head}"
+    );
+    // The connection is still good after all three, and nothing was left unanswered.
+    stream
+        .write_all(b"GET /4 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let fourth = read_one_response(&mut stream).await;
+    assert!(fourth.ends_with("backend a"), "{fourth}");
+    assert_eq!(backend.requests(), 4);
+}
+
+#[tokio::test]
+async fn a_smuggling_attempt_after_a_served_request_is_refused_on_the_same_connection() {
+    let backend = spawn_backend("a").await;
+    let sluice = start_sluice(&http_config(&[backend.addr], "")).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let raw = raw_exchange(
+        addr,
+        b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.contains("HTTP/1.1 400"), "{raw}");
+    assert_eq!(backend.requests(), 1);
+}
+
 /// Reads one response with a content-length body from a keep-alive connection.
 async fn read_one_response(stream: &mut TcpStream) -> String {
     let mut data = Vec::new();

@@ -77,7 +77,7 @@ pub fn encode_request(
     Ok(())
 }
 
-fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
