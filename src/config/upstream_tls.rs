@@ -185,7 +185,10 @@ impl Validator<'_> {
             private.clone_key(),
             &provider,
         )
-        .map_err(|error| key_error(format!("{key_name}: {error}")))?;
+        .map_err(|error| {
+            let cert_name = cert.value.trim();
+            key_error(format!("{key_name} does not fit {cert_name}: {error}"))
+        })?;
         Ok(ClientIdentity {
             chain,
             key: Arc::new(private),

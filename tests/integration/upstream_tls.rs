@@ -1,10 +1,13 @@
 //! TLS to backends: verification against a pool's CA with and without SNI, a clean 502 for
 //! an untrusted certificate, `verify: false`, HTTP/2 by ALPN, TLS originated by a TCP
-//! listener, health checks over TLS, and CA files checked at validation.
+//! listener, health checks over TLS, client certificates for backends that require them
+//! (mutual TLS), and CA files and client certificate/key pairs checked at validation.
 
+use crate::common::tls::TestCert;
 use crate::common::upstream::*;
 use crate::common::*;
 use http::{StatusCode, Version};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -145,6 +148,121 @@ async fn a_tcp_listener_originates_tls_to_a_tls_pool() {
     let saw = &backend.saw()[0];
     assert_eq!(saw.sni.as_deref(), Some("db.internal"));
     assert_eq!(saw.alpn, None, "no ALPN on an L4 session");
+}
+
+/// A backend that refuses any client without a certificate from `client_ca`; its own
+/// certificate is for `mtls.internal`, signed by `server_ca`.
+async fn spawn_mtls_upstream(server_ca: &TestCa, client_ca: &TestCa) -> Upstream {
+    let tls = server_tls_requiring_client_cert(
+        server_ca.leaf(&["mtls.internal"]),
+        client_ca,
+        &[b"http/1.1"],
+    );
+    spawn_upstream("mtls", Listen::Tcp, Some(tls), Speaks::Http1).await
+}
+
+fn mtls_pool(server_ca: &TestCa, client: Option<&TestCert>) -> String {
+    let identity = client
+        .map(|c| format!(", cert: {}, key: {}", c.cert.display(), c.key.display()))
+        .unwrap_or_default();
+    format!(
+        "{{ca: {}, sni: mtls.internal{identity}}}",
+        server_ca.pem_path.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_requiring_a_client_certificate_is_reached_with_the_pools_cert_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = TestCa::new(dir.path(), "server-ca");
+    let client_ca = TestCa::new(dir.path(), "client-ca");
+    let client = client_ca.client(dir.path(), "sluice-client", "sluice");
+    let backend = spawn_mtls_upstream(&server_ca, &client_ca).await;
+    let yaml = tls_config(&backend.address, &mtls_pool(&server_ca, Some(&client)), "");
+    let sluice = start_sluice(&yaml).await;
+
+    let response = get(sluice.local_addr("web").unwrap(), "/mutual").await;
+    assert_status(&response, StatusCode::OK);
+    assert_eq!(body_text(&response), "ok mtls");
+    let saw = backend.saw();
+    assert_eq!(saw.len(), 1, "{saw:?}");
+    assert_eq!(saw[0].uri.path(), "/mutual");
+    assert!(
+        saw[0].client_cert.as_ref() == Some(&client.der),
+        "the backend saw the pool's client certificate, not {:?}",
+        saw[0].client_cert.as_ref().map(Vec::len)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_client_certificate_a_backend_requiring_one_is_a_quick_502() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = TestCa::new(dir.path(), "server-ca");
+    let client_ca = TestCa::new(dir.path(), "client-ca");
+    let backend = spawn_mtls_upstream(&server_ca, &client_ca).await;
+    let yaml = tls_config(
+        &backend.address,
+        &mtls_pool(&server_ca, None),
+        "    timeouts: {connect: 10s, response: 10s}\n",
+    );
+    let sluice = start_sluice(&yaml).await;
+
+    let started = Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(20),
+        get(sluice.local_addr("web").unwrap(), "/"),
+    )
+    .await
+    .expect("sluice answers instead of hanging");
+    assert_status(&response, StatusCode::BAD_GATEWAY);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a refused handshake fails at once, not at a timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        backend.connections.load(Ordering::SeqCst) > 0,
+        "sluice did reach the backend"
+    );
+    assert!(
+        backend.saw().is_empty(),
+        "no request got past the handshake"
+    );
+}
+
+#[test]
+fn a_client_certificate_with_a_key_of_another_is_refused_at_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "ca");
+    let one = ca.client(dir.path(), "one", "one");
+    let other = ca.client(dir.path(), "other", "other");
+    let tls = format!(
+        "{{cert: {}, key: {}}}",
+        one.cert.display(),
+        other.key.display()
+    );
+    let error = sluice::Config::parse(&tls_config("127.0.0.1:1", &tls, ""), "test.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(error.starts_with("test.yaml:6:"), "{error}");
+    assert!(error.contains(": pools.app.tls.key: "), "{error}");
+    let crossed = format!(
+        "{} does not fit {}",
+        other.key.display(),
+        one.cert.display()
+    );
+    assert!(error.contains(&crossed), "names both files: {error}");
+
+    let tls = format!(
+        "{{cert: {}, key: {}}}",
+        one.cert.display(),
+        one.key.display()
+    );
+    let matched = sluice::Config::parse(&tls_config("127.0.0.1:1", &tls, ""), "test.yaml");
+    assert!(
+        matched.is_ok(),
+        "the matching pair is accepted: {matched:?}"
+    );
 }
 
 #[test]

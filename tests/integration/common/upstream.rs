@@ -1,14 +1,21 @@
-//! Upstream-side fixtures: a test CA and certificates (rcgen), backends that speak TLS,
-//! HTTP/2 only or listen on a Unix socket and record what they saw of each request (SNI,
-//! ALPN, version, authority, headers), gRPC-style answers with trailers, and an h2c client.
+//! Upstream-side fixtures: a test CA and certificates (rcgen), backends that speak TLS
+//! (optionally requiring a client certificate), HTTP/2 only or listen on a Unix socket and
+//! record what they saw of each request (SNI, ALPN, client certificate, version, authority,
+//! headers), gRPC-style answers with trailers, and an h2c client.
 
+use super::tls::{TestCert, provider};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,26 +45,70 @@ impl TestCa {
     /// A server certificate for `names` (DNS names or IP addresses) signed by this CA.
     pub fn leaf(&self, names: &[&str]) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
+        let (cert, key) = self.sign(CertificateParams::new(names).unwrap());
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         (vec![cert.der().clone()], der)
+    }
+
+    /// A client certificate (extended key usage clientAuth, common name `name`) signed by
+    /// this CA, written as `dir/stem.pem` and `dir/stem.key` for a pool's `tls.cert` and
+    /// `tls.key`.
+    pub fn client(&self, dir: &Path, stem: &str, name: &str) -> TestCert {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let (cert, key) = self.sign(params);
+        let paths = (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        );
+        std::fs::write(&paths.0, cert.pem()).unwrap();
+        std::fs::write(&paths.1, key.serialize_pem()).unwrap();
+        TestCert {
+            cert: paths.0,
+            key: paths.1,
+            der: cert.der().to_vec(),
+        }
+    }
+
+    fn sign(&self, params: CertificateParams) -> (Certificate, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        (params.signed_by(&key, &self.issuer).unwrap(), key)
     }
 }
 
 /// A rustls server config offering `alpn` (ring provider, as sluice uses).
 pub fn server_tls(
-    (chain, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    leaf: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
     alpn: &[&[u8]],
 ) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    server_tls_with(leaf, alpn, WebPkiClientVerifier::no_client_auth())
+}
+
+/// `server_tls` that refuses the handshake unless the client presents a certificate signed
+/// by `client_ca` (rustls's `WebPkiClientVerifier`, as a backend enforcing mutual TLS would).
+pub fn server_tls_requiring_client_cert(
+    leaf: (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    client_ca: &TestCa,
+    alpn: &[&[u8]],
+) -> Arc<rustls::ServerConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(client_ca.issuer.der().clone()).unwrap();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .unwrap();
+    server_tls_with(leaf, alpn, verifier)
+}
+
+fn server_tls_with(
+    (chain, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    alpn: &[&[u8]],
+    client_verifier: Arc<dyn ClientCertVerifier>,
+) -> Arc<rustls::ServerConfig> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .unwrap()
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier)
         .with_single_cert(chain, key)
         .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -74,6 +125,16 @@ pub struct Saw {
     /// The SNI the client sent (TLS only).
     pub sni: Option<String>,
     pub alpn: Option<Vec<u8>>,
+    /// The DER of the certificate the client presented (TLS with client auth only).
+    pub client_cert: Option<Vec<u8>>,
+}
+
+/// What the TLS handshake of a connection settled, recorded with each of its requests.
+#[derive(Clone, Default)]
+struct Handshake {
+    sni: Option<String>,
+    alpn: Option<Vec<u8>>,
+    client_cert: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -127,7 +188,7 @@ pub async fn spawn_upstream(
             let (saw, name, tls) = (Arc::clone(&record), name.clone(), tls.clone());
             tokio::spawn(async move {
                 match tls {
-                    None => serve(stream, None, None, speaks, name, saw).await,
+                    None => serve(stream, Handshake::default(), speaks, name, saw).await,
                     Some(config) => {
                         let Ok(stream) =
                             tokio_rustls::TlsAcceptor::from(config).accept(stream).await
@@ -135,9 +196,15 @@ pub async fn spawn_upstream(
                             return;
                         };
                         let connection = stream.get_ref().1;
-                        let sni = connection.server_name().map(str::to_owned);
-                        let alpn = connection.alpn_protocol().map(<[u8]>::to_vec);
-                        serve(stream, sni, alpn, speaks, name, saw).await;
+                        let handshake = Handshake {
+                            sni: connection.server_name().map(str::to_owned),
+                            alpn: connection.alpn_protocol().map(<[u8]>::to_vec),
+                            client_cert: connection
+                                .peer_certificates()
+                                .and_then(|chain| chain.first())
+                                .map(|cert| cert.to_vec()),
+                        };
+                        serve(stream, handshake, speaks, name, saw).await;
                     }
                 }
             });
@@ -183,14 +250,13 @@ async fn bind(listen: Listen) -> (String, Acceptor) {
 
 async fn serve<S: Stream>(
     stream: S,
-    sni: Option<String>,
-    alpn: Option<Vec<u8>>,
+    handshake: Handshake,
     speaks: Speaks,
     name: String,
     saw: Arc<Mutex<Vec<Saw>>>,
 ) {
     let service = service_fn(move |request: Request<Incoming>| {
-        let (saw, name, sni, alpn) = (saw.clone(), name.clone(), sni.clone(), alpn.clone());
+        let (saw, name, handshake) = (saw.clone(), name.clone(), handshake.clone());
         async move {
             let (parts, body) = request.into_parts();
             let body = body
@@ -204,8 +270,9 @@ async fn serve<S: Stream>(
                 uri: parts.uri,
                 headers: parts.headers,
                 body: body.clone(),
-                sni,
-                alpn,
+                sni: handshake.sni,
+                alpn: handshake.alpn,
+                client_cert: handshake.client_cert,
             });
             Ok::<_, Infallible>(answer(&path, &name, body.len()))
         }
