@@ -81,7 +81,7 @@ where
         let head_request = request.method() == Method::HEAD;
         let client_closes = wants_close(request.headers());
         let response = respond(request.map(|()| ClientBody::Empty)).await;
-        let close = client_closes || request::wants_close(response.headers());
+        let close = client_closes || wants_close(response.headers());
         write_response(io, &mut outbox, response, head_request, close).await?;
         if close {
             // Errors here change nothing: the response is out, the connection ends.

@@ -21,9 +21,8 @@ pub struct Outbox {
     /// Large pieces, each with the length of `small` when it was queued: it goes out after
     /// `small[..at]` and before the rest.
     pieces: Vec<(usize, Bytes)>,
+    /// Total length of `pieces`.
     queued: usize,
-    /// How much of the queue (in order) has been written already.
-    written: usize,
 }
 
 impl Outbox {
@@ -43,7 +42,7 @@ impl Outbox {
 
     /// Bytes waiting, of either kind.
     pub fn len(&self) -> usize {
-        self.small.len() + self.queued - self.written
+        self.small.len() + self.queued
     }
 
     pub fn is_empty(&self) -> bool {
@@ -55,27 +54,28 @@ impl Outbox {
         if self.pieces.is_empty() {
             io.write_all(&self.small).await?;
         } else {
-            let total = self.small.len() + self.queued;
-            while self.written < total {
+            let total = self.len();
+            let mut written = 0;
+            while written < total {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let count = self.unwritten(&mut slices);
+                let count = self.unwritten(written, &mut slices);
                 let n = io.write_vectored(&slices[..count]).await?;
                 if n == 0 {
                     return Err(io::ErrorKind::WriteZero.into());
                 }
-                self.written += n;
+                written += n;
             }
         }
         self.small.clear();
         self.pieces.clear();
         self.queued = 0;
-        self.written = 0;
         Ok(())
     }
 
-    /// Fills `slices` with the unwritten rest of the queue, in order; returns how many.
-    fn unwritten<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
-        let mut skip = self.written;
+    /// Fills `slices` with the queue after its first `written` bytes, in order; returns how
+    /// many.
+    fn unwritten<'a>(&'a self, written: usize, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut skip = written;
         let mut count = 0;
         for part in self.parts() {
             if part.len() <= skip {

@@ -2,6 +2,7 @@
 //! and how the body is framed, with the rules hyper's server follows so that a client sees
 //! the same bytes whichever of the two served it (RFC 9112 6).
 
+use super::request::wants_close;
 use crate::upstream::h1::head::push_decimal;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -62,7 +63,7 @@ pub fn encode_head(
         push_date(out);
         out.extend_from_slice(b"\r\n");
     }
-    if close && !says_close(headers) {
+    if close && !wants_close(headers) {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -90,31 +91,26 @@ fn framing(
         }
         _ => None,
     };
-    let plan = match (declared, hint.exact) {
-        (Some(length), _) => BodyPlan::Length(length),
-        _ => {
+    let plan = match declared {
+        Some(length) => BodyPlan::Length(length),
+        None => {
             // A missing or unusable Content-Length: sluice frames the body itself.
             headers.remove(header::CONTENT_LENGTH);
-            match hint.exact {
-                _ if hint.end_stream => BodyPlan::Length(0),
-                Some(length) => BodyPlan::Length(length),
-                None => BodyPlan::Chunked,
+            if hint.end_stream {
+                BodyPlan::Length(0)
+            } else {
+                hint.exact.map_or(BodyPlan::Chunked, BodyPlan::Length)
             }
         }
     };
     if head_request {
         // The headers say what a GET would have got; no body follows.
-        return match plan {
-            BodyPlan::Chunked => BodyPlan::None,
-            other => {
-                if let BodyPlan::Length(length) = other
-                    && !headers.contains_key(header::CONTENT_LENGTH)
-                {
-                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-                }
-                BodyPlan::None
-            }
-        };
+        if let BodyPlan::Length(length) = plan
+            && !headers.contains_key(header::CONTENT_LENGTH)
+        {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
+        return BodyPlan::None;
     }
     plan
 }
@@ -124,10 +120,6 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-fn says_close(headers: &HeaderMap) -> bool {
-    super::request::wants_close(headers)
 }
 
 /// Length of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
