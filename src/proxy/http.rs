@@ -18,6 +18,7 @@ use crate::proxy::client_conn::{self, Versions};
 use crate::proxy::forward::{Forwarded, Outgoing, forward};
 use crate::proxy::headers::{ClientIp, rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::request_body::{ClientBody, Prepared};
+use crate::proxy::request_id::{X_REQUEST_ID, ensure_request_id};
 use crate::proxy::tunnel::{self, TunnelGuards, TunnelLimits};
 use crate::proxy::{Peer, clock_micros};
 use crate::route::{self, RequestView};
@@ -389,30 +390,6 @@ fn start_tunnel(
         route::apply_edits(&mut parts.headers, &route.response_headers);
     }
     Response::from_parts(parts, ProxyBody::empty())
-}
-
-const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
-
-/// Keeps a sane incoming `X-Request-Id` (so a trace spans several proxies) or sets a new
-/// random one; the backend, the client and the access log all see the same value.
-fn ensure_request_id(headers: &mut header::HeaderMap) -> header::HeaderValue {
-    if let Some(id) = headers.get(&X_REQUEST_ID)
-        && (1..=128).contains(&id.len())
-        && id.as_bytes().iter().all(|b| b.is_ascii_graphic())
-    {
-        return id.clone();
-    }
-    // 128 random bits in hex, without going through `format!` (it showed in profiles).
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let random = fastrand::u128(..);
-    let mut id = [0u8; 32];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = HEX[((random >> (4 * i)) & 0xf) as usize];
-    }
-    let value =
-        header::HeaderValue::from_bytes(&id).unwrap_or(header::HeaderValue::from_static("-"));
-    headers.insert(X_REQUEST_ID, value.clone());
-    value
 }
 
 /// What the access log needs from the request, taken before the request is consumed.

@@ -12,6 +12,7 @@ pub mod headers;
 pub mod http;
 pub mod passthrough;
 pub mod request_body;
+pub mod request_id;
 pub mod sni;
 pub mod splice;
 pub mod tcp;

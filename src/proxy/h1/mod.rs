@@ -21,10 +21,11 @@ use http::{Method, Request, Response};
 use hyper::body::{Body, Frame};
 use outbox::Outbox;
 use request::{Parsed, parse_request, wants_close};
-use response::{BodyHint, BodyPlan, encode_head};
+use response::{BodyHint, BodyPlan, encode_head, head_size_hint};
 use std::error::Error as StdError;
 use std::future::{Future, poll_fn};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -98,8 +99,9 @@ where
 /// stream. The chunk is on the stack of the poll, so a waiting connection holds no buffer.
 pub async fn read_some<I: AsyncRead + Unpin>(io: &mut I, buf: &mut BytesMut) -> io::Result<usize> {
     poll_fn(|cx| {
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut read_buf = ReadBuf::new(&mut chunk);
+        // Uninitialised: zeroing 4 KiB before every read showed in profiles.
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut read_buf = ReadBuf::uninit(&mut chunk);
         ready!(Pin::new(&mut *io).poll_read(cx, &mut read_buf))?;
         buf.extend_from_slice(read_buf.filled());
         Poll::Ready(Ok(read_buf.filled().len()))
@@ -131,6 +133,12 @@ where
         end_stream: body.is_end_stream(),
         exact: body.size_hint().exact(),
     };
+    // One allocation for the head and a small body: growing the buffer as they were written
+    // showed as five reallocations per response.
+    let small_body = hint.exact.filter(|&n| n <= outbox::COPY_LIMIT as u64);
+    outbox
+        .small()
+        .reserve(head_size_hint(&parts.headers) + small_body.unwrap_or(0) as usize);
     let plan = encode_head(
         outbox.small(),
         parts.status,

@@ -27,6 +27,17 @@ pub struct BodyHint {
     pub exact: Option<u64>,
 }
 
+/// About how many bytes `encode_head` writes for these headers: theirs, plus room for the
+/// status line and the headers sluice adds (`date`, `content-length`, `connection`).
+pub fn head_size_hint(headers: &HeaderMap) -> usize {
+    const STATUS_AND_ADDED: usize = 128;
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + STATUS_AND_ADDED
+}
+
 /// Writes the head of a response to `out` and says how its body must be framed. `close`: the
 /// connection closes after this response (the client asked, or sluice is stopping).
 pub fn encode_head(

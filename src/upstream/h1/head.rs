@@ -142,7 +142,7 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadEr
         );
     }
     let head = buf.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut headers = HeaderMap::with_capacity(count + ROOM_FOR_ADDED_HEADERS);
     for &(name_start, name_end, value_start, value_end) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| HeadError::Malformed("bad header name"))?;
@@ -156,6 +156,11 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadEr
         headers,
     }))
 }
+
+/// Headers the proxy may add to a response on its way back (`X-Request-Id`, a route's edits,
+/// `Connection: close`): room for them up front, as growing a `HeaderMap` reallocates both of
+/// its tables (that showed in allocation counts of the keep-alive path).
+const ROOM_FOR_ADDED_HEADERS: usize = 4;
 
 /// How the response body is delimited (RFC 9112 6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
