@@ -159,194 +159,204 @@ where
 
 /// One request, whichever server read it: request id, access log, duration, and
 /// `Connection: close` on HTTP/1 once the connection is stopping.
-async fn respond(
+///
+/// A function returning a block rather than an `async fn`, here and in `handle`: an `async
+/// fn` keeps its arguments twice in its state (as captured, and as locals), and the request
+/// is 264 bytes of every request's future (allocated and copied once per request).
+#[allow(clippy::manual_async_fn)]
+fn respond(
     context: Arc<ConnContext>,
     mut request: Request<ClientBody>,
-) -> Response<ProxyBody> {
-    let http1 = request.version() != Version::HTTP_2;
-    let request_id = ensure_request_id(request.headers_mut());
-    let log = context
-        .access_log
-        .as_ref()
-        .map(|(sink, format)| start_log(&request, &context, &request_id, sink, *format));
-    let started = clock_micros();
-    let mut response = handle(request, &context, started).await;
-    let elapsed = clock_micros().saturating_sub(started);
-    context.duration.record(elapsed as f64 / 1e6);
-    response.headers_mut().insert(X_REQUEST_ID, request_id);
-    if let Some(mut log) = log {
-        log.record.status = response.status().as_u16();
-        if let Some(served) = response.extensions_mut().remove::<Served>() {
-            log.record.pool = Some(served.pool);
-            log.record.upstream_addr = served.upstream;
+) -> impl Future<Output = Response<ProxyBody>> {
+    async move {
+        let http1 = request.version() != Version::HTTP_2;
+        let request_id = ensure_request_id(request.headers_mut());
+        let log = context
+            .access_log
+            .as_ref()
+            .map(|(sink, format)| start_log(&request, &context, &request_id, sink, *format));
+        let started = clock_micros();
+        let mut response = handle(request, &context, started).await;
+        let elapsed = clock_micros().saturating_sub(started);
+        context.duration.record(elapsed as f64 / 1e6);
+        response.headers_mut().insert(X_REQUEST_ID, request_id);
+        if let Some(mut log) = log {
+            log.record.status = response.status().as_u16();
+            if let Some(served) = response.extensions_mut().remove::<Served>() {
+                log.record.pool = Some(served.pool);
+                log.record.upstream_addr = served.upstream;
+            }
+            response = response.map(|body| body.with_log(Some(log)));
         }
-        response = response.map(|body| body.with_log(Some(log)));
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if http1 && !switching && context.stop.is_cancelled() {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        response
     }
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if http1 && !switching && context.stop.is_cancelled() {
-        response.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-    }
-    response
 }
 
 /// `now`: `clock_micros()` when the request arrived.
-async fn handle(
+#[allow(clippy::manual_async_fn)]
+fn handle(
     mut request: Request<ClientBody>,
     context: &ConnContext,
     now: u64,
-) -> Response<ProxyBody> {
-    let active = context.activity.begin();
-    if request.version() == Version::HTTP_2 {
-        context.activity.mark_http2();
-    }
-    if !request.body().is_end_stream() {
-        context.activity.mark_body();
-    }
-    let snapshot = context.snapshot.load_full();
-    let Some(router) = snapshot.router(&context.listener) else {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no pool for this listener\n",
-            active,
-        );
-    };
-    let view = RequestView::new(request.method(), request.uri(), request.headers());
-    let Some(routed) = router.route(&view) else {
-        return error_response(StatusCode::NOT_FOUND, "no route for this request\n", active);
-    };
-    let (pool, route) = (routed.target, routed.route);
-    let total_deadline = pool
-        .config
-        .timeouts
-        .total
-        .map(|total| crate::proxy::clock_instant(now) + total);
-    let pick_context = PickContext::for_request(
-        &pool.config,
-        request.headers(),
-        request.uri(),
-        context.client,
-        now,
-    );
-
-    let upgrade = tunnel::requested_upgrade(&request);
-    if upgrade.is_some() && pool.config.protocol == crate::config::UpstreamProtocol::H2 {
-        // HTTP/2 has no Upgrade (RFC 8441's extended CONNECT is not offered by hyper's client).
-        return error_response(
-            StatusCode::NOT_IMPLEMENTED,
-            "protocol upgrades (WebSocket) are not supported towards an h2 pool\n",
-            active,
-        );
-    }
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
-    let (mut parts, body) = request.into_parts();
-    let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
-    let scheme = if context.peer.tls.is_some() {
-        "https"
-    } else {
-        "http"
-    };
-    rewrite_request_headers(
-        &mut parts.headers,
-        context.client_ip.as_ref(),
-        scheme,
-        authority.as_deref(),
-    );
-    if let Some(upgrade) = &upgrade {
-        tunnel::restore_upgrade_headers(&mut parts.headers, upgrade.clone());
-    }
-    let mut path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let stripped;
-    if let Some(route) = route {
-        route::apply_edits(&mut parts.headers, &route.request_headers);
-        if let Some(rest) = route
-            .strip_prefix
-            .as_deref()
-            .and_then(|prefix| route::strip_prefix(path, prefix))
-        {
-            stripped = rest;
-            path = &stripped;
+) -> impl Future<Output = Response<ProxyBody>> + '_ {
+    async move {
+        let active = context.activity.begin();
+        if request.version() == Version::HTTP_2 {
+            context.activity.mark_http2();
         }
-    }
-    let body = match Prepared::from_request(body, &parts.headers, &context.bytes_in).await {
-        Ok(body) => body,
-        Err(error) => {
-            debug!(client = ?context.client, %error, "client body failed");
+        if !request.body().is_end_stream() {
+            context.activity.mark_body();
+        }
+        let snapshot = context.snapshot.load_full();
+        let Some(router) = snapshot.router(&context.listener) else {
             return error_response(
-                StatusCode::BAD_REQUEST,
-                "request body could not be read\n",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no pool for this listener\n",
+                active,
+            );
+        };
+        let view = RequestView::new(request.method(), request.uri(), request.headers());
+        let Some(routed) = router.route(&view) else {
+            return error_response(StatusCode::NOT_FOUND, "no route for this request\n", active);
+        };
+        let (pool, route) = (routed.target, routed.route);
+        let total_deadline = pool
+            .config
+            .timeouts
+            .total
+            .map(|total| crate::proxy::clock_instant(now) + total);
+        let pick_context = PickContext::for_request(
+            &pool.config,
+            request.headers(),
+            request.uri(),
+            context.client,
+            now,
+        );
+
+        let upgrade = tunnel::requested_upgrade(&request);
+        if upgrade.is_some() && pool.config.protocol == crate::config::UpstreamProtocol::H2 {
+            // HTTP/2 has no Upgrade (RFC 8441's extended CONNECT is not offered by hyper's client).
+            return error_response(
+                StatusCode::NOT_IMPLEMENTED,
+                "protocol upgrades (WebSocket) are not supported towards an h2 pool\n",
                 active,
             );
         }
-    };
-    let proxy_header = pool
-        .config
-        .send_proxy
-        .map(|version| context.peer.proxy_header(version));
-    let outgoing = Outgoing {
-        method: &parts.method,
-        path_and_query: path,
-        headers: &parts.headers,
-        proxy_header: proxy_header.as_deref(),
-    };
-    match forward(pool, outgoing, body, &pick_context, now).await {
-        Ok(Forwarded {
-            backend,
-            in_flight,
-            response,
-        }) => {
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let (Some(client), Some(_)) = (client_upgrade, &upgrade)
-            {
-                return start_tunnel(response, client, context, in_flight, active, route);
-            }
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            if let Some(route) = route {
-                route::apply_edits(&mut parts.headers, &route.response_headers);
-            }
-            if let Some(cookie) = sticky::set_cookie_if_needed(
-                pool.config.sticky.as_ref(),
-                &pick_context,
-                &backend.address,
-            ) {
-                parts.headers.append(header::SET_COOKIE, cookie);
-            }
-            let limits = BodyLimits {
-                idle: pool.config.timeouts.idle,
-                total_deadline,
-                pool: Arc::clone(&pool.name),
-                bytes_out: context.bytes_out.clone(),
-            };
-            if context.access_log.is_some() {
-                // Only the access log reads it; extensions allocate, so not otherwise.
-                parts.extensions.insert(Served {
-                    pool: Arc::clone(&pool.name),
-                    upstream: Some(backend.address.clone()),
-                });
-            }
-            Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active, limits))
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+        let (mut parts, body) = request.into_parts();
+        let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+        let scheme = if context.peer.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        rewrite_request_headers(
+            &mut parts.headers,
+            context.client_ip.as_ref(),
+            scheme,
+            authority.as_deref(),
+        );
+        if let Some(upgrade) = &upgrade {
+            tunnel::restore_upgrade_headers(&mut parts.headers, upgrade.clone());
         }
-        Err(refused) => {
-            let mut response = error_response(refused.status, refused.text, active);
-            if context.access_log.is_some() {
-                response.extensions_mut().insert(Served {
+        let mut path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let stripped;
+        if let Some(route) = route {
+            route::apply_edits(&mut parts.headers, &route.request_headers);
+            if let Some(rest) = route
+                .strip_prefix
+                .as_deref()
+                .and_then(|prefix| route::strip_prefix(path, prefix))
+            {
+                stripped = rest;
+                path = &stripped;
+            }
+        }
+        let body = match Prepared::from_request(body, &parts.headers, &context.bytes_in).await {
+            Ok(body) => body,
+            Err(error) => {
+                debug!(client = ?context.client, %error, "client body failed");
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "request body could not be read\n",
+                    active,
+                );
+            }
+        };
+        let proxy_header = pool
+            .config
+            .send_proxy
+            .map(|version| context.peer.proxy_header(version));
+        let outgoing = Outgoing {
+            method: &parts.method,
+            path_and_query: path,
+            headers: &parts.headers,
+            proxy_header: proxy_header.as_deref(),
+        };
+        match forward(pool, outgoing, body, &pick_context, now).await {
+            Ok(Forwarded {
+                backend,
+                in_flight,
+                response,
+            }) => {
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let (Some(client), Some(_)) = (client_upgrade, &upgrade)
+                {
+                    return start_tunnel(response, client, context, in_flight, active, route);
+                }
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                if let Some(route) = route {
+                    route::apply_edits(&mut parts.headers, &route.response_headers);
+                }
+                if let Some(cookie) = sticky::set_cookie_if_needed(
+                    pool.config.sticky.as_ref(),
+                    &pick_context,
+                    &backend.address,
+                ) {
+                    parts.headers.append(header::SET_COOKIE, cookie);
+                }
+                let limits = BodyLimits {
+                    idle: pool.config.timeouts.idle,
+                    total_deadline,
                     pool: Arc::clone(&pool.name),
-                    upstream: None,
-                });
+                    bytes_out: context.bytes_out.clone(),
+                };
+                if context.access_log.is_some() {
+                    // Only the access log reads it; extensions allocate, so not otherwise.
+                    parts.extensions.insert(Served {
+                        pool: Arc::clone(&pool.name),
+                        upstream: Some(backend.address.clone()),
+                    });
+                }
+                Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active, limits))
             }
-            if let Some(seconds) = refused.retry_after {
+            Err(refused) => {
+                let mut response = error_response(refused.status, refused.text, active);
+                if context.access_log.is_some() {
+                    response.extensions_mut().insert(Served {
+                        pool: Arc::clone(&pool.name),
+                        upstream: None,
+                    });
+                }
+                if let Some(seconds) = refused.retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+                }
                 response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
             }
-            response
         }
     }
 }

@@ -131,6 +131,19 @@ impl UpstreamClient {
             let response = pool.send(address, request, body).await?;
             return Ok(response.map(UpstreamBody::H1));
         }
+        // Boxed: hyper's client paths are large, and the HTTP/1 path above (the common one)
+        // should not carry room for them in every request's future.
+        Box::pin(self.send_with_hyper(address, preamble, request, body)).await
+    }
+
+    /// `send` through hyper's client: an h2 pool, or a new connection for this request only.
+    async fn send_with_hyper(
+        &self,
+        address: &BackendAddress,
+        preamble: Option<&[u8]>,
+        request: &RequestHead<'_>,
+        body: RequestBody,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let mut hyper_request = Request::new(body);
         *hyper_request.method_mut() = request.method.clone();
         *hyper_request.uri_mut() = Uri::try_from(request.target)

@@ -7,7 +7,9 @@
 //! each, where one gathered write delivers them all (hyper's server gathers the same way).
 
 use bytes::Bytes;
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Body pieces up to this size are copied into the buffer of small parts.
@@ -57,9 +59,14 @@ impl Outbox {
             let total = self.len();
             let mut written = 0;
             while written < total {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let count = self.unwritten(written, &mut slices);
-                let n = io.write_vectored(&slices[..count]).await?;
+                // The slices are built on the stack of each poll: kept across an await they
+                // would be 1 KiB of every request's future.
+                let n = poll_fn(|cx| {
+                    let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                    let count = self.unwritten(written, &mut slices);
+                    Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
+                })
+                .await?;
                 if n == 0 {
                     return Err(io::ErrorKind::WriteZero.into());
                 }

@@ -178,9 +178,10 @@ impl H1Pool {
             let (mut conn, mut buf, mut out) = match idle.take() {
                 Some(idle) => (idle.conn, idle.buf, idle.out),
                 None => {
-                    let conn = self
-                        .dialer
-                        .connect(address, Alpn::Http)
+                    // Boxed: connecting (TLS handshake included) is rare next to reusing an
+                    // idle connection, and every request's future would otherwise carry
+                    // room for it (and have it copied when the future moves).
+                    let conn = Box::pin(self.dialer.connect(address, Alpn::Http))
                         .await
                         .map_err(H1Error::Connect)?;
                     (conn, BytesMut::with_capacity(READ_RESERVE), Vec::new())
