@@ -17,6 +17,7 @@ use crate::proxy::{Peer, TlsInfo};
 use crate::proxy_protocol::{self, Header, ParseError, Parsed};
 use crate::state::SharedSnapshot;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -40,14 +41,18 @@ pub type DataPath = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// Two boxed stages, so that what a long-lived (mostly idle) connection keeps is only its data
 /// path: the prologue (PROXY header, TLS handshake, ClientHello; a TLS handshake's state
 /// alone is over a kilobyte) is freed as soon as it is done.
+///
+/// `fixed_local`: the local address of every TCP connection of this listener, when it is
+/// bound to one address (else each connection's is read from its socket).
 pub fn serve(
     accepted: Accepted,
+    fixed_local: Option<SocketAddr>,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     let prologue: Pin<Box<dyn Future<Output = Option<DataPath>> + Send>> = match accepted {
-        Accepted::Tcp(stream, peer) => match stream.local_addr() {
+        Accepted::Tcp(stream, peer) => match fixed_local.map_or_else(|| stream.local_addr(), Ok) {
             Ok(local) => {
                 let peer = Peer {
                     client: Some(peer),

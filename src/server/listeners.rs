@@ -163,6 +163,12 @@ fn spawn_accept_loop(
 ) {
     let connections = tracker.clone();
     let connections_total = crate::metrics::listener_handles(&name).connections.clone();
+    // A listener bound to one address accepts connections only to it: each connection's
+    // local address is known without asking the kernel (a getsockname per connection).
+    let fixed_local = match socket.local() {
+        Ok(BindAddr::Tcp(addr)) if !addr.ip().is_unspecified() => Some(addr),
+        _ => None,
+    };
     tracker.spawn(async move {
         loop {
             // Read the limit each time: a reload may change it.
@@ -194,8 +200,13 @@ fn spawn_accept_loop(
             // the snapshot when it starts: a reload may have changed them.
             let slot = slots.take();
             connections_total.increment(1);
-            let serve =
-                proxy::accept::serve(accepted, Arc::clone(&name), snapshot.clone(), stop.clone());
+            let serve = proxy::accept::serve(
+                accepted,
+                fixed_local,
+                Arc::clone(&name),
+                snapshot.clone(),
+                stop.clone(),
+            );
             connections.spawn(async move {
                 serve.await;
                 drop(slot);
