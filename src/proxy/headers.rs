@@ -28,12 +28,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     // Collect names listed in Connection first: they may be arbitrary (`Connection: X-Foo`).
+    // `close` names no header and `keep-alive`'s header goes below anyway: skipping them keeps
+    // the common `Connection: close` from allocating a name and a list.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("close") && !token.eq_ignore_ascii_case("keep-alive")
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
     for name in listed {
         headers.remove(name);
