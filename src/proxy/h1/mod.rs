@@ -11,8 +11,8 @@
 //! is idle again, exactly as it did before this path existed.
 
 mod outbox;
-mod request;
-mod response;
+pub mod request;
+pub mod response;
 
 use crate::proxy::request_body::ClientBody;
 use crate::upstream::h1::chunked::{push_chunk_header, push_last_chunk};
