@@ -91,14 +91,19 @@ pub enum Versions {
 ///
 /// HTTP/1 requests without a body go to `own` through sluice's own server (`proxy::h1`);
 /// the rest, and HTTP/2, to `service` through hyper. Both must answer alike.
-pub async fn drive<I, S, F, Fut, B>(
+///
+/// A function returning a block rather than an `async fn`: an `async fn` keeps its arguments
+/// twice in its state (as captured, and as locals), and this state is what every waiting
+/// connection holds (the stream wrapper alone is 112 bytes).
+#[allow(clippy::manual_async_fn)]
+pub fn drive<I, S, F, Fut, B>(
     mut io: TimedIo<I>,
     activity: Arc<ConnActivity>,
     mut service: S,
     own: F,
     versions: Versions,
     stop: CancellationToken,
-) -> Result<(), BoxError>
+) -> impl Future<Output = Result<(), BoxError>>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: ConnService,
@@ -107,56 +112,60 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    if versions == Versions::Http2 {
-        activity.mark_http2();
-        return Ok(Box::pin(serve_http2(Prefixed::new(Bytes::new(), io), service, &stop)).await?);
-    }
-    let mut first = versions == Versions::Detect;
-    let mut carried: Option<Bytes> = None;
-    loop {
-        let prefix = match carried.take() {
-            Some(bytes) => bytes,
-            None => match wait_for_bytes(&mut io, &stop, first).await {
-                Some(bytes) => bytes,
-                None => return Ok(()),
-            },
-        };
-        if first && prefix.starts_with(H2_PREFACE) {
+    async move {
+        if versions == Versions::Http2 {
             activity.mark_http2();
-            // Boxed: an HTTP/2 connection's state is large, and most connections are HTTP/1.
-            return Ok(Box::pin(serve_http2(Prefixed::new(prefix, io), service, &stop)).await?);
+            return Ok(
+                Box::pin(serve_http2(Prefixed::new(Bytes::new(), io), service, &stop)).await?,
+            );
         }
-        first = false;
-        // Boxed: serving holds the request's whole proxy future, and a connection waiting
-        // for its next request must not keep room for one.
-        let serving = Box::pin(h1::serve(&mut io, BytesMut::from(prefix), &own));
-        let prefix = match serving.await? {
-            h1::End::Idle => {
-                // Nothing is held between requests: as parked as a connection gets.
-                activity.note_parked();
-                continue;
+        let mut first = versions == Versions::Detect;
+        let mut carried: Option<Bytes> = None;
+        loop {
+            let prefix = match carried.take() {
+                Some(bytes) => bytes,
+                None => match wait_for_bytes(&mut io, &stop, first).await {
+                    Some(bytes) => bytes,
+                    None => return Ok(()),
+                },
+            };
+            if first && prefix.starts_with(H2_PREFACE) {
+                activity.mark_http2();
+                // Boxed: an HTTP/2 connection's state is large, and most connections are HTTP/1.
+                return Ok(Box::pin(serve_http2(Prefixed::new(prefix, io), service, &stop)).await?);
             }
-            h1::End::Close => return Ok(()),
-            h1::End::Handover(bytes) => bytes,
-        };
-        let mut connection = http1_connection(Prefixed::new(prefix, io), service);
-        match run_http1(&mut connection, &activity, &stop).await {
-            Http1End::Finished(result) => return Ok(result?),
-            Http1End::Park => {
-                activity.note_parked();
-                tracing::trace!("parked an idle HTTP/1 connection");
-                let Some(parts) = connection.into_parts() else {
-                    return Ok(());
-                };
-                service = parts.service;
-                let (rest, inner) = parts.io.into_inner().into_parts();
-                io = inner;
-                // The park check saw nothing read of a next request, so both are empty; were
-                // they not, these bytes come next, in this order.
-                if !parts.read_buf.is_empty() || !rest.is_empty() {
-                    let mut bytes = BytesMut::from(&parts.read_buf[..]);
-                    bytes.extend_from_slice(&rest);
-                    carried = Some(bytes.freeze());
+            first = false;
+            // Boxed: serving holds the request's whole proxy future, and a connection waiting
+            // for its next request must not keep room for one.
+            let serving = Box::pin(h1::serve(&mut io, BytesMut::from(prefix), &own));
+            let prefix = match serving.await? {
+                h1::End::Idle => {
+                    // Nothing is held between requests: as parked as a connection gets.
+                    activity.note_parked();
+                    continue;
+                }
+                h1::End::Close => return Ok(()),
+                h1::End::Handover(bytes) => bytes,
+            };
+            let mut connection = http1_connection(Prefixed::new(prefix, io), service);
+            match run_http1(&mut connection, &activity, &stop).await {
+                Http1End::Finished(result) => return Ok(result?),
+                Http1End::Park => {
+                    activity.note_parked();
+                    tracing::trace!("parked an idle HTTP/1 connection");
+                    let Some(parts) = connection.into_parts() else {
+                        return Ok(());
+                    };
+                    service = parts.service;
+                    let (rest, inner) = parts.io.into_inner().into_parts();
+                    io = inner;
+                    // The park check saw nothing read of a next request, so both are empty; were
+                    // they not, these bytes come next, in this order.
+                    if !parts.read_buf.is_empty() || !rest.is_empty() {
+                        let mut bytes = BytesMut::from(&parts.read_buf[..]);
+                        bytes.extend_from_slice(&rest);
+                        carried = Some(bytes.freeze());
+                    }
                 }
             }
         }

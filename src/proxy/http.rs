@@ -30,7 +30,7 @@ use hyper::service::service_fn;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,7 +50,9 @@ struct ConnContext {
     /// Fired when this connection should wind down (shutdown, upgrade, listener removed).
     stop: CancellationToken,
     /// Upgraded connections of this client connection; the connection task waits for them.
-    tunnels: TaskTracker,
+    /// Made by the first upgrade: most connections never have one, and a tracker is an
+    /// allocation per connection.
+    tunnels: OnceLock<TaskTracker>,
     /// Time to response headers, per listener (a handle, so no label lookup per request).
     duration: metrics::Histogram,
     /// Body bytes from clients and to clients, per listener.
@@ -106,7 +108,6 @@ where
     let io = TimedIo::new(stream, Arc::clone(&activity), timeouts);
     let activity_handle = Arc::clone(&activity);
     let handles = crate::metrics::listener_handles(&listener);
-    let tunnels = TaskTracker::new();
     let alpn = peer.tls.as_ref().and_then(|t| t.alpn.clone());
     let client = peer.client;
     let context = Arc::new(ConnContext {
@@ -116,7 +117,7 @@ where
         snapshot,
         activity,
         stop: shutdown.clone(),
-        tunnels: tunnels.clone(),
+        tunnels: OnceLock::new(),
         duration: handles.duration.clone(),
         bytes_in: handles.bytes_in.clone(),
         bytes_out: handles.bytes_out.clone(),
@@ -124,6 +125,7 @@ where
         listener,
     });
     let hyper_context = Arc::clone(&context);
+    let tunnels_context = Arc::clone(&context);
     let service = service_fn(move |request: Request<Incoming>| {
         let context = Arc::clone(&hyper_context);
         async move { Ok::<_, Infallible>(respond(context, request.map(ClientBody::Hyper)).await) }
@@ -152,8 +154,10 @@ where
             debug!(?client, error = %error, "client connection ended with an error");
         }
         // Keep this (tracked) task alive while its tunnels run, so a drain waits for them.
-        tunnels.close();
-        tunnels.wait().await;
+        if let Some(tunnels) = tunnels_context.tunnels.get() {
+            tunnels.close();
+            tunnels.wait().await;
+        }
     })
 }
 
@@ -383,13 +387,16 @@ fn start_tunnel(
         drain: snapshot.config.runtime.drain_timeout,
     };
     let guards = TunnelGuards { in_flight, active };
-    context.tunnels.spawn(tunnel::run(
-        client,
-        backend,
-        limits,
-        context.stop.clone(),
-        guards,
-    ));
+    context
+        .tunnels
+        .get_or_init(TaskTracker::new)
+        .spawn(tunnel::run(
+            client,
+            backend,
+            limits,
+            context.stop.clone(),
+            guards,
+        ));
     let (mut parts, _) = response.into_parts();
     let upgrade = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
