@@ -38,8 +38,8 @@ pub type DataPath = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Serves one accepted connection on `listener` until it ends.
 ///
-/// Two boxed stages, so that what a long-lived (mostly idle) connection keeps is only its data
-/// path: the prologue (PROXY header, TLS handshake, ClientHello; a TLS handshake's state
+/// Two boxed stages when there is a prologue, so that what a long-lived (mostly idle)
+/// connection keeps is only its data path: the prologue (PROXY header, TLS handshake, ClientHello; a TLS handshake's state
 /// alone is over a kilobyte) is freed as soon as it is done.
 ///
 /// `fixed_local`: the local address of every TCP connection of this listener, when it is
@@ -85,7 +85,7 @@ enum Start {
 }
 
 /// What the listener asks of a connection before its data path, read once at accept time.
-struct Prologue {
+struct ListenerAsks {
     protocol: Protocol,
     /// Set when the peer must send a PROXY header.
     proxy_header: bool,
@@ -108,7 +108,7 @@ fn start<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static + crate::proxy::tcp::IntoTcp,
 {
-    let prologue = {
+    let asks = {
         let current = snapshot.load();
         // Removed by a reload an instant ago: drop the connection.
         let Some(config) = current.listener(&listener) else {
@@ -120,7 +120,7 @@ where
             .proxy_protocol
             .as_ref()
             .is_some_and(|a| peer.client.is_none_or(|c| a.trusts(c.ip())));
-        Prologue {
+        ListenerAsks {
             protocol: config.protocol,
             proxy_header,
             deadline: config.timeouts.client_header,
@@ -128,18 +128,18 @@ where
             passthrough: !config.sni_routes.is_empty(),
         }
     };
-    if !prologue.proxy_header && prologue.tls.is_none() && !prologue.passthrough {
+    if !asks.proxy_header && asks.tls.is_none() && !asks.passthrough {
         return Start::Ready(plain_path(
             stream,
             peer,
-            prologue.protocol,
+            asks.protocol,
             listener,
             snapshot,
             stop,
         ));
     }
     Start::Prologue(Box::pin(prepare(
-        stream, peer, prologue, listener, snapshot, stop,
+        stream, peer, asks, listener, snapshot, stop,
     )))
 }
 
@@ -147,7 +147,7 @@ where
 async fn prepare<S>(
     mut stream: S,
     mut peer: Peer,
-    prologue: Prologue,
+    asks: ListenerAsks,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
@@ -155,13 +155,13 @@ async fn prepare<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static + crate::proxy::tcp::IntoTcp,
 {
-    let Prologue {
+    let ListenerAsks {
         protocol,
         proxy_header,
         deadline,
         tls,
         passthrough,
-    } = prologue;
+    } = asks;
     if proxy_header {
         match tokio::time::timeout(deadline, read_header(&mut stream)).await {
             Ok(Ok(Header::Proxied {

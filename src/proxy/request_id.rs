@@ -15,7 +15,8 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Hex digits of a new id: 128 random bits.
 const ID_LEN: usize = 32;
 /// Ids cut from one block before the next is allocated. A block is freed when the last id
-/// cut from it is dropped; ids live as long as their request, so blocks do not linger.
+/// cut from it is dropped: ids live as long as their request, so a block outlives its
+/// requests only behind a long one (a long poll), at most 2 KiB each.
 const IDS_PER_BLOCK: usize = 64;
 
 thread_local! {
