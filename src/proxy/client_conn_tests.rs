@@ -60,6 +60,7 @@ fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
                 service,
                 own,
                 Versions::Detect,
+                Closing::Drop,
                 CancellationToken::new(),
             )
             .await;

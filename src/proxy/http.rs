@@ -14,7 +14,7 @@ use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
 use crate::proxy::activity::{ClientTimeouts, ConnActivity, TimedIo};
 use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
-use crate::proxy::client_conn::{self, Versions};
+use crate::proxy::client_conn::{self, Closing, Versions};
 use crate::proxy::forward::{Forwarded, Outgoing, forward};
 use crate::proxy::headers::{ClientIp, rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::request_body::{ClientBody, Prepared};
@@ -109,6 +109,10 @@ where
     let activity_handle = Arc::clone(&activity);
     let handles = crate::metrics::listener_handles(&listener);
     let alpn = peer.tls.as_ref().and_then(|t| t.alpn.clone());
+    let closing = match peer.tls {
+        Some(_) => Closing::Shutdown,
+        None => Closing::Drop,
+    };
     let client = peer.client;
     let context = Arc::new(ConnContext {
         client,
@@ -147,6 +151,7 @@ where
         service,
         own,
         versions,
+        closing,
         shutdown,
     ));
     Some(async move {

@@ -11,7 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn https_config(backend: SocketAddr, certs: &[&TestCert], extra: &str) -> String {
     let list: String = certs
@@ -141,6 +141,31 @@ async fn http1_over_tls_with_and_without_alpn() {
             .all(|s| s.headers["x-forwarded-proto"] == "https")
     );
     assert_eq!(seen.len(), 2);
+}
+
+#[tokio::test]
+async fn a_connection_closed_after_its_response_ends_with_tls_close_notify() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_cert(dir.path(), "a", &["a.example.com"]);
+    let backend = spawn_backend("app").await;
+    let sluice = start_sluice(&https_config(backend.addr, &[&a], "")).await;
+    let addr = sluice.local_addr("https").unwrap();
+    let mut tls = connect_tls(addr, "a.example.com", &["http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(b"GET /last HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // rustls reports a close without close_notify as an error (a truncation attack looks
+    // the same), so an Ok end means the stream was shut down, not just dropped.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got))
+        .await
+        .expect("the connection was not closed");
+    let text = String::from_utf8_lossy(&got);
+    assert!(read.is_ok(), "{read:?} after {text:?}");
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("connection: close\r\n"), "{text}");
 }
 
 #[tokio::test]

@@ -43,7 +43,8 @@ pub enum End {
     /// Between requests with nothing of the next one read: the caller waits for its first
     /// bytes holding no buffer.
     Idle,
-    /// The connection is finished (the client asked to close, or sluice is stopping).
+    /// The connection is finished (the client asked to close, or sluice is stopping): the
+    /// response is written and flushed, and the stream should be closed.
     Close,
     /// hyper serves from here: these bytes, then the rest of the stream.
     Handover(Bytes),
@@ -85,8 +86,8 @@ where
         let close = client_closes || wants_close(response.headers());
         write_response(io, &mut outbox, response, head_request, close).await?;
         if close {
-            // Errors here change nothing: the response is out, the connection ends.
-            let _ = io.shutdown().await;
+            // The caller ends the stream (a plain TCP socket needs no shutdown before its
+            // close: the FIN follows the response either way).
             return Ok(End::Close);
         }
         if buf.is_empty() {
