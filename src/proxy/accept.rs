@@ -92,6 +92,7 @@ struct ListenerAsks {
     deadline: std::time::Duration,
     /// Read at accept time: a reload's new certificates apply to new connections.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// A TCP listener with SNI routes: the ClientHello is read for its server name.
     passthrough: bool,
 }
 
@@ -125,7 +126,9 @@ where
             proxy_header,
             deadline: config.timeouts.client_header,
             tls: config.tls.as_ref().map(|t| Arc::clone(&t.server_config)),
-            passthrough: !config.sni_routes.is_empty(),
+            // SNI routes are on TCP listeners only (validation): the ClientHello is read for
+            // them.
+            passthrough: config.protocol == Protocol::Tcp && !config.sni_routes.is_empty(),
         }
     };
     if !asks.proxy_header && asks.tls.is_none() && !asks.passthrough {
@@ -212,8 +215,7 @@ where
         // TLS is only configured on http listeners (validation refuses it on tcp ones).
         return http_path(stream, peer, listener, snapshot, stop);
     }
-    // SNI routes are on TCP listeners only (validation): the ClientHello is read for them.
-    if !passthrough || protocol != Protocol::Tcp {
+    if !passthrough {
         return plain_path(stream, peer, protocol, listener, snapshot, stop);
     }
     let hello = match crate::proxy::passthrough::read_client_hello(&mut stream, deadline).await {

@@ -236,15 +236,14 @@ async fn wait_for_bytes<I: AsyncRead + Unpin>(
         }
     };
     tokio::pin!(read);
-    let got = tokio::select! {
+    tokio::select! {
         got = read.as_mut() => got,
         () = stop.cancelled() => {
             // Boxed, as is the drain below: only a stopping connection needs the timer, and
             // every parked connection's future would otherwise hold room for it.
             Box::pin(tokio::time::timeout(IDLE_CLOSE_GRACE, read.as_mut())).await.ok().flatten()
         }
-    };
-    got
+    }
 }
 
 enum Http1End {

@@ -3,7 +3,7 @@
 //! the same bytes whichever of the two served it (RFC 9112 6).
 
 use super::request::wants_close;
-use crate::upstream::h1::head::push_decimal;
+use crate::upstream::h1::head::{push_content_length, push_header};
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
 use std::cell::Cell;
@@ -58,13 +58,11 @@ pub fn encode_head(
     headers.remove(header::TRANSFER_ENCODING);
     let plan = framing(status, headers, hint, head_request);
     for (name, value) in headers.iter() {
-        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+        push_header(out, name, value);
     }
     match plan {
         BodyPlan::Length(length) if !headers.contains_key(header::CONTENT_LENGTH) => {
-            out.extend_from_slice(b"content-length: ");
-            push_decimal(out, length);
-            out.extend_from_slice(b"\r\n");
+            push_content_length(out, length);
         }
         BodyPlan::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
@@ -124,13 +122,6 @@ fn framing(
         return BodyPlan::None;
     }
     plan
-}
-
-fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Length of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).

@@ -1,6 +1,7 @@
 //! The chunked transfer coding (RFC 9112 7.1), pure: a decoder for backend response bodies
 //! that works on whatever bytes have arrived so far, and the framing for request bodies.
 
+use super::head::push_header;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
@@ -180,10 +181,7 @@ pub fn push_chunk_header(out: &mut Vec<u8>, size: usize) {
 pub fn push_last_chunk(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_header(out, name, value);
     }
     out.extend_from_slice(b"\r\n");
 }

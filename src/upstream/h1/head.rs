@@ -59,22 +59,30 @@ pub fn encode_request(
         if framed_by_us && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        push_header(out, name, value);
     }
     match framing {
         RequestFraming::Empty => {}
-        RequestFraming::Length(length) => {
-            out.extend_from_slice(b"content-length: ");
-            push_decimal(out, length);
-            out.extend_from_slice(b"\r\n");
-        }
+        RequestFraming::Length(length) => push_content_length(out, length),
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
+}
+
+/// Appends one `name: value` header line (requests, responses and trailers alike).
+pub fn push_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a `content-length` line for a body framed by sluice.
+pub fn push_content_length(out: &mut Vec<u8>, length: u64) {
+    out.extend_from_slice(b"content-length: ");
+    push_decimal(out, length);
+    out.extend_from_slice(b"\r\n");
 }
 
 pub fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
