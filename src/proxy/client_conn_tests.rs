@@ -78,6 +78,18 @@ async fn until_parked(activity: &ConnActivity, times: usize) {
     }
 }
 
+/// Reads until `marker` has arrived (several responses, say); everything read so far.
+async fn read_until(client: &mut DuplexStream, marker: &str) -> String {
+    let mut got = String::new();
+    while !got.contains(marker) {
+        let mut buf = [0u8; 1024];
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {got:?}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    got
+}
+
 /// Reads one whole response (the tests' bodies are short and sent with a length).
 async fn read_response(client: &mut DuplexStream) -> String {
     let mut got = Vec::new();
@@ -134,13 +146,7 @@ async fn a_parked_connection_takes_pipelined_requests_in_order() {
         .write_all(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    let mut got = String::new();
-    while !got.contains("/b 0") {
-        let mut buf = [0u8; 1024];
-        let n = client.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed after {got:?}");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let got = read_until(&mut client, "/b 0").await;
     let (a, b) = (got.find("/a 0").unwrap(), got.find("/b 0").unwrap());
     assert!(a < b, "{got}");
 }
@@ -156,13 +162,7 @@ async fn pipelined_requests_keep_their_order_across_a_hand_over_to_hyper() {
         )
         .await
         .unwrap();
-    let mut got = String::new();
-    while !got.contains("/c 0") {
-        let mut buf = [0u8; 1024];
-        let n = client.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed after {got:?}");
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let got = read_until(&mut client, "/c 0").await;
     let a = got.find("/a 0 own").expect(&got);
     let b = got.find("/b 3 hyper").expect(&got);
     let c = got.find("/c 0 hyper").expect(&got);
