@@ -201,7 +201,7 @@ where
             }
         };
         let session = stream.get_ref().1;
-        peer.tls = Some(TlsInfo {
+        peer.tls = Some(Box::new(TlsInfo {
             version: match session.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
                 Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
@@ -211,7 +211,7 @@ where
             alpn: session
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
-        });
+        }));
         // TLS is only configured on http listeners (validation refuses it on tcp ones).
         return http_path(stream, peer, listener, snapshot, stop);
     }

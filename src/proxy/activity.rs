@@ -109,7 +109,9 @@ pub struct ClientTimeouts {
 pub struct TimedIo<T> {
     inner: T,
     activity: Arc<ConnActivity>,
-    timeouts: ClientTimeouts,
+    /// `ClientTimeouts` in milliseconds (every waiting connection holds these).
+    header_ms: u32,
+    idle_ms: u32,
     phase: Phase,
     /// When the current phase times out.
     due: Instant,
@@ -118,8 +120,14 @@ pub struct TimedIo<T> {
     /// fires early it is moved to `due` then (once per timeout period instead of twice per
     /// request).
     deadline: Pin<Box<Sleep>>,
-    /// `started_requests` when last read.
-    seen_requests: usize,
+    /// `started_requests` when last read (its low bits: only a change matters).
+    seen_requests: u32,
+}
+
+/// A timeout in whole milliseconds (rounded up, at least 1; at most 49 days).
+fn millis(timeout: Duration) -> u32 {
+    let millis = timeout.as_micros().div_ceil(1000).max(1);
+    u32::try_from(millis).unwrap_or(u32::MAX)
 }
 
 impl<T> TimedIo<T> {
@@ -129,7 +137,8 @@ impl<T> TimedIo<T> {
         TimedIo {
             inner,
             activity,
-            timeouts,
+            header_ms: millis(timeouts.header),
+            idle_ms: millis(timeouts.idle),
             phase: Phase::Head,
             due: Instant::now() + timeouts.header,
             deadline: Box::pin(tokio::time::sleep(timeouts.header)),
@@ -144,10 +153,10 @@ impl<T> TimedIo<T> {
         self.phase = phase;
         let after = match phase {
             Phase::Busy => return,
-            Phase::Idle => self.timeouts.idle,
-            Phase::Head => self.timeouts.header,
+            Phase::Idle => self.idle_ms,
+            Phase::Head => self.header_ms,
         };
-        self.due = Instant::now() + after;
+        self.due = Instant::now() + Duration::from_millis(u64::from(after));
         if self.due < self.deadline.deadline() {
             self.deadline.as_mut().reset(self.due);
         }
@@ -186,7 +195,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let started = this.activity.started_requests.load(Ordering::Relaxed);
+        // Truncated: equal after a change only if exactly 2^32 requests began in between.
+        let started = this.activity.started_requests.load(Ordering::Relaxed) as u32;
         if this.activity.is_busy() {
             this.enter(Phase::Busy);
         } else if this.phase == Phase::Busy || started != this.seen_requests {

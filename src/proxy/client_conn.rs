@@ -31,10 +31,10 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// How long an HTTP/1 connection waits for its next request before it is parked (it parks
 /// after one to two of these). Short, so that a burst of new clients that then sit idle never
@@ -51,7 +51,7 @@ pub const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// The HTTP/2 connection preface (RFC 9113 3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-type BoxError = Box<dyn StdError + Send + Sync>;
+pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// What hyper needs of the per-request service, for HTTP/1 and HTTP/2 alike: a trait of its
 /// own so that the bounds are written once. Everything that meets them has it.
@@ -130,62 +130,70 @@ where
                 Box::pin(serve_http2(Prefixed::new(Bytes::new(), io), service, &stop)).await?,
             );
         }
-        let mut first = versions == Versions::Detect;
-        let mut carried: Option<Bytes> = None;
-        loop {
-            let prefix = match carried.take() {
-                Some(bytes) => bytes,
-                None => match wait_for_bytes(&mut io, &stop, first).await {
-                    Some(bytes) => bytes,
-                    None => return Ok(()),
-                },
+        // In a block of its own: the first bytes are looked at (borrowed), and a borrowed
+        // local keeps its room in the connection's state for as long as it is in scope.
+        let mut prefix = {
+            let detect = versions == Versions::Detect;
+            let Some(bytes) = wait_for_bytes(&mut io, &stop, detect).await else {
+                return Ok(());
             };
-            if first && prefix.starts_with(H2_PREFACE) {
+            if detect && bytes.starts_with(H2_PREFACE) {
                 activity.mark_http2();
-                // Boxed: an HTTP/2 connection's state is large, and most connections are HTTP/1.
-                return Ok(Box::pin(serve_http2(Prefixed::new(prefix, io), service, &stop)).await?);
+                // Boxed: an HTTP/2 connection's state is large, and most connections are
+                // HTTP/1.
+                return Ok(Box::pin(serve_http2(Prefixed::new(bytes, io), service, &stop)).await?);
             }
-            first = false;
+            bytes
+        };
+        // Each turn serves from `prefix` and ends by reading the next one. Nothing else is
+        // held across that wait (bytes carried out of a parked hyper connection skip it), so
+        // the wait is all a waiting connection's state.
+        loop {
             // Boxed: serving holds the request's whole proxy future, and a connection waiting
             // for its next request must not keep room for one.
             let serving = Box::pin(h1::serve(&mut io, BytesMut::from(prefix), &own));
-            let prefix = match serving.await? {
-                h1::End::Idle => {
-                    // Nothing is held between requests: as parked as a connection gets.
+            let handover = match serving.await? {
+                h1::End::Idle => None,
+                h1::End::Close => break,
+                h1::End::Handover(bytes) => Some(bytes),
+            };
+            if let Some(bytes) = handover {
+                let mut connection = http1_connection(Prefixed::new(bytes, io), service);
+                // Boxed, as the connection is: only connections hyper serves need it.
+                let end = Box::pin(run_http1(&mut connection, &activity, &stop)).await;
+                if let Http1End::Finished(result) = end {
+                    return Ok(result?);
+                }
+                tracing::trace!("parked an idle HTTP/1 connection");
+                let Some(parts) = connection.into_parts() else {
+                    return Ok(());
+                };
+                service = parts.service;
+                let (rest, inner) = parts.io.into_inner().into_parts();
+                io = inner;
+                // The park check saw nothing read of a next request, so both are empty; were
+                // they not, these bytes come next, in this order.
+                if !parts.read_buf.is_empty() || !rest.is_empty() {
                     activity.note_parked();
+                    let mut bytes = BytesMut::from(&parts.read_buf[..]);
+                    bytes.extend_from_slice(&rest);
+                    prefix = bytes.freeze();
                     continue;
                 }
-                h1::End::Close => {
-                    if close == Closing::Shutdown {
-                        // Errors here change nothing: the response is out, the connection ends.
-                        let _ = io.shutdown().await;
-                    }
-                    return Ok(());
-                }
-                h1::End::Handover(bytes) => bytes,
-            };
-            let mut connection = http1_connection(Prefixed::new(prefix, io), service);
-            match run_http1(&mut connection, &activity, &stop).await {
-                Http1End::Finished(result) => return Ok(result?),
-                Http1End::Park => {
-                    activity.note_parked();
-                    tracing::trace!("parked an idle HTTP/1 connection");
-                    let Some(parts) = connection.into_parts() else {
-                        return Ok(());
-                    };
-                    service = parts.service;
-                    let (rest, inner) = parts.io.into_inner().into_parts();
-                    io = inner;
-                    // The park check saw nothing read of a next request, so both are empty; were
-                    // they not, these bytes come next, in this order.
-                    if !parts.read_buf.is_empty() || !rest.is_empty() {
-                        let mut bytes = BytesMut::from(&parts.read_buf[..]);
-                        bytes.extend_from_slice(&rest);
-                        carried = Some(bytes.freeze());
-                    }
-                }
             }
+            // Between requests with nothing held: as parked as a connection gets.
+            activity.note_parked();
+            prefix = match wait_for_bytes(&mut io, &stop, false).await {
+                Some(bytes) => bytes,
+                None => return Ok(()),
+            };
         }
+        // The own server closes: the response is out.
+        if close == Closing::Shutdown {
+            // Errors here change nothing: the connection ends either way.
+            let _ = io.shutdown().await;
+        }
+        Ok(())
     }
 }
 
@@ -217,31 +225,60 @@ where
 /// Reads the first bytes of the next request (or of the connection) with no buffer held in
 /// between: `None` when the client closed, the idle/header deadline passed, or `stop` fired
 /// and the grace period ran out. A new connection reads until it can tell HTTP/2's preface.
-async fn wait_for_bytes<I: AsyncRead + Unpin>(
-    io: &mut TimedIo<I>,
-    stop: &CancellationToken,
+fn wait_for_bytes<'a, I: AsyncRead + Unpin>(
+    io: &'a mut TimedIo<I>,
+    stop: &'a CancellationToken,
     first: bool,
-) -> Option<Bytes> {
-    let read = async {
-        let mut buf = BytesMut::new();
+) -> NextBytes<'a, I> {
+    NextBytes {
+        io,
+        buf: BytesMut::new(),
+        first,
+        grace: None,
+        stopped: stop.cancelled(),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// `wait_for_bytes`, written out: this is all of a waiting connection's state, and an
+    /// `async` block with a `select!` inside took twice the room.
+    struct NextBytes<'a, I> {
+        io: &'a mut TimedIo<I>,
+        buf: BytesMut,
+        first: bool,
+        // Made when `stop` fires: most connections never wait for a grace period.
+        grace: Option<Pin<Box<tokio::time::Sleep>>>,
+        #[pin]
+        stopped: WaitForCancellationFuture<'a>,
+    }
+}
+
+impl<I: AsyncRead + Unpin> Future for NextBytes<'_, I> {
+    type Output = Option<Bytes>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        let this = self.project();
         loop {
-            let n = h1::read_some(io, &mut buf).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            let undecided = first && buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf);
-            if !undecided {
-                return Some(buf.freeze());
+            match h1::poll_read_some(*this.io, this.buf, cx) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {
+                    let buf = &**this.buf;
+                    let undecided =
+                        *this.first && buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(buf);
+                    if !undecided {
+                        return Poll::Ready(Some(this.buf.split().freeze()));
+                    }
+                }
+                Poll::Pending => break,
             }
         }
-    };
-    tokio::pin!(read);
-    tokio::select! {
-        got = read.as_mut() => got,
-        () = stop.cancelled() => {
-            // Boxed, as is the drain below: only a stopping connection needs the timer, and
-            // every parked connection's future would otherwise hold room for it.
-            Box::pin(tokio::time::timeout(IDLE_CLOSE_GRACE, read.as_mut())).await.ok().flatten()
+        if this.grace.is_none() {
+            ready!(this.stopped.poll(cx));
+            *this.grace = Some(Box::pin(tokio::time::sleep(IDLE_CLOSE_GRACE)));
+        }
+        match this.grace {
+            Some(grace) => grace.as_mut().poll(cx).map(|()| None),
+            None => Poll::Pending,
         }
     }
 }

@@ -30,18 +30,19 @@ use hyper::service::service_fn;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-/// What every request on one client connection shares.
+/// What every request on one client connection shares. Every open connection holds one, so
+/// what is the same for all of a listener's connections is a pointer to one copy.
 struct ConnContext {
     listener: Arc<str>,
-    /// `None`: a unix socket client without a PROXY header.
-    client: Option<SocketAddr>,
-    /// `client`'s address as X-Forwarded-For writes it.
+    /// The client's address as X-Forwarded-For writes it; `None` for a unix socket client.
     client_ip: Option<ClientIp>,
     /// Addresses (from the PROXY header when there is one) and TLS facts of the connection.
     peer: Peer,
@@ -53,13 +54,18 @@ struct ConnContext {
     /// Made by the first upgrade: most connections never have one, and a tracker is an
     /// allocation per connection.
     tunnels: OnceLock<TaskTracker>,
-    /// Time to response headers, per listener (a handle, so no label lookup per request).
-    duration: metrics::Histogram,
-    /// Body bytes from clients and to clients, per listener.
-    bytes_in: metrics::Counter,
-    bytes_out: metrics::Counter,
+    /// The listener's metric handles (time to response headers, body bytes each way), made
+    /// once per listener: no label lookup per request.
+    metrics: Arc<crate::metrics::ListenerHandles>,
     /// Where this connection's requests are logged (resolved when it was accepted).
     access_log: Option<(Arc<access_log::Sink>, access_log::Format)>,
+}
+
+impl ConnContext {
+    /// `None`: a unix socket client without a PROXY header.
+    fn client(&self) -> Option<SocketAddr> {
+        self.peer.client
+    }
 }
 
 /// Which pool and backend served a response; set by `handle` for the access log.
@@ -107,29 +113,24 @@ where
     let activity = Arc::new(ConnActivity::default());
     let io = TimedIo::new(stream, Arc::clone(&activity), timeouts);
     let activity_handle = Arc::clone(&activity);
-    let handles = crate::metrics::listener_handles(&listener);
     let alpn = peer.tls.as_ref().and_then(|t| t.alpn.clone());
     let closing = match peer.tls {
         Some(_) => Closing::Shutdown,
         None => Closing::Drop,
     };
-    let client = peer.client;
     let context = Arc::new(ConnContext {
-        client,
-        client_ip: client.map(|c| ClientIp::new(c.ip())),
+        client_ip: peer.client.map(|c| ClientIp::new(c.ip())),
         peer,
         snapshot,
         activity,
         stop: shutdown.clone(),
         tunnels: OnceLock::new(),
-        duration: handles.duration.clone(),
-        bytes_in: handles.bytes_in.clone(),
-        bytes_out: handles.bytes_out.clone(),
+        metrics: crate::metrics::listener_handles(&listener),
         access_log,
         listener,
     });
     let hyper_context = Arc::clone(&context);
-    let tunnels_context = Arc::clone(&context);
+    let after = Arc::clone(&context);
     let service = service_fn(move |request: Request<Incoming>| {
         let context = Arc::clone(&hyper_context);
         async move { Ok::<_, Infallible>(respond(context, request.map(ClientBody::Hyper)).await) }
@@ -143,9 +144,7 @@ where
         Some("http/1.1") => Versions::Http1,
         _ => Versions::Detect,
     };
-    // Boxed here rather than moved into the block below: awaiting a captured future moves it
-    // into the block's own state, and the block would hold room for it twice.
-    let connection = Box::pin(client_conn::drive(
+    let driver = client_conn::drive(
         io,
         activity_handle,
         service,
@@ -153,17 +152,53 @@ where
         versions,
         closing,
         shutdown,
-    ));
-    Some(async move {
-        if let Err(error) = connection.await {
-            debug!(?client, error = %error, "client connection ended with an error");
+    );
+    Some(ConnectionTask {
+        driver,
+        context: after,
+        tunnels: None,
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// A client connection's driver, then its WebSocket tunnels: one future (no `async`
+    /// block awaiting the other), so that it is one allocation with room for the driver
+    /// once. Every open connection holds one.
+    struct ConnectionTask<D> {
+        #[pin]
+        driver: D,
+        context: Arc<ConnContext>,
+        // Set when the driver is done and tunnels are still open.
+        tunnels: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    }
+}
+
+impl<D> Future for ConnectionTask<D>
+where
+    D: Future<Output = Result<(), client_conn::BoxError>>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if let Some(tunnels) = this.tunnels {
+            return tunnels.as_mut().poll(cx);
+        }
+        if let Err(error) = ready!(this.driver.poll(cx)) {
+            debug!(client = ?this.context.client(), error = %error, "client connection ended with an error");
         }
         // Keep this (tracked) task alive while its tunnels run, so a drain waits for them.
-        if let Some(tunnels) = tunnels_context.tunnels.get() {
-            tunnels.close();
-            tunnels.wait().await;
-        }
-    })
+        let Some(tracker) = this.context.tunnels.get() else {
+            return Poll::Ready(());
+        };
+        tracker.close();
+        let tracker = tracker.clone();
+        let mut tunnels: Pin<Box<dyn Future<Output = ()> + Send>> =
+            Box::pin(async move { tracker.wait().await });
+        let poll = tunnels.as_mut().poll(cx);
+        *this.tunnels = Some(tunnels);
+        poll
+    }
 }
 
 /// One request, whichever server read it: request id, access log, duration, and
@@ -187,7 +222,7 @@ fn respond(
         let started = clock_micros();
         let mut response = handle(request, &context, started).await;
         let elapsed = clock_micros().saturating_sub(started);
-        context.duration.record(elapsed as f64 / 1e6);
+        context.metrics.duration.record(elapsed as f64 / 1e6);
         response.headers_mut().insert(X_REQUEST_ID, request_id);
         if let Some(mut log) = log {
             log.record.status = response.status().as_u16();
@@ -245,7 +280,7 @@ fn handle(
             &pool.config,
             request.headers(),
             request.uri(),
-            context.client,
+            context.client(),
             now,
         );
 
@@ -292,17 +327,18 @@ fn handle(
                 path = &stripped;
             }
         }
-        let body = match Prepared::from_request(body, &parts.headers, &context.bytes_in).await {
-            Ok(body) => body,
-            Err(error) => {
-                debug!(client = ?context.client, %error, "client body failed");
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "request body could not be read\n",
-                    active,
-                );
-            }
-        };
+        let body =
+            match Prepared::from_request(body, &parts.headers, &context.metrics.bytes_in).await {
+                Ok(body) => body,
+                Err(error) => {
+                    debug!(client = ?context.client(), %error, "client body failed");
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "request body could not be read\n",
+                        active,
+                    );
+                }
+            };
         let proxy_header = pool
             .config
             .send_proxy
@@ -340,7 +376,7 @@ fn handle(
                     idle: pool.config.timeouts.idle,
                     total_deadline,
                     pool: Arc::clone(&pool.name),
-                    bytes_out: context.bytes_out.clone(),
+                    bytes_out: context.metrics.bytes_out.clone(),
                 };
                 if context.access_log.is_some() {
                     // Only the access log reads it; extensions allocate, so not otherwise.
@@ -441,7 +477,7 @@ fn start_log(
             time,
             ts: access_log::rfc3339(time),
             client_ip: context
-                .client
+                .client()
                 .map_or_else(|| "unix:".to_owned(), |c| c.ip().to_string()),
             listener: Arc::clone(&context.listener),
             method: request.method().to_string(),

@@ -36,8 +36,9 @@ pub struct Peer {
     pub client: Option<SocketAddr>,
     /// The address the client connected to; `None` on a unix socket.
     pub local: Option<SocketAddr>,
-    /// Set on TLS listeners once the handshake is done.
-    pub tls: Option<TlsInfo>,
+    /// Set on TLS listeners once the handshake is done. Boxed: every connection's context
+    /// holds a `Peer`, and most connections are not TLS.
+    pub tls: Option<Box<TlsInfo>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
