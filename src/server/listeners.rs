@@ -207,12 +207,40 @@ fn spawn_accept_loop(
                 snapshot.clone(),
                 stop.clone(),
             );
-            connections.spawn(async move {
-                serve.await;
-                drop(slot);
-            });
+            match serve {
+                proxy::accept::Serving::Http(path) => connections.spawn(Holding::new(path, slot)),
+                proxy::accept::Serving::Other(path) => connections.spawn(Holding::new(path, slot)),
+            };
         }
         // Dropping the socket closes it: the kernel refuses new connections at once.
         drop(socket);
     });
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's future and its slot, which is freed when the task ends. Written out
+    /// rather than an `async` block that awaits the future: such a block keeps room for the
+    /// future twice (as captured and as awaited), in every connection's task.
+    struct Holding<F> {
+        #[pin]
+        future: F,
+        slot: listener::ConnectionSlot,
+    }
+}
+
+impl<F> Holding<F> {
+    fn new(future: F, slot: listener::ConnectionSlot) -> Holding<F> {
+        Holding { future, slot }
+    }
+}
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for Holding<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.project().future.poll(cx)
+    }
 }
