@@ -11,19 +11,22 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// Shared between the socket wrapper and the request handler of one client connection.
+/// Counters are 32 bits: every open connection holds one, and only changes and "any?" are read.
 #[derive(Debug, Default)]
 pub struct ConnActivity {
-    active_requests: AtomicUsize,
-    /// Requests begun so far: a request that began and ended between two reads still ends
-    /// the head phase.
-    started_requests: AtomicUsize,
+    active_requests: AtomicU32,
+    /// Requests begun so far (wrapping): a request that began and ended between two reads
+    /// still ends the head phase.
+    started_requests: AtomicU32,
+    /// How many times the connection was parked (for debugging and tests).
+    parked: AtomicU32,
     /// HTTP/2 clients send pings and settings between requests; those bytes must not start
     /// the request-head deadline.
     http2: AtomicBool,
@@ -33,17 +36,31 @@ pub struct ConnActivity {
     write_pending: AtomicBool,
     /// A request had a body: hyper may still be reading it, so the connection never parks.
     had_body: AtomicBool,
-    /// How many times the connection was parked (for debugging and tests).
-    parked: AtomicUsize,
 }
 
+/// What holds a connection's `ConnActivity`: the proxy's connection context keeps it inline
+/// (one shared allocation per connection instead of two); tests use it alone.
+pub trait Tracked: Send + Sync + 'static {
+    fn activity(&self) -> &ConnActivity;
+}
+
+impl Tracked for ConnActivity {
+    fn activity(&self) -> &ConnActivity {
+        self
+    }
+}
+
+/// A shared handle on a connection's activity, as the socket wrapper, the connection driver
+/// and each request in progress hold it.
+pub type Activity = Arc<dyn Tracked>;
+
 impl ConnActivity {
-    pub fn begin(self: &Arc<Self>) -> RequestActive {
-        self.active_requests.fetch_add(1, Ordering::AcqRel);
-        self.started_requests.fetch_add(1, Ordering::Relaxed);
-        RequestActive {
-            activity: Arc::clone(self),
-        }
+    /// Marks a request as begun on `owner`'s connection, until the guard is dropped.
+    pub fn begin(owner: Activity) -> RequestActive {
+        let activity = owner.activity();
+        activity.active_requests.fetch_add(1, Ordering::AcqRel);
+        activity.started_requests.fetch_add(1, Ordering::Relaxed);
+        RequestActive { owner }
     }
 
     pub fn mark_http2(&self) {
@@ -69,7 +86,7 @@ impl ConnActivity {
         self.parked.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn times_parked(&self) -> usize {
+    pub fn times_parked(&self) -> u32 {
         self.parked.load(Ordering::Relaxed)
     }
 
@@ -79,14 +96,24 @@ impl ConnActivity {
 }
 
 /// One request in progress on the connection; dropped when its response has been sent.
-#[derive(Debug)]
 pub struct RequestActive {
-    activity: Arc<ConnActivity>,
+    owner: Activity,
+}
+
+impl std::fmt::Debug for RequestActive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestActive")
+            .field("activity", self.owner.activity())
+            .finish()
+    }
 }
 
 impl Drop for RequestActive {
     fn drop(&mut self) {
-        self.activity.active_requests.fetch_sub(1, Ordering::AcqRel);
+        self.owner
+            .activity()
+            .active_requests
+            .fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -108,7 +135,7 @@ pub struct ClientTimeouts {
 
 pub struct TimedIo<T> {
     inner: T,
-    activity: Arc<ConnActivity>,
+    owner: Activity,
     /// `ClientTimeouts` in milliseconds (every waiting connection holds these).
     header_ms: u32,
     idle_ms: u32,
@@ -120,7 +147,7 @@ pub struct TimedIo<T> {
     /// fires early it is moved to `due` then (once per timeout period instead of twice per
     /// request).
     deadline: Pin<Box<Sleep>>,
-    /// `started_requests` when last read (its low bits: only a change matters).
+    /// `started_requests` when last read.
     seen_requests: u32,
 }
 
@@ -131,12 +158,21 @@ fn millis(timeout: Duration) -> u32 {
 }
 
 impl<T> TimedIo<T> {
+    /// The connection's activity, shared with its requests.
+    pub fn owner(&self) -> &Activity {
+        &self.owner
+    }
+
+    fn activity(&self) -> &ConnActivity {
+        self.owner.activity()
+    }
+
     /// A new connection starts in `Head`: a client that connects and sends nothing gets the
     /// header deadline, not the (longer) idle one.
-    pub fn new(inner: T, activity: Arc<ConnActivity>, timeouts: ClientTimeouts) -> TimedIo<T> {
+    pub fn new(inner: T, owner: Activity, timeouts: ClientTimeouts) -> TimedIo<T> {
         TimedIo {
             inner,
-            activity,
+            owner,
             header_ms: millis(timeouts.header),
             idle_ms: millis(timeouts.idle),
             phase: Phase::Head,
@@ -180,9 +216,9 @@ impl<T> TimedIo<T> {
         // empty flush says nothing, so only writes clear the idle mark.)
         let pending = poll.is_pending();
         if !pending {
-            self.activity.idle_reading.store(false, Ordering::Release);
+            self.activity().idle_reading.store(false, Ordering::Release);
         }
-        self.activity
+        self.activity()
             .write_pending
             .store(pending, Ordering::Release);
     }
@@ -195,9 +231,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // Truncated: equal after a change only if exactly 2^32 requests began in between.
-        let started = this.activity.started_requests.load(Ordering::Relaxed) as u32;
-        if this.activity.is_busy() {
+        let started = this.activity().started_requests.load(Ordering::Relaxed);
+        if this.activity().is_busy() {
             this.enter(Phase::Busy);
         } else if this.phase == Phase::Busy || started != this.seen_requests {
             // A request ended (possibly begun and answered since the last read).
@@ -207,11 +242,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         let filled_before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                this.activity.idle_reading.store(false, Ordering::Release);
+                this.activity().idle_reading.store(false, Ordering::Release);
                 let got_bytes = buf.filled().len() > filled_before;
                 if got_bytes
                     && this.phase == Phase::Idle
-                    && !this.activity.http2.load(Ordering::Relaxed)
+                    && !this.activity().http2.load(Ordering::Relaxed)
                 {
                     this.enter(Phase::Head);
                 }
@@ -219,7 +254,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             }
             Poll::Pending => {
                 if this.phase == Phase::Idle {
-                    this.activity.idle_reading.store(true, Ordering::Release);
+                    this.activity().idle_reading.store(true, Ordering::Release);
                 }
                 if this.phase != Phase::Busy {
                     ready!(this.poll_due(cx));
@@ -266,7 +301,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_flush(cx);
-        this.activity
+        this.activity()
             .write_pending
             .store(poll.is_pending(), Ordering::Release);
         poll
@@ -290,7 +325,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn silent_new_connection_gets_the_header_deadline() {
         let (client, server) = tokio::io::duplex(64);
-        let mut io = TimedIo::new(server, Arc::default(), TIMEOUTS);
+        let mut io = TimedIo::new(server, Arc::new(ConnActivity::default()), TIMEOUTS);
         let started = Instant::now();
         let mut buf = [0u8; 8];
         let error = io.read(&mut buf).await.unwrap_err();
@@ -302,11 +337,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_between_requests_gets_the_idle_deadline_then_head_deadline() {
         let (mut client, server) = tokio::io::duplex(64);
-        let activity = Arc::new(ConnActivity::default());
+        let activity: Activity = Arc::new(ConnActivity::default());
         let mut io = TimedIo::new(server, Arc::clone(&activity), TIMEOUTS);
         let mut buf = [0u8; 8];
         // A request runs and completes: the connection becomes idle.
-        let request = activity.begin();
+        let request = ConnActivity::begin(Arc::clone(&activity));
         client.write_all(b"GET").await.unwrap();
         assert_eq!(io.read(&mut buf).await.unwrap(), 3);
         drop(request);
@@ -330,9 +365,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_deadline_closes_a_quiet_keep_alive_connection() {
         let (_client, server) = tokio::io::duplex(64);
-        let activity = Arc::new(ConnActivity::default());
+        let activity: Activity = Arc::new(ConnActivity::default());
         let mut io = TimedIo::new(server, Arc::clone(&activity), TIMEOUTS);
-        drop(activity.begin());
+        drop(ConnActivity::begin(Arc::clone(&activity)));
         io.phase = Phase::Busy;
         let started = Instant::now();
         let mut buf = [0u8; 8];
@@ -344,13 +379,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_answered_between_two_reads_starts_the_idle_deadline() {
         let (mut client, server) = tokio::io::duplex(64);
-        let activity = Arc::new(ConnActivity::default());
+        let activity: Activity = Arc::new(ConnActivity::default());
         let mut io = TimedIo::new(server, Arc::clone(&activity), TIMEOUTS);
         let mut buf = [0u8; 8];
         client.write_all(b"GET").await.unwrap();
         assert_eq!(io.read(&mut buf).await.unwrap(), 3);
         // Begun and answered with no read in between (an instant 404).
-        drop(activity.begin());
+        drop(ConnActivity::begin(Arc::clone(&activity)));
         let started = Instant::now();
         let error = io.read(&mut buf).await.unwrap_err();
         assert_eq!(error.to_string(), "client idle timeout");
@@ -360,9 +395,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn busy_connection_has_no_client_deadline() {
         let (mut client, server) = tokio::io::duplex(64);
-        let activity = Arc::new(ConnActivity::default());
+        let activity: Activity = Arc::new(ConnActivity::default());
         let mut io = TimedIo::new(server, Arc::clone(&activity), TIMEOUTS);
-        let _request = activity.begin();
+        let _request = ConnActivity::begin(Arc::clone(&activity));
         let reader = tokio::spawn(async move {
             let mut buf = [0u8; 8];
             io.read(&mut buf).await.map(|_| ())

@@ -100,15 +100,15 @@ pub enum Versions {
 /// progress (if any) is answered.
 ///
 /// HTTP/1 requests without a body go to `own` through sluice's own server (`proxy::h1`);
-/// the rest, and HTTP/2, to `service` through hyper. Both must answer alike.
+/// the rest, and HTTP/2, to `service` through hyper. Both must answer alike. The
+/// connection's activity marks are the ones `io` carries.
 ///
 /// A function returning a block rather than an `async fn`: an `async fn` keeps its arguments
 /// twice in its state (as captured, and as locals), and this state is what every waiting
-/// connection holds (the stream wrapper alone is 112 bytes).
+/// connection holds.
 #[allow(clippy::manual_async_fn)]
 pub fn drive<I, S, F, Fut, B>(
     mut io: TimedIo<I>,
-    activity: Arc<ConnActivity>,
     mut service: S,
     own: F,
     versions: Versions,
@@ -125,7 +125,7 @@ where
 {
     async move {
         if versions == Versions::Http2 {
-            activity.mark_http2();
+            io.owner().activity().mark_http2();
             return Ok(
                 Box::pin(serve_http2(Prefixed::new(Bytes::new(), io), service, &stop)).await?,
             );
@@ -138,7 +138,7 @@ where
                 return Ok(());
             };
             if detect && bytes.starts_with(H2_PREFACE) {
-                activity.mark_http2();
+                io.owner().activity().mark_http2();
                 // Boxed: an HTTP/2 connection's state is large, and most connections are
                 // HTTP/1.
                 return Ok(Box::pin(serve_http2(Prefixed::new(bytes, io), service, &stop)).await?);
@@ -158,9 +158,10 @@ where
                 h1::End::Handover(bytes) => Some(bytes),
             };
             if let Some(bytes) = handover {
+                let owner = Arc::clone(io.owner());
                 let mut connection = http1_connection(Prefixed::new(bytes, io), service);
                 // Boxed, as the connection is: only connections hyper serves need it.
-                let end = Box::pin(run_http1(&mut connection, &activity, &stop)).await;
+                let end = Box::pin(run_http1(&mut connection, owner.activity(), &stop)).await;
                 if let Http1End::Finished(result) = end {
                     return Ok(result?);
                 }
@@ -174,7 +175,7 @@ where
                 // The park check saw nothing read of a next request, so both are empty; were
                 // they not, these bytes come next, in this order.
                 if !parts.read_buf.is_empty() || !rest.is_empty() {
-                    activity.note_parked();
+                    io.owner().activity().note_parked();
                     let mut bytes = BytesMut::from(&parts.read_buf[..]);
                     bytes.extend_from_slice(&rest);
                     prefix = bytes.freeze();
@@ -182,7 +183,7 @@ where
                 }
             }
             // Between requests with nothing held: as parked as a connection gets.
-            activity.note_parked();
+            io.owner().activity().note_parked();
             prefix = match wait_for_bytes(&mut io, &stop, false).await {
                 Some(bytes) => bytes,
                 None => return Ok(()),

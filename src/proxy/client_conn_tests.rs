@@ -4,7 +4,7 @@
 //! connection parks back to the own server, and the idle deadline closes a parked connection.
 
 use super::*;
-use crate::proxy::activity::ClientTimeouts;
+use crate::proxy::activity::{Activity, ClientTimeouts};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -22,12 +22,12 @@ const TIMEOUTS: ClientTimeouts = ClientTimeouts {
 fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let activity = Arc::new(ConnActivity::default());
-    let io = TimedIo::new(server, Arc::clone(&activity), TIMEOUTS);
+    let io = TimedIo::new(server, Arc::clone(&activity) as Activity, TIMEOUTS);
     let marks = Arc::clone(&activity);
     let service = service_fn(move |request: Request<Incoming>| {
         let marks = Arc::clone(&marks);
         async move {
-            let active = marks.begin();
+            let active = ConnActivity::begin(Arc::clone(&marks) as Activity);
             if !request.body().is_end_stream() {
                 marks.mark_body();
             }
@@ -44,7 +44,7 @@ fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
     });
     let marks = Arc::clone(&activity);
     let own = move |request: Request<ClientBody>| {
-        let active = marks.begin();
+        let active = ConnActivity::begin(Arc::clone(&marks) as Activity);
         async move {
             let text = format!("{} 0 own", request.uri().path());
             drop(active);
@@ -52,11 +52,9 @@ fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
         }
     };
     let task = tokio::spawn({
-        let activity = Arc::clone(&activity);
         async move {
             let _ = drive(
                 io,
-                activity,
                 service,
                 own,
                 Versions::Detect,
@@ -70,7 +68,7 @@ fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
 }
 
 /// Waits (in paused time) until the connection has been parked `times` times.
-async fn until_parked(activity: &ConnActivity, times: usize) {
+async fn until_parked(activity: &ConnActivity, times: u32) {
     let deadline = tokio::time::Instant::now() + PARK_AFTER * 10;
     while activity.times_parked() < times {
         assert!(tokio::time::Instant::now() < deadline, "not parked");

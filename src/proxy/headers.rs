@@ -117,6 +117,49 @@ impl ClientIp {
     }
 }
 
+/// How many client addresses each thread keeps formatted (`ClientIp::recent`).
+const RECENT_CLIENTS: usize = 64;
+
+thread_local! {
+    /// Direct-mapped by address: a collision replaces the older entry.
+    static RECENT: std::cell::RefCell<[Option<(IpAddr, ClientIp)>; RECENT_CLIENTS]> =
+        const { std::cell::RefCell::new([const { None }; RECENT_CLIENTS]) };
+}
+
+impl ClientIp {
+    /// `new`, shared with recent connections from the same address (this thread's last 64
+    /// or so): a connection then holds a reference, not two allocations of its own (the text
+    /// and the count that sharing it takes). Clients behind one NAT, CDN or load balancer
+    /// open many connections; a miss costs what `new` does.
+    pub fn recent(ip: IpAddr) -> ClientIp {
+        let slot = recent_slot(ip);
+        RECENT.with(|recent| {
+            let mut recent = recent.borrow_mut();
+            match &recent[slot] {
+                Some((seen, client)) if *seen == ip => client.clone(),
+                _ => {
+                    let client = ClientIp::new(ip);
+                    recent[slot] = Some((ip, client.clone()));
+                    client
+                }
+            }
+        })
+    }
+}
+
+/// Where `ip` goes in the recent-clients table: a multiplicative hash of its bits.
+fn recent_slot(ip: IpAddr) -> usize {
+    let folded = match ip {
+        IpAddr::V4(v4) => u64::from(v4.to_bits()),
+        IpAddr::V6(v6) => {
+            let bits = v6.to_bits();
+            (bits as u64) ^ ((bits >> 64) as u64)
+        }
+    };
+    let spread = folded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (spread >> (64 - RECENT_CLIENTS.trailing_zeros())) as usize
+}
+
 /// Appends to an existing `X-Forwarded-For` chain (folding repeated headers into one, as
 /// nginx's `$proxy_add_x_forwarded_for` does) or starts one.
 fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientIp) {
@@ -158,6 +201,28 @@ mod tests {
             "::ffff:192.0.2.7",
         ] {
             assert_eq!(ClientIp::new(text.parse().unwrap()).text, text);
+        }
+    }
+
+    #[test]
+    fn recent_clients_share_one_text_and_collisions_keep_each_address_its_own() {
+        let first = ClientIp::recent("198.51.100.1".parse().unwrap());
+        let again = ClientIp::recent("198.51.100.1".parse().unwrap());
+        assert_eq!(first.text, "198.51.100.1");
+        assert_eq!(
+            first.text.as_bytes().as_ptr(),
+            again.text.as_bytes().as_ptr()
+        );
+        // Five times the table's size: slots are reused, and every answer is still right,
+        // for addresses seen once, seen again, and of both families.
+        for round in 0..2 {
+            for n in 0..(RECENT_CLIENTS * 5) as u32 {
+                let v4 = IpAddr::from(std::net::Ipv4Addr::from_bits(0x0a00_0000 + n * 7));
+                let v6 = IpAddr::from(std::net::Ipv6Addr::from_bits(u128::from(n) << 64 | 1));
+                for ip in [v4, v6] {
+                    assert_eq!(ClientIp::recent(ip).text, ip.to_string(), "round {round}");
+                }
+            }
         }
     }
 

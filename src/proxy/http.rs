@@ -12,7 +12,7 @@
 use crate::access_log;
 use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
-use crate::proxy::activity::{ClientTimeouts, ConnActivity, TimedIo};
+use crate::proxy::activity::{Activity, ClientTimeouts, ConnActivity, TimedIo, Tracked};
 use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
 use crate::proxy::client_conn::{self, Closing, Versions};
 use crate::proxy::forward::{Forwarded, Outgoing, forward};
@@ -47,7 +47,9 @@ struct ConnContext {
     /// Addresses (from the PROXY header when there is one) and TLS facts of the connection.
     peer: Peer,
     snapshot: SharedSnapshot,
-    activity: Arc<ConnActivity>,
+    /// Kept here rather than in an allocation of its own: the socket wrapper and each request
+    /// in progress hold the whole context as their `Activity`.
+    activity: ConnActivity,
     /// Fired when this connection should wind down (shutdown, upgrade, listener removed).
     stop: CancellationToken,
     /// Upgraded connections of this client connection; the connection task waits for them.
@@ -59,6 +61,12 @@ struct ConnContext {
     metrics: Arc<crate::metrics::ListenerHandles>,
     /// Where this connection's requests are logged (resolved when it was accepted).
     access_log: Option<(Arc<access_log::Sink>, access_log::Format)>,
+}
+
+impl Tracked for ConnContext {
+    fn activity(&self) -> &ConnActivity {
+        &self.activity
+    }
 }
 
 impl ConnContext {
@@ -110,25 +118,23 @@ where
         });
         (timeouts, access_log)
     };
-    let activity = Arc::new(ConnActivity::default());
-    let io = TimedIo::new(stream, Arc::clone(&activity), timeouts);
-    let activity_handle = Arc::clone(&activity);
     let alpn = peer.tls.as_ref().and_then(|t| t.alpn.clone());
     let closing = match peer.tls {
         Some(_) => Closing::Shutdown,
         None => Closing::Drop,
     };
     let context = Arc::new(ConnContext {
-        client_ip: peer.client.map(|c| ClientIp::new(c.ip())),
+        client_ip: peer.client.map(|c| ClientIp::recent(c.ip())),
         peer,
         snapshot,
-        activity,
+        activity: ConnActivity::default(),
         stop: shutdown.clone(),
         tunnels: OnceLock::new(),
         metrics: crate::metrics::listener_handles(&listener),
         access_log,
         listener,
     });
+    let io = TimedIo::new(stream, Arc::clone(&context) as Activity, timeouts);
     let hyper_context = Arc::clone(&context);
     let after = Arc::clone(&context);
     let service = service_fn(move |request: Request<Incoming>| {
@@ -144,15 +150,7 @@ where
         Some("http/1.1") => Versions::Http1,
         _ => Versions::Detect,
     };
-    let driver = client_conn::drive(
-        io,
-        activity_handle,
-        service,
-        own,
-        versions,
-        closing,
-        shutdown,
-    );
+    let driver = client_conn::drive(io, service, own, versions, closing, shutdown);
     Some(ConnectionTask {
         driver,
         context: after,
@@ -247,11 +245,11 @@ fn respond(
 #[allow(clippy::manual_async_fn)]
 fn handle(
     mut request: Request<ClientBody>,
-    context: &ConnContext,
+    context: &Arc<ConnContext>,
     now: u64,
 ) -> impl Future<Output = Response<ProxyBody>> + '_ {
     async move {
-        let active = context.activity.begin();
+        let active = ConnActivity::begin(Arc::clone(context) as Activity);
         if request.version() == Version::HTTP_2 {
             context.activity.mark_http2();
         }
