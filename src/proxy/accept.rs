@@ -181,7 +181,7 @@ where
     match asks.protocol {
         Protocol::Http => Err((stream, peer, listener, snapshot, stop)),
         Protocol::Tcp => Ok(Start::Ready(Some(tcp_path(
-            stream, peer, listener, snapshot, stop,
+            stream, peer, None, listener, snapshot, stop,
         )))),
     }
 }
@@ -270,14 +270,14 @@ where
             return None;
         }
     };
-    Some(Box::pin(crate::proxy::tcp::serve_connection(
+    Some(tcp_path(
         stream,
         peer,
         Some(hello),
         listener,
         snapshot,
         stop,
-    )))
+    ))
 }
 
 /// The data path of a connection with nothing (more) to read before it.
@@ -294,13 +294,15 @@ where
 {
     match protocol {
         Protocol::Http => http_path(stream, peer, listener, snapshot, stop),
-        Protocol::Tcp => Some(tcp_path(stream, peer, listener, snapshot, stop)),
+        Protocol::Tcp => Some(tcp_path(stream, peer, None, listener, snapshot, stop)),
     }
 }
 
+/// The L4 data path, with the ClientHello already read on a passthrough listener.
 fn tcp_path<S>(
     stream: S,
     peer: Peer,
+    hello: Option<crate::proxy::passthrough::ClientHello>,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
@@ -309,7 +311,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static + crate::proxy::tcp::IntoTcp,
 {
     Box::pin(crate::proxy::tcp::serve_connection(
-        stream, peer, None, listener, snapshot, stop,
+        stream, peer, hello, listener, snapshot, stop,
     ))
 }
 

@@ -275,12 +275,11 @@ impl<I: AsyncRead + Unpin> Future for NextBytes<'_, I> {
         }
         if this.grace.is_none() {
             ready!(this.stopped.poll(cx));
-            *this.grace = Some(Box::pin(tokio::time::sleep(IDLE_CLOSE_GRACE)));
         }
-        match this.grace {
-            Some(grace) => grace.as_mut().poll(cx).map(|()| None),
-            None => Poll::Pending,
-        }
+        let grace = this
+            .grace
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(IDLE_CLOSE_GRACE)));
+        grace.as_mut().poll(cx).map(|()| None)
     }
 }
 
