@@ -34,8 +34,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND_BASE_PORT = 18100  # below the ephemeral range (32768+), which outgoing connections use
-PORTS = {"sluice": 18001, "haproxy": 18002, "nginx": 18003}
-TCP_PORTS = {"sluice": 18011, "haproxy": 18012, "nginx": 18013}
+PORTS = {"sluice": 18001, "haproxy": 18002, "nginx": 18003, "sluice-ws": 18004}
+TCP_PORTS = {"sluice": 18011, "haproxy": 18012, "nginx": 18013, "sluice-ws": 18014}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SCENARIOS = {
@@ -158,7 +158,7 @@ def idle_cost(port, pid, count):
     return {"kib_per_conn": (after - before) / count, "answered": answered, "rss_mib": after / 1024}
 
 
-def configs(tmp, backends, threads, fd_limit):
+def configs(tmp, backends, threads, fd_limit, work_stealing):
     upstreams = "\n".join(f"        server 127.0.0.1:{p};" for p in backends)
     nginx = f"""
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -230,18 +230,23 @@ backend db
 {servers}
 """
     backend_list = ", ".join(f"127.0.0.1:{p}" for p in backends)
-    sluice = f"""
+
+    def sluice(name, scheduler):
+        return f"""
 watch: false
-runtime: {{ worker_threads: {threads} }}
+runtime: {{ worker_threads: {threads}, scheduler: {scheduler} }}
 listeners:
-  web: {{ bind: "127.0.0.1:{PORTS['sluice']}", pool: app }}
-  db: {{ bind: "127.0.0.1:{TCP_PORTS['sluice']}", protocol: tcp, pool: app }}
+  web: {{ bind: "127.0.0.1:{PORTS[name]}", pool: app }}
+  db: {{ bind: "127.0.0.1:{TCP_PORTS[name]}", protocol: tcp, pool: app }}
 pools:
   app:
     backends: [{backend_list}]
 """
+    texts = [("nginx", nginx), ("haproxy", haproxy), ("sluice", sluice("sluice", "per_thread"))]
+    if work_stealing:
+        texts.append(("sluice-ws", sluice("sluice-ws", "work_stealing")))
     paths = {}
-    for name, text in (("nginx", nginx), ("haproxy", haproxy), ("sluice", sluice)):
+    for name, text in texts:
         path = os.path.join(tmp, f"{name}.conf")
         with open(path, "w") as f:
             f.write(text)
@@ -260,6 +265,10 @@ def start_lbs(tmp, sluice_bin, paths):
         "nginx": subprocess.Popen(["nginx", "-c", paths["nginx"], "-e", os.path.join(tmp, "nginx.err")],
                                   stdout=devnull, stderr=devnull),
     }
+    if "sluice-ws" in paths:
+        procs["sluice-ws"] = subprocess.Popen(
+            [sluice_bin, "-c", paths["sluice-ws"]], stdout=devnull,
+            stderr=open(os.path.join(tmp, "sluice-ws.log"), "w"), env=dict(os.environ, SLUICE_LOG="warn"))
     try:
         for name, proc in procs.items():
             wait_port(PORTS[name])
@@ -302,9 +311,9 @@ def parse_wrk(out):
     return {"rps": rps, "total": total, "p50": latency("50"), "p99": latency("99"), "errors": errors}
 
 
-def run_wrk(port, args, duration, connections, pid=None):
+def run_wrk(port, args, duration, connections, pid=None, wrk_threads=1):
     before = tree_ticks(pid) if pid else 0
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *args,
+    cmd = ["wrk", f"-t{wrk_threads}", f"-c{connections}", f"-d{duration}s", "--latency", *args,
            f"http://127.0.0.1:{port}/"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     result = parse_wrk(out)
@@ -324,6 +333,10 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="LB worker threads/processes")
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk's threads (-t)")
+    parser.add_argument("--work-stealing", action="store_true",
+                        help="add a row for sluice with runtime.scheduler: work_stealing "
+                             "(the rows named sluice use per_thread)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--soak", type=int, default=0,
                         help="after keepalive, load sluice this many seconds and sample its RSS")
@@ -334,7 +347,7 @@ def main():
     sluice_bin = os.path.join(ROOT, "target", "release", "sluice")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores, {cpu}; LB threads: {opts.threads}; "
-          f"wrk -t1 -c{opts.connections} -d{opts.duration}s; {opts.rounds} rounds")
+          f"wrk -t{opts.wrk_threads} -c{opts.connections} -d{opts.duration}s; {opts.rounds} rounds")
 
     fd_limit = raise_fd_limit()
     for scenario in opts.scenarios.split(","):
@@ -348,7 +361,8 @@ def main():
             try:
                 for p in backends:
                     wait_port(p)
-                procs = start_lbs(tmp, sluice_bin, configs(tmp, backends, opts.threads, fd_limit))
+                procs = start_lbs(tmp, sluice_bin, configs(tmp, backends, opts.threads, fd_limit,
+                                                            opts.work_stealing))
                 if wrk_args is None:
                     report_idle({name: [idle_cost(PORTS[name], procs[name].pid,
                                                   idle_connections(fd_limit))
@@ -356,12 +370,14 @@ def main():
                                 idle_connections(fd_limit))
                     continue
                 ports = TCP_PORTS if tcp else PORTS
-                rows = {name: [] for name in ("direct", "sluice", "haproxy", "nginx")}
+                rows = {name: [] for name in ("direct", *procs)}
                 for _ in range(opts.rounds):
-                    rows["direct"].append(run_wrk(backends[0], wrk_args, opts.duration, opts.connections))
-                    for name in ("sluice", "haproxy", "nginx"):
+                    rows["direct"].append(run_wrk(backends[0], wrk_args, opts.duration,
+                                                  opts.connections, wrk_threads=opts.wrk_threads))
+                    for name in procs:
                         rows[name].append(run_wrk(ports[name], wrk_args, opts.duration,
-                                                  opts.connections, procs[name].pid))
+                                                  opts.connections, procs[name].pid,
+                                                  opts.wrk_threads))
                 report(scenario, rows)
                 if opts.soak and scenario == "keepalive":
                     soak(PORTS["sluice"], procs["sluice"].pid, opts.soak, opts.connections)
@@ -393,7 +409,7 @@ def report_idle(rows, count):
         print(f"| {name} | {kib} | {answered:,} | {rss} |")
     # HAProxy and nginx size their connection tables at start (their growth per connection
     # reads ~0), so the fair comparison is the whole process with the connections open.
-    for peer in ("haproxy", "nginx"):
+    for peer in [name for name in ("sluice-ws", "haproxy", "nginx") if name in rows]:
         ratio = median([s["rss_mib"] / p["rss_mib"] for s, p in zip(rows["sluice"], rows[peer])])
         print(f"sluice/{peer}: RSS with the idle connections open x{ratio:.2f}")
 
@@ -411,7 +427,7 @@ def report(scenario, rows):
         print(f"| {name} | {median([r['rps'] for r in runs]):,.0f} | {median([r['p50'] for r in runs]):.2f} "
               f"| {median([r['p99'] for r in runs]):.2f} | {sum(r['errors'] for r in runs)} "
               f"| {median([r['cpu_us'] for r in runs]):.1f} | {median([r['rss_mib'] for r in runs]):.1f} |")
-    for peer in ("haproxy", "nginx"):
+    for peer in [name for name in ("sluice-ws", "haproxy", "nginx") if name in rows]:
         rps = median([s["rps"] / p["rps"] for s, p in zip(rows["sluice"], rows[peer])])
         cpu = median([s["cpu_us"] / p["cpu_us"] for s, p in zip(rows["sluice"], rows[peer]) if p["cpu_us"]])
         p99 = median([s["p99"] / p["p99"] for s, p in zip(rows["sluice"], rows[peer]) if p["p99"]])

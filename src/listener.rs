@@ -85,6 +85,42 @@ impl AsFd for Bound {
     }
 }
 
+/// A listening socket registered with no event loop: what each worker thread gets a
+/// duplicate of, to register with its own (`runtime.scheduler: per_thread`).
+#[derive(Debug)]
+pub enum StdBound {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl Bound {
+    /// Takes the socket out of this runtime's event loop (still non-blocking).
+    pub fn into_std(self) -> io::Result<StdBound> {
+        Ok(match self {
+            Bound::Tcp(socket) => StdBound::Tcp(socket.into_std()?),
+            Bound::Unix(socket) => StdBound::Unix(socket.into_std()?),
+        })
+    }
+}
+
+impl StdBound {
+    /// Another descriptor for the same socket: every duplicate accepts from one queue.
+    pub fn try_clone(&self) -> io::Result<StdBound> {
+        Ok(match self {
+            StdBound::Tcp(socket) => StdBound::Tcp(socket.try_clone()?),
+            StdBound::Unix(socket) => StdBound::Unix(socket.try_clone()?),
+        })
+    }
+
+    /// Registers the socket with the event loop of the runtime this is called on.
+    pub fn register(self) -> io::Result<Bound> {
+        Ok(match self {
+            StdBound::Tcp(socket) => Bound::Tcp(TcpListener::from_std(socket)?),
+            StdBound::Unix(socket) => Bound::Unix(UnixListener::from_std(socket)?),
+        })
+    }
+}
+
 /// Binds a listener address; `mode` applies to unix sockets.
 pub fn bind_any(addr: &BindAddr, mode: Option<u32>) -> io::Result<Bound> {
     match addr {
@@ -179,6 +215,30 @@ impl ConnectionSlots {
             let closed = self.closed.notified();
             if self.open() < limit {
                 return;
+            }
+            closed.await;
+        }
+    }
+
+    /// Counts one connection if fewer than `limit` are open (the check and the count are one
+    /// step, so accept loops on several threads never go past the limit together).
+    pub fn take_below(self: &Arc<Self>, limit: usize) -> Option<ConnectionSlot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < limit).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot {
+                slots: Arc::clone(self),
+            })
+    }
+
+    /// Waits until fewer than `limit` connections are open, then counts one.
+    pub async fn take_when_below(self: &Arc<Self>, limit: usize) -> ConnectionSlot {
+        loop {
+            let closed = self.closed.notified();
+            if let Some(slot) = self.take_below(limit) {
+                return slot;
             }
             closed.await;
         }

@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use sluice::config::Scheduler;
 use sluice::{Config, DrainOutcome, Server};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -332,8 +333,19 @@ fn runtime(worker_threads: Option<usize>) -> Result<tokio::runtime::Runtime> {
 fn run(path: &Path) -> Result<ExitCode> {
     // The runtime's thread count comes from the config, so the file is read before it starts,
     // once; the server runs exactly that config.
-    let (config, text) = Config::load_with_text(path)?;
-    let runtime = runtime(config.runtime.worker_threads)?;
+    let (mut config, text) = Config::load_with_text(path)?;
+    let threads = config
+        .runtime
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    config.runtime.worker_threads = Some(threads);
+    let runtime = match config.runtime.scheduler {
+        // This thread runs the control plane (reloads, probes, discovery, admin, signals);
+        // the server starts `threads` worker threads for the connections (none for one: this
+        // thread serves them too, as HAProxy's single thread does).
+        Scheduler::PerThread => runtime(Some(1))?,
+        Scheduler::WorkStealing => runtime(Some(threads))?,
+    };
     runtime.block_on(async {
         let server = Server::start_loaded(config, path, text).await?;
         let outcome = server.run_until_signal().await?;

@@ -26,6 +26,7 @@ pub const BREAKER_OPEN: &str = "sluice_backend_circuit_open";
 pub const TIMEOUTS_TOTAL: &str = "sluice_timeouts_total";
 pub const LISTENER_CONNECTIONS_TOTAL: &str = "sluice_listener_connections_total";
 pub const LISTENER_ACTIVE_CONNECTIONS: &str = "sluice_listener_active_connections";
+pub const WORKER_ACTIVE_CONNECTIONS: &str = "sluice_worker_active_connections";
 pub const REQUEST_DURATION: &str = "sluice_http_request_duration_seconds";
 pub const LISTENER_BYTES: &str = "sluice_listener_bytes_total";
 pub const RESPONSES_TOTAL: &str = "sluice_backend_responses_total";
@@ -84,11 +85,19 @@ fn spawn_upkeep(handle: PrometheusHandle) {
 
 /// Renders the Prometheus text, after refreshing the gauges that are read from the running
 /// snapshot (backend up/in-flight, pool counts) rather than pushed from the data path.
-pub fn render(snapshot: &Snapshot, open_connections: &[(String, usize)]) -> Option<String> {
+pub fn render(
+    snapshot: &Snapshot,
+    open_connections: &[(String, usize)],
+    worker_connections: &[usize],
+) -> Option<String> {
     let handle = HANDLE.get()?.as_ref()?;
     refresh_gauges(snapshot);
     for (listener, open) in open_connections {
         metrics::gauge!(LISTENER_ACTIVE_CONNECTIONS, "listener" => listener.clone())
+            .set(*open as f64);
+    }
+    for (worker, open) in worker_connections.iter().enumerate() {
+        metrics::gauge!(WORKER_ACTIVE_CONNECTIONS, "worker" => worker.to_string())
             .set(*open as f64);
     }
     // Without the exporter's own HTTP listener nothing else runs upkeep (histogram buckets).

@@ -88,7 +88,11 @@ async fn route(
         }
         ("/status", true) => json(StatusCode::OK, &status(shared)),
         ("/metrics", true) => {
-            match crate::metrics::render(&shared.snapshot.load(), &shared.open_connections()) {
+            match crate::metrics::render(
+                &shared.snapshot.load(),
+                &shared.open_connections(),
+                &shared.worker_connections(),
+            ) {
                 Some(body) => {
                     let mut response = text(StatusCode::OK, body);
                     response.headers_mut().insert(

@@ -15,6 +15,10 @@ pub(super) struct Status {
     config_file: Option<String>,
     last_reload: Option<ReloadReport>,
     listeners: Vec<ListenerStatus>,
+    /// Open client connections of each worker thread (`runtime.scheduler: per_thread`), by
+    /// worker index: how evenly the kernel spreads connections. Absent without workers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    worker_connections: Vec<usize>,
     pools: Vec<PoolStatus>,
 }
 
@@ -168,6 +172,7 @@ pub(super) fn status(shared: &Shared) -> Status {
         uptime_seconds: shared.started.elapsed().as_secs_f64(),
         config_file: shared.config_path.as_ref().map(|p| p.display().to_string()),
         last_reload: shared.reloads.last_report(),
+        worker_connections: shared.worker_connections(),
         listeners,
         pools,
     }

@@ -29,6 +29,8 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
     pub worker_threads: Option<Spanned<usize>>,
+    /// How connections are spread over the worker threads (see `Scheduler`).
+    pub scheduler: Option<Scheduler>,
     /// How long SIGTERM waits for in-flight requests and connections before exiting.
     pub drain_timeout: Option<Text>,
 }
@@ -39,6 +41,19 @@ pub struct RawAdmin {
     pub bind: Text,
     /// A file holding the bearer token that admin actions (reload, drain...) require.
     pub token_file: Option<Text>,
+}
+
+/// How the worker threads share the work (`runtime.scheduler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheduler {
+    /// Each worker thread runs its own event loop and accepts on every listener; a connection
+    /// stays on the thread that accepted it (nginx's workers, HAProxy's threads).
+    #[default]
+    PerThread,
+    /// One tokio multi-thread runtime: one accept loop per listener, and tasks move between
+    /// threads when one is idle.
+    WorkStealing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -57,6 +57,25 @@ fn accepts_the_issue_example_verbatim() {
 }
 
 #[test]
+fn the_scheduler_defaults_to_per_thread_and_a_bad_one_is_named() {
+    let config = Config::parse(EXAMPLE, "test.yaml").expect("valid");
+    assert_eq!(config.runtime.scheduler, Scheduler::PerThread);
+    let text = EXAMPLE.replace(
+        "  worker_threads: 2\n",
+        "  worker_threads: 2\n  scheduler: work_stealing\n",
+    );
+    let config = Config::parse(&text, "test.yaml").expect("valid");
+    assert_eq!(config.runtime.scheduler, Scheduler::WorkStealing);
+    let error = refuse(&EXAMPLE.replace(
+        "  worker_threads: 2\n",
+        "  worker_threads: 2\n  scheduler: round_robin\n",
+    ));
+    assert_eq!(error.path, "runtime.scheduler");
+    assert_eq!(error.position.as_ref().map(|p| p.line), Some(3), "{error}");
+    assert!(error.message.contains("per_thread"), "{error}");
+}
+
+#[test]
 fn unknown_key_names_line_column_and_path() {
     let text = EXAMPLE.replace("    weight: 3", "    wieght: 3");
     let error = refuse(&text);

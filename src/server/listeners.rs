@@ -13,6 +13,7 @@ use crate::listener;
 use crate::listener::Bound;
 use crate::proxy;
 use crate::state::SharedSnapshot;
+use crate::workers::{OpenConnection, Workers};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -61,6 +62,13 @@ impl Shared {
             .map(|l| l.local_addr.clone())
     }
 
+    /// Open client connections per worker thread (empty without worker threads).
+    pub fn worker_connections(&self) -> Vec<usize> {
+        self.workers
+            .as_ref()
+            .map_or_else(Vec::new, |workers| workers.open_connections())
+    }
+
     /// Open client connections per listener (for the metrics gauge).
     pub fn open_connections(&self) -> Vec<(String, usize)> {
         lock(&self.listeners)
@@ -82,14 +90,15 @@ impl Shared {
         let stop = self.shutdown.child_token();
         info!(listener = %name, addr = %local_addr, "listening");
         let slots = Arc::new(listener::ConnectionSlots::default());
-        spawn_accept_loop(
+        let accept = AcceptLoop::new(
             Arc::from(name.as_str()),
-            socket,
+            &socket,
             self.snapshot.clone(),
             stop.clone(),
             Arc::clone(&slots),
             &self.tracker,
         );
+        spawn_accept_loops(accept, socket, self.workers.as_ref(), &self.tracker)?;
         lock(&self.listeners).insert(
             name,
             RunningListener {
@@ -153,23 +162,94 @@ fn socket_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, Error> {
     })
 }
 
-fn spawn_accept_loop(
-    name: Arc<str>,
+/// Starts a listener's accept loops: one on the calling runtime, or one on each worker thread
+/// (`runtime.scheduler: per_thread`), each with its own duplicate of the socket registered
+/// with that worker's event loop. The kernel wakes the workers waiting in accept and one of
+/// them gets each connection; a busy worker is not waiting, so new connections go to the
+/// others.
+fn spawn_accept_loops(
+    accept: AcceptLoop,
     socket: Bound,
+    workers: Option<&Workers>,
+    tracker: &TaskTracker,
+) -> Result<(), Error> {
+    let Some(workers) = workers else {
+        tracker.spawn(accept.run(socket));
+        return Ok(());
+    };
+    let io_error = |source| Error::Io {
+        context: format!("cannot hand listener {} to the worker threads", accept.name),
+        source,
+    };
+    // Out of this runtime's event loop, or it would wake for every connection as well.
+    let socket = socket.into_std().map_err(io_error)?;
+    for handle in workers.handles() {
+        let duplicate = socket.try_clone().map_err(io_error)?;
+        let accept = accept.clone();
+        tracker.spawn_on(
+            async move {
+                match duplicate.register() {
+                    Ok(socket) => accept.run(socket).await,
+                    Err(error) => {
+                        tracing::error!(listener = %accept.name, worker = crate::workers::current_index(), %error, "worker cannot accept on listener");
+                    }
+                }
+            },
+            handle,
+        );
+    }
+    Ok(())
+}
+
+/// What one accept loop needs; cloned for each worker's loop.
+#[derive(Clone)]
+struct AcceptLoop {
+    name: Arc<str>,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
     slots: Arc<listener::ConnectionSlots>,
-    tracker: &TaskTracker,
-) {
-    let connections = tracker.clone();
-    let connections_total = crate::metrics::listener_handles(&name).connections.clone();
-    // A listener bound to one address accepts connections only to it: each connection's
-    // local address is known without asking the kernel (a getsockname per connection).
-    let fixed_local = match socket.local() {
-        Ok(BindAddr::Tcp(addr)) if !addr.ip().is_unspecified() => Some(addr),
-        _ => None,
-    };
-    tracker.spawn(async move {
+    connections: TaskTracker,
+    connections_total: metrics::Counter,
+    /// A listener bound to one address accepts connections only to it: each connection's
+    /// local address is known without asking the kernel (a getsockname per connection).
+    fixed_local: Option<SocketAddr>,
+}
+
+impl AcceptLoop {
+    fn new(
+        name: Arc<str>,
+        socket: &Bound,
+        snapshot: SharedSnapshot,
+        stop: CancellationToken,
+        slots: Arc<listener::ConnectionSlots>,
+        tracker: &TaskTracker,
+    ) -> AcceptLoop {
+        let connections_total = crate::metrics::listener_handles(&name).connections.clone();
+        let fixed_local = match socket.local() {
+            Ok(BindAddr::Tcp(addr)) if !addr.ip().is_unspecified() => Some(addr),
+            _ => None,
+        };
+        AcceptLoop {
+            name,
+            snapshot,
+            stop,
+            slots,
+            connections: tracker.clone(),
+            connections_total,
+            fixed_local,
+        }
+    }
+
+    async fn run(self, socket: Bound) {
+        let AcceptLoop {
+            name,
+            snapshot,
+            stop,
+            slots,
+            connections,
+            connections_total,
+            fixed_local,
+        } = self;
         loop {
             // Read the limit each time: a reload may change it.
             let limit = snapshot
@@ -196,10 +276,18 @@ fn spawn_accept_loop(
                     continue;
                 }
             };
+            let slot = match limit {
+                None => slots.take(),
+                // Another worker's loop may have taken the last slot since the wait above:
+                // this connection then waits here as it would have in the kernel's backlog.
+                Some(limit) => tokio::select! {
+                    slot = slots.take_when_below(limit as usize) => slot,
+                    () = stop.cancelled() => break,
+                },
+            };
+            connections_total.increment(1);
             // The connection reads its listener's settings (protocol, PROXY header) from
             // the snapshot when it starts: a reload may have changed them.
-            let slot = slots.take();
-            connections_total.increment(1);
             let serve = proxy::accept::serve(
                 accepted,
                 fixed_local,
@@ -214,7 +302,7 @@ fn spawn_accept_loop(
         }
         // Dropping the socket closes it: the kernel refuses new connections at once.
         drop(socket);
-    });
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -225,12 +313,17 @@ pin_project_lite::pin_project! {
         #[pin]
         future: F,
         slot: listener::ConnectionSlot,
+        on_worker: OpenConnection,
     }
 }
 
 impl<F> Holding<F> {
     fn new(future: F, slot: listener::ConnectionSlot) -> Holding<F> {
-        Holding { future, slot }
+        Holding {
+            future,
+            slot,
+            on_worker: OpenConnection::count(),
+        }
     }
 }
 

@@ -73,6 +73,10 @@ pub struct Shared {
     /// Written only by `apply` (serialised by `Reloads`) and read for addresses.
     listeners: Mutex<BTreeMap<String, RunningListener>>,
     admin: Mutex<Option<RunningListener>>,
+    /// The worker threads that accept and serve connections (`runtime.scheduler:
+    /// per_thread` with more than one thread); `None`: the runtime that started the server
+    /// serves them.
+    workers: Option<crate::workers::Workers>,
 }
 
 impl Server {
@@ -120,6 +124,7 @@ impl Server {
             None => None,
         };
         let watch = config.watch;
+        let workers = start_workers(&config)?;
         let shutdown = CancellationToken::new();
         let discovery = Arc::new(crate::discovery::Discovery::default());
         discovery.sync(&config, &shutdown);
@@ -143,6 +148,7 @@ impl Server {
             tracker: TaskTracker::new(),
             listeners: Mutex::new(BTreeMap::new()),
             admin: Mutex::new(None),
+            workers,
         });
         shared.probes.sync(&shared.snapshot, &shared.shutdown);
         crate::health::probe::spawn_ticker(shared.snapshot.clone(), shared.shutdown.clone());
@@ -356,6 +362,23 @@ impl Shared {
         let next = Snapshot::build(Arc::new(next_config), Some(&current));
         self.snapshot.store(Arc::new(next));
         self.probes.sync(&self.snapshot, &self.shutdown);
+    }
+}
+
+/// The worker threads the config asks for: with `per_thread` and more than one thread. The
+/// thread count is read at start only (like nginx's `worker_processes`, it needs a restart).
+fn start_workers(config: &Config) -> Result<Option<crate::workers::Workers>, Error> {
+    let runtime = &config.runtime;
+    match (runtime.scheduler, runtime.worker_threads) {
+        (crate::config::Scheduler::PerThread, Some(threads)) if threads > 1 => {
+            let workers = crate::workers::Workers::start(threads).map_err(|source| Error::Io {
+                context: format!("cannot start {threads} worker threads"),
+                source,
+            })?;
+            info!(threads, "worker threads started, one event loop each");
+            Ok(Some(workers))
+        }
+        _ => Ok(None),
     }
 }
 

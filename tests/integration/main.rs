@@ -34,3 +34,4 @@ mod upstream_h1;
 mod upstream_h2;
 mod upstream_tls;
 mod websocket;
+mod workers;

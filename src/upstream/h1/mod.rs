@@ -34,7 +34,7 @@ use send::{SendError, Sending};
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, ready};
 use std::time::Duration;
 
@@ -128,10 +128,21 @@ struct IdleSet {
     last_sweep: u64,
 }
 
+/// One worker thread's idle connections, on a cache line of its own so that workers taking
+/// and returning connections do not contend on the line of a neighbour's lock.
+#[derive(Debug)]
+#[repr(align(128))]
+struct IdleShard(Mutex<IdleSet>);
+
 /// One pool's HTTP/1 connections, idle ones kept per backend (most recently used first).
+///
+/// Idle connections are kept per worker thread (`crate::workers`): a connection goes back to
+/// the set of the worker that used it and is reused by that worker, whose event loop it is
+/// registered with, as nginx's workers each keep their own upstream keep-alive connections.
+/// Threads that are not workers (a work-stealing runtime's) share the first set.
 pub struct H1Pool {
     dialer: Dialer,
-    idle: Mutex<IdleSet>,
+    idle: Box<[IdleShard]>,
 }
 
 impl std::fmt::Debug for H1Pool {
@@ -142,13 +153,24 @@ impl std::fmt::Debug for H1Pool {
 
 impl H1Pool {
     pub fn new(dialer: Dialer) -> H1Pool {
-        H1Pool {
-            dialer,
-            idle: Mutex::new(IdleSet {
-                by_backend: HashMap::new(),
-                last_sweep: 0,
-            }),
-        }
+        // One set per CPU: workers beyond that share sets (still correct, a little more
+        // contention), and the sets of an idle pool hold no allocation.
+        let shards = std::thread::available_parallelism().map_or(1, |n| n.get().min(64));
+        let idle = (0..shards)
+            .map(|_| {
+                IdleShard(Mutex::new(IdleSet {
+                    by_backend: HashMap::new(),
+                    last_sweep: 0,
+                }))
+            })
+            .collect();
+        H1Pool { dialer, idle }
+    }
+
+    /// The calling worker's idle set.
+    fn idle_here(&self) -> MutexGuard<'_, IdleSet> {
+        let shard = &self.idle[crate::workers::current_index() % self.idle.len()];
+        shard.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Sends one request to `address` and reads the response head; the body streams from
@@ -234,7 +256,7 @@ impl H1Pool {
     fn checkout(&self, address: &BackendAddress, now: u64) -> Option<IdleConn> {
         let mut expired = Vec::new();
         let found = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idle = self.idle_here();
             let list = idle.by_backend.get_mut(address)?;
             let mut found = None;
             while let Some(candidate) = list.pop() {
@@ -256,32 +278,27 @@ impl H1Pool {
     /// discovery). Without this they would wait for the next sweep, which only traffic on
     /// this pool runs.
     pub fn retain_backends(&self, keep: &dyn Fn(&BackendAddress) -> bool) {
-        let closed: Vec<_> = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            idle.by_backend
-                .extract_if(|address, _| !keep(address))
-                .collect()
-        };
-        // Closed outside the lock.
-        drop(closed);
+        for shard in &self.idle {
+            let closed: Vec<_> = {
+                let mut idle = shard.0.lock().unwrap_or_else(|p| p.into_inner());
+                idle.by_backend
+                    .extract_if(|address, _| !keep(address))
+                    .collect()
+            };
+            // Closed outside the lock.
+            drop(closed);
+        }
     }
 
     /// Keeps a connection whose last exchange ended cleanly for the next request.
     pub(crate) fn put_back(&self, address: &BackendAddress, conn: IdleConn) {
+        let now = conn.since;
         let mut expired = Vec::new();
-        {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let now = conn.since;
-            if Duration::from_micros(now.saturating_sub(idle.last_sweep)) > SWEEP_EVERY {
+        let sweep_due = {
+            let mut idle = self.idle_here();
+            let due = Duration::from_micros(now.saturating_sub(idle.last_sweep)) > SWEEP_EVERY;
+            if due {
                 idle.last_sweep = now;
-                for list in idle.by_backend.values_mut() {
-                    let (keep, old): (Vec<_>, Vec<_>) = list.drain(..).partition(|c| {
-                        Duration::from_micros(now.saturating_sub(c.since)) < IDLE_TIMEOUT
-                    });
-                    *list = keep;
-                    expired.extend(old);
-                }
-                idle.by_backend.retain(|_, list| !list.is_empty());
             }
             match idle.by_backend.get_mut(address) {
                 Some(list) if list.len() >= MAX_IDLE_PER_BACKEND => expired.push(conn),
@@ -290,8 +307,34 @@ impl H1Pool {
                     idle.by_backend.insert(address.clone(), vec![conn]);
                 }
             }
+            due
+        };
+        if sweep_due {
+            // Every worker's set, not only this one's: a worker that no longer sends to this
+            // pool would otherwise keep its expired connections open. A set in use right now
+            // is skipped; its own worker or the next sweep gets to it.
+            for shard in &self.idle {
+                if let Ok(mut idle) = shard.0.try_lock() {
+                    idle.take_expired(now, &mut expired);
+                }
+            }
         }
+        // Closed outside the locks.
         drop(expired);
+    }
+}
+
+impl IdleSet {
+    /// Moves the connections idle for `IDLE_TIMEOUT` or longer to `expired`.
+    fn take_expired(&mut self, now: u64, expired: &mut Vec<IdleConn>) {
+        for list in self.by_backend.values_mut() {
+            let (keep, old): (Vec<_>, Vec<_>) = list
+                .drain(..)
+                .partition(|c| Duration::from_micros(now.saturating_sub(c.since)) < IDLE_TIMEOUT);
+            *list = keep;
+            expired.extend(old);
+        }
+        self.by_backend.retain(|_, list| !list.is_empty());
     }
 }
 
