@@ -23,15 +23,37 @@ use tokio::sync::Notify;
 pub const ACCEPT_BACKLOG: i32 = 4096;
 
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    TcpListener::from_std(bind_tcp(addr, false)?)
+}
+
+/// Binds a TCP listening socket, not yet registered with any event loop. With `reuseport`
+/// (SO_REUSEPORT) more sockets can be bound to the same address (`bind_shard`), and the
+/// kernel spreads new connections over them by a hash of the client's address and port.
+pub fn bind_tcp(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuseport {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(ACCEPT_BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// One more socket in the SO_REUSEPORT group of `first` (bound with `reuseport`), at the
+/// address it actually bound (so a configured port 0 gets the same port).
+pub fn bind_shard(first: &Bound) -> io::Result<std::net::TcpListener> {
+    match first {
+        Bound::Tcp(socket) => bind_tcp(socket.local_addr()?, true),
+        Bound::Unix(_) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "unix sockets have no SO_REUSEPORT groups",
+        )),
+    }
 }
 
 /// A listening socket of either family.
@@ -121,10 +143,10 @@ impl StdBound {
     }
 }
 
-/// Binds a listener address; `mode` applies to unix sockets.
-pub fn bind_any(addr: &BindAddr, mode: Option<u32>) -> io::Result<Bound> {
+/// Binds a listener address; `mode` applies to unix sockets, `reuseport` to TCP ones.
+pub fn bind_any(addr: &BindAddr, mode: Option<u32>, reuseport: bool) -> io::Result<Bound> {
     match addr {
-        BindAddr::Tcp(addr) => bind(*addr).map(Bound::Tcp),
+        BindAddr::Tcp(addr) => TcpListener::from_std(bind_tcp(*addr, reuseport)?).map(Bound::Tcp),
         BindAddr::Unix(path) => bind_unix(path, mode).map(Bound::Unix),
     }
 }
@@ -297,6 +319,17 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         assert!(bind_unix(&file, None).is_err());
         assert!(file.exists(), "a regular file is never deleted");
+    }
+
+    #[tokio::test]
+    async fn shards_share_a_reuseport_port_and_a_plain_socket_does_not() {
+        let first = bind_any(&BindAddr::Tcp("127.0.0.1:0".parse().unwrap()), None, true).unwrap();
+        let shard = bind_shard(&first).unwrap();
+        let port = shard.local_addr().unwrap().port();
+        assert_eq!(Some(port), first.local().unwrap().tcp().map(|a| a.port()));
+        // Without SO_REUSEPORT on the first socket the port is taken, as before.
+        let plain = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(bind_shard(&Bound::Tcp(plain)).is_err());
     }
 
     #[tokio::test]

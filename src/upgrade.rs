@@ -5,7 +5,8 @@
 //! between, so the kernel keeps queueing connections throughout.
 //!
 //! Wire format on the unix stream: old -> new, one message whose data is a JSON list of
-//! socket names (`"listener:NAME"`, `"admin"`) with the descriptors attached in the same
+//! socket names (`"listener:NAME"`, `"listener:NAME#N"` for the further sockets of an
+//! SO_REUSEPORT group, `"admin"`) with the descriptors attached in the same
 //! order; new -> old, the line `ready\n` once it serves. Safe Rust throughout (rustix).
 //!
 //! Unix domain socket listeners are passed the same way, matched by path; the old process
@@ -29,8 +30,8 @@ use std::time::Duration;
 
 /// Names the unix socket a new process connects to for its inherited listeners.
 pub const UPGRADE_SOCKET_ENV: &str = "SLUICE_UPGRADE_SOCKET";
-/// Well under the kernel's SCM_MAX_FD (253).
-const MAX_SOCKETS: usize = 64;
+/// Under the kernel's SCM_MAX_FD (253): listeners, their SO_REUSEPORT sockets and the admin.
+const MAX_SOCKETS: usize = 240;
 /// How long the new process may take to start serving before the upgrade is abandoned.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -117,12 +118,37 @@ impl Inherited {
             .map(Bound::Tcp)
     }
 
+    /// The further sockets of `first`'s SO_REUSEPORT group that the old process passed under
+    /// `key` (`shard_key`), each bound where `first` is.
+    pub fn take_shards(&mut self, key: &str, first: &Bound) -> Vec<std::net::TcpListener> {
+        let Ok(BindAddr::Tcp(wanted)) = first.local() else {
+            return Vec::new();
+        };
+        let mut shards = Vec::new();
+        for index in 0.. {
+            let Some(fd) = self.sockets.remove(&shard_key(key, index)) else {
+                break;
+            };
+            let socket = std::net::TcpListener::from(fd);
+            if socket.local_addr().ok() == Some(wanted) && socket.set_nonblocking(true).is_ok() {
+                shards.push(socket);
+            }
+        }
+        shards
+    }
+
     /// Tells the old process that this one serves; it then stops accepting and drains.
     pub fn confirm_serving(&mut self) {
         if let Some(mut channel) = self.channel.take() {
             let _ = channel.write_all(b"ready\n");
         }
     }
+}
+
+/// The name under which the `index`th further socket of listener `key`'s SO_REUSEPORT group
+/// is passed (`listener:NAME#1`, `#2`, ...).
+pub fn shard_key(key: &str, index: usize) -> String {
+    format!("{key}#{}", index + 1)
 }
 
 /// Starts the new process, hands it `sockets`, and waits until it serves. Returns its pid.

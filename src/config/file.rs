@@ -31,6 +31,8 @@ pub struct RawRuntime {
     pub worker_threads: Option<Spanned<usize>>,
     /// How connections are spread over the worker threads (see `Scheduler`).
     pub scheduler: Option<Scheduler>,
+    /// How the worker threads share a listener's connections (see `Accept`).
+    pub accept: Option<Accept>,
     /// How long SIGTERM waits for in-flight requests and connections before exiting.
     pub drain_timeout: Option<Text>,
 }
@@ -54,6 +56,19 @@ pub enum Scheduler {
     /// One tokio multi-thread runtime: one accept loop per listener, and tasks move between
     /// threads when one is idle.
     WorkStealing,
+}
+
+/// How the worker threads of `per_thread` accept a listener's connections (`runtime.accept`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accept {
+    /// One socket per listener; every worker accepts from it (nginx without `reuseport`).
+    #[default]
+    Shared,
+    /// One socket per listener and worker, in an SO_REUSEPORT group: the kernel picks the
+    /// worker for each new connection by a hash of the client's address and port, and wakes
+    /// only that one (nginx's `reuseport`, HAProxy's `shards by-thread`).
+    Reuseport,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -35,7 +35,7 @@ pub use algorithm::{
 pub use backend_address::BackendAddress;
 pub use bind::BindAddr;
 pub use duration::{format_duration, parse_duration};
-pub use file::{AccessLogFormat, Protocol, Scheduler};
+pub use file::{Accept, AccessLogFormat, Protocol, Scheduler};
 pub use proxy_protocol::{AcceptProxy, Cidr, SendProxy};
 pub use route::{HeaderCondition, HeaderEdits, HostPattern, PathPattern, RouteConfig, RouteMatch};
 pub use sni_route::{SniRoute, route_by_sni};
@@ -84,6 +84,7 @@ pub struct RuntimeConfig {
     /// in-process with `None` serves on the caller's runtime).
     pub worker_threads: Option<usize>,
     pub scheduler: Scheduler,
+    pub accept: Accept,
     pub drain_timeout: Duration,
 }
 

@@ -2,7 +2,7 @@
 //! `admin:` (where the admin API listens, its token file). Both are optional; a missing
 //! `runtime:` takes the defaults and a missing `admin:` turns the admin API off.
 
-use super::file::{RawAdmin, RawRuntime, Scheduler};
+use super::file::{Accept, RawAdmin, RawRuntime, Scheduler};
 use super::{AdminConfig, DEFAULT_DRAIN_TIMEOUT, RuntimeConfig, Validator};
 use crate::error::ConfigError;
 
@@ -12,6 +12,7 @@ impl Validator<'_> {
             None => RuntimeConfig {
                 worker_threads: None,
                 scheduler: Scheduler::default(),
+                accept: Accept::default(),
                 drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             },
             Some(runtime) => RuntimeConfig {
@@ -26,6 +27,7 @@ impl Validator<'_> {
                     threads => threads.map(|t| t.value),
                 },
                 scheduler: runtime.scheduler.unwrap_or_default(),
+                accept: runtime.accept.unwrap_or_default(),
                 drain_timeout: self.duration(
                     runtime.drain_timeout.as_ref(),
                     "runtime.drain_timeout",

@@ -10,7 +10,7 @@ use crate::admin;
 use crate::config::BindAddr;
 use crate::error::Error;
 use crate::listener;
-use crate::listener::Bound;
+use crate::listener::{Bound, StdBound};
 use crate::proxy;
 use crate::state::SharedSnapshot;
 use crate::workers::{OpenConnection, Workers};
@@ -29,6 +29,9 @@ pub(super) struct RunningListener {
     pub(super) socket_file: Option<listener::SocketFile>,
     /// A duplicate of the listening socket, passed to the next process on upgrade.
     pub(super) fd: OwnedFd,
+    /// Duplicates of the listener's further sockets in its SO_REUSEPORT group
+    /// (`accept: reuseport`), passed on upgrade too.
+    pub(super) shard_fds: Vec<OwnedFd>,
     /// Cancelling it stops this listener's accept loop and asks its connections to finish.
     pub(super) stop: CancellationToken,
     /// Open connections (for `max_connections` and the active-connections gauge).
@@ -42,7 +45,16 @@ impl Shared {
         let admin = lock(&self.admin);
         listeners
             .iter()
-            .map(|(name, l)| (format!("listener:{name}"), &l.fd))
+            .flat_map(|(name, l)| {
+                let key = format!("listener:{name}");
+                let shards = l.shard_fds.iter().enumerate().map(move |(i, fd)| {
+                    (
+                        crate::upgrade::shard_key(&format!("listener:{name}"), i),
+                        fd,
+                    )
+                });
+                std::iter::once((key, &l.fd)).chain(shards)
+            })
             .chain(admin.iter().map(|l| ("admin".to_owned(), &l.fd)))
             .filter_map(|(name, fd)| fd.try_clone().ok().map(|fd| (name, fd)))
             .collect()
@@ -77,7 +89,12 @@ impl Shared {
             .collect()
     }
 
-    pub(super) fn start_listener(&self, name: String, socket: Bound) -> Result<(), Error> {
+    pub(super) fn start_listener(
+        &self,
+        name: String,
+        socket: Bound,
+        shards: Vec<std::net::TcpListener>,
+    ) -> Result<(), Error> {
         let local_addr = socket.local().map_err(|source| Error::Io {
             context: format!("cannot read address of listener {name}"),
             source,
@@ -87,8 +104,12 @@ impl Shared {
             BindAddr::Tcp(_) => None,
         };
         let fd = duplicate(&socket, &name)?;
+        let shard_fds = shards
+            .iter()
+            .map(|shard| duplicate(shard, &name))
+            .collect::<Result<_, _>>()?;
         let stop = self.shutdown.child_token();
-        info!(listener = %name, addr = %local_addr, "listening");
+        info!(listener = %name, addr = %local_addr, sockets = 1 + shards.len(), "listening");
         let slots = Arc::new(listener::ConnectionSlots::default());
         let accept = AcceptLoop::new(
             Arc::from(name.as_str()),
@@ -98,13 +119,14 @@ impl Shared {
             Arc::clone(&slots),
             &self.tracker,
         );
-        spawn_accept_loops(accept, socket, self.workers.as_ref(), &self.tracker)?;
+        spawn_accept_loops(accept, socket, shards, self.workers.as_ref(), &self.tracker)?;
         lock(&self.listeners).insert(
             name,
             RunningListener {
                 local_addr,
                 socket_file,
                 fd,
+                shard_fds,
                 stop,
                 slots,
             },
@@ -122,6 +144,7 @@ impl Shared {
             local_addr: BindAddr::Tcp(local_addr),
             socket_file: None,
             fd,
+            shard_fds: Vec::new(),
             stop,
             slots: Arc::default(),
         });
@@ -129,12 +152,49 @@ impl Shared {
     }
 }
 
-pub(super) fn bind_named(name: &str, addr: &BindAddr, mode: Option<u32>) -> Result<Bound, Error> {
-    listener::bind_any(addr, mode).map_err(|source| Error::Bind {
+pub(super) fn bind_named(
+    name: &str,
+    addr: &BindAddr,
+    mode: Option<u32>,
+    reuseport: bool,
+) -> Result<Bound, Error> {
+    listener::bind_any(addr, mode, reuseport).map_err(|source| Error::Bind {
         name: name.to_owned(),
         addr: addr.to_string(),
         source,
     })
+}
+
+/// `count` more sockets in the SO_REUSEPORT group of a TCP listener's `first` socket. None for
+/// a unix listener (no such groups: its workers share its one socket), nor for a socket
+/// inherited from a process that did not bind it for a group (then shared too, with a word).
+pub(super) fn bind_shards(
+    name: &str,
+    first: &Bound,
+    count: usize,
+) -> Result<Vec<std::net::TcpListener>, Error> {
+    let grouped = match first {
+        Bound::Tcp(socket) => socket2::SockRef::from(socket).reuse_port().unwrap_or(false),
+        Bound::Unix(_) => return Ok(Vec::new()),
+    };
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    if !grouped {
+        warn!(listener = %name, "inherited socket has no SO_REUSEPORT; its workers share it until a restart");
+        return Ok(Vec::new());
+    }
+    (0..count)
+        .map(|_| {
+            listener::bind_shard(first).map_err(|source| Error::Bind {
+                name: name.to_owned(),
+                addr: first
+                    .local()
+                    .map_or_else(|_| "?".to_owned(), |a| a.to_string()),
+                source,
+            })
+        })
+        .collect()
 }
 
 pub(super) fn bind_admin(addr: SocketAddr) -> Result<TcpListener, Error> {
@@ -162,40 +222,57 @@ fn socket_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, Error> {
     })
 }
 
-/// Starts a listener's accept loops: one on the calling runtime, or one on each worker thread
-/// (`runtime.scheduler: per_thread`), each with its own duplicate of the socket registered
-/// with that worker's event loop. The kernel wakes the workers waiting in accept and one of
-/// them gets each connection; a busy worker is not waiting, so new connections go to the
-/// others.
+/// Starts a listener's accept loops. Without worker threads, one on the calling runtime per
+/// socket. With them (`runtime.scheduler: per_thread`), each worker registers sockets with its
+/// own event loop: with `accept: shared` every worker a duplicate of the one socket (the
+/// kernel wakes the workers waiting in accept and one takes each connection; a busy worker is
+/// not waiting, so new connections go to the others); with `accept: reuseport` each worker
+/// its own socket of the listener's SO_REUSEPORT group (the kernel picks one by a hash of the
+/// client's address and wakes only that worker). Sockets beyond one per worker (inherited
+/// from a process with more workers) go round robin: every socket of a group is accepted on.
 fn spawn_accept_loops(
     accept: AcceptLoop,
     socket: Bound,
+    shards: Vec<std::net::TcpListener>,
     workers: Option<&Workers>,
     tracker: &TaskTracker,
 ) -> Result<(), Error> {
-    let Some(workers) = workers else {
+    let io_error = |source| Error::Io {
+        context: format!("cannot start the accept loops of listener {}", accept.name),
+        source,
+    };
+    let Some(workers) = workers.filter(|w| !w.is_empty()) else {
+        for shard in shards {
+            let shard = StdBound::Tcp(shard).register().map_err(io_error)?;
+            tracker.spawn(accept.clone().run(shard));
+        }
         tracker.spawn(accept.run(socket));
         return Ok(());
     };
-    let io_error = |source| Error::Io {
-        context: format!("cannot hand listener {} to the worker threads", accept.name),
-        source,
-    };
     // Out of this runtime's event loop, or it would wake for every connection as well.
-    let socket = socket.into_std().map_err(io_error)?;
-    for handle in workers.handles() {
-        let duplicate = socket.try_clone().map_err(io_error)?;
+    let first = socket.into_std().map_err(io_error)?;
+    let sockets: Vec<StdBound> = if shards.is_empty() {
+        (0..workers.len())
+            .map(|_| first.try_clone())
+            .collect::<Result<_, _>>()
+            .map_err(io_error)?
+    } else {
+        std::iter::once(first)
+            .chain(shards.into_iter().map(StdBound::Tcp))
+            .collect()
+    };
+    for (index, socket) in sockets.into_iter().enumerate() {
         let accept = accept.clone();
         tracker.spawn_on(
             async move {
-                match duplicate.register() {
+                match socket.register() {
                     Ok(socket) => accept.run(socket).await,
                     Err(error) => {
                         tracing::error!(listener = %accept.name, worker = crate::workers::current_index(), %error, "worker cannot accept on listener");
                     }
                 }
             },
-            handle,
+            &workers.handles()[index % workers.len()],
         );
     }
     Ok(())

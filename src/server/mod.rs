@@ -23,7 +23,7 @@ use crate::reload::Reloads;
 use crate::state::{SharedSnapshot, Snapshot};
 use crate::upgrade::Inherited;
 use arc_swap::ArcSwap;
-use listeners::{RunningListener, bind_admin, bind_named};
+use listeners::{RunningListener, bind_admin, bind_named, bind_shards};
 use signals::Signals;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -77,6 +77,9 @@ pub struct Shared {
     /// per_thread` with more than one thread); `None`: the runtime that started the server
     /// serves them.
     workers: Option<crate::workers::Workers>,
+    /// Sockets beyond the first that each TCP listener gets (`accept: reuseport`), set at
+    /// start like the workers: a reload binds new listeners the same way.
+    shards: usize,
 }
 
 impl Server {
@@ -107,14 +110,34 @@ impl Server {
         let signals = Signals::install()?;
         // Started by a binary upgrade: take over the old process's sockets where they match.
         let mut inherited = Inherited::receive()?;
+        let shards = shards_wanted(&config);
         let mut sockets = Vec::new();
         for listener_config in config.listeners.values() {
             let name = &listener_config.name;
-            let socket = match inherited.take(&format!("listener:{name}"), &listener_config.bind) {
-                Some(socket) => socket,
-                None => bind_named(name, &listener_config.bind, listener_config.unix_mode)?,
+            let key = format!("listener:{name}");
+            let (socket, mut kept) = match inherited.take(&key, &listener_config.bind) {
+                // Every socket of the old process's SO_REUSEPORT group is taken over: one
+                // left out would be closed with the connections queued on it.
+                Some(socket) => {
+                    let kept = inherited.take_shards(&key, &socket);
+                    (socket, kept)
+                }
+                None => (
+                    bind_named(
+                        name,
+                        &listener_config.bind,
+                        listener_config.unix_mode,
+                        shards > 0,
+                    )?,
+                    Vec::new(),
+                ),
             };
-            sockets.push((name.clone(), socket));
+            kept.extend(bind_shards(
+                name,
+                &socket,
+                shards.saturating_sub(kept.len()),
+            )?);
+            sockets.push((name.clone(), socket, kept));
         }
         let admin_socket = match &config.admin {
             Some(admin) => Some(match inherited.take("admin", &BindAddr::Tcp(admin.bind)) {
@@ -149,12 +172,13 @@ impl Server {
             listeners: Mutex::new(BTreeMap::new()),
             admin: Mutex::new(None),
             workers,
+            shards,
         });
         shared.probes.sync(&shared.snapshot, &shared.shutdown);
         crate::health::probe::spawn_ticker(shared.snapshot.clone(), shared.shutdown.clone());
         crate::discovery::spawn_applier(&shared, shared.shutdown.clone());
-        for (name, socket) in sockets {
-            shared.start_listener(name, socket)?;
+        for (name, socket, shards) in sockets {
+            shared.start_listener(name, socket, shards)?;
         }
         if let Some(socket) = admin_socket {
             shared.start_admin(socket)?;
@@ -298,12 +322,12 @@ impl Shared {
 
         // 1. Bind every new socket first; dropping `fresh` on error closes them again.
         let mut fresh = Vec::new();
+        let shards = self.shards;
         for name in plan.listeners_to_bind() {
             let listener = &config.listeners[name];
-            fresh.push((
-                name.clone(),
-                bind_named(name, &listener.bind, listener.unix_mode)?,
-            ));
+            let socket = bind_named(name, &listener.bind, listener.unix_mode, shards > 0)?;
+            let more = bind_shards(name, &socket, shards)?;
+            fresh.push((name.clone(), socket, more));
         }
         let fresh_admin = match (&config.admin, plan.admin_rebound) {
             (Some(admin), true) => Some(bind_admin(admin.bind)?),
@@ -328,8 +352,8 @@ impl Shared {
                 old.stop.cancel();
             }
         }
-        for (name, socket) in fresh {
-            self.start_listener(name, socket)?;
+        for (name, socket, shards) in fresh {
+            self.start_listener(name, socket, shards)?;
         }
         if plan.admin_rebound {
             if let Some(old) = lock(&self.admin).take() {
@@ -362,6 +386,18 @@ impl Shared {
         let next = Snapshot::build(Arc::new(next_config), Some(&current));
         self.snapshot.store(Arc::new(next));
         self.probes.sync(&self.snapshot, &self.shutdown);
+    }
+}
+
+/// How many sockets beyond the first each TCP listener gets: one for each further worker
+/// with `accept: reuseport` (the worker count is the one started with, like the workers).
+fn shards_wanted(config: &Config) -> usize {
+    let runtime = &config.runtime;
+    match (runtime.scheduler, runtime.accept, runtime.worker_threads) {
+        (crate::config::Scheduler::PerThread, crate::config::Accept::Reuseport, Some(threads)) => {
+            threads.saturating_sub(1)
+        }
+        _ => 0,
     }
 }
 

@@ -303,15 +303,45 @@ fn check_diff_prints_the_reload_plan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_upgrade_on_sigusr2_under_load_fails_no_request() {
+    upgrade_under_load("").await;
+}
+
+/// With `accept: reuseport` every worker's socket of the group must be handed over: one the
+/// new process did not take would be closed with the connections queued on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_upgrade_hands_over_every_reuseport_socket_and_fails_no_request() {
+    upgrade_under_load("runtime: {worker_threads: 3, accept: reuseport}\n").await;
+}
+
+/// The inodes of the sockets listening on `port` (IPv4): the same inodes before and after an
+/// upgrade mean the new process took over those sockets rather than binding new ones.
+fn listening_inodes(port: u16) -> std::collections::BTreeSet<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit(':').next()?;
+            let listening = fields.get(3) == Some(&"0A");
+            (listening && u16::from_str_radix(local_port, 16).ok() == Some(port))
+                .then(|| fields.get(9)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+async fn upgrade_under_load(runtime: &str) {
     let backend = spawn_backend("a").await;
     let file = write_config(&format!(
-        "watch: false\n{}",
+        "watch: false\n{runtime}{}",
         http_config(&[backend.addr], "")
     ));
     let (mut old, addr, logs) = spawn_binary(file.path());
+    let sockets_before = listening_inodes(addr.port());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let tally = std::sync::Arc::new(Tally::default());
-    let clients: Vec<_> = (0..4)
+    let clients: Vec<_> = (0..6)
         .map(|i| tokio::spawn(load_client(addr, i % 2 == 0, stop.clone(), tally.clone())))
         .collect();
     assert!(
@@ -348,6 +378,11 @@ async fn binary_upgrade_on_sigusr2_under_load_fails_no_request() {
         status.success(),
         "old process drained and exited 0: {status:?}"
     );
+    // Every listening socket was handed over (three with three reuseport workers): none was
+    // closed with connections queued on it, none bound anew.
+    let expected = if runtime.contains("reuseport") { 3 } else { 1 };
+    assert_eq!(sockets_before.len(), expected);
+    assert_eq!(listening_inodes(addr.port()), sockets_before);
 
     // Traffic keeps flowing to the new process on the same port.
     let served_before = tally.ok.load(Ordering::Relaxed);

@@ -10,9 +10,18 @@ use tokio::net::TcpStream;
 const DEADLINE: Duration = Duration::from_secs(10);
 
 fn workers_config(backends: &[SocketAddr], echo: SocketAddr, extra_listener: &str) -> String {
+    config_with("shared", backends, echo, extra_listener)
+}
+
+fn config_with(
+    accept: &str,
+    backends: &[SocketAddr],
+    echo: SocketAddr,
+    extra_listener: &str,
+) -> String {
     let list: Vec<String> = backends.iter().map(|a| a.to_string()).collect();
     format!(
-        "runtime: {{worker_threads: 2, scheduler: per_thread}}\n\
+        "runtime: {{worker_threads: 2, scheduler: per_thread, accept: {accept}}}\n\
          listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\n  \
          db: {{bind: 127.0.0.1:0, protocol: tcp, pool: echo}}\n{extra_listener}\
          pools:\n  app:\n    backends: [{}]\n  echo:\n    backends: [{echo}]\n",
@@ -164,4 +173,48 @@ async fn a_drain_waits_for_requests_in_flight_on_the_workers() {
     let response = in_flight.await.unwrap();
     assert_status(&response, http::StatusCode::OK);
     assert!(TcpStream::connect(web).await.is_err(), "stopped accepting");
+}
+
+#[tokio::test]
+async fn with_reuseport_each_worker_accepts_on_its_own_socket() {
+    let a = spawn_backend("a").await;
+    let echo = spawn_tcp_echo_after_eof().await;
+    let sluice = start_sluice(&config_with("reuseport", &[a.addr], echo, "")).await;
+    let web = sluice.local_addr("web").unwrap();
+    // The kernel picks a socket of the group by a hash of the client's port: 40 connections
+    // from 40 ports all on one worker would be a 1 in 2^39 chance, so both get some.
+    let mut open = Vec::new();
+    for _ in 0..40 {
+        open.push(open_and_ask(web).await);
+    }
+    let spread = wait_until(DEADLINE, || {
+        let counts = sluice.shared().worker_connections();
+        counts.iter().sum::<usize>() == 40 && counts.iter().all(|&n| n > 0)
+    })
+    .await;
+    assert!(spread, "{:?}", sluice.shared().worker_connections());
+    drop(open);
+
+    // A listener added by a reload gets a group of its own; a removed one closes all of it.
+    let extra = "  more: {bind: 127.0.0.1:0, pool: app}\n";
+    sluice
+        .reload(config(&config_with("reuseport", &[a.addr], echo, extra)))
+        .await
+        .unwrap();
+    let more = sluice.local_addr("more").unwrap();
+    for _ in 0..10 {
+        drop(open_and_ask(more).await);
+    }
+    sluice
+        .reload(config(&config_with("reuseport", &[a.addr], echo, "")))
+        .await
+        .unwrap();
+    let refused = wait_until_async(DEADLINE, || async {
+        TcpStream::connect(more).await.is_err()
+    })
+    .await;
+    assert!(
+        refused,
+        "every socket of the removed listener's group is closed"
+    );
 }
