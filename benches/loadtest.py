@@ -5,6 +5,7 @@ A benchmark, not a test: it prints a table and exits 0. Everything runs on loopb
 
     python3 benches/loadtest.py                  # all scenarios, 3 rounds, 5 s per run
     python3 benches/loadtest.py --rounds 5 --duration 10 --threads 1 --scenarios keepalive,tcp
+    python3 benches/loadtest.py --threads 2 --variants sluice-ws,sluice-sh   # the thread models
 
 The three do the same work per request: round robin over the backends with upstream
 keep-alive, X-Forwarded-For/-Proto/-Host to the backend, and an X-Request-Id to the backend
@@ -34,8 +35,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND_BASE_PORT = 18100  # below the ephemeral range (32768+), which outgoing connections use
-PORTS = {"sluice": 18001, "haproxy": 18002, "nginx": 18003, "sluice-ws": 18004}
-TCP_PORTS = {"sluice": 18011, "haproxy": 18012, "nginx": 18013, "sluice-ws": 18014}
+PORTS = {"sluice": 18001, "haproxy": 18002, "nginx": 18003, "sluice-ws": 18004, "sluice-sh": 18005}
+TCP_PORTS = {"sluice": 18011, "haproxy": 18012, "nginx": 18013, "sluice-ws": 18014,
+             "sluice-sh": 18015}
+# Further sluice rows (--variants): runtime.scheduler and runtime.accept of each.
+VARIANTS = {"sluice-ws": ("work_stealing", "shared"), "sluice-sh": ("per_thread", "shared")}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SCENARIOS = {
@@ -158,7 +162,7 @@ def idle_cost(port, pid, count):
     return {"kib_per_conn": (after - before) / count, "answered": answered, "rss_mib": after / 1024}
 
 
-def configs(tmp, backends, threads, fd_limit, work_stealing):
+def configs(tmp, backends, threads, fd_limit, variants):
     upstreams = "\n".join(f"        server 127.0.0.1:{p};" for p in backends)
     nginx = f"""
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -231,10 +235,10 @@ backend db
 """
     backend_list = ", ".join(f"127.0.0.1:{p}" for p in backends)
 
-    def sluice(name, scheduler):
+    def sluice(name, scheduler, accept):
         return f"""
 watch: false
-runtime: {{ worker_threads: {threads}, scheduler: {scheduler} }}
+runtime: {{ worker_threads: {threads}, scheduler: {scheduler}, accept: {accept} }}
 listeners:
   web: {{ bind: "127.0.0.1:{PORTS[name]}", pool: app }}
   db: {{ bind: "127.0.0.1:{TCP_PORTS[name]}", protocol: tcp, pool: app }}
@@ -242,9 +246,9 @@ pools:
   app:
     backends: [{backend_list}]
 """
-    texts = [("nginx", nginx), ("haproxy", haproxy), ("sluice", sluice("sluice", "per_thread"))]
-    if work_stealing:
-        texts.append(("sluice-ws", sluice("sluice-ws", "work_stealing")))
+    texts = [("nginx", nginx), ("haproxy", haproxy),
+             ("sluice", sluice("sluice", "per_thread", "reuseport"))]
+    texts += [(name, sluice(name, *VARIANTS[name])) for name in variants]
     paths = {}
     for name, text in texts:
         path = os.path.join(tmp, f"{name}.conf")
@@ -265,10 +269,10 @@ def start_lbs(tmp, sluice_bin, paths):
         "nginx": subprocess.Popen(["nginx", "-c", paths["nginx"], "-e", os.path.join(tmp, "nginx.err")],
                                   stdout=devnull, stderr=devnull),
     }
-    if "sluice-ws" in paths:
-        procs["sluice-ws"] = subprocess.Popen(
-            [sluice_bin, "-c", paths["sluice-ws"]], stdout=devnull,
-            stderr=open(os.path.join(tmp, "sluice-ws.log"), "w"), env=dict(os.environ, SLUICE_LOG="warn"))
+    for name in [n for n in VARIANTS if n in paths]:
+        procs[name] = subprocess.Popen(
+            [sluice_bin, "-c", paths[name]], stdout=devnull,
+            stderr=open(os.path.join(tmp, f"{name}.log"), "w"), env=dict(os.environ, SLUICE_LOG="warn"))
     try:
         for name, proc in procs.items():
             wait_port(PORTS[name])
@@ -334,14 +338,19 @@ def main():
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="LB worker threads/processes")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk's threads (-t)")
-    parser.add_argument("--work-stealing", action="store_true",
-                        help="add a row for sluice with runtime.scheduler: work_stealing "
-                             "(the rows named sluice use per_thread)")
+    parser.add_argument("--variants", default="",
+                        help="more sluice rows, comma-separated: sluice-ws (runtime.scheduler: "
+                             "work_stealing), sluice-sh (runtime.accept: shared); the row "
+                             "named sluice has the defaults (per_thread, reuseport)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--soak", type=int, default=0,
                         help="after keepalive, load sluice this many seconds and sample its RSS")
     opts = parser.parse_args()
 
+    variants = [v for v in opts.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown --variants {unknown}: choose from {list(VARIANTS)}")
     ensure_tools()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     sluice_bin = os.path.join(ROOT, "target", "release", "sluice")
@@ -362,7 +371,7 @@ def main():
                 for p in backends:
                     wait_port(p)
                 procs = start_lbs(tmp, sluice_bin, configs(tmp, backends, opts.threads, fd_limit,
-                                                            opts.work_stealing))
+                                                            variants))
                 if wrk_args is None:
                     report_idle({name: [idle_cost(PORTS[name], procs[name].pid,
                                                   idle_connections(fd_limit))
@@ -409,7 +418,7 @@ def report_idle(rows, count):
         print(f"| {name} | {kib} | {answered:,} | {rss} |")
     # HAProxy and nginx size their connection tables at start (their growth per connection
     # reads ~0), so the fair comparison is the whole process with the connections open.
-    for peer in [name for name in ("sluice-ws", "haproxy", "nginx") if name in rows]:
+    for peer in [name for name in (*VARIANTS, "haproxy", "nginx") if name in rows]:
         ratio = median([s["rss_mib"] / p["rss_mib"] for s, p in zip(rows["sluice"], rows[peer])])
         print(f"sluice/{peer}: RSS with the idle connections open x{ratio:.2f}")
 
@@ -427,7 +436,7 @@ def report(scenario, rows):
         print(f"| {name} | {median([r['rps'] for r in runs]):,.0f} | {median([r['p50'] for r in runs]):.2f} "
               f"| {median([r['p99'] for r in runs]):.2f} | {sum(r['errors'] for r in runs)} "
               f"| {median([r['cpu_us'] for r in runs]):.1f} | {median([r['rss_mib'] for r in runs]):.1f} |")
-    for peer in [name for name in ("sluice-ws", "haproxy", "nginx") if name in rows]:
+    for peer in [name for name in (*VARIANTS, "haproxy", "nginx") if name in rows]:
         rps = median([s["rps"] / p["rps"] for s, p in zip(rows["sluice"], rows[peer])])
         cpu = median([s["cpu_us"] / p["cpu_us"] for s, p in zip(rows["sluice"], rows[peer]) if p["cpu_us"]])
         p99 = median([s["p99"] / p["p99"] for s, p in zip(rows["sluice"], rows[peer]) if p["p99"]])

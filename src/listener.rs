@@ -29,14 +29,24 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Binds a TCP listening socket, not yet registered with any event loop. With `reuseport`
 /// (SO_REUSEPORT) more sockets can be bound to the same address (`bind_shard`), and the
 /// kernel spreads new connections over them by a hash of the client's address and port.
+///
+/// A port another socket listens on is "address in use" with `reuseport` too: a plain bind is
+/// tried first, so a second sluice (or anything else) on the port is refused as without
+/// SO_REUSEPORT, instead of silently joining the group and taking part of the connections.
 pub fn bind_tcp(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
+    if reuseport && addr.port() != 0 {
+        let probe = plain_socket(addr)?;
+        probe.bind(&addr.into())?;
+        // Closed before the group binds: a bound socket would take the port itself.
+        drop(probe);
+    }
+    bind_listening(addr, reuseport)
+}
+
+fn bind_listening(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpListener> {
+    let socket = plain_socket(addr)?;
     if reuseport {
         socket.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -44,11 +54,20 @@ pub fn bind_tcp(addr: SocketAddr, reuseport: bool) -> io::Result<std::net::TcpLi
     Ok(socket.into())
 }
 
+fn plain_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}
+
 /// One more socket in the SO_REUSEPORT group of `first` (bound with `reuseport`), at the
 /// address it actually bound (so a configured port 0 gets the same port).
 pub fn bind_shard(first: &Bound) -> io::Result<std::net::TcpListener> {
     match first {
-        Bound::Tcp(socket) => bind_tcp(socket.local_addr()?, true),
+        Bound::Tcp(socket) => bind_listening(socket.local_addr()?, true),
         Bound::Unix(_) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "unix sockets have no SO_REUSEPORT groups",
@@ -330,6 +349,10 @@ mod tests {
         // Without SO_REUSEPORT on the first socket the port is taken, as before.
         let plain = bind("127.0.0.1:0".parse().unwrap()).unwrap();
         assert!(bind_shard(&Bound::Tcp(plain)).is_err());
+        // A second group on a port in use is refused, as a plain socket would be.
+        let taken = BindAddr::Tcp(shard.local_addr().unwrap());
+        let error = bind_any(&taken, None, true).expect_err("the port is in use");
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
     }
 
     #[tokio::test]

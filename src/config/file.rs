@@ -63,11 +63,11 @@ pub enum Scheduler {
 #[serde(rename_all = "snake_case")]
 pub enum Accept {
     /// One socket per listener; every worker accepts from it (nginx without `reuseport`).
-    #[default]
     Shared,
     /// One socket per listener and worker, in an SO_REUSEPORT group: the kernel picks the
     /// worker for each new connection by a hash of the client's address and port, and wakes
-    /// only that one (nginx's `reuseport`, HAProxy's `shards by-thread`).
+    /// only that one (nginx's `reuseport`, HAProxy's `shards by-thread`, Envoy's default).
+    #[default]
     Reuseport,
 }
 

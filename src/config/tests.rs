@@ -57,7 +57,7 @@ fn accepts_the_issue_example_verbatim() {
 }
 
 #[test]
-fn the_scheduler_and_accept_mode_default_to_per_thread_and_shared_and_a_bad_one_is_named() {
+fn the_scheduler_and_accept_mode_default_to_per_thread_and_reuseport_and_a_bad_one_is_named() {
     let config = Config::parse(EXAMPLE, "test.yaml").expect("valid");
     assert_eq!(config.runtime.scheduler, Scheduler::PerThread);
     let text = EXAMPLE.replace(
@@ -73,13 +73,13 @@ fn the_scheduler_and_accept_mode_default_to_per_thread_and_shared_and_a_bad_one_
     assert_eq!(error.path, "runtime.scheduler");
     assert_eq!(error.position.as_ref().map(|p| p.line), Some(3), "{error}");
     assert!(error.message.contains("per_thread"), "{error}");
-    assert_eq!(config.runtime.accept, Accept::Shared);
+    assert_eq!(config.runtime.accept, Accept::Reuseport);
     let text = EXAMPLE.replace(
         "  worker_threads: 2\n",
-        "  worker_threads: 2\n  accept: reuseport\n",
+        "  worker_threads: 2\n  accept: shared\n",
     );
     let config = Config::parse(&text, "test.yaml").expect("valid");
-    assert_eq!(config.runtime.accept, Accept::Reuseport);
+    assert_eq!(config.runtime.accept, Accept::Shared);
 }
 
 #[test]

@@ -303,7 +303,7 @@ fn check_diff_prints_the_reload_plan() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_upgrade_on_sigusr2_under_load_fails_no_request() {
-    upgrade_under_load("").await;
+    upgrade_under_load("runtime: {worker_threads: 2, accept: shared}\n").await;
 }
 
 /// With `accept: reuseport` every worker's socket of the group must be handed over: one the
