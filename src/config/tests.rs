@@ -56,30 +56,27 @@ fn accepts_the_issue_example_verbatim() {
     );
 }
 
+/// The example with one more line in its `runtime:` section.
+fn with_runtime_line(line: &str) -> String {
+    EXAMPLE.replace(
+        "  worker_threads: 2\n",
+        &format!("  worker_threads: 2\n  {line}\n"),
+    )
+}
+
 #[test]
 fn the_scheduler_and_accept_mode_default_to_per_thread_and_reuseport_and_a_bad_one_is_named() {
     let config = Config::parse(EXAMPLE, "test.yaml").expect("valid");
     assert_eq!(config.runtime.scheduler, Scheduler::PerThread);
-    let text = EXAMPLE.replace(
-        "  worker_threads: 2\n",
-        "  worker_threads: 2\n  scheduler: work_stealing\n",
-    );
-    let config = Config::parse(&text, "test.yaml").expect("valid");
-    assert_eq!(config.runtime.scheduler, Scheduler::WorkStealing);
-    let error = refuse(&EXAMPLE.replace(
-        "  worker_threads: 2\n",
-        "  worker_threads: 2\n  scheduler: round_robin\n",
-    ));
+    assert_eq!(config.runtime.accept, Accept::Reuseport);
+    let parsed = |line| Config::parse(&with_runtime_line(line), "test.yaml").expect("valid");
+    let stealing = parsed("scheduler: work_stealing");
+    assert_eq!(stealing.runtime.scheduler, Scheduler::WorkStealing);
+    assert_eq!(parsed("accept: shared").runtime.accept, Accept::Shared);
+    let error = refuse(&with_runtime_line("scheduler: round_robin"));
     assert_eq!(error.path, "runtime.scheduler");
     assert_eq!(error.position.as_ref().map(|p| p.line), Some(3), "{error}");
     assert!(error.message.contains("per_thread"), "{error}");
-    assert_eq!(config.runtime.accept, Accept::Reuseport);
-    let text = EXAMPLE.replace(
-        "  worker_threads: 2\n",
-        "  worker_threads: 2\n  accept: shared\n",
-    );
-    let config = Config::parse(&text, "test.yaml").expect("valid");
-    assert_eq!(config.runtime.accept, Accept::Shared);
 }
 
 #[test]

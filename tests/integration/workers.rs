@@ -133,26 +133,7 @@ async fn a_reload_adds_and_removes_listeners_on_every_worker() {
     let a = spawn_backend("a").await;
     let echo = spawn_tcp_echo_after_eof().await;
     let sluice = start_sluice(&workers_config(&[a.addr], echo, "")).await;
-    let extra = "  more: {bind: 127.0.0.1:0, pool: app}\n";
-    sluice
-        .reload(config(&workers_config(&[a.addr], echo, extra)))
-        .await
-        .unwrap();
-    let more = sluice.local_addr("more").unwrap();
-    // Enough connections that both workers' accept loops take some in practice; each must
-    // be served whichever takes it.
-    for _ in 0..10 {
-        drop(open_and_ask(more).await);
-    }
-    sluice
-        .reload(config(&workers_config(&[a.addr], echo, "")))
-        .await
-        .unwrap();
-    let refused = wait_until_async(DEADLINE, || async {
-        TcpStream::connect(more).await.is_err()
-    })
-    .await;
-    assert!(refused, "no worker accepts on a removed listener");
+    add_serve_and_remove_a_listener(&sluice, "shared", a.addr, echo).await;
     drop(open_and_ask(sluice.local_addr("web").unwrap()).await);
 }
 
@@ -196,17 +177,30 @@ async fn with_reuseport_each_worker_accepts_on_its_own_socket() {
     drop(open);
 
     // A listener added by a reload gets a group of its own; a removed one closes all of it.
+    add_serve_and_remove_a_listener(&sluice, "reuseport", a.addr, echo).await;
+}
+
+/// Adds a listener by reload, serves connections on it, then removes it by reload and waits
+/// until it refuses connections: no worker may go on accepting on any of its sockets.
+async fn add_serve_and_remove_a_listener(
+    sluice: &sluice::Server,
+    accept: &str,
+    backend: SocketAddr,
+    echo: SocketAddr,
+) {
     let extra = "  more: {bind: 127.0.0.1:0, pool: app}\n";
     sluice
-        .reload(config(&config_with("reuseport", &[a.addr], echo, extra)))
+        .reload(config(&config_with(accept, &[backend], echo, extra)))
         .await
         .unwrap();
     let more = sluice.local_addr("more").unwrap();
+    // Enough connections that both workers take some in practice; each must be served
+    // whichever takes it.
     for _ in 0..10 {
         drop(open_and_ask(more).await);
     }
     sluice
-        .reload(config(&config_with("reuseport", &[a.addr], echo, "")))
+        .reload(config(&config_with(accept, &[backend], echo, "")))
         .await
         .unwrap();
     let refused = wait_until_async(DEADLINE, || async {
@@ -215,6 +209,6 @@ async fn with_reuseport_each_worker_accepts_on_its_own_socket() {
     .await;
     assert!(
         refused,
-        "every socket of the removed listener's group is closed"
+        "no worker accepts on a removed listener ({accept})"
     );
 }
