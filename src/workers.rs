@@ -67,10 +67,44 @@ impl Drop for OpenConnection {
 
 /// The worker threads. Dropping it stops them: each runtime drops the tasks still on it.
 pub struct Workers {
-    handles: Vec<Handle>,
-    open: Vec<Arc<OpenCount>>,
+    balancer: Balancer,
     /// Sending (or dropping) one ends that worker's `block_on`.
     stops: Vec<oneshot::Sender<()>>,
+}
+
+/// Moves a new connection off a worker that holds clearly more connections than the least
+/// loaded one. The kernel's choice of worker (a hash with reuseport, a wake-up race with a
+/// shared socket) can leave one worker with most long-lived connections: 50 keep-alive
+/// connections opened at once went 50/0 over two workers with a shared socket, and up to
+/// 29/21 with reuseport. HAProxy likewise passes accepted connections to a less loaded
+/// thread, and Envoy has an "exact balance" option.
+#[derive(Clone)]
+pub struct Balancer {
+    handles: Arc<[Handle]>,
+    open: Arc<[Arc<OpenCount>]>,
+}
+
+impl Balancer {
+    /// The runtime of the worker that a connection accepted on worker `me` should be served
+    /// by instead, if any.
+    pub fn elsewhere(&self, me: usize) -> Option<&Handle> {
+        let mine = self.open.get(me)?.0.load(Ordering::Relaxed);
+        let (least, fewest) = self
+            .open
+            .iter()
+            .map(|open| open.0.load(Ordering::Relaxed))
+            .enumerate()
+            .min_by_key(|&(_, open)| open)?;
+        (least != me && should_move(mine, fewest)).then(|| &self.handles[least])
+    }
+}
+
+/// Whether a worker holding `mine` open connections should pass a new one to a worker
+/// holding `fewest`. Only a clear gap moves one: two connections at least, and an eighth of
+/// the smaller count, so counts that wobble under a high rate of short connections do not
+/// move every connection (each move costs two epoll changes and a cross-thread wake-up).
+pub fn should_move(mine: usize, fewest: usize) -> bool {
+    mine >= fewest + 2.max(fewest / 8)
 }
 
 impl Workers {
@@ -101,30 +135,37 @@ impl Workers {
                 })?;
         }
         Ok(Workers {
-            handles,
-            open,
+            balancer: Balancer {
+                handles: handles.into(),
+                open: open.into(),
+            },
             stops,
         })
     }
 
     pub fn handles(&self) -> &[Handle] {
-        &self.handles
+        &self.balancer.handles
     }
 
-    /// Open connections of each worker, by index: how evenly the kernel spread them.
+    pub fn balancer(&self) -> Balancer {
+        self.balancer.clone()
+    }
+
+    /// Open connections of each worker, by index: how evenly they are spread.
     pub fn open_connections(&self) -> Vec<usize> {
-        self.open
+        self.balancer
+            .open
             .iter()
             .map(|open| open.0.load(Ordering::Relaxed))
             .collect()
     }
 
     pub fn len(&self) -> usize {
-        self.handles.len()
+        self.balancer.handles.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
+        self.balancer.handles.is_empty()
     }
 }
 
@@ -194,6 +235,49 @@ mod tests {
             );
             std::thread::yield_now();
         }
+    }
+
+    #[test]
+    fn only_a_clear_gap_moves_a_connection() {
+        assert!(!should_move(0, 0));
+        assert!(
+            !should_move(1, 0),
+            "one ahead is as even as an odd count gets"
+        );
+        assert!(should_move(2, 0));
+        assert!(!should_move(26, 25));
+        // Large counts need an eighth more: 98 against 88 is close enough, 99 is not.
+        assert!(!should_move(98, 88));
+        assert!(should_move(99, 88));
+    }
+
+    #[test]
+    fn the_balancer_points_at_the_least_loaded_worker_only_past_the_gap() {
+        let workers = Workers::start(3).expect("workers start");
+        let balancer = workers.balancer();
+        let (opened, counted) = std::sync::mpsc::channel();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        workers.handles()[0].spawn(async move {
+            let held: Vec<_> = (0..3).map(|_| OpenConnection::count()).collect();
+            let _ = opened.send(());
+            let _ = released.await;
+            drop(held);
+        });
+        counted
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the task runs");
+        assert_eq!(workers.open_connections(), vec![3, 0, 0]);
+        let elsewhere = balancer.elsewhere(0).expect("3 against 0 moves");
+        assert!(
+            std::ptr::eq(elsewhere, &workers.handles()[1]),
+            "the first of the least loaded"
+        );
+        assert!(
+            balancer.elsewhere(1).is_none(),
+            "the least loaded keeps its own"
+        );
+        assert!(balancer.elsewhere(7).is_none(), "no such worker");
+        let _ = release.send(());
     }
 
     #[test]

@@ -10,10 +10,10 @@ use crate::admin;
 use crate::config::BindAddr;
 use crate::error::Error;
 use crate::listener;
-use crate::listener::{Bound, StdBound};
+use crate::listener::{Accepted, Bound, StdBound};
 use crate::proxy;
 use crate::state::SharedSnapshot;
-use crate::workers::{OpenConnection, Workers};
+use crate::workers::{Balancer, OpenConnection, Workers};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -237,8 +237,9 @@ fn spawn_accept_loops(
     workers: Option<&Workers>,
     tracker: &TaskTracker,
 ) -> Result<(), Error> {
+    let listener = Arc::clone(&accept.name);
     let io_error = |source| Error::Io {
-        context: format!("cannot start the accept loops of listener {}", accept.name),
+        context: format!("cannot start the accept loops of listener {listener}"),
         source,
     };
     let Some(workers) = workers.filter(|w| !w.is_empty()) else {
@@ -248,6 +249,10 @@ fn spawn_accept_loops(
         }
         tracker.spawn(accept.run(socket));
         return Ok(());
+    };
+    let accept = AcceptLoop {
+        balancer: Some(workers.balancer()),
+        ..accept
     };
     // Out of this runtime's event loop, or it would wake for every connection as well.
     let first = socket.into_std().map_err(io_error)?;
@@ -290,6 +295,59 @@ struct AcceptLoop {
     /// A listener bound to one address accepts connections only to it: each connection's
     /// local address is known without asking the kernel (a getsockname per connection).
     fixed_local: Option<SocketAddr>,
+    /// With worker threads: moves a new connection to a clearly less loaded worker.
+    balancer: Option<Balancer>,
+}
+
+/// What serving a connection needs besides the connection, for one handed to another worker.
+struct ServeArgs {
+    name: Arc<str>,
+    snapshot: SharedSnapshot,
+    stop: CancellationToken,
+    fixed_local: Option<SocketAddr>,
+}
+
+/// Serves a TCP connection accepted here on the worker of `worker` instead: out of this
+/// worker's event loop, into that one's (two epoll changes and a wake-up of that worker,
+/// paid only when the balancer moves a connection). It is counted there.
+fn hand_over(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: listener::ConnectionSlot,
+    serve: ServeArgs,
+    connections: &TaskTracker,
+    worker: &tokio::runtime::Handle,
+) {
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => {
+            warn!(listener = %serve.name, %error, "cannot move a connection to another worker; closed");
+            return;
+        }
+    };
+    connections.spawn_on(
+        async move {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    warn!(listener = %serve.name, %error, "cannot take a moved connection; closed");
+                    return;
+                }
+            };
+            let accepted = Accepted::Tcp(stream, peer);
+            let ServeArgs {
+                name,
+                snapshot,
+                stop,
+                fixed_local,
+            } = serve;
+            match proxy::accept::serve(accepted, fixed_local, name, snapshot, stop) {
+                proxy::accept::Serving::Http(path) => Holding::new(path, slot).await,
+                proxy::accept::Serving::Other(path) => Holding::new(path, slot).await,
+            }
+        },
+        worker,
+    );
 }
 
 impl AcceptLoop {
@@ -314,6 +372,7 @@ impl AcceptLoop {
             connections: tracker.clone(),
             connections_total,
             fixed_local,
+            balancer: None,
         }
     }
 
@@ -326,6 +385,7 @@ impl AcceptLoop {
             connections,
             connections_total,
             fixed_local,
+            balancer,
         } = self;
         loop {
             // Read the limit each time: a reload may change it.
@@ -363,6 +423,24 @@ impl AcceptLoop {
                 },
             };
             connections_total.increment(1);
+            let accepted = match (&balancer, accepted) {
+                (Some(balancer), Accepted::Tcp(stream, peer)) => {
+                    match balancer.elsewhere(crate::workers::current_index()) {
+                        Some(worker) => {
+                            let serve = ServeArgs {
+                                name: Arc::clone(&name),
+                                snapshot: snapshot.clone(),
+                                stop: stop.clone(),
+                                fixed_local,
+                            };
+                            hand_over(stream, peer, slot, serve, &connections, worker);
+                            continue;
+                        }
+                        None => Accepted::Tcp(stream, peer),
+                    }
+                }
+                (_, accepted) => accepted,
+            };
             // The connection reads its listener's settings (protocol, PROXY header) from
             // the snapshot when it starts: a reload may have changed them.
             let serve = proxy::accept::serve(

@@ -212,3 +212,32 @@ async fn add_serve_and_remove_a_listener(
         "no worker accepts on a removed listener ({accept})"
     );
 }
+
+#[tokio::test]
+async fn connections_are_moved_to_the_less_loaded_worker() {
+    let a = spawn_backend("a").await;
+    let echo = spawn_tcp_echo_after_eof().await;
+    // With a shared socket the worker that last accepted tends to win every wake-up race
+    // (50 connections opened at once went 50/0): the balancer must even that out.
+    let sluice = start_sluice(&workers_config(&[a.addr], echo, "")).await;
+    let web = sluice.local_addr("web").unwrap();
+    let mut open = Vec::new();
+    for _ in 0..40 {
+        open.push(open_and_ask(web).await);
+    }
+    let counts = sluice.shared().worker_connections();
+    assert_eq!(counts.iter().sum::<usize>(), 40, "{counts:?}");
+    let (most, fewest) = (counts.iter().max(), counts.iter().min());
+    assert!(
+        most.zip(fewest)
+            .is_some_and(|(most, fewest)| most - fewest <= 2),
+        "{counts:?}"
+    );
+    // Moved connections are served and counted like any other.
+    drop(open);
+    let released = wait_until(DEADLINE, || {
+        sluice.shared().worker_connections() == vec![0, 0]
+    })
+    .await;
+    assert!(released, "{:?}", sluice.shared().worker_connections());
+}
