@@ -27,6 +27,7 @@ pub const TIMEOUTS_TOTAL: &str = "sluice_timeouts_total";
 pub const LISTENER_CONNECTIONS_TOTAL: &str = "sluice_listener_connections_total";
 pub const LISTENER_ACTIVE_CONNECTIONS: &str = "sluice_listener_active_connections";
 pub const WORKER_ACTIVE_CONNECTIONS: &str = "sluice_worker_active_connections";
+pub const WORKER_MOVED_CONNECTIONS: &str = "sluice_worker_moved_connections_total";
 pub const REQUEST_DURATION: &str = "sluice_http_request_duration_seconds";
 pub const LISTENER_BYTES: &str = "sluice_listener_bytes_total";
 pub const RESPONSES_TOTAL: &str = "sluice_backend_responses_total";
@@ -253,6 +254,14 @@ pub fn listener_handles(listener: &str) -> std::sync::Arc<ListenerHandles> {
     });
     let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
     std::sync::Arc::clone(cache.entry(listener.into()).or_insert(made))
+}
+
+/// A new connection was passed to a less loaded worker thread.
+pub fn worker_connection_moved() {
+    static MOVED: OnceLock<metrics::Counter> = OnceLock::new();
+    MOVED
+        .get_or_init(|| metrics::counter!(WORKER_MOVED_CONNECTIONS))
+        .increment(1);
 }
 
 /// A TLS handshake on a terminating listener failed: `reason` is `timeout` or `error`.

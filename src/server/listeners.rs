@@ -250,8 +250,10 @@ fn spawn_accept_loops(
         tracker.spawn(accept.run(socket));
         return Ok(());
     };
+    // Workers that share one socket get their connections by wake-up races, which pile
+    // them up on one worker: those are balanced (see `Balancer`).
     let accept = AcceptLoop {
-        balancer: Some(workers.balancer()),
+        balancer: shards.is_empty().then(|| workers.balancer()),
         ..accept
     };
     // Out of this runtime's event loop, or it would wake for every connection as well.
@@ -325,6 +327,7 @@ fn hand_over(
             return;
         }
     };
+    crate::metrics::worker_connection_moved();
     connections.spawn_on(
         async move {
             let stream = match tokio::net::TcpStream::from_std(stream) {
