@@ -210,13 +210,17 @@ mod tests {
         assert_eq!(current_index(), 0, "the test thread is not a worker");
     }
 
-    #[test]
-    fn open_connections_are_counted_on_the_worker_that_holds_them() {
-        let workers = Workers::start(2).expect("workers start");
+    /// Holds `count` open connections on worker `index` until the returned sender is used
+    /// or dropped; returns once they are counted.
+    fn hold_connections(
+        workers: &Workers,
+        index: usize,
+        count: usize,
+    ) -> tokio::sync::oneshot::Sender<()> {
         let (opened, counted) = std::sync::mpsc::channel();
         let (release, released) = tokio::sync::oneshot::channel::<()>();
-        workers.handles()[1].spawn(async move {
-            let held = [OpenConnection::count(), OpenConnection::count()];
+        workers.handles()[index].spawn(async move {
+            let held: Vec<_> = (0..count).map(|_| OpenConnection::count()).collect();
             let _ = opened.send(());
             let _ = released.await;
             drop(held);
@@ -224,6 +228,13 @@ mod tests {
         counted
             .recv_timeout(std::time::Duration::from_secs(5))
             .expect("the task runs");
+        release
+    }
+
+    #[test]
+    fn open_connections_are_counted_on_the_worker_that_holds_them() {
+        let workers = Workers::start(2).expect("workers start");
+        let release = hold_connections(&workers, 1, 2);
         assert_eq!(workers.open_connections(), vec![0, 2]);
         // Outside a worker nothing is counted.
         drop(OpenConnection::count());
@@ -257,17 +268,7 @@ mod tests {
     fn the_balancer_points_at_the_least_loaded_worker_only_past_the_gap() {
         let workers = Workers::start(3).expect("workers start");
         let balancer = workers.balancer();
-        let (opened, counted) = std::sync::mpsc::channel();
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        workers.handles()[0].spawn(async move {
-            let held: Vec<_> = (0..3).map(|_| OpenConnection::count()).collect();
-            let _ = opened.send(());
-            let _ = released.await;
-            drop(held);
-        });
-        counted
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .expect("the task runs");
+        let release = hold_connections(&workers, 0, 3);
         assert_eq!(workers.open_connections(), vec![3, 0, 0]);
         let elsewhere = balancer.elsewhere(0).expect("3 against 0 moves");
         assert!(
