@@ -122,10 +122,25 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("sluice: {error:#}");
+            eprintln!("sluice: {}", describe(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: the library's messages already end with their
+/// cause's text ("cannot bind listener web on ...: Address already in use"), which anyhow's
+/// `{:#}` would print a second time.
+fn describe(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_logging() {
@@ -390,4 +405,27 @@ fn run_backends(count: usize, first_port: u16, body_size: usize) -> Result<ExitC
 /// A drain that hit its deadline is still a clean, requested stop: exit 0 as nginx does.
 fn exit_code(_outcome: DrainOutcome) -> ExitCode {
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let bind = sluice::Error::Bind {
+            name: "web".into(),
+            addr: "127.0.0.1:80".into(),
+            source: std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use"),
+        };
+        let error = anyhow::Error::from(bind);
+        assert_eq!(
+            describe(&error),
+            "cannot bind listener web on 127.0.0.1:80: Address already in use"
+        );
+        // A context anyhow adds keeps the cause it wraps.
+        let wrapped =
+            anyhow::Error::from(std::io::Error::other("no threads")).context("cannot start");
+        assert_eq!(describe(&wrapped), "cannot start: no threads");
+    }
 }
