@@ -1,6 +1,7 @@
-//! The set of live listeners: binding sockets (named for error messages), starting a
-//! listener's accept loop and the admin listener, the addresses they bound, their open
-//! connections, and duplicates of their sockets for a binary upgrade.
+//! The set of live listeners: binding sockets (named for error messages, with their
+//! SO_REUSEPORT groups), starting a listener's accept loops (one per worker thread) and the
+//! admin listener, the addresses they bound, their open connections, and duplicates of their
+//! sockets for a binary upgrade.
 //!
 //! Only `Shared::apply` (the reload transaction in `mod.rs`) and start-up add or remove
 //! entries; everything else reads them.
@@ -47,12 +48,9 @@ impl Shared {
             .iter()
             .flat_map(|(name, l)| {
                 let key = format!("listener:{name}");
-                let shards = l.shard_fds.iter().enumerate().map(move |(i, fd)| {
-                    (
-                        crate::upgrade::shard_key(&format!("listener:{name}"), i),
-                        fd,
-                    )
-                });
+                let shards: Vec<_> = (l.shard_fds.iter().enumerate())
+                    .map(|(i, fd)| (crate::upgrade::shard_key(&key, i), fd))
+                    .collect();
                 std::iter::once((key, &l.fd)).chain(shards)
             })
             .chain(admin.iter().map(|l| ("admin".to_owned(), &l.fd)))
@@ -225,8 +223,8 @@ fn socket_addr(socket: &TcpListener, name: &str) -> Result<SocketAddr, Error> {
 /// Starts a listener's accept loops. Without worker threads, one on the calling runtime per
 /// socket. With them (`runtime.scheduler: per_thread`), each worker registers sockets with its
 /// own event loop: with `accept: shared` every worker a duplicate of the one socket (the
-/// kernel wakes the workers waiting in accept and one takes each connection; a busy worker is
-/// not waiting, so new connections go to the others); with `accept: reuseport` each worker
+/// kernel wakes the workers waiting in accept and one takes each connection; the balancer
+/// evens out which worker keeps it); with `accept: reuseport` each worker
 /// its own socket of the listener's SO_REUSEPORT group (the kernel picks one by a hash of the
 /// client's address and wakes only that worker). Sockets beyond one per worker (inherited
 /// from a process with more workers) go round robin: every socket of a group is accepted on.
@@ -297,7 +295,8 @@ struct AcceptLoop {
     /// A listener bound to one address accepts connections only to it: each connection's
     /// local address is known without asking the kernel (a getsockname per connection).
     fixed_local: Option<SocketAddr>,
-    /// With worker threads: moves a new connection to a clearly less loaded worker.
+    /// With workers that share one socket: moves a new connection to a clearly less loaded
+    /// worker.
     balancer: Option<Balancer>,
 }
 

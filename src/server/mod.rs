@@ -1,6 +1,7 @@
 //! Wires a validated config into a running daemon: binds every listener (all or nothing),
-//! publishes the first snapshot, runs one accept loop per listener, applies reloads as one
-//! transaction, and drains on shutdown.
+//! publishes the first snapshot, starts the worker threads (`crate::workers`), runs each
+//! listener's accept loops (one per worker, or one), applies reloads as one transaction, and
+//! drains on shutdown.
 //!
 //! The reload transaction (`Shared::apply`): diff -> bind every new socket -> build the new
 //! snapshot reusing backend state -> swap -> start the new accept loops -> stop the removed
