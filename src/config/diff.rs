@@ -5,6 +5,7 @@
 //! an operator can see what a reload will do before sending SIGHUP.
 
 use super::BackendAddress;
+use super::RuntimeConfig;
 use super::{Config, ListenerConfig, PoolConfig};
 use std::fmt;
 
@@ -18,6 +19,9 @@ pub struct ReloadPlan {
     /// connections (HTTP: new requests) use them.
     pub listeners_changed: Vec<String>,
     pub admin_rebound: bool,
+    /// `runtime.worker_threads`, `scheduler` or `accept` changed: read at start only, so the
+    /// change waits for a restart or a binary upgrade (SIGUSR2).
+    pub runtime_needs_restart: bool,
     pub pools_added: Vec<String>,
     pub pools_removed: Vec<String>,
     pub pools_changed: Vec<PoolChange>,
@@ -52,6 +56,16 @@ impl ReloadPlan {
     }
 }
 
+/// Whether the thread settings differ. A new file without `worker_threads` keeps the running
+/// count: the binary fills in its one-per-CPU default at start, so the running config has a
+/// number where the file has none.
+fn threads_changed(old: &RuntimeConfig, new: &RuntimeConfig) -> bool {
+    let threads = new
+        .worker_threads
+        .is_some_and(|threads| Some(threads) != old.worker_threads);
+    threads || old.scheduler != new.scheduler || old.accept != new.accept
+}
+
 pub fn diff(old: &Config, new: &Config) -> ReloadPlan {
     let mut plan = ReloadPlan::default();
     for (name, listener) in &new.listeners {
@@ -68,6 +82,7 @@ pub fn diff(old: &Config, new: &Config) -> ReloadPlan {
     }
     plan.listeners_removed = names_missing(old.listeners.keys(), |n| new.listeners.contains_key(n));
     plan.admin_rebound = old.admin.as_ref().map(|a| a.bind) != new.admin.as_ref().map(|a| a.bind);
+    plan.runtime_needs_restart = threads_changed(&old.runtime, &new.runtime);
 
     for (name, pool) in &new.pools {
         match old.pools.get(name) {
@@ -169,6 +184,12 @@ impl fmt::Display for ReloadPlan {
         if self.admin_rebound {
             writeln!(f, "admin listener re-bound")?;
         }
+        if self.runtime_needs_restart {
+            writeln!(
+                f,
+                "runtime: worker_threads, scheduler or accept changed (kept until a restart or a binary upgrade, SIGUSR2)"
+            )?;
+        }
         for change in &self.pools_changed {
             let pool = &change.pool;
             for address in &change.backends_added {
@@ -211,6 +232,24 @@ mod tests {
 
     fn config(text: &str) -> Config {
         Config::parse(text, "t.yaml").expect("valid")
+    }
+
+    #[test]
+    fn thread_settings_are_reported_as_waiting_for_a_restart() {
+        let with = |runtime: &str| config(&format!("runtime: {{{runtime}}}\n{BASE}"));
+        let running = with("worker_threads: 2");
+        assert!(!diff(&running, &with("worker_threads: 2")).runtime_needs_restart);
+        // No count in the file: the running one (filled in at start) stays, nothing to say.
+        assert!(diff(&running, &config(BASE)).is_empty());
+        for changed in [
+            "worker_threads: 4",
+            "worker_threads: 2, scheduler: work_stealing",
+            "worker_threads: 2, accept: shared",
+        ] {
+            let plan = diff(&running, &with(changed));
+            assert!(plan.runtime_needs_restart, "{changed}");
+            assert!(plan.to_string().contains("until a restart"), "{plan}");
+        }
     }
 
     #[test]
