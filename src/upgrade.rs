@@ -251,3 +251,36 @@ fn hand_over_on(
     drop(child);
     Ok(pid)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener;
+
+    #[tokio::test]
+    async fn every_inherited_socket_of_a_group_is_taken_and_a_stranger_is_not() {
+        let first =
+            listener::bind_any(&BindAddr::Tcp("127.0.0.1:0".parse().unwrap()), None, true).unwrap();
+        let shard = || OwnedFd::from(listener::bind_shard(&first).unwrap());
+        let elsewhere = listener::bind_tcp("127.0.0.1:0".parse().unwrap(), false).unwrap();
+        let key = "listener:web";
+        let mut inherited = Inherited::default();
+        for (index, fd) in [shard(), OwnedFd::from(elsewhere), shard()]
+            .into_iter()
+            .enumerate()
+        {
+            inherited.sockets.insert(shard_key(key, index), fd);
+        }
+        // Past the last one, nothing: the count is what the old process passed.
+        let taken = inherited.take_shards(key, &first);
+        let port = first.local().unwrap().tcp().unwrap().port();
+        assert_eq!(
+            taken.len(),
+            2,
+            "the one bound elsewhere is not part of the group"
+        );
+        assert!(taken.iter().all(|s| s.local_addr().unwrap().port() == port));
+        assert!(inherited.sockets.is_empty(), "all of them were looked at");
+        assert_eq!(shard_key(key, 0), "listener:web#1");
+    }
+}

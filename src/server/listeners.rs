@@ -494,3 +494,30 @@ impl<F: std::future::Future<Output = ()>> std::future::Future for Holding<F> {
         self.project().future.poll(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_group_grows_from_a_reuseport_socket_and_an_old_plain_one_stays_shared() {
+        let any_port = BindAddr::Tcp("127.0.0.1:0".parse().unwrap());
+        let grouped = bind_named("web", &any_port, None, true).unwrap();
+        let shards = bind_shards("web", &grouped, 2).unwrap();
+        assert_eq!(shards.len(), 2);
+        let port = grouped.local().unwrap().tcp().unwrap().port();
+        assert!(
+            shards
+                .iter()
+                .all(|s| s.local_addr().unwrap().port() == port)
+        );
+        // A socket inherited from a process that bound it without SO_REUSEPORT (an older
+        // sluice, or `accept: shared`) cannot take a group: its workers share it instead.
+        let plain = bind_named("web", &any_port, None, false).unwrap();
+        assert!(bind_shards("web", &plain, 2).unwrap().is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let unix = BindAddr::Unix(dir.path().join("s.sock"));
+        let unix = bind_named("sock", &unix, None, true).unwrap();
+        assert!(bind_shards("sock", &unix, 2).unwrap().is_empty());
+    }
+}
