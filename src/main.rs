@@ -349,10 +349,7 @@ fn run(path: &Path) -> Result<ExitCode> {
     // The runtime's thread count comes from the config, so the file is read before it starts,
     // once; the server runs exactly that config.
     let (mut config, text) = Config::load_with_text(path)?;
-    let threads = config
-        .runtime
-        .worker_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = config.runtime.worker_threads.unwrap_or_else(cpus);
     config.runtime.worker_threads = Some(threads);
     let runtime = match config.runtime.scheduler {
         // This thread runs the control plane (reloads, probes, discovery, admin, signals);
@@ -385,8 +382,7 @@ fn run_demo(listen: SocketAddr) -> Result<ExitCode> {
 }
 
 fn run_backends(count: usize, first_port: u16, body_size: usize) -> Result<ExitCode> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runtime = runtime(Some(threads))?;
+    let runtime = runtime(Some(cpus()))?;
     runtime.block_on(async {
         let body = bytes::Bytes::from(vec![b'x'; body_size]);
         for number in 0..count {
@@ -400,6 +396,11 @@ fn run_backends(count: usize, first_port: u16, body_size: usize) -> Result<ExitC
         tokio::signal::ctrl_c().await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The CPUs this process may run on (1 when unknown): the default thread count.
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// A drain that hit its deadline is still a clean, requested stop: exit 0 as nginx does.

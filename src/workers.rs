@@ -2,14 +2,15 @@
 //! current-thread tokio runtime of its own (event loop, timers, tasks), as nginx's worker
 //! processes and HAProxy's threads each run one event loop.
 //!
-//! Every listener runs one accept loop per worker on a duplicate of its one socket, and a
-//! connection is served start to end by the worker that accepted it: no work-stealing
-//! bookkeeping, no wake-ups that cross threads, and upstream keep-alive connections kept per
-//! worker (`upstream::h1`). Reloads, health probes, discovery, the admin API and signals stay
+//! Every listener runs one accept loop per worker (on a socket of its SO_REUSEPORT group, or
+//! on a duplicate of its one socket), and a connection is served start to end by one worker:
+//! no work-stealing bookkeeping, no wake-ups that cross threads, and upstream keep-alive
+//! connections kept per worker (`upstream::h1`). Reloads, health probes, discovery, the admin API and signals stay
 //! on the runtime that started the server (the control thread).
 //!
-//! Owns the threads and their runtime handles, and the calling thread's worker index. It does
-//! not know about listeners or connections.
+//! Owns the threads and their runtime handles, the calling thread's worker index, each
+//! worker's count of open connections and the pure rule that balances them (`Balancer`). It
+//! does not know about listeners or sockets.
 
 use std::cell::{Cell, OnceCell};
 use std::io;
@@ -38,8 +39,8 @@ struct OpenCount(AtomicUsize);
 
 /// Counts one open connection on the calling worker until dropped; nothing outside worker
 /// threads. Zero-sized, so a connection's task grows by nothing. A connection's task never
-/// leaves the worker that accepted it (a current-thread runtime drops its tasks on its own
-/// thread too), so the count it adds to is the one it takes from.
+/// leaves the worker that runs it (a current-thread runtime drops its tasks on its own thread
+/// too), so the count it adds to is the one it takes from.
 #[derive(Debug)]
 pub struct OpenConnection(());
 

@@ -5,8 +5,7 @@
 //! an operator can see what a reload will do before sending SIGHUP.
 
 use super::BackendAddress;
-use super::RuntimeConfig;
-use super::{Config, ListenerConfig, PoolConfig};
+use super::{Config, ListenerConfig, PoolConfig, RuntimeConfig};
 use std::fmt;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -235,7 +235,7 @@ fn spawn_accept_loops(
     workers: Option<&Workers>,
     tracker: &TaskTracker,
 ) -> Result<(), Error> {
-    let listener = Arc::clone(&accept.name);
+    let listener = Arc::clone(&accept.serve.name);
     let io_error = |source| Error::Io {
         context: format!("cannot start the accept loops of listener {listener}"),
         source,
@@ -273,7 +273,7 @@ fn spawn_accept_loops(
                 match socket.register() {
                     Ok(socket) => accept.run(socket).await,
                     Err(error) => {
-                        tracing::error!(listener = %accept.name, worker = crate::workers::current_index(), %error, "worker cannot accept on listener");
+                        tracing::error!(listener = %accept.serve.name, worker = crate::workers::current_index(), %error, "worker cannot accept on listener");
                     }
                 }
             },
@@ -286,31 +286,52 @@ fn spawn_accept_loops(
 /// What one accept loop needs; cloned for each worker's loop.
 #[derive(Clone)]
 struct AcceptLoop {
-    name: Arc<str>,
-    snapshot: SharedSnapshot,
-    stop: CancellationToken,
+    serve: ServeArgs,
     slots: Arc<listener::ConnectionSlots>,
     connections: TaskTracker,
     connections_total: metrics::Counter,
-    /// A listener bound to one address accepts connections only to it: each connection's
-    /// local address is known without asking the kernel (a getsockname per connection).
-    fixed_local: Option<SocketAddr>,
     /// With workers that share one socket: moves a new connection to a clearly less loaded
     /// worker.
     balancer: Option<Balancer>,
 }
 
-/// What serving a connection needs besides the connection, for one handed to another worker.
+/// What serving an accepted connection needs besides the connection.
+#[derive(Clone)]
 struct ServeArgs {
     name: Arc<str>,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
+    /// A listener bound to one address accepts connections only to it: each connection's
+    /// local address is known without asking the kernel (a getsockname per connection).
     fixed_local: Option<SocketAddr>,
+}
+
+/// Serves an accepted connection in a task of its own on the calling runtime, holding its
+/// slot (and counted on its worker) until it ends.
+fn spawn_serving(
+    accepted: Accepted,
+    slot: listener::ConnectionSlot,
+    serve: &ServeArgs,
+    connections: &TaskTracker,
+) {
+    // The connection reads its listener's settings (protocol, PROXY header) from the
+    // snapshot when it starts: a reload may have changed them.
+    let serving = proxy::accept::serve(
+        accepted,
+        serve.fixed_local,
+        Arc::clone(&serve.name),
+        serve.snapshot.clone(),
+        serve.stop.clone(),
+    );
+    match serving {
+        proxy::accept::Serving::Http(path) => connections.spawn(Holding::new(path, slot)),
+        proxy::accept::Serving::Other(path) => connections.spawn(Holding::new(path, slot)),
+    };
 }
 
 /// Serves a TCP connection accepted here on the worker of `worker` instead: out of this
 /// worker's event loop, into that one's (two epoll changes and a wake-up of that worker,
-/// paid only when the balancer moves a connection). It is counted there.
+/// paid only when the balancer moves a connection). Its task runs there, counted there.
 fn hand_over(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -327,25 +348,16 @@ fn hand_over(
         }
     };
     crate::metrics::worker_connection_moved();
+    let tracker = connections.clone();
     connections.spawn_on(
         async move {
-            let stream = match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => stream,
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => {
+                    spawn_serving(Accepted::Tcp(stream, peer), slot, &serve, &tracker);
+                }
                 Err(error) => {
                     warn!(listener = %serve.name, %error, "cannot take a moved connection; closed");
-                    return;
                 }
-            };
-            let accepted = Accepted::Tcp(stream, peer);
-            let ServeArgs {
-                name,
-                snapshot,
-                stop,
-                fixed_local,
-            } = serve;
-            match proxy::accept::serve(accepted, fixed_local, name, snapshot, stop) {
-                proxy::accept::Serving::Http(path) => Holding::new(path, slot).await,
-                proxy::accept::Serving::Other(path) => Holding::new(path, slot).await,
             }
         },
         worker,
@@ -367,33 +379,38 @@ impl AcceptLoop {
             _ => None,
         };
         AcceptLoop {
-            name,
-            snapshot,
-            stop,
+            serve: ServeArgs {
+                name,
+                snapshot,
+                stop,
+                fixed_local,
+            },
             slots,
             connections: tracker.clone(),
             connections_total,
-            fixed_local,
             balancer: None,
         }
     }
 
     async fn run(self, socket: Bound) {
         let AcceptLoop {
-            name,
-            snapshot,
-            stop,
+            serve,
             slots,
             connections,
             connections_total,
-            fixed_local,
             balancer,
         } = self;
+        let ServeArgs {
+            name,
+            snapshot,
+            stop,
+            ..
+        } = &serve;
         loop {
             // Read the limit each time: a reload may change it.
             let limit = snapshot
                 .load()
-                .listener(&name)
+                .listener(name)
                 .and_then(|l| l.max_connections);
             if let Some(limit) = limit {
                 tokio::select! {
@@ -429,13 +446,7 @@ impl AcceptLoop {
                 (Some(balancer), Accepted::Tcp(stream, peer)) => {
                     match balancer.elsewhere(crate::workers::current_index()) {
                         Some(worker) => {
-                            let serve = ServeArgs {
-                                name: Arc::clone(&name),
-                                snapshot: snapshot.clone(),
-                                stop: stop.clone(),
-                                fixed_local,
-                            };
-                            hand_over(stream, peer, slot, serve, &connections, worker);
+                            hand_over(stream, peer, slot, serve.clone(), &connections, worker);
                             continue;
                         }
                         None => Accepted::Tcp(stream, peer),
@@ -443,19 +454,7 @@ impl AcceptLoop {
                 }
                 (_, accepted) => accepted,
             };
-            // The connection reads its listener's settings (protocol, PROXY header) from
-            // the snapshot when it starts: a reload may have changed them.
-            let serve = proxy::accept::serve(
-                accepted,
-                fixed_local,
-                Arc::clone(&name),
-                snapshot.clone(),
-                stop.clone(),
-            );
-            match serve {
-                proxy::accept::Serving::Http(path) => connections.spawn(Holding::new(path, slot)),
-                proxy::accept::Serving::Other(path) => connections.spawn(Holding::new(path, slot)),
-            };
+            spawn_serving(accepted, slot, &serve, &connections);
         }
         // Dropping the socket closes it: the kernel refuses new connections at once.
         drop(socket);

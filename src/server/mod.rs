@@ -111,7 +111,8 @@ impl Server {
         let signals = Signals::install()?;
         // Started by a binary upgrade: take over the old process's sockets where they match.
         let mut inherited = Inherited::receive()?;
-        let shards = shards_wanted(&config);
+        let workers = start_workers(&config)?;
+        let shards = shards_per_listener(&config, workers.as_ref());
         let mut sockets = Vec::new();
         for listener_config in config.listeners.values() {
             let name = &listener_config.name;
@@ -148,7 +149,6 @@ impl Server {
             None => None,
         };
         let watch = config.watch;
-        let workers = start_workers(&config)?;
         let shutdown = CancellationToken::new();
         let discovery = Arc::new(crate::discovery::Discovery::default());
         discovery.sync(&config, &shutdown);
@@ -391,13 +391,10 @@ impl Shared {
 }
 
 /// How many sockets beyond the first each TCP listener gets: one for each further worker
-/// with `accept: reuseport` (the worker count is the one started with, like the workers).
-fn shards_wanted(config: &Config) -> usize {
-    let runtime = &config.runtime;
-    match (runtime.scheduler, runtime.accept, runtime.worker_threads) {
-        (crate::config::Scheduler::PerThread, crate::config::Accept::Reuseport, Some(threads)) => {
-            threads.saturating_sub(1)
-        }
+/// with `accept: reuseport`.
+fn shards_per_listener(config: &Config, workers: Option<&crate::workers::Workers>) -> usize {
+    match (config.runtime.accept, workers) {
+        (crate::config::Accept::Reuseport, Some(workers)) => workers.len().saturating_sub(1),
         _ => 0,
     }
 }
