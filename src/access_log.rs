@@ -50,6 +50,10 @@ pub struct Record {
     /// The server name the TLS client asked for (JSON format only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
+    /// Why the request failed by its client's doing (`client aborted`, `malformed request
+    /// body`...), JSON format only; the status says it too (499 for an aborted client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<&'static str>,
 }
 
 impl Record {
@@ -255,6 +259,7 @@ mod tests {
             client_ip: "192.0.2.7".into(),
             tls_version: None,
             sni: None,
+            error: None,
             listener: Arc::from("web"),
             method: "GET".into(),
             host: "shop.example".into(),

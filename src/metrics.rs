@@ -35,6 +35,7 @@ pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "sluice_retry_budget_exhausted_to
 pub const DISCOVERY_UPDATES_TOTAL: &str = "sluice_discovery_updates_total";
 pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "sluice_tls_handshake_failures_total";
 pub const TLS_PASSTHROUGH_REFUSED_TOTAL: &str = "sluice_tls_passthrough_refused_total";
+pub const CLIENT_ERRORS_TOTAL: &str = "sluice_client_errors_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -274,5 +275,12 @@ pub fn tls_handshake_failure(listener: &str, reason: &'static str) {
 /// `timeout`, `not_tls` (no readable ClientHello) or `no_route` (no route and no default).
 pub fn tls_passthrough_refused(listener: &str, reason: &'static str) {
     metrics::counter!(TLS_PASSTHROUGH_REFUSED_TOTAL, "listener" => listener.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+/// A request failed by its client's doing (refused head, malformed, aborted, too slow or too
+/// large body): counted here and never against a backend. `reason` names the class.
+pub fn client_error(listener: &str, reason: &'static str) {
+    metrics::counter!(CLIENT_ERRORS_TOTAL, "listener" => listener.to_owned(), "reason" => reason)
         .increment(1);
 }

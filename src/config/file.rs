@@ -95,6 +95,60 @@ pub struct RawListener {
     pub tls: Option<Spanned<super::tls::RawTls>>,
     /// File mode of a `unix:` socket, octal (`"0660"`).
     pub mode: Option<Text>,
+    /// What a client's request may be (sizes, counts, body buffering); see `limits.rs`.
+    pub limits: Option<Spanned<RawRequestLimits>>,
+    /// RFC 7239 `Forwarded` towards the backends: `true`, or `{ by: true }`.
+    pub forwarded: Option<RawForwarded>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequestLimits {
+    pub request_line: Option<Spanned<SizeText>>,
+    pub header_line: Option<Spanned<SizeText>>,
+    pub headers: Option<Spanned<SizeText>>,
+    pub header_count: Option<Spanned<u32>>,
+    pub body: Option<Spanned<SizeText>>,
+    pub request_buffer: Option<Spanned<SizeText>>,
+    pub h2_max_concurrent_streams: Option<Spanned<u32>>,
+    pub h2_header_list: Option<Spanned<SizeText>>,
+}
+
+/// A size as written: `64KiB`, or a bare number of bytes (`65536`), kept as text for
+/// `limits::parse_size`.
+#[derive(Debug)]
+pub struct SizeText(pub String);
+
+impl<'de> Deserialize<'de> for SizeText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SizeText, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = SizeText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as 64KiB, 1MiB or 65536")
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<SizeText, E> {
+                Ok(SizeText(value.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<SizeText, E> {
+                Ok(SizeText(value.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<SizeText, E> {
+                Ok(SizeText(value.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawForwarded {
+    Enabled(bool),
+    Options {
+        /// Add `by=` (the address the client connected to).
+        by: Option<bool>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -197,6 +251,8 @@ impl<'de> Deserialize<'de> for RawProxyProtocol {
 #[serde(deny_unknown_fields)]
 pub struct RawListenerTimeouts {
     pub client_header: Option<Text>,
+    /// Longest wait for the next bytes of a request body (nginx's `client_body_timeout`).
+    pub client_body: Option<Text>,
     pub client_idle: Option<Text>,
     pub tunnel_idle: Option<Text>,
 }

@@ -6,9 +6,10 @@
 
 use super::file::RawListener;
 use super::{
-    AccessLogConfig, AccessLogFormat, AdminConfig, BindAddr, DEFAULT_CLIENT_HEADER_TIMEOUT,
-    DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_TUNNEL_IDLE_TIMEOUT, ListenerConfig, ListenerTimeouts,
-    PoolConfig, Protocol, UpstreamProtocol, Validator, bind, check_name, make_error,
+    AccessLogConfig, AccessLogFormat, AdminConfig, BindAddr, DEFAULT_CLIENT_BODY_TIMEOUT,
+    DEFAULT_CLIENT_HEADER_TIMEOUT, DEFAULT_CLIENT_IDLE_TIMEOUT, DEFAULT_TUNNEL_IDLE_TIMEOUT,
+    ListenerConfig, ListenerTimeouts, PoolConfig, Protocol, UpstreamProtocol, Validator, bind,
+    check_name, make_error,
 };
 use crate::error::ConfigError;
 use serde_saphyr::Spanned;
@@ -136,6 +137,24 @@ impl Validator<'_> {
             ));
         }
         let proxy_protocol = self.accept_proxy(&path, raw.proxy_protocol.as_ref())?;
+        let limits = self.request_limits(name, raw.limits.as_ref())?;
+        if protocol == Protocol::Tcp
+            && let Some(spanned) = &raw.limits
+        {
+            return Err(self.error_at(
+                spanned.referenced,
+                format!("{path}.limits"),
+                "request limits apply to protocol: http listeners only".into(),
+            ));
+        }
+        let forwarded = self.forwarded(raw.forwarded.as_ref());
+        if protocol == Protocol::Tcp && forwarded.is_some() {
+            return Err(self.error_at(
+                raw.bind.referenced,
+                format!("{path}.forwarded"),
+                "the Forwarded header is added by protocol: http listeners only".into(),
+            ));
+        }
         let timeouts = raw.timeouts.as_ref();
         Ok(ListenerConfig {
             name: name.to_owned(),
@@ -152,6 +171,8 @@ impl Validator<'_> {
                 format: log.format.unwrap_or(AccessLogFormat::Combined),
                 path: log.path.clone().unwrap_or_else(|| "stdout".to_owned()),
             }),
+            limits,
+            forwarded,
             timeouts: ListenerTimeouts {
                 client_header: self.duration(
                     timeouts.and_then(|t| t.client_header.as_ref()),
@@ -162,6 +183,11 @@ impl Validator<'_> {
                     timeouts.and_then(|t| t.client_idle.as_ref()),
                     &format!("{path}.timeouts.client_idle"),
                     DEFAULT_CLIENT_IDLE_TIMEOUT,
+                )?,
+                client_body: self.duration(
+                    timeouts.and_then(|t| t.client_body.as_ref()),
+                    &format!("{path}.timeouts.client_body"),
+                    DEFAULT_CLIENT_BODY_TIMEOUT,
                 )?,
                 tunnel_idle: self.duration(
                     timeouts.and_then(|t| t.tunnel_idle.as_ref()),

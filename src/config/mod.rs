@@ -17,6 +17,7 @@ pub mod discovery;
 mod duration;
 pub mod file;
 pub mod health;
+mod limits;
 mod listener;
 mod parse;
 mod pool;
@@ -36,6 +37,7 @@ pub use backend_address::BackendAddress;
 pub use bind::BindAddr;
 pub use duration::{format_duration, parse_duration};
 pub use file::{Accept, AccessLogFormat, Protocol, Scheduler};
+pub use limits::{ForwardedConfig, RequestLimits, parse_size};
 pub use proxy_protocol::{AcceptProxy, Cidr, SendProxy};
 pub use route::{HeaderCondition, HeaderEdits, HostPattern, PathPattern, RouteConfig, RouteMatch};
 pub use sni_route::{SniRoute, route_by_sni};
@@ -56,6 +58,8 @@ pub const DEFAULT_ADMIN_BIND: &str = "127.0.0.1:9900";
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `client_body_timeout`: the longest pause between two reads of a request body.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -120,6 +124,10 @@ pub struct ListenerConfig {
     pub max_connections: Option<u32>,
     /// One line per HTTP request (off when `None`).
     pub access_log: Option<AccessLogConfig>,
+    /// What a client's request may be (HTTP only).
+    pub limits: RequestLimits,
+    /// Append an RFC 7239 `Forwarded` element to requests (HTTP only; off when `None`).
+    pub forwarded: Option<ForwardedConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +143,8 @@ pub struct ListenerTimeouts {
     pub client_header: Duration,
     /// How long a keep-alive connection may sit between requests.
     pub client_idle: Duration,
+    /// Longest pause between two reads of a request body (408 beyond it).
+    pub client_body: Duration,
     /// Idle deadline of an upgraded (WebSocket) connection.
     pub tunnel_idle: Duration,
 }

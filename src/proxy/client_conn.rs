@@ -96,6 +96,36 @@ pub enum Versions {
     Http2,
 }
 
+/// What hyper enforces of a listener's request limits while it parses (`config::limits`):
+/// beyond them it answers 431 (HTTP/1) or resets (HTTP/2) before sluice sees a request.
+#[derive(Debug, Clone, Copy)]
+pub struct HyperLimits {
+    /// Read buffer bound for an HTTP/1 head.
+    pub http1_buffer: u32,
+    pub http1_headers: u32,
+    pub h2_streams: u32,
+    pub h2_header_list: u32,
+}
+
+impl HyperLimits {
+    pub fn new(limits: &crate::config::RequestLimits) -> HyperLimits {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        HyperLimits {
+            http1_buffer: clamp(limits.http1_buffer()),
+            // One more than allowed: sluice's own check then answers with its reason.
+            http1_headers: clamp(limits.header_count + 1),
+            h2_streams: limits.h2_max_concurrent_streams,
+            h2_header_list: limits.h2_header_list,
+        }
+    }
+}
+
+impl Default for HyperLimits {
+    fn default() -> HyperLimits {
+        HyperLimits::new(&crate::config::RequestLimits::default())
+    }
+}
+
 /// Serves `io` until the client closes, an error ends it, or `stop` fires and the request in
 /// progress (if any) is answered.
 ///
@@ -112,6 +142,7 @@ pub fn drive<I, S, F, Fut, B>(
     mut service: S,
     own: F,
     versions: Versions,
+    limits: HyperLimits,
     close: Closing,
     stop: CancellationToken,
 ) -> impl Future<Output = Result<(), BoxError>>
@@ -126,9 +157,8 @@ where
     async move {
         if versions == Versions::Http2 {
             io.owner().activity().mark_http2();
-            return Ok(
-                Box::pin(serve_http2(Prefixed::new(Bytes::new(), io), service, &stop)).await?,
-            );
+            let io = Prefixed::new(Bytes::new(), io);
+            return Ok(Box::pin(serve_http2(io, service, limits, &stop)).await?);
         }
         // In a block of its own: the first bytes are looked at (borrowed), and a borrowed
         // local keeps its room in the connection's state for as long as it is in scope.
@@ -141,7 +171,8 @@ where
                 io.owner().activity().mark_http2();
                 // Boxed: an HTTP/2 connection's state is large, and most connections are
                 // HTTP/1.
-                return Ok(Box::pin(serve_http2(Prefixed::new(bytes, io), service, &stop)).await?);
+                let io = Prefixed::new(bytes, io);
+                return Ok(Box::pin(serve_http2(io, service, limits, &stop)).await?);
             }
             bytes
         };
@@ -159,7 +190,7 @@ where
             };
             if let Some(bytes) = handover {
                 let owner = Arc::clone(io.owner());
-                let mut connection = http1_connection(Prefixed::new(bytes, io), service);
+                let mut connection = http1_connection(Prefixed::new(bytes, io), service, limits);
                 // Boxed, as the connection is: only connections hyper serves need it.
                 let end = Box::pin(run_http1(&mut connection, owner.activity(), &stop)).await;
                 if let Http1End::Finished(result) = end {
@@ -204,6 +235,7 @@ where
 fn http1_connection<I, S>(
     io: Prefixed<TimedIo<I>>,
     service: S,
+    limits: HyperLimits,
 ) -> Box<Http1Connection<TimedIo<I>, S>>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -215,6 +247,8 @@ where
         // TimedIo enforces header and idle deadlines; hyper's would close idle keep-alive
         // connections after the (short) header timeout.
         .header_read_timeout(None)
+        .max_buf_size(limits.http1_buffer as usize)
+        .max_headers(limits.http1_headers as usize)
         .keep_alive(true);
     Box::new(
         builder
@@ -347,6 +381,7 @@ where
 async fn serve_http2<I, S>(
     io: Prefixed<TimedIo<I>>,
     service: S,
+    limits: HyperLimits,
     stop: &CancellationToken,
 ) -> Result<(), hyper::Error>
 where
@@ -354,7 +389,11 @@ where
     S: ConnService,
 {
     let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder.timer(TokioTimer::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_streams)
+        // Bounds CONTINUATION frames too: h2 refuses more than the list size allows.
+        .max_header_list_size(limits.h2_header_list);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {

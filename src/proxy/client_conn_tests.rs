@@ -58,6 +58,7 @@ fn start() -> (DuplexStream, Arc<ConnActivity>, tokio::task::JoinHandle<()>) {
                 service,
                 own,
                 Versions::Detect,
+                HyperLimits::default(),
                 Closing::Drop,
                 CancellationToken::new(),
             )

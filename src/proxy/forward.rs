@@ -10,12 +10,19 @@
 //!
 //! Each retry goes to a backend not tried yet when one is available, after a jittered
 //! exponential backoff, if the retry budget allows; otherwise the last error goes back.
+//!
+//! Whose fault a failure is decides what it touches. A try that failed because the client's
+//! streamed body failed (aborted, malformed, too slow, too large) is the client's: it is not
+//! reported to passive ejection or the circuit breaker, not retried, and answered with the
+//! client's 4xx (Envoy's split of local-origin and upstream errors). For the same reason the
+//! response timeout does not run while the client is still sending its body: a backend
+//! waiting for the rest of an upload is not slow.
 
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
 use crate::config::BackendAddress;
 use crate::health::probe::report_outcome;
-use crate::proxy::request_body::Prepared;
+use crate::proxy::request_body::{ClientBodyError, Prepared};
 use crate::proxy::{clock_instant, clock_micros, pick_backend_where};
 use crate::resilience::backoff::backoff;
 use crate::state::Pool;
@@ -41,6 +48,8 @@ pub struct Refused {
     pub text: &'static str,
     /// Seconds for `Retry-After` (queue full or queue timeout).
     pub retry_after: Option<u32>,
+    /// Set when the client's own body failed: the failure is the client's.
+    pub client: Option<ClientBodyError>,
 }
 
 impl Refused {
@@ -49,9 +58,23 @@ impl Refused {
             status,
             text,
             retry_after: None,
+            client: None,
+        }
+    }
+
+    fn client(error: ClientBodyError) -> Refused {
+        Refused {
+            status: error.status(),
+            text: error.text(),
+            retry_after: None,
+            client: Some(error),
         }
     }
 }
+
+/// While the client is still sending its body, the response deadline is looked at again
+/// this often; the backend's full per-try time starts once the body is in.
+const CLIENT_RECHECK: Duration = Duration::from_secs(1);
 
 /// The parts of the client's request every try needs.
 pub struct Outgoing<'a> {
@@ -96,13 +119,18 @@ pub async fn forward<'p>(
             idempotent,
             now_micros: sent_at,
         };
+        let try_time = policy
+            .per_try_timeout
+            .map_or(pool.config.timeouts.response, |t| {
+                t.min(pool.config.timeouts.response)
+            });
         let try_deadline = policy
             .per_try_timeout
             .map_or(deadline, |t| deadline.min(clock_instant(sent_at) + t));
         let exchange = pool
             .client
             .send(&backend.state, request.proxy_header, &head, try_body);
-        let outcome = tokio::time::timeout_at(try_deadline, exchange).await;
+        let outcome = wait_for_backend(exchange, try_deadline, try_time, &body).await;
         let failure = match outcome {
             Ok(Ok(response)) => {
                 let now = clock_micros();
@@ -137,6 +165,10 @@ pub async fn forward<'p>(
                 }
             }
             Ok(Err(error)) => {
+                if let Some(fault) = body.client_failure() {
+                    debug!(backend = %backend.address, %fault, "request cut short by its client");
+                    return Err(Refused::client(fault));
+                }
                 let (status, text) = classify_upstream_error(&error);
                 if status == StatusCode::GATEWAY_TIMEOUT {
                     crate::metrics::timeout(&pool.name, "connect");
@@ -151,6 +183,9 @@ pub async fn forward<'p>(
                 }
             }
             Err(_elapsed) => {
+                if let Some(fault) = body.client_failure() {
+                    return Err(Refused::client(fault));
+                }
                 crate::metrics::timeout(&pool.name, "response");
                 report_outcome(pool, backend, false, "response timed out");
                 debug!(backend = %backend.address, "upstream response timed out");
@@ -184,6 +219,32 @@ pub async fn forward<'p>(
         drop(failure);
         crate::metrics::retry(&pool.config.name);
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// Waits for the backend's response head until `deadline`; while the client is still sending
+/// its body the deadline moves on, and once the body is in the backend gets `try_time` more.
+async fn wait_for_backend<F: std::future::Future>(
+    exchange: F,
+    mut deadline: Instant,
+    try_time: Duration,
+    body: &Prepared,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(exchange);
+    let mut waited_for_client = false;
+    loop {
+        match tokio::time::timeout_at(deadline, exchange.as_mut()).await {
+            Ok(output) => return Ok(output),
+            Err(_) if body.client_still_sending() && body.client_failure().is_none() => {
+                waited_for_client = true;
+                deadline = Instant::now() + CLIENT_RECHECK;
+            }
+            Err(_) if waited_for_client => {
+                waited_for_client = false;
+                deadline = Instant::now() + try_time;
+            }
+            Err(elapsed) => return Err(elapsed),
+        }
     }
 }
 
@@ -268,9 +329,11 @@ async fn acquire_slot<'p>(
     }
     let Some(_place) = pool.queue.enter(max_pending) else {
         return Err(Refused {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            text: "too many requests waiting for a backend\n",
             retry_after: Some(1),
+            ..Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many requests waiting for a backend\n",
+            )
         });
     };
     let deadline = Instant::now() + limits.queue_timeout;
@@ -283,9 +346,11 @@ async fn acquire_slot<'p>(
         }
         if tokio::time::timeout_at(deadline, freed).await.is_err() {
             return Err(Refused {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                text: "timed out waiting for a free backend\n",
                 retry_after: Some(1),
+                ..Refused::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timed out waiting for a free backend\n",
+                )
             });
         }
     }

@@ -183,9 +183,116 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientIp) {
     }
 }
 
+/// RFC 7239's `Forwarded`, appended as one more element after any the client sent (as for
+/// `X-Forwarded-For`): `for=` the client (`"[v6]"` quoted, `unknown` without an address),
+/// `proto=`, `host=` the request's `Host`, and `by=` the address the client reached, if
+/// asked for.
+pub fn append_forwarded(
+    headers: &mut HeaderMap,
+    client: Option<IpAddr>,
+    by: Option<std::net::SocketAddr>,
+    proto: &'static str,
+) {
+    let mut element = String::with_capacity(64);
+    if let Some(by) = by {
+        element.push_str("by=");
+        push_node(&mut element, Some(by.ip()));
+        element.push(';');
+    }
+    element.push_str("for=");
+    push_node(&mut element, client);
+    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=");
+        push_value(&mut element, host);
+    }
+    element.push_str(";proto=");
+    element.push_str(proto);
+    let mut chain = String::new();
+    for value in headers.get_all(header::FORWARDED) {
+        if let Ok(text) = value.to_str() {
+            let text = text.trim();
+            if !text.is_empty() {
+                chain.push_str(text);
+                chain.push_str(", ");
+            }
+        }
+    }
+    chain.push_str(&element);
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(header::FORWARDED, value);
+    }
+}
+
+/// A node: IPv4 as is, IPv6 bracketed and quoted (`:` is not a token character).
+fn push_node(out: &mut String, ip: Option<IpAddr>) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = match ip {
+        None => write!(out, "unknown"),
+        Some(IpAddr::V4(v4)) => write!(out, "{v4}"),
+        Some(IpAddr::V6(v6)) => write!(out, "\"[{v6}]\""),
+    };
+}
+
+/// A value as a token when it is one, else a quoted string (RFC 7230 token / quoted-string).
+fn push_value(out: &mut String, value: &str) {
+    let token = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if token {
+        out.push_str(value);
+        return;
+    }
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_element_quotes_what_is_not_a_token() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("a.example:8080"));
+        append_forwarded(
+            &mut headers,
+            Some("192.0.2.7".parse().unwrap()),
+            None,
+            "https",
+        );
+        assert_eq!(
+            headers[header::FORWARDED],
+            "for=192.0.2.7;host=\"a.example:8080\";proto=https"
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("a.example"));
+        headers.insert(
+            header::FORWARDED,
+            HeaderValue::from_static("for=198.51.100.1"),
+        );
+        let by: std::net::SocketAddr = "[2001:db8::2]:443".parse().unwrap();
+        append_forwarded(
+            &mut headers,
+            Some("2001:db8::1".parse().unwrap()),
+            Some(by),
+            "http",
+        );
+        assert_eq!(
+            headers[header::FORWARDED],
+            "for=198.51.100.1, by=\"[2001:db8::2]\";for=\"[2001:db8::1]\";host=a.example;proto=http"
+        );
+        let mut headers = HeaderMap::new();
+        append_forwarded(&mut headers, None, None, "http");
+        assert_eq!(headers[header::FORWARDED], "for=unknown;proto=http");
+    }
 
     fn client() -> ClientIp {
         ClientIp::new("192.0.2.7".parse().unwrap())

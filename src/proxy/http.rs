@@ -13,11 +13,14 @@ use crate::access_log;
 use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
 use crate::proxy::activity::{Activity, ClientTimeouts, ConnActivity, TimedIo, Tracked};
+use crate::proxy::admission;
 use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
 use crate::proxy::client_conn::{self, Closing, Versions};
-use crate::proxy::forward::{Forwarded, Outgoing, forward};
-use crate::proxy::headers::{ClientIp, rewrite_request_headers, strip_hop_by_hop};
-use crate::proxy::request_body::{ClientBody, Prepared};
+use crate::proxy::forward::{Forwarded, Outgoing, Refused, forward};
+use crate::proxy::headers::{
+    ClientIp, append_forwarded, rewrite_request_headers, strip_hop_by_hop,
+};
+use crate::proxy::request_body::{BodyPolicy, ClientBody, ClientBodyError, Prepared};
 use crate::proxy::request_id::{X_REQUEST_ID, ensure_request_id};
 use crate::proxy::tunnel::{self, TunnelGuards, TunnelLimits};
 use crate::proxy::{Peer, clock_micros};
@@ -102,9 +105,10 @@ pub fn serve_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (timeouts, access_log) = {
+    let (timeouts, access_log, limits) = {
         let current = snapshot.load();
         let listener_config = current.listener(&listener)?;
+        let limits = client_conn::HyperLimits::new(&listener_config.limits);
         let timeouts = ClientTimeouts {
             header: listener_config.timeouts.client_header,
             idle: listener_config.timeouts.client_idle,
@@ -116,7 +120,7 @@ where
             };
             (access_log::sink(&log.path), format)
         });
-        (timeouts, access_log)
+        (timeouts, access_log, limits)
     };
     let alpn = peer.tls.as_ref().and_then(|t| t.alpn.clone());
     let closing = match peer.tls {
@@ -150,7 +154,7 @@ where
         Some("http/1.1") => Versions::Http1,
         _ => Versions::Detect,
     };
-    let driver = client_conn::drive(io, service, own, versions, closing, shutdown);
+    let driver = client_conn::drive(io, service, own, versions, limits, closing, shutdown);
     Some(ConnectionTask {
         driver,
         context: after,
@@ -222,8 +226,13 @@ fn respond(
         let elapsed = clock_micros().saturating_sub(started);
         context.metrics.duration.record(elapsed as f64 / 1e6);
         response.headers_mut().insert(X_REQUEST_ID, request_id);
+        let fault = response.extensions_mut().remove::<ClientFault>();
         if let Some(mut log) = log {
             log.record.status = response.status().as_u16();
+            if let Some(fault) = fault {
+                log.record.status = fault.logged_status.unwrap_or(log.record.status);
+                log.record.error = Some(fault.note);
+            }
             if let Some(served) = response.extensions_mut().remove::<Served>() {
                 log.record.pool = Some(served.pool);
                 log.record.upstream_addr = served.upstream;
@@ -244,26 +253,48 @@ fn respond(
 /// `now`: `clock_micros()` when the request arrived.
 #[allow(clippy::manual_async_fn)]
 fn handle(
-    mut request: Request<ClientBody>,
+    request: Request<ClientBody>,
     context: &Arc<ConnContext>,
     now: u64,
 ) -> impl Future<Output = Response<ProxyBody>> + '_ {
     async move {
         let active = ConnActivity::begin(Arc::clone(context) as Activity);
-        if request.version() == Version::HTTP_2 {
+        let http1 = request.version() != Version::HTTP_2;
+        if !http1 {
             context.activity.mark_http2();
         }
         if !request.body().is_end_stream() {
             context.activity.mark_body();
         }
         let snapshot = context.snapshot.load_full();
-        let Some(router) = snapshot.router(&context.listener) else {
+        let (Some(router), Some(listener)) = (
+            snapshot.router(&context.listener),
+            snapshot.listener(&context.listener),
+        ) else {
             return error_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no pool for this listener\n",
                 active,
             );
         };
+        // Nothing of a request goes anywhere before its head passed the listener's limits.
+        let checked = admission::check(
+            request.method(),
+            request.uri(),
+            request.version(),
+            request.headers(),
+            &listener.limits,
+        );
+        if let Err(refusal) = checked {
+            let fault = ClientFault::refused(refusal.reason);
+            return client_fault(context, http1, refusal.status, refusal.text, fault, active);
+        }
+        let request = {
+            let (mut parts, body) = request.into_parts();
+            admission::normalize(&parts.uri, &mut parts.headers);
+            Request::from_parts(parts, body)
+        };
+        let mut request = request;
         let view = RequestView::new(request.method(), request.uri(), request.headers());
         let Some(routed) = router.route(&view) else {
             return error_response(StatusCode::NOT_FOUND, "no route for this request\n", active);
@@ -305,6 +336,11 @@ fn handle(
             scheme,
             authority.as_deref(),
         );
+        if let Some(forwarded) = &listener.forwarded {
+            let by = forwarded.by.then_some(context.peer.local).flatten();
+            let client = context.client().map(|c| c.ip());
+            append_forwarded(&mut parts.headers, client, by, scheme);
+        }
         if let Some(upgrade) = &upgrade {
             tunnel::restore_upgrade_headers(&mut parts.headers, upgrade.clone());
         }
@@ -325,18 +361,20 @@ fn handle(
                 path = &stripped;
             }
         }
-        let body =
-            match Prepared::from_request(body, &parts.headers, &context.metrics.bytes_in).await {
-                Ok(body) => body,
-                Err(error) => {
-                    debug!(client = ?context.client(), %error, "client body failed");
-                    return error_response(
-                        StatusCode::BAD_REQUEST,
-                        "request body could not be read\n",
-                        active,
-                    );
-                }
-            };
+        let policy = BodyPolicy {
+            buffer: listener.limits.request_buffer,
+            max: listener.limits.body,
+            idle: listener.timeouts.client_body,
+        };
+        let bytes_in = &context.metrics.bytes_in;
+        let body = match Prepared::from_request(body, &parts.headers, bytes_in, policy).await {
+            Ok(body) => body,
+            Err(error) => {
+                debug!(client = ?context.client(), %error, "client body failed before a backend was picked");
+                let fault = ClientFault::body(error);
+                return client_fault(context, http1, error.status(), error.text(), fault, active);
+            }
+        };
         let proxy_header = pool
             .config
             .send_proxy
@@ -385,6 +423,17 @@ fn handle(
                 }
                 Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active, limits))
             }
+            Err(Refused {
+                client: Some(error),
+                ..
+            }) => client_fault(
+                context,
+                http1,
+                error.status(),
+                error.text(),
+                ClientFault::body(error),
+                active,
+            ),
             Err(refused) => {
                 let mut response = error_response(refused.status, refused.text, active);
                 if context.access_log.is_some() {
@@ -499,12 +548,72 @@ fn start_log(
             user_agent: text(header::USER_AGENT),
             referer: text(header::REFERER),
             tls_version: context.peer.tls.as_ref().map(|t| t.version),
+            error: None,
             sni: context.peer.tls.as_ref().and_then(|t| t.sni.clone()),
         },
         started: tokio::time::Instant::now(),
         sink: Arc::clone(sink),
         format,
     })
+}
+
+/// Marks a response that answers the client's own failure, for the access log: what it
+/// says, and the status it logs when that differs from the one sent (499: the client left).
+#[derive(Debug, Clone, Copy)]
+struct ClientFault {
+    reason: &'static str,
+    note: &'static str,
+    logged_status: Option<u16>,
+}
+
+impl ClientFault {
+    fn refused(reason: &'static str) -> ClientFault {
+        ClientFault {
+            reason,
+            note: "request refused",
+            logged_status: None,
+        }
+    }
+
+    fn body(error: ClientBodyError) -> ClientFault {
+        let (note, logged_status) = match error {
+            // nginx's 499: the client closed the connection before it was answered.
+            ClientBodyError::Aborted => ("client aborted", Some(499)),
+            ClientBodyError::Malformed => ("malformed request body", None),
+            ClientBodyError::TooLarge => ("request body too large", None),
+            ClientBodyError::TimedOut => ("client body timeout", None),
+        };
+        ClientFault {
+            reason: error.reason(),
+            note,
+            logged_status,
+        }
+    }
+}
+
+/// The answer to a request that failed by its client's doing: counted under the client's
+/// errors (never a backend's), and the connection closed after it, since what the client
+/// sends next cannot be trusted to start a new request.
+fn client_fault(
+    context: &ConnContext,
+    http1: bool,
+    status: StatusCode,
+    text: &'static str,
+    fault: ClientFault,
+    active: crate::proxy::activity::RequestActive,
+) -> Response<ProxyBody> {
+    crate::metrics::client_error(&context.listener, fault.reason);
+    let mut response = error_response(status, text, active);
+    if http1 {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    if context.access_log.is_some() {
+        response.extensions_mut().insert(fault);
+    }
+    response
 }
 
 fn error_response(

@@ -4,6 +4,7 @@
 
 pub mod accept;
 pub mod activity;
+pub mod admission;
 pub mod body;
 pub mod client_conn;
 pub mod forward;

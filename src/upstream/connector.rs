@@ -33,6 +33,24 @@ pub enum Conn {
 }
 
 impl Conn {
+    /// Closes the connection with a TCP reset rather than a FIN (SO_LINGER 0): a request cut
+    /// short by its client must not look to the backend like one that ended cleanly.
+    pub fn reset(self) {
+        let tcp = match &self {
+            Conn::Tcp(stream) => Some(stream),
+            Conn::Tls(stream) => match stream.get_ref().0 {
+                Conn::Tcp(stream) => Some(stream),
+                _ => None,
+            },
+            Conn::Unix(_) => None,
+        };
+        if let Some(stream) = tcp {
+            // Failing only means a FIN goes instead; the request is cut short either way.
+            let _ = socket2::SockRef::from(stream).set_linger(Some(std::time::Duration::ZERO));
+        }
+        drop(self);
+    }
+
     /// Whether TLS negotiated HTTP/2 by ALPN.
     pub fn negotiated_h2(&self) -> bool {
         match self {

@@ -233,6 +233,10 @@ impl H1Pool {
                     return respond(head, framing, conn, buf, sending, release);
                 }
                 Err(failure) => {
+                    if matches!(failure.error, H1Error::Send(SendError::ClientBody(_))) {
+                        conn.reset();
+                        return Err(failure.error);
+                    }
                     // A reused connection the backend had closed: nothing was processed if
                     // nothing could be written; otherwise only an idempotent request is sent
                     // again. Either way on a new connection, once.

@@ -18,8 +18,9 @@ use tokio::io::AsyncWrite;
 pub enum SendError {
     #[error("writing to the backend failed: {0}")]
     Write(#[source] io::Error),
+    /// The client's fault, not the backend's: the connection is reset, not reused.
     #[error("the client's request body failed: {0}")]
-    ClientBody(#[source] hyper::Error),
+    ClientBody(crate::proxy::request_body::ClientBodyError),
 }
 
 #[derive(Debug)]
