@@ -15,6 +15,7 @@ mod discovery_dns;
 mod discovery_etcd;
 mod discovery_file;
 mod discovery_zookeeper;
+mod docs;
 mod edge_trust;
 mod health;
 mod http_proxy;
