@@ -221,8 +221,13 @@ fn respond(
             .access_log
             .as_ref()
             .map(|(sink, format)| start_log(&request, &context, &request_id, sink, *format));
+        let mut waiting = Unanswered {
+            listener: Some(&context.listener),
+            log,
+        };
         let started = clock_micros();
         let mut response = handle(request, &context, started).await;
+        let log = waiting.answered();
         let elapsed = clock_micros().saturating_sub(started);
         context.metrics.duration.record(elapsed as f64 / 1e6);
         response.headers_mut().insert(X_REQUEST_ID, request_id);
@@ -555,6 +560,37 @@ fn start_log(
         sink: Arc::clone(sink),
         format,
     })
+}
+
+/// A request not answered yet. Dropped unanswered (the client closed its connection or reset
+/// its HTTP/2 stream while the request was in progress, and the server dropped the request),
+/// it counts the client's abort and logs the request as nginx does: 499, `client aborted`.
+struct Unanswered<'a> {
+    /// `None` once answered.
+    listener: Option<&'a str>,
+    log: Option<Box<PendingLog>>,
+}
+
+impl Unanswered<'_> {
+    fn answered(&mut self) -> Option<Box<PendingLog>> {
+        self.listener = None;
+        self.log.take()
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let Some(listener) = self.listener else {
+            return;
+        };
+        crate::metrics::client_error(listener, "client_closed");
+        if let Some(mut log) = self.log.take() {
+            log.record.status = 499;
+            log.record.error = Some("client aborted");
+            log.record.duration_ms = log.started.elapsed().as_secs_f64() * 1000.0;
+            log.sink.write(log.record.line(log.format));
+        }
+    }
 }
 
 /// Marks a response that answers the client's own failure, for the access log: what it

@@ -186,7 +186,8 @@ const MALFORMED_CHUNKED: &[(&str, &[u8])] = &[
 
 fn chunked_request(body: &[u8]) -> Vec<u8> {
     let mut request =
-        b"POST /form HTTP/1.1\r\nhost: app.example\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+        b"POST /form HTTP/1.1\r\nhost: app.example\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
+            .to_vec();
     request.extend_from_slice(body);
     request
 }
@@ -543,4 +544,146 @@ async fn limits_that_contradict_each_other_name_the_default() {
         "{error}"
     );
     assert!(error.contains("(the default)"), "{error}");
+}
+
+/// An HTTP/2 request body that sends a little and then fails: hyper's client resets the
+/// stream (RST_STREAM), as a browser does when the user cancels an upload.
+struct CancelledUpload {
+    sent: bool,
+}
+
+impl hyper::body::Body for CancelledUpload {
+    type Data = bytes::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>> {
+        if self.sent {
+            return std::task::Poll::Ready(Some(Err(std::io::Error::other("cancelled"))));
+        }
+        self.sent = true;
+        let data = bytes::Bytes::from_static(b"the first part of a photo");
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_reset_by_their_client_never_eject_a_backend() {
+    let recorder = Recorder::start().await;
+    let listener = "edge_h2_reset";
+    let sluice = start_sluice(&edge_config(listener, &[recorder.addr], "", "")).await;
+    let stream = TcpStream::connect(sluice.local_addr(listener).unwrap())
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for _ in 0..20 {
+        let request = http::Request::post("http://app.example/upload")
+            .body(CancelledUpload { sent: false })
+            .unwrap();
+        // The client gave up on its own request: whatever it reads back is not the point.
+        let _ = sender.send_request(request).await;
+    }
+    let counted = wait_until_async(Duration::from_secs(5), || async {
+        client_errors(&sluice, listener, "body_aborted").await
+            + client_errors(&sluice, listener, "client_closed").await
+            >= 20
+    })
+    .await;
+    assert!(counted, "reset streams not counted as the client's");
+    every_backend_up(&sluice).unwrap();
+    assert_eq!(
+        recorder.text(),
+        "",
+        "a cancelled upload reached the backend"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_request_cancelled_before_its_answer_is_logged_499_and_the_backend_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let slow = spawn_backend_with_delay("slow", Duration::from_millis(700)).await;
+    let extra = format!(
+        "    access_log: {{format: json, path: {}}}\n",
+        log.display()
+    );
+    let sluice = start_sluice(&edge_config("edge_left", &[slow.addr], &extra, "")).await;
+    let stream = TcpStream::connect(sluice.local_addr("edge_left").unwrap())
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://app.example/slow")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let answer = sender.send_request(request);
+    // Given up once the backend has the request, before it answers: the stream is reset.
+    let waited = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::pin!(answer);
+        tokio::select! {
+            _ = &mut answer => panic!("answered before the backend saw the request"),
+            () = async {
+                while slow.started.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            } => {}
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the backend never saw the request");
+    let logged = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("\"status\":499"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged, "{text}");
+    assert!(text.contains("\"error\":\"client aborted\""), "{text}");
+    every_backend_up(&sluice).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_are_held_to_the_same_head_limits() {
+    let recorder = Recorder::start().await;
+    let sluice = start_sluice(&edge_config("edge_h2_limits", &[recorder.addr], "", "")).await;
+    let stream = TcpStream::connect(sluice.local_addr("edge_h2_limits").unwrap())
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::get("http://app.example/many")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    for i in 0..101 {
+        let name = http::header::HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap();
+        request
+            .headers_mut()
+            .insert(name, http::HeaderValue::from_static("1"));
+    }
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 431);
+    let long = format!("/{}", "a".repeat(9 * 1024));
+    let request = http::Request::get(format!("http://app.example{long}"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 414);
+    assert_eq!(recorder.text(), "");
 }
