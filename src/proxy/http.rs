@@ -366,11 +366,12 @@ fn handle(
                 path = &stripped;
             }
         }
-        let policy = BodyPolicy {
-            buffer: listener.limits.request_buffer,
-            max: listener.limits.body,
-            idle: listener.timeouts.client_body,
-        };
+        let policy = BodyPolicy::for_request(
+            &parts.headers,
+            listener.limits.request_buffer,
+            listener.limits.body,
+            listener.timeouts.client_body,
+        );
         let bytes_in = &context.metrics.bytes_in;
         let body = match Prepared::from_request(body, &parts.headers, bytes_in, policy).await {
             Ok(body) => body,

@@ -7,7 +7,7 @@
 //! body can also be sent again on a retry. A larger body is read as far as the buffer and
 //! then streams: it is sent once and never retried, and if it fails later, the failure is
 //! recorded in the body's `BodyWatch`, so the exchange that carried it is the client's fault,
-//! never the backend's.
+//! never the backend's. gRPC calls stream from the first byte (see `BodyPolicy::for_request`).
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
@@ -148,8 +148,38 @@ pub struct BodyPolicy {
     pub buffer: usize,
     /// Bytes at most (413 beyond); `None`: no limit.
     pub max: Option<u64>,
-    /// Longest pause between two pieces of the body.
-    pub idle: Duration,
+    /// Longest pause between two pieces of the body; `None`: no limit.
+    pub idle: Option<Duration>,
+}
+
+impl BodyPolicy {
+    /// The policy for one request. A gRPC call's body is a stream of messages the client
+    /// may send while it reads answers (bidirectional streaming), with pauses as long as the
+    /// application likes: it streams from its first byte and no pause deadline applies to it,
+    /// as nginx's `grpc_pass` and Envoy treat it. Waiting to fill a buffer would deadlock a
+    /// client that waits for an answer before sending more.
+    pub fn for_request(
+        headers: &HeaderMap,
+        buffer: usize,
+        max: Option<u64>,
+        idle: Duration,
+    ) -> BodyPolicy {
+        let grpc = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"));
+        match grpc {
+            true => BodyPolicy {
+                buffer: 0,
+                max,
+                idle: None,
+            },
+            false => BodyPolicy {
+                buffer,
+                max,
+                idle: Some(idle),
+            },
+        }
+    }
 }
 
 /// How a streamed body ended, shared by the body and the forwarding loop, so that a failed
@@ -220,7 +250,9 @@ impl Prepared {
         }
         let mut pieces = Pieces::default();
         while pieces.len < policy.buffer {
-            let frame = match tokio::time::timeout(policy.idle, body.frame()).await {
+            // The loop only runs with a buffer, which gRPC calls never get.
+            let idle = policy.idle.unwrap_or(Duration::MAX);
+            let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Err(_elapsed) => return Err(ClientBodyError::TimedOut),
                 Ok(None) => {
                     bytes_in.increment(pieces.len as u64);
@@ -361,7 +393,9 @@ impl Streamed {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         let frame = match polled {
             Poll::Pending => {
-                let idle = self.policy.idle;
+                let Some(idle) = self.policy.idle else {
+                    return Poll::Pending;
+                };
                 let pause = self
                     .pause
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
@@ -371,8 +405,8 @@ impl Streamed {
             Poll::Ready(frame) => frame,
         };
         // Something arrived: the next pause starts from now.
-        if let Some(pause) = self.pause.as_mut() {
-            pause.as_mut().reset(Instant::now() + self.policy.idle);
+        if let (Some(pause), Some(idle)) = (self.pause.as_mut(), self.policy.idle) {
+            pause.as_mut().reset(Instant::now() + idle);
         }
         match frame {
             None => {
@@ -483,6 +517,27 @@ mod tests {
         assert_eq!(many.len, 5);
         assert_eq!(&many.into_bytes()[..], b"abcde");
         assert!(Pieces::default().into_bytes().is_empty());
+    }
+
+    #[test]
+    fn grpc_calls_stream_from_the_first_byte_without_a_pause_deadline() {
+        let idle = Duration::from_secs(60);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc+proto"),
+        );
+        let grpc = BodyPolicy::for_request(&headers, 65536, Some(10), idle);
+        assert_eq!((grpc.buffer, grpc.max, grpc.idle), (0, Some(10), None));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let json = BodyPolicy::for_request(&headers, 65536, None, idle);
+        assert_eq!(
+            (json.buffer, json.max, json.idle),
+            (65536, None, Some(idle))
+        );
     }
 
     #[test]
