@@ -71,28 +71,45 @@ async fn one_mib_bodies_are_byte_exact_both_ways() {
 #[tokio::test]
 async fn chunked_request_and_response_stream_through() {
     let backend = spawn_backend("a").await;
-    let sluice = start_sluice(&http_config(&[backend.addr], "")).await;
+    // A chunked upload within the request buffer is read whole and sent with its length; with
+    // no buffer it streams to the backend chunked, as it arrives.
+    let streaming = "listeners:\n  streaming:\n    bind: 127.0.0.1:0\n    pool: app\n    limits: {request_buffer: 0}\n";
+    let yaml = http_config(&[backend.addr], "").replace("listeners:\n", streaming);
+    let sluice = start_sluice(&yaml).await;
     let addr = sluice.local_addr("web").unwrap();
 
-    let chunks = ["hello ", "chunked ", "world"]
-        .into_iter()
-        .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c))));
-    let body = StreamBody::new(tokio_stream_iter(chunks)).boxed();
-    let request = Request::post("/echo")
-        .header("host", "t")
-        .body(body)
-        .unwrap();
-    let response = send(addr, request).await;
-    assert_status(&response, StatusCode::OK);
-    assert_eq!(body_text(&response), "hello chunked world");
-    let seen = &backend.seen()[0];
-    assert_eq!(
-        seen.headers
-            .get("transfer-encoding")
-            .map(|v| v.to_str().unwrap()),
-        Some("chunked")
-    );
-    assert!(seen.headers.get("content-length").is_none());
+    for (listener, framing) in [
+        ("web", "content-length"),
+        ("streaming", "transfer-encoding"),
+    ] {
+        let chunks = ["hello ", "chunked ", "world"]
+            .into_iter()
+            .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from(c))));
+        let body = StreamBody::new(tokio_stream_iter(chunks)).boxed();
+        let request = Request::post("/echo")
+            .header("host", "t")
+            .body(body)
+            .unwrap();
+        let response = send(sluice.local_addr(listener).unwrap(), request).await;
+        assert_status(&response, StatusCode::OK);
+        assert_eq!(body_text(&response), "hello chunked world");
+        let seen = backend.seen().pop().unwrap();
+        let value = |name: &str| {
+            seen.headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        match framing {
+            "content-length" => {
+                assert_eq!(value("content-length").as_deref(), Some("19"));
+                assert_eq!(value("transfer-encoding"), None);
+            }
+            _ => {
+                assert_eq!(value("transfer-encoding").as_deref(), Some("chunked"));
+                assert_eq!(value("content-length"), None);
+            }
+        }
+    }
 
     let raw = raw_exchange(
         addr,

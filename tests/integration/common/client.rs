@@ -13,8 +13,14 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Sends a request over a fresh HTTP/1.1 connection with hyper's client.
-pub async fn send(addr: SocketAddr, request: Request<TestBody>) -> Response<Bytes> {
+/// Sends a request over a fresh HTTP/1.1 connection with hyper's client. Like every real
+/// HTTP/1.1 client it sends a `Host` (hyper's connection-level client adds none): sluice
+/// answers 400 without one (RFC 9112 §3.2).
+pub async fn send(addr: SocketAddr, mut request: Request<TestBody>) -> Response<Bytes> {
+    if !request.headers().contains_key(http::header::HOST) {
+        let host = http::HeaderValue::from_static("test.local");
+        request.headers_mut().insert(http::header::HOST, host);
+    }
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
