@@ -124,6 +124,35 @@ fn edge_config(
     )
 }
 
+/// A sluice with one listener over `backends` (extra listener lines), and its address.
+async fn start_edge(
+    listener: &str,
+    backends: &[SocketAddr],
+    listener_extra: &str,
+) -> (sluice::Server, SocketAddr) {
+    let sluice = start_sluice(&edge_config(listener, backends, listener_extra, "")).await;
+    let addr = sluice.local_addr(listener).unwrap();
+    (sluice, addr)
+}
+
+/// An HTTP/2 (prior knowledge) connection to `addr`.
+async fn h2_sender<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 /// Sends `request` on a new connection and reads until sluice closes it (or 5 s pass).
 async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
     raw_exchange(addr, request, Duration::from_secs(5)).await
@@ -245,8 +274,7 @@ async fn an_upload_abandoned_after_streaming_began_is_the_clients_fault() {
     let recorder = Recorder::start().await;
     let listener = "edge_stream";
     let extra = "    limits: {request_buffer: 16KiB}\n";
-    let sluice = start_sluice(&edge_config(listener, &[recorder.addr], extra, "")).await;
-    let addr = sluice.local_addr(listener).unwrap();
+    let (sluice, addr) = start_edge(listener, &[recorder.addr], extra).await;
     for _ in 0..10 {
         abandon_upload(addr, 1_000_000, 100_000).await;
     }
@@ -276,8 +304,7 @@ async fn an_upload_abandoned_after_streaming_began_is_the_clients_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_chunked_bodies_are_400_and_never_reach_a_backend() {
     let recorder = Recorder::start().await;
-    let sluice = start_sluice(&edge_config("edge_chunked", &[recorder.addr], "", "")).await;
-    let addr = sluice.local_addr("edge_chunked").unwrap();
+    let (_sluice, addr) = start_edge("edge_chunked", &[recorder.addr], "").await;
     for (class, body) in MALFORMED_CHUNKED {
         let answer = exchange(addr, &chunked_request(body)).await;
         assert_eq!(status_of(&answer), 400, "{class}: {answer}");
@@ -298,8 +325,7 @@ async fn malformed_chunked_bodies_are_400_and_never_reach_a_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn framing_a_proxy_must_not_guess_is_refused() {
     let recorder = Recorder::start().await;
-    let sluice = start_sluice(&edge_config("edge_framing", &[recorder.addr], "", "")).await;
-    let addr = sluice.local_addr("edge_framing").unwrap();
+    let (_sluice, addr) = start_edge("edge_framing", &[recorder.addr], "").await;
     let cases: &[(&str, &[u8], u16)] = &[
         (
             "a coding other than chunked",
@@ -351,8 +377,7 @@ async fn framing_a_proxy_must_not_guess_is_refused() {
 async fn heads_over_the_limits_get_414_431_and_413() {
     let recorder = Recorder::start().await;
     let extra = "    limits: {body: 1KiB}\n";
-    let sluice = start_sluice(&edge_config("edge_limits", &[recorder.addr], extra, "")).await;
-    let addr = sluice.local_addr("edge_limits").unwrap();
+    let (_sluice, addr) = start_edge("edge_limits", &[recorder.addr], extra).await;
     let long_line = format!(
         "GET / HTTP/1.1\r\nhost: a\r\nx-big: {}\r\n\r\n",
         "v".repeat(64 * 1024)
@@ -394,8 +419,7 @@ async fn heads_over_the_limits_get_414_431_and_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http11_needs_one_valid_host_and_http10_does_not() {
     let recorder = Recorder::start().await;
-    let sluice = start_sluice(&edge_config("edge_host", &[recorder.addr], "", "")).await;
-    let addr = sluice.local_addr("edge_host").unwrap();
+    let (_sluice, addr) = start_edge("edge_host", &[recorder.addr], "").await;
     let cases: &[(&str, &[u8])] = &[
         ("HTTP/1.1 without Host", b"GET / HTTP/1.1\r\n\r\n"),
         (
@@ -444,8 +468,7 @@ async fn an_absolute_form_target_names_the_host_for_routing_and_the_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2c_upgrade_is_served_as_plain_http11_never_tunnelled() {
     let recorder = Recorder::start().await;
-    let sluice = start_sluice(&edge_config("edge_h2c", &[recorder.addr], "", "")).await;
-    let addr = sluice.local_addr("edge_h2c").unwrap();
+    let (_sluice, addr) = start_edge("edge_h2c", &[recorder.addr], "").await;
     let answer = exchange(
         addr,
         b"GET /admin HTTP/1.1\r\nhost: a\r\nconnection: Upgrade, HTTP2-Settings, close\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
@@ -462,8 +485,7 @@ async fn an_h2c_upgrade_is_served_as_plain_http11_never_tunnelled() {
 async fn the_forwarded_header_is_appended_when_asked_for() {
     let recorder = Recorder::start().await;
     let extra = "    forwarded: {by: true}\n";
-    let sluice = start_sluice(&edge_config("edge_fwd", &[recorder.addr], extra, "")).await;
-    let addr = sluice.local_addr("edge_fwd").unwrap();
+    let (_sluice, addr) = start_edge("edge_fwd", &[recorder.addr], extra).await;
     let answer = exchange(
         addr,
         b"GET / HTTP/1.1\r\nhost: a.example:8080\r\nforwarded: for=192.0.2.9\r\nconnection: close\r\n\r\n",
@@ -481,8 +503,7 @@ async fn the_forwarded_header_is_appended_when_asked_for() {
 async fn a_client_that_stops_sending_its_body_gets_408_and_the_backend_nothing() {
     let recorder = Recorder::start().await;
     let extra = "    timeouts: {client_body: 200ms}\n";
-    let sluice = start_sluice(&edge_config("edge_slow", &[recorder.addr], extra, "")).await;
-    let addr = sluice.local_addr("edge_slow").unwrap();
+    let (sluice, addr) = start_edge("edge_slow", &[recorder.addr], extra).await;
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\nonly ten..")
@@ -506,8 +527,7 @@ async fn an_aborted_upload_is_logged_as_499_client_aborted() {
         "    access_log: {{format: json, path: {}}}\n",
         log.display()
     );
-    let sluice = start_sluice(&edge_config("edge_log", &[recorder.addr], &extra, "")).await;
-    let addr = sluice.local_addr("edge_log").unwrap();
+    let (_sluice, addr) = start_edge("edge_log", &[recorder.addr], &extra).await;
     abandon_upload(addr, 5000, 10).await;
     let logged = wait_until(Duration::from_secs(5), || {
         std::fs::read_to_string(&log).is_ok_and(|text| text.contains("\"status\":499"))
@@ -574,16 +594,7 @@ async fn http2_streams_reset_by_their_client_never_eject_a_backend() {
     let recorder = Recorder::start().await;
     let listener = "edge_h2_reset";
     let sluice = start_sluice(&edge_config(listener, &[recorder.addr], "", "")).await;
-    let stream = TcpStream::connect(sluice.local_addr(listener).unwrap())
-        .await
-        .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_sender(sluice.local_addr(listener).unwrap()).await;
     for _ in 0..20 {
         let request = http::Request::post("http://app.example/upload")
             .body(CancelledUpload { sent: false })
@@ -616,16 +627,7 @@ async fn an_http2_request_cancelled_before_its_answer_is_logged_499_and_the_back
         log.display()
     );
     let sluice = start_sluice(&edge_config("edge_left", &[slow.addr], &extra, "")).await;
-    let stream = TcpStream::connect(sluice.local_addr("edge_left").unwrap())
-        .await
-        .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_sender(sluice.local_addr("edge_left").unwrap()).await;
     let request = http::Request::get("http://app.example/slow")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
@@ -658,16 +660,7 @@ async fn an_http2_request_cancelled_before_its_answer_is_logged_499_and_the_back
 async fn http2_requests_are_held_to_the_same_head_limits() {
     let recorder = Recorder::start().await;
     let sluice = start_sluice(&edge_config("edge_h2_limits", &[recorder.addr], "", "")).await;
-    let stream = TcpStream::connect(sluice.local_addr("edge_h2_limits").unwrap())
-        .await
-        .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_sender(sluice.local_addr("edge_h2_limits").unwrap()).await;
     let mut request = http::Request::get("http://app.example/many")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
