@@ -1,4 +1,5 @@
-//! Criterion benchmark for the per-request header rewrite (a hot path of every L7 request).
+//! Criterion benchmarks for the per-request head work of every L7 request: the admission check
+//! against the listener's limits, and the header rewrite.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -45,5 +46,23 @@ fn bench_rewrite(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_rewrite);
+fn bench_admission(c: &mut Criterion) {
+    let headers = typical_browser_request();
+    let limits = sluice::config::RequestLimits::default();
+    let method = http::Method::GET;
+    let uri: http::Uri = "/catalog/shoes?size=42&color=red".parse().expect("literal URI");
+    c.bench_function("admission_check/browser", |b| {
+        b.iter(|| {
+            sluice::proxy::admission::check(
+                black_box(&method),
+                black_box(&uri),
+                http::Version::HTTP_11,
+                black_box(&headers),
+                &limits,
+            )
+        })
+    });
+}
+
+criterion_group!(benches, bench_rewrite, bench_admission);
 criterion_main!(benches);
