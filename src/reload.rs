@@ -9,7 +9,7 @@
 
 use crate::config::Config;
 use crate::config::diff::ReloadPlan;
-use crate::error::Error;
+use crate::error::{Error, chain};
 use crate::server::Shared;
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
 use serde::Serialize;
@@ -78,7 +78,7 @@ impl Reloads {
         let result = shared.apply(config);
         let outcome = match &result {
             Ok(plan) => Ok(plan.to_string()),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(chain(error)),
         };
         self.finish("api", outcome);
         result
@@ -92,11 +92,14 @@ impl Reloads {
 
     fn load_and_apply(&self, shared: &Arc<Shared>, path: &Path) -> Result<String, String> {
         notify_reloading();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        let config =
-            Config::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
-        let plan = shared.apply(config).map_err(|e| e.to_string())?;
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            chain(&Error::ReadConfig {
+                path: path.to_path_buf(),
+                source,
+            })
+        })?;
+        let config = Config::parse(&text, &path.display().to_string()).map_err(|e| chain(&e))?;
+        let plan = shared.apply(config).map_err(|e| chain(&e))?;
         *lock(&self.applied_hash) = Some(content_hash(&text));
         shared.set_config_text(text);
         Ok(plan.to_string())
@@ -181,7 +184,7 @@ pub fn watch_file(shared: &Arc<Shared>, path: &Path) -> Result<(), Error> {
                 .iter()
                 .any(|event| event.path.file_name() == file_name.as_deref()),
             Err(error) => {
-                warn!(%error, "config file watch error");
+                warn!(error = %crate::error::Chain(&error), "config file watch error");
                 false
             }
         };

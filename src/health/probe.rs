@@ -8,6 +8,7 @@
 use crate::backend::Backend;
 use crate::config::health::{ActiveCheck, CheckKind, HealthPolicy, HttpCheck};
 use crate::config::{BackendAddress, UpstreamProtocol};
+use crate::error::Chain;
 use crate::health::machine::{Change, State, may_eject_another};
 use crate::proxy::clock_micros;
 use crate::state::{Pool, SharedSnapshot};
@@ -249,7 +250,7 @@ async fn probe(
         .dialer()
         .connect(address, alpn)
         .await
-        .map_err(|e| format!("connect failed: {e}"))?;
+        .map_err(|e| format!("connect failed: {}", Chain(&e)))?;
     match &check.kind {
         CheckKind::Tcp => Ok("connect succeeded".to_owned()),
         CheckKind::Http(http_check) => {
@@ -284,7 +285,7 @@ async fn http_probe(
             .map_err(|e| format!("bad check request: {e}"))?;
         let mut sender = crate::upstream::h2::handshake(conn)
             .await
-            .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
+            .map_err(|e| format!("HTTP/2 handshake failed: {}", Chain(&e)))?;
         sender.send_request(request).await
     } else {
         let request = builder
@@ -295,11 +296,11 @@ async fn http_probe(
             .map_err(|e| format!("bad check request: {e}"))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
             .await
-            .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+            .map_err(|e| format!("HTTP handshake failed: {}", Chain(&e)))?;
         tokio::spawn(connection);
         sender.send_request(request).await
     }
-    .map_err(|e| format!("request failed: {e}"))?;
+    .map_err(|e| format!("request failed: {}", Chain(&e)))?;
     let status = response.status().as_u16();
     if !check.status_ok(status) {
         return Err(format!(
@@ -311,7 +312,7 @@ async fn http_probe(
         let body = Limited::new(response.into_body(), CHECK_BODY_LIMIT)
             .collect()
             .await
-            .map_err(|e| format!("reading body failed: {e}"))?
+            .map_err(|e| format!("reading body failed: {}", Chain(&*e)))?
             .to_bytes();
         if !String::from_utf8_lossy(&body).contains(needle.as_str()) {
             return Err(format!("HTTP {status} but body lacks {needle:?}"));

@@ -308,12 +308,5 @@ fn classify_upstream_error(error: &UpstreamError) -> (StatusCode, &'static str) 
 /// The error with its causes ("client error (Connect): tcp connect error: Connection
 /// refused"), for health reasons an operator can act on.
 fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
+    crate::error::chain(error)
 }
