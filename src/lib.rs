@@ -27,6 +27,7 @@ pub mod state;
 pub mod tls;
 pub mod upgrade;
 pub mod upstream;
+pub mod watch;
 pub mod workers;
 
 pub use config::Config;

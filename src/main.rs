@@ -128,19 +128,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes, each said once: the library's messages already end with their
-/// cause's text ("cannot bind listener web on ...: Address already in use"), which anyhow's
-/// `{:#}` would print a second time.
+/// The error and its causes, each said once, rendered as the library renders every error
+/// (`sluice::error::chain`): anyhow's `{:#}` would repeat a cause that a foreign error type
+/// already prints in its own message.
 fn describe(error: &anyhow::Error) -> String {
-    let mut text = error.to_string();
-    for cause in error.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.ends_with(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text
+    sluice::error::chain(error.as_ref())
 }
 
 fn init_logging() {
@@ -298,7 +290,7 @@ fn check(path: &Path, running: Option<&Path>, quiet: bool) -> ExitCode {
                 match Config::load(running) {
                     Ok(old) => print!("{}", sluice::config::diff::diff(&old, &config)),
                     Err(error) => {
-                        eprintln!("sluice: running config: {error}");
+                        eprintln!("sluice: running config: {}", sluice::error::Chain(&error));
                         return ExitCode::FAILURE;
                     }
                 }
@@ -314,7 +306,7 @@ fn check(path: &Path, running: Option<&Path>, quiet: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("sluice: {error}");
+            eprintln!("sluice: {}", sluice::error::Chain(&error));
             ExitCode::FAILURE
         }
     }

@@ -6,18 +6,24 @@
 //! ticket was taken covers it, so a burst of triggers runs at most one reload more, and a
 //! reload never runs twice at once. Every outcome is logged, counted in metrics, kept as the
 //! last report for `/status`, and told to systemd (`RELOADING=1` ... `READY=1` + `STATUS=`).
+//!
+//! The file watch reloads once per change of the file's content: content a reload already
+//! read (applied or refused) is no change, so a broken file is reported once, not again at
+//! every event that touches it. A file put back to the running content after a refused
+//! change clears the failure with a "no changes" report. SIGHUP and `POST /reload` always
+//! reload: the operator asked.
 
 use crate::config::Config;
 use crate::config::diff::ReloadPlan;
-use crate::error::Error;
+use crate::error::{Error, chain};
 use crate::server::Shared;
-use notify_debouncer_mini::{DebounceEventResult, new_debouncer};
+use crate::watch::FileWatch;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 /// Editors and config managers write a file in several steps (truncate, write, rename); wait
 /// for the burst to settle before reading.
@@ -39,9 +45,26 @@ pub struct Reloads {
     tickets: AtomicU64,
     covered: AtomicU64,
     last: Mutex<Option<ReloadReport>>,
-    /// Hash of the file content last applied, so a watch event without a real change is a no-op.
-    applied_hash: Mutex<Option<u64>>,
+    /// What the config file held when it was last applied (`file_state`); `None` while the
+    /// running config did not come from the file.
+    applied: Mutex<Option<u64>>,
+    /// What the config file held when a reload last read it, applied or refused.
+    tried: Mutex<Option<u64>>,
 }
+
+/// What a watch event found in the config file, against what was applied and tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileChange {
+    /// Content no reload has read yet: reload.
+    New,
+    /// The running content after a refused change: clear the failure.
+    Restored,
+    /// Content already applied or already refused: nothing to say.
+    Seen,
+}
+
+/// The detail of a report for a file put back to the running content.
+const RESTORED: &str = "no changes (the file holds the running configuration again)\n";
 
 impl Reloads {
     pub fn last_report(&self) -> Option<ReloadReport> {
@@ -67,6 +90,43 @@ impl Reloads {
         self.finish(trigger, outcome)
     }
 
+    /// A change the file watch saw: reloads when the file holds content no reload has read
+    /// yet; when it holds the running content again after a refused change, clears the
+    /// failure. `None` when there was nothing to report.
+    pub async fn file_changed(&self, shared: &Arc<Shared>) -> Option<ReloadReport> {
+        let path = shared.config_path.as_ref()?;
+        let state = file_state(&std::fs::read_to_string(path));
+        let change = {
+            let _running = self.run.lock().await;
+            let change = self.classify(state);
+            if change == FileChange::Restored {
+                *lock(&self.tried) = Some(state);
+                return Some(self.finish("file change", Ok(RESTORED.to_owned())));
+            }
+            change
+        };
+        match change {
+            FileChange::New => Some(self.reload_file(shared, "file change").await),
+            FileChange::Restored | FileChange::Seen => None,
+        }
+    }
+
+    /// Decides what a watch event that found `state` in the file means.
+    fn classify(&self, state: u64) -> FileChange {
+        let last_failed = lock(&self.last).as_ref().is_some_and(|r| !r.success);
+        if *lock(&self.applied) == Some(state) {
+            if last_failed {
+                FileChange::Restored
+            } else {
+                FileChange::Seen
+            }
+        } else if *lock(&self.tried) == Some(state) {
+            FileChange::Seen
+        } else {
+            FileChange::New
+        }
+    }
+
     /// Applies an already parsed config (tests, embedding); same transaction and reporting.
     pub async fn apply_config(
         &self,
@@ -77,8 +137,14 @@ impl Reloads {
         notify_reloading();
         let result = shared.apply(config);
         let outcome = match &result {
-            Ok(plan) => Ok(plan.to_string()),
-            Err(error) => Err(error.to_string()),
+            Ok(plan) => {
+                // The running config is not the file's any more: the file's content, even
+                // one applied before, is a change to apply again.
+                *lock(&self.applied) = None;
+                *lock(&self.tried) = None;
+                Ok(plan.to_string())
+            }
+            Err(error) => Err(chain(error)),
         };
         self.finish("api", outcome);
         result
@@ -92,12 +158,18 @@ impl Reloads {
 
     fn load_and_apply(&self, shared: &Arc<Shared>, path: &Path) -> Result<String, String> {
         notify_reloading();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-        let config =
-            Config::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
-        let plan = shared.apply(config).map_err(|e| e.to_string())?;
-        *lock(&self.applied_hash) = Some(content_hash(&text));
+        let read = std::fs::read_to_string(path);
+        let state = file_state(&read);
+        *lock(&self.tried) = Some(state);
+        let text = read.map_err(|source| {
+            chain(&Error::ReadConfig {
+                path: path.to_path_buf(),
+                source,
+            })
+        })?;
+        let config = Config::parse(&text, &path.display().to_string()).map_err(|e| chain(&e))?;
+        let plan = shared.apply(config).map_err(|e| chain(&e))?;
+        *lock(&self.applied) = Some(state);
         shared.set_config_text(text);
         Ok(plan.to_string())
     }
@@ -142,17 +214,17 @@ impl Reloads {
         *lock(&self.last) = Some(report.clone());
         report
     }
-
-    /// Whether `text` differs from what was last applied from the file.
-    fn is_new_content(&self, text: &str) -> bool {
-        *lock(&self.applied_hash) != Some(content_hash(text))
-    }
 }
 
-fn content_hash(text: &str) -> u64 {
+/// What a read of the config file found: a hash of its content, or of why it could not be
+/// read (so a file that stays missing is one state too).
+fn file_state(read: &std::io::Result<String>) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
+    match read {
+        Ok(text) => text.hash(&mut hasher),
+        Err(error) => (0xdead_u16, error.kind().to_string()).hash(&mut hasher),
+    }
     hasher.finish()
 }
 
@@ -162,58 +234,28 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Watches the config file's directory (editors replace files by rename, which a watch on the
-/// file itself would miss) and reloads when the file's content really changed.
+/// Watches the config file (`crate::watch`) and reloads when its content changed.
 pub fn watch_file(shared: &Arc<Shared>, path: &Path) -> Result<(), Error> {
-    let watch_error = |e: notify::Error| Error::Io {
+    let mut watch = FileWatch::new(path, WATCH_DEBOUNCE).map_err(|e| Error::Io {
         context: format!("cannot watch {}", path.display()),
         source: std::io::Error::other(e),
-    };
-    let file_name = path.file_name().map(|n| n.to_owned());
-    let directory = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
-    let mut debouncer = new_debouncer(WATCH_DEBOUNCE, move |events: DebounceEventResult| {
-        let touches_config = match events {
-            Ok(events) => events
-                .iter()
-                .any(|event| event.path.file_name() == file_name.as_deref()),
-            Err(error) => {
-                warn!(%error, "config file watch error");
-                false
-            }
-        };
-        if touches_config {
-            // A full channel already holds a pending trigger: coalesce.
-            let _ = changed_tx.try_send(());
-        }
-    })
-    .map_err(watch_error)?;
-    debouncer
-        .watcher()
-        .watch(&directory, notify::RecursiveMode::NonRecursive)
-        .map_err(watch_error)?;
-    if let Ok(text) = std::fs::read_to_string(path) {
-        *lock(&shared.reloads.applied_hash) = Some(content_hash(&text));
+    })?;
+    // The file as it was at start is what runs.
+    let read = std::fs::read_to_string(path);
+    if read.is_ok() {
+        *lock(&shared.reloads.applied) = Some(file_state(&read));
     }
+    *lock(&shared.reloads.tried) = Some(file_state(&read));
+    info!(path = %path.display(), "watching the config file for changes");
 
     let shared = Arc::downgrade(shared);
-    let path = path.to_path_buf();
     tokio::spawn(async move {
-        // The debouncer lives as long as this task; dropping it stops the watch.
-        let _debouncer = debouncer;
-        while changed_rx.recv().await.is_some() {
+        // The watch lives as long as this task; dropping it stops the watch.
+        while watch.changed().await {
             let Some(shared) = shared.upgrade() else {
                 break;
             };
-            match std::fs::read_to_string(&path) {
-                Ok(text) if !shared.reloads.is_new_content(&text) => continue,
-                // Unreadable (mid-rename) or changed: let the reload report what it finds.
-                _ => {}
-            }
-            shared.reloads.reload_file(&shared, "file change").await;
+            shared.reloads.file_changed(&shared).await;
         }
     });
     Ok(())
@@ -236,4 +278,38 @@ fn notify_reloading() {
 
 pub fn notify_stopping() {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_change_is_reported_once_per_content() {
+        let reloads = Reloads::default();
+        let running = file_state(&Ok("running".to_owned()));
+        let broken = file_state(&Ok("broken".to_owned()));
+        *lock(&reloads.applied) = Some(running);
+        *lock(&reloads.tried) = Some(running);
+        assert_eq!(
+            reloads.classify(running),
+            FileChange::Seen,
+            "read, not changed"
+        );
+        assert_eq!(reloads.classify(broken), FileChange::New);
+
+        // The reload of the broken content read it and failed: seen from now on.
+        *lock(&reloads.tried) = Some(broken);
+        reloads.finish("file change", Err("t.yaml:1:1: broken".into()));
+        assert_eq!(reloads.classify(broken), FileChange::Seen);
+        let missing = file_state(&Err(std::io::ErrorKind::NotFound.into()));
+        assert_eq!(reloads.classify(missing), FileChange::New);
+
+        // Back to the running content: the failure is cleared, once.
+        assert_eq!(reloads.classify(running), FileChange::Restored);
+        reloads.finish("file change", Ok(RESTORED.to_owned()));
+        assert_eq!(reloads.classify(running), FileChange::Seen);
+        let report = reloads.last_report().expect("a report");
+        assert!(report.success && report.detail.starts_with("no changes"));
+    }
 }

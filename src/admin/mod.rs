@@ -12,6 +12,7 @@
 mod actions;
 mod status;
 
+use crate::error::Chain;
 use crate::server::Shared;
 use actions::backend_action;
 use bytes::Bytes;
@@ -67,7 +68,7 @@ pub fn spawn(
                     }
                 };
                 if let Err(error) = result {
-                    debug!(%error, "admin connection error");
+                    debug!(error = %Chain(&error), "admin connection error");
                 }
             });
         }

@@ -114,6 +114,7 @@ pub struct DnsSource {
     pub server: Option<SocketAddr>,
     pub port: Option<u16>,
     /// Ceiling of the re-resolution interval; the answer's TTL (at least 1 s) decides below it.
+    /// Default 60 s, or half of a written `max_stale` when that is shorter.
     pub refresh: Duration,
     /// How long the last good answer is kept while lookups fail. `None`: for ever. After it,
     /// the discovered backends are withdrawn (the pool keeps its static ones).
@@ -204,10 +205,19 @@ impl Validator<'_> {
             }
             port => port.as_ref().map(|p| p.value),
         };
+        let max_stale =
+            self.optional_duration(raw.value.max_stale.as_ref(), &format!("{path}.max_stale"))?;
+        // The set is confirmed once per refresh at most, and `max_stale` is measured from the
+        // last confirmation when a query fails. Under a written max_stale shorter than the
+        // default refresh, the first failed query would withdraw the set; unset, refresh is
+        // then half of max_stale, so a failure is retried before the set is withdrawn.
+        let refresh_default = max_stale.map_or(DEFAULT_DNS_REFRESH, |stale| {
+            DEFAULT_DNS_REFRESH.min(stale / 2).max(DNS_MIN_REFRESH)
+        });
         let refresh = self.duration(
             raw.value.refresh.as_ref(),
             &format!("{path}.refresh"),
-            DEFAULT_DNS_REFRESH,
+            refresh_default,
         )?;
         if refresh < DNS_MIN_REFRESH {
             let at = raw.value.refresh.as_ref().map(|r| r.referenced);
@@ -217,12 +227,6 @@ impl Validator<'_> {
                 "must be at least 1s".into(),
             ));
         }
-        let max_stale = match &raw.value.max_stale {
-            None => None,
-            Some(text) => {
-                Some(self.duration(Some(text), &format!("{path}.max_stale"), Duration::ZERO)?)
-            }
-        };
         Ok(DnsSource {
             name,
             server,

@@ -72,6 +72,30 @@ fn a_bare_dns_server_ip_means_port_53() {
 }
 
 #[test]
+fn the_dns_refresh_default_stays_under_a_written_max_stale() {
+    let refresh_with = |settings: &str| {
+        let config = parse(&format!(
+            "    discovery:\n      dns: {{name: api.test, port: 80{settings}}}\n"
+        ))
+        .unwrap();
+        let DiscoverySource::Dns(dns) = &config.pools["app"].discovery[0] else {
+            panic!()
+        };
+        dns.refresh
+    };
+    // A set confirmed once a minute would be withdrawn by the first failed query.
+    assert_eq!(refresh_with(", max_stale: 30s"), Duration::from_secs(15));
+    assert_eq!(refresh_with(", max_stale: 1s"), DNS_MIN_REFRESH);
+    assert_eq!(refresh_with(", max_stale: 1h"), DEFAULT_DNS_REFRESH);
+    assert_eq!(refresh_with(""), DEFAULT_DNS_REFRESH);
+    // A written refresh is kept as written.
+    assert_eq!(
+        refresh_with(", max_stale: 30s, refresh: 2m"),
+        Duration::from_secs(120)
+    );
+}
+
+#[test]
 fn refused_discovery_settings_name_their_field() {
     let neither = parse("    algorithm: round_robin\n").unwrap_err();
     assert_eq!(neither.path, "pools.app");

@@ -1,6 +1,10 @@
 //! Validated health settings of a pool: active checks, passive outlier ejection, panic
 //! threshold and slow start. Pure data with documented defaults; the state machine that uses
 //! them is `health::machine`.
+//!
+//! A default never overrules a value the operator wrote: where two settings bound each
+//! other (check timeout and interval, base and maximum ejection time), the default of the
+//! unwritten one adapts to the written one.
 
 use std::time::Duration;
 
@@ -34,6 +38,8 @@ pub struct ActiveCheck {
     pub interval: Duration,
     /// Interval while the backend is down (often shorter, to notice recovery quickly).
     pub unhealthy_interval: Duration,
+    /// Deadline of one check. It may be longer than the interval: the next check starts
+    /// once this one has ended. Default: 1 s, or the interval when that is shorter.
     pub timeout: Duration,
     /// Consecutive successes to become healthy.
     pub rise: u32,
@@ -118,14 +124,8 @@ impl Validator<'_> {
             None => defaults.panic_threshold,
             Some(value) => self.percent(value, &format!("{path}.panic_threshold"))?,
         };
-        let slow_start = match &raw.slow_start {
-            None => None,
-            Some(_) => Some(self.duration(
-                raw.slow_start.as_ref(),
-                &format!("{path}.slow_start"),
-                Duration::ZERO,
-            )?),
-        };
+        let slow_start =
+            self.optional_duration(raw.slow_start.as_ref(), &format!("{path}.slow_start"))?;
         Ok(HealthPolicy {
             active,
             outlier,
@@ -145,22 +145,16 @@ impl Validator<'_> {
             &format!("{path}.interval"),
             DEFAULT_INTERVAL,
         )?;
+        // A check may last longer than the interval (HAProxy's `inter 300` with `timeout check
+        // 500ms`, Envoy's interval and timeout): the probe loop starts the next check only once
+        // the previous one has ended, so two never run at once on one backend. Unset, the
+        // timeout is 1 s or the interval when that is shorter, so a short interval written
+        // alone keeps its pace against a backend that hangs.
         let timeout = self.duration(
             check.timeout.as_ref(),
             &format!("{path}.timeout"),
-            DEFAULT_CHECK_TIMEOUT,
+            DEFAULT_CHECK_TIMEOUT.min(interval),
         )?;
-        if timeout > interval {
-            let at = check
-                .timeout
-                .as_ref()
-                .map_or(raw.referenced, |t| t.referenced);
-            return Err(self.error_at(
-                at,
-                format!("{path}.timeout"),
-                "must not be longer than the interval (checks would overlap)".into(),
-            ));
-        }
         let unhealthy_interval = self.duration(
             check.unhealthy_interval.as_ref(),
             &format!("{path}.unhealthy_interval"),
@@ -248,17 +242,22 @@ impl Validator<'_> {
 
     fn outlier(&self, path: &str, raw: &RawOutlier) -> Result<OutlierPolicy, ConfigError> {
         let defaults = OutlierPolicy::default();
+        // Each default yields to the other time when only that one is written: a written
+        // `max_ejection_time` of 10s caps the default base (30s) instead of being raised to
+        // it, and a written base of 10m raises the default cap (300s), as Envoy's does.
+        let max_written = self.optional_duration(
+            raw.max_ejection_time.as_ref(),
+            &format!("{path}.max_ejection_time"),
+        )?;
         let base_ejection_time = self.duration(
             raw.base_ejection_time.as_ref(),
             &format!("{path}.base_ejection_time"),
-            defaults.base_ejection_time,
+            max_written.map_or(defaults.base_ejection_time, |max| {
+                defaults.base_ejection_time.min(max)
+            }),
         )?;
-        let max_ejection_time = self
-            .duration(
-                raw.max_ejection_time.as_ref(),
-                &format!("{path}.max_ejection_time"),
-                defaults.max_ejection_time,
-            )?
+        let max_ejection_time = max_written
+            .unwrap_or(defaults.max_ejection_time)
             .max(base_ejection_time);
         let max_ejection_percent = match &raw.max_ejection_percent {
             None => defaults.max_ejection_percent,

@@ -271,6 +271,16 @@ impl Validator<'_> {
         }
         Ok(value)
     }
+
+    /// A duration that has no default: `None` when the file does not set it.
+    fn optional_duration(
+        &self,
+        text: Option<&Spanned<String>>,
+        path: &str,
+    ) -> Result<Option<Duration>, ConfigError> {
+        text.map(|text| self.duration(Some(text), path, Duration::ZERO))
+            .transpose()
+    }
 }
 
 fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {

@@ -3,6 +3,7 @@
 //! the static backend list (also used for the backends of a discovery file).
 
 use super::file::{self, RawPool};
+use super::resilience::RetryPolicy;
 use super::{
     BackendAddress, BackendConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_RESPONSE_TIMEOUT, MAX_WEIGHT, PoolConfig, PoolTimeouts, Validator, check_name,
@@ -11,7 +12,6 @@ use super::{
 use crate::error::ConfigError;
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 impl Validator<'_> {
     /// Every pool under `pools:` (at least one), by name.
@@ -47,7 +47,9 @@ impl Validator<'_> {
         let algorithm = self.algorithm(&path, &raw)?;
         let sticky = self.sticky(&path, raw.sticky.as_ref())?;
         let health = self.health(&path, &raw)?;
-        let resilience = self.resilience(&path, &raw)?;
+        let retry = self.retry(&path, raw.retry.as_ref())?;
+        let timeouts = self.pool_timeouts(&path, raw.timeouts.as_ref(), &retry)?;
+        let resilience = self.resilience(&path, &raw, retry, timeouts.response)?;
         let discovery = match &raw.discovery {
             None => Vec::new(),
             Some(discovery) => self.discovery(&path, discovery)?,
@@ -91,7 +93,6 @@ impl Validator<'_> {
                 "unix socket backends over verified TLS need tls.sni (the name to check the certificate against)".into(),
             ));
         }
-        let timeouts = raw.timeouts.as_ref();
         Ok(PoolConfig {
             name: name.to_owned(),
             protocol,
@@ -101,33 +102,46 @@ impl Validator<'_> {
             health,
             backends,
             discovery,
-            timeouts: PoolTimeouts {
-                connect: self.duration(
-                    timeouts.and_then(|t| t.connect.as_ref()),
-                    &format!("{path}.timeouts.connect"),
-                    DEFAULT_CONNECT_TIMEOUT,
-                )?,
-                response: self.duration(
-                    timeouts.and_then(|t| t.response.as_ref()),
-                    &format!("{path}.timeouts.response"),
-                    DEFAULT_RESPONSE_TIMEOUT,
-                )?,
-                idle: self.duration(
-                    timeouts.and_then(|t| t.idle.as_ref()),
-                    &format!("{path}.timeouts.idle"),
-                    DEFAULT_IDLE_TIMEOUT,
-                )?,
-                total: match timeouts.and_then(|t| t.total.as_ref()) {
-                    None => None,
-                    Some(text) => Some(self.duration(
-                        Some(text),
-                        &format!("{path}.timeouts.total"),
-                        Duration::ZERO,
-                    )?),
-                },
-            },
+            timeouts,
             resilience,
             send_proxy: self.send_proxy(&path, raw.send_proxy.as_ref())?,
+        })
+    }
+
+    /// `timeouts:` of a pool. Unset, `response` leaves room for every try a written
+    /// `retry.per_try_timeout` allows: a per-try timeout of 90s under the 60s default would
+    /// otherwise be cut short by a value the operator never wrote.
+    fn pool_timeouts(
+        &self,
+        path: &str,
+        raw: Option<&file::RawPoolTimeouts>,
+        retry: &RetryPolicy,
+    ) -> Result<PoolTimeouts, ConfigError> {
+        let response_default = retry
+            .time_for_all_tries()
+            .map_or(DEFAULT_RESPONSE_TIMEOUT, |all| {
+                DEFAULT_RESPONSE_TIMEOUT.max(all)
+            });
+        Ok(PoolTimeouts {
+            connect: self.duration(
+                raw.and_then(|t| t.connect.as_ref()),
+                &format!("{path}.timeouts.connect"),
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            response: self.duration(
+                raw.and_then(|t| t.response.as_ref()),
+                &format!("{path}.timeouts.response"),
+                response_default,
+            )?,
+            idle: self.duration(
+                raw.and_then(|t| t.idle.as_ref()),
+                &format!("{path}.timeouts.idle"),
+                DEFAULT_IDLE_TIMEOUT,
+            )?,
+            total: self.optional_duration(
+                raw.and_then(|t| t.total.as_ref()),
+                &format!("{path}.timeouts.total"),
+            )?,
         })
     }
 

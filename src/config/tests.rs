@@ -360,11 +360,132 @@ fn health_settings_are_parsed_with_defaults() {
     assert_eq!(check.kind, CheckKind::Tcp, "no path, no type: a TCP check");
 }
 
+/// The check of issue 19's first example, and the timeouts a pool gets from it.
+fn check_timing(health_check: &str) -> (Duration, Duration) {
+    let text = format!(
+        "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\npools:\n  app:\n    backends: [127.0.0.1:9001]\n    health_check: {{{health_check}}}\n"
+    );
+    let config = Config::parse(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let check = config.pools["app"].health.active.clone().expect("a check");
+    (check.interval, check.timeout)
+}
+
+#[test]
+fn a_check_timeout_defaults_to_the_interval_when_shorter_and_may_exceed_it() {
+    let ms = Duration::from_millis;
+    // An interval written alone: the default timeout (1s) yields to it.
+    assert_eq!(
+        check_timing("type: http, path: /health, interval: 500ms"),
+        (ms(500), ms(500))
+    );
+    // HAProxy's `inter 300` with `timeout check 500ms`: the next check waits for this one.
+    assert_eq!(
+        check_timing("type: http, path: /health, interval: 300ms, timeout: 500ms"),
+        (ms(300), ms(500))
+    );
+    assert_eq!(check_timing("timeout: 5s"), (ms(2000), ms(5000)));
+    assert_eq!(check_timing("interval: 10s"), (ms(10_000), ms(1000)));
+    assert_eq!(check_timing("type: tcp"), (ms(2000), ms(1000)));
+}
+
+/// A pool with `extra` lines (indented four spaces) and no health check.
+fn pool_with(extra: &str) -> PoolConfig {
+    let text = format!(
+        "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\npools:\n  app:\n    backends: [127.0.0.1:9001]\n{extra}"
+    );
+    let config = Config::parse(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"));
+    config.pools["app"].clone()
+}
+
+#[test]
+fn ejection_time_defaults_yield_to_the_written_one() {
+    let secs = Duration::from_secs;
+    let times = |extra: &str| {
+        let outlier = pool_with(extra).health.outlier;
+        (outlier.base_ejection_time, outlier.max_ejection_time)
+    };
+    assert_eq!(times(""), (secs(30), secs(300)));
+    assert_eq!(
+        times("    outlier: {max_ejection_time: 10s}\n"),
+        (secs(10), secs(10)),
+        "a written cap lowers the default base instead of being raised to it"
+    );
+    assert_eq!(
+        times("    outlier: {base_ejection_time: 10m}\n"),
+        (secs(600), secs(600)),
+        "a written base raises the default cap"
+    );
+    assert_eq!(
+        times("    outlier: {base_ejection_time: 5s, max_ejection_time: 1m}\n"),
+        (secs(5), secs(60))
+    );
+}
+
+#[test]
+fn backoff_defaults_yield_to_the_written_one() {
+    let ms = Duration::from_millis;
+    let backoff = |extra: &str| {
+        let retry = pool_with(extra).resilience.retry;
+        (retry.backoff_base, retry.backoff_max)
+    };
+    assert_eq!(backoff(""), (ms(25), ms(250)));
+    assert_eq!(
+        backoff("    retry: {backoff: {max: 10ms}}\n"),
+        (ms(10), ms(10))
+    );
+    assert_eq!(
+        backoff("    retry: {backoff: {base: 1s}}\n"),
+        (ms(1000), ms(1000))
+    );
+}
+
+#[test]
+fn the_response_timeout_default_leaves_room_for_every_try() {
+    let secs = Duration::from_secs;
+    let response = |extra: &str| pool_with(extra).timeouts.response;
+    assert_eq!(response(""), DEFAULT_RESPONSE_TIMEOUT);
+    assert_eq!(
+        response("    retry: {per_try_timeout: 2s}\n"),
+        DEFAULT_RESPONSE_TIMEOUT,
+        "three tries of 2s fit in the default"
+    );
+    // Three tries of 90s and two backoffs of at most 250ms.
+    assert_eq!(
+        response("    retry: {per_try_timeout: 90s}\n"),
+        Duration::from_millis(270_500)
+    );
+    assert_eq!(
+        response("    retry: {per_try_timeout: 90s, attempts: 0}\n"),
+        secs(90)
+    );
+    assert_eq!(
+        response("    retry: {per_try_timeout: 90s}\n    timeouts: {response: 5s}\n"),
+        secs(5),
+        "a written response timeout is kept"
+    );
+}
+
+#[test]
+fn the_queue_timeout_default_stays_within_the_response_timeout() {
+    let ms = Duration::from_millis;
+    let queue = |extra: &str| pool_with(extra).resilience.limits.queue_timeout;
+    assert_eq!(queue("    limits: {max_pending: 10}\n"), ms(1000));
+    assert_eq!(
+        queue("    limits: {max_pending: 10}\n    timeouts: {response: 300ms}\n"),
+        ms(300)
+    );
+    assert_eq!(queue("    timeouts: {response: 300ms}\n"), ms(300));
+    assert_eq!(
+        queue(
+            "    limits: {max_pending: 10, queue_timeout: 2s}\n    timeouts: {response: 300ms}\n"
+        ),
+        ms(2000),
+        "a written queue timeout is kept"
+    );
+}
+
 #[test]
 fn bad_health_settings_are_located() {
-    let error = refuse(&HEALTHY.replace("timeout: 1s", "timeout: 5s"));
-    assert_eq!(error.path, "pools.app.health_check.timeout");
-    assert!(error.message.contains("interval"), "{error}");
     let error = refuse(&HEALTHY.replace("200-299, 418", "200-299, 999"));
     assert_eq!(error.path, "pools.app.health_check.expect_status[1]");
     assert_eq!(error.position.as_ref().map(|p| p.line), Some(13));

@@ -11,6 +11,7 @@
 
 use super::entry::entry_value;
 use crate::config::MAX_WEIGHT;
+use crate::error::Chain;
 use etcd_client::{Client, ConnectOptions, PutOptions};
 use std::net::SocketAddr;
 use std::process::ExitStatus;
@@ -22,11 +23,13 @@ use tracing::{info, warn};
 const TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// A variant with an inner error says what failed; the inner error is its `source`
+/// (rendered by `crate::error::Chain`).
 #[derive(Debug, thiserror::Error)]
 pub enum RegisterError {
     #[error("invalid {flag}: {message}")]
     Invalid { flag: &'static str, message: String },
-    #[error("etcd {action}: {source}")]
+    #[error("etcd {action}")]
     Etcd {
         action: String,
         source: etcd_client::Error,
@@ -35,7 +38,7 @@ pub enum RegisterError {
     Timeout { action: String },
     #[error("etcd lease keep-alive: the lease expired")]
     LeaseExpired,
-    #[error("cannot run {command}: {source}")]
+    #[error("cannot run {command}")]
     Command {
         command: String,
         source: std::io::Error,
@@ -162,7 +165,7 @@ impl Registration {
                 Err(error) => error,
                 Ok(never) => match never {},
             };
-            warn!(%error, "registration not refreshed; retrying");
+            warn!(error = %Chain(&error), "registration not refreshed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
@@ -248,7 +251,7 @@ pub async fn run(options: RegisterOptions, command: &[String]) -> Result<u8, Reg
     };
     if let Err(error) = registration.deregister().await {
         // The lease still runs out after the TTL.
-        warn!(%error, "cannot deregister; the key goes when its lease expires");
+        warn!(error = %Chain(&error), "cannot deregister; the key goes when its lease expires");
     }
     let status = match (exited, child.as_mut()) {
         (Some(status), _) => Some(status),

@@ -8,6 +8,7 @@
 use crate::backend::Backend;
 use crate::config::health::{ActiveCheck, CheckKind, HealthPolicy, HttpCheck};
 use crate::config::{BackendAddress, UpstreamProtocol};
+use crate::error::Chain;
 use crate::health::machine::{Change, State, may_eject_another};
 use crate::proxy::clock_micros;
 use crate::state::{Pool, SharedSnapshot};
@@ -249,7 +250,7 @@ async fn probe(
         .dialer()
         .connect(address, alpn)
         .await
-        .map_err(|e| format!("connect failed: {e}"))?;
+        .map_err(|e| format!("connect failed: {}", Chain(&e)))?;
     match &check.kind {
         CheckKind::Tcp => Ok("connect succeeded".to_owned()),
         CheckKind::Http(http_check) => {
@@ -275,6 +276,10 @@ async fn http_probe(
         header::USER_AGENT,
         concat!("sluice-health-check/", env!("CARGO_PKG_VERSION")),
     );
+    // An HTTP/1 connection ends with this check, answered or not: a check that timed out
+    // must not leave its connection waiting on the backend while the next check opens
+    // another. (An HTTP/2 connection ends when its sender is dropped.)
+    let mut connection_task = None;
     let response = if h2 {
         // HTTP/2 carries the host in `:authority`, taken from the URI.
         let scheme = if tls { "https" } else { "http" };
@@ -284,7 +289,7 @@ async fn http_probe(
             .map_err(|e| format!("bad check request: {e}"))?;
         let mut sender = crate::upstream::h2::handshake(conn)
             .await
-            .map_err(|e| format!("HTTP/2 handshake failed: {e}"))?;
+            .map_err(|e| format!("HTTP/2 handshake failed: {}", Chain(&e)))?;
         sender.send_request(request).await
     } else {
         let request = builder
@@ -295,11 +300,11 @@ async fn http_probe(
             .map_err(|e| format!("bad check request: {e}"))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
             .await
-            .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-        tokio::spawn(connection);
+            .map_err(|e| format!("HTTP handshake failed: {}", Chain(&e)))?;
+        connection_task = Some(AbortOnDrop(tokio::spawn(connection)));
         sender.send_request(request).await
     }
-    .map_err(|e| format!("request failed: {e}"))?;
+    .map_err(|e| format!("request failed: {}", Chain(&e)))?;
     let status = response.status().as_u16();
     if !check.status_ok(status) {
         return Err(format!(
@@ -311,13 +316,23 @@ async fn http_probe(
         let body = Limited::new(response.into_body(), CHECK_BODY_LIMIT)
             .collect()
             .await
-            .map_err(|e| format!("reading body failed: {e}"))?
+            .map_err(|e| format!("reading body failed: {}", Chain(&*e)))?
             .to_bytes();
         if !String::from_utf8_lossy(&body).contains(needle.as_str()) {
             return Err(format!("HTTP {status} but body lacks {needle:?}"));
         }
     }
+    drop(connection_task);
     Ok(format!("HTTP {status}"))
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn describe_ranges(ranges: &[(u16, u16)]) -> String {
@@ -332,4 +347,130 @@ fn describe_ranges(ranges: &[(u16, u16)]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::state::Snapshot;
+    use arc_swap::ArcSwap;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What a backend saw of the checks: when each began, and how many were open at once.
+    #[derive(Default)]
+    struct Seen {
+        starts: Mutex<Vec<tokio::time::Instant>>,
+        open: AtomicUsize,
+        most_open: AtomicUsize,
+    }
+
+    /// An HTTP backend that answers each request `answer_after` it arrived, unless the
+    /// checker closes the connection first.
+    async fn slow_backend(answer_after: Duration) -> (SocketAddr, Arc<Seen>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let shared = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let seen = Arc::clone(&shared);
+                let open = seen.open.fetch_add(1, SeqCst) + 1;
+                seen.most_open.fetch_max(open, SeqCst);
+                seen.starts
+                    .lock()
+                    .unwrap()
+                    .push(tokio::time::Instant::now());
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(answer_after) => {
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                            let _ = stream.write_all(answer).await;
+                        }
+                        // The checker gave up and closed.
+                        _ = stream.read(&mut buf) => {}
+                    }
+                    seen.open.fetch_sub(1, SeqCst);
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    fn snapshot_checking(addr: SocketAddr, check: &str) -> SharedSnapshot {
+        let yaml = format!(
+            "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\npools:\n  app:\n    backends: ['{addr}']\n    health_check: {{{check}}}\n"
+        );
+        let config = Config::parse(&yaml, "t.yaml").unwrap();
+        Arc::new(ArcSwap::from_pointee(Snapshot::build(
+            Arc::new(config),
+            None,
+        )))
+    }
+
+    /// `interval: 300ms, timeout: 500ms` against a backend slower than the interval, once
+    /// answering within the timeout and once not: either way the backend never has two
+    /// checks open, and each check starts an interval (less the jitter) after the previous
+    /// one ended.
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_slower_than_the_interval_gets_one_check_at_a_time() {
+        let interval = Duration::from_millis(300);
+        let timeout = Duration::from_millis(500);
+        for answer_after in [Duration::from_millis(400), Duration::from_secs(2)] {
+            let (addr, seen) = slow_backend(answer_after).await;
+            let snapshot = snapshot_checking(
+                addr,
+                "type: http, path: /health, interval: 300ms, timeout: 500ms",
+            );
+            let stop = CancellationToken::new();
+            Probes::default().sync(&snapshot, &stop);
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            stop.cancel();
+
+            let answered = answer_after < timeout;
+            assert_eq!(seen.most_open.load(SeqCst), 1, "{answer_after:?}");
+            let starts = seen.starts.lock().unwrap().clone();
+            assert!(
+                starts.len() >= 10,
+                "{answer_after:?}: {} checks",
+                starts.len()
+            );
+            let check_time = answer_after.min(timeout);
+            for pair in starts.windows(2) {
+                let gap = pair[1] - pair[0];
+                assert!(
+                    gap >= check_time + interval.mul_f64(0.9),
+                    "{answer_after:?}: a check began {gap:?} after the previous one"
+                );
+            }
+            let current = snapshot.load();
+            let health = &current.pools["app"].backends[0].state.health;
+            let (passed, failed) = (
+                health.checks_passed.load(SeqCst),
+                health.checks_failed.load(SeqCst),
+            );
+            if answered {
+                assert!(
+                    failed == 0 && passed >= 10,
+                    "{passed} passed, {failed} failed"
+                );
+            } else {
+                assert!(
+                    passed == 0 && failed >= 10,
+                    "{passed} passed, {failed} failed"
+                );
+            }
+        }
+    }
 }

@@ -12,6 +12,7 @@
 //! ClientHello is read for its server name. Generic over the stream: TCP or unix socket.
 
 use crate::config::Protocol;
+use crate::error::Chain;
 use crate::listener::Accepted;
 use crate::proxy::{Peer, TlsInfo};
 use crate::proxy_protocol::{self, Header, ParseError, Parsed};
@@ -24,9 +25,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+/// A variant with an inner error says what failed; the inner error is its `source`
+/// (rendered by `crate::error::Chain`).
 #[derive(Debug, thiserror::Error)]
 pub enum AcceptError {
-    #[error("reading the PROXY header: {0}")]
+    #[error("reading the PROXY header")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Header(#[from] ParseError),
@@ -216,7 +219,7 @@ where
             }
             Ok(Ok(Header::Local)) => {}
             Ok(Err(error)) => {
-                debug!(%listener, ?peer.client, %error, "closing connection: bad PROXY header");
+                debug!(%listener, ?peer.client, error = %Chain(&error), "closing connection: bad PROXY header");
                 return None;
             }
             Err(_) => {
@@ -231,7 +234,7 @@ where
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 crate::metrics::tls_handshake_failure(&listener, "error");
-                debug!(%listener, ?peer.client, %error, "TLS handshake failed");
+                debug!(%listener, ?peer.client, error = %Chain(&error), "TLS handshake failed");
                 return None;
             }
             Err(_) => {
@@ -266,7 +269,7 @@ where
                 _ => "not_tls",
             };
             crate::metrics::tls_passthrough_refused(&listener, reason);
-            debug!(%listener, ?peer.client, %error, "closing passthrough connection");
+            debug!(%listener, ?peer.client, error = %Chain(&error), "closing passthrough connection");
             return None;
         }
     };

@@ -174,7 +174,7 @@ pub async fn forward<'p>(
                     crate::metrics::timeout(&pool.name, "connect");
                 }
                 report_outcome(pool, backend, false, &error_chain(&error));
-                debug!(backend = %backend.address, error = %error, "upstream request failed");
+                debug!(backend = %backend.address, error = %crate::error::Chain(&error), "upstream request failed");
                 Failure {
                     // A failed connect sent nothing; anything else may have reached the app.
                     retry_safe: body.replayable() && (error.is_connect() || idempotent),
@@ -373,12 +373,5 @@ fn classify_upstream_error(error: &UpstreamError) -> (StatusCode, &'static str) 
 /// The error with its causes ("client error (Connect): tcp connect error: Connection
 /// refused"), for health reasons an operator can act on.
 fn error_chain(error: &dyn StdError) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
+    crate::error::chain(error)
 }

@@ -187,7 +187,7 @@ where
             return tunnels.as_mut().poll(cx);
         }
         if let Err(error) = ready!(this.driver.poll(cx)) {
-            debug!(client = ?this.context.client(), error = %error, "client connection ended with an error");
+            debug!(client = ?this.context.client(), error = %crate::error::Chain(error.as_ref()), "client connection ended with an error");
         }
         // Keep this (tracked) task alive while its tunnels run, so a drain waits for them.
         let Some(tracker) = this.context.tunnels.get() else {

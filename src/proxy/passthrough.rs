@@ -8,9 +8,11 @@ use crate::proxy::sni::{self, Hello, SniError};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// A variant with an inner error says what failed; the inner error is its `source`
+/// (rendered by `crate::error::Chain`).
 #[derive(Debug, thiserror::Error)]
 pub enum HelloError {
-    #[error("reading the ClientHello: {0}")]
+    #[error("reading the ClientHello")]
     Io(#[from] std::io::Error),
     #[error("the client closed before a whole ClientHello")]
     Closed,

@@ -14,6 +14,7 @@
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
 use crate::config::{BackendAddress, route_by_sni};
+use crate::error::Chain;
 use crate::health::probe::report_outcome;
 use crate::proxy::passthrough::ClientHello;
 use crate::proxy::splice::{Limits, SpliceEnd, splice};
@@ -171,8 +172,13 @@ async fn connect_with_redispatch<'p>(
                 return Some((backend, in_flight, stream));
             }
             Err(error) => {
-                report_outcome(pool, backend, false, &format!("connect failed: {error}"));
-                warn!(%listener, backend = %backend.address, %error, "backend connect failed");
+                report_outcome(
+                    pool,
+                    backend,
+                    false,
+                    &format!("connect failed: {}", Chain(&error)),
+                );
+                warn!(%listener, backend = %backend.address, error = %Chain(&error), "backend connect failed");
             }
         }
     }

@@ -8,6 +8,7 @@
 //! once its listener stops (shutdown, or the listener removed by a reload).
 
 use crate::backend::InFlight;
+use crate::error::Chain;
 use crate::proxy::activity::RequestActive;
 use crate::proxy::splice::{Limits, SpliceEnd, splice};
 use http::header::{self, HeaderMap, HeaderValue};
@@ -67,7 +68,7 @@ pub async fn run(
     let (client, backend) = match tokio::try_join!(client, backend) {
         Ok(pair) => pair,
         Err(error) => {
-            debug!(%error, "upgrade did not complete");
+            debug!(error = %Chain(&error), "upgrade did not complete");
             return;
         }
     };

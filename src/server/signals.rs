@@ -3,7 +3,7 @@
 //! listening sockets to a new process (binary upgrade) and drains this one.
 
 use super::{DrainOutcome, Server, lock};
-use crate::error::Error;
+use crate::error::{Chain, Error};
 use crate::upgrade;
 use tracing::{error, info, warn};
 
@@ -115,7 +115,10 @@ impl Server {
                 true
             }
             Ok(Err(error)) => {
-                error!("binary upgrade failed, this process keeps serving: {error}");
+                error!(
+                    "binary upgrade failed, this process keeps serving: {}",
+                    Chain(&error)
+                );
                 false
             }
             Err(error) => {

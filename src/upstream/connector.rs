@@ -11,6 +11,7 @@
 
 use super::tls::{Alpn, TlsSetup};
 use crate::config::BackendAddress;
+use crate::error::Chain;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -115,7 +116,7 @@ impl Dialer {
             Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(stream))),
             Ok(Err(error)) => Err(io::Error::new(
                 error.kind(),
-                format!("TLS handshake with {address} failed: {error}"),
+                format!("TLS handshake with {address} failed: {}", Chain(&error)),
             )),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,

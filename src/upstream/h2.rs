@@ -12,6 +12,7 @@ use super::UpstreamError;
 use super::connector::{Conn, Dialer, authority_for};
 use super::tls::Alpn;
 use crate::config::BackendAddress;
+use crate::error::Chain;
 use crate::proxy::request_body::RequestBody;
 use http::header;
 use http::{Request, Response, Uri, Version};
@@ -110,7 +111,7 @@ where
         .map_err(|error| UpstreamError::Connect(io::Error::other(error)))?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
-            tracing::debug!(%error, "upstream h2 connection ended");
+            tracing::debug!(error = %Chain(&error), "upstream h2 connection ended");
         }
     });
     Ok(sender)

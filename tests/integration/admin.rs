@@ -174,5 +174,7 @@ async fn an_empty_token_file_is_refused() {
         .await
         .err()
         .expect("refused");
-    assert!(error.to_string().contains("is empty"), "{error}");
+    // The cause is the error's source: rendered with it as every operator message is.
+    let error = sluice::error::chain(&error);
+    assert!(error.contains("is empty"), "{error}");
 }

@@ -3,12 +3,10 @@
 use crate::common::*;
 use http::StatusCode;
 use sluice::DrainOutcome;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_request_finish_and_stops_accepting() {
@@ -115,55 +113,6 @@ fn version_flag_prints_the_version() {
         String::from_utf8_lossy(&output.stdout).trim(),
         format!("sluice {}", env!("CARGO_PKG_VERSION"))
     );
-}
-
-type Spawned = (
-    std::process::Child,
-    std::net::SocketAddr,
-    std::sync::mpsc::Receiver<String>,
-);
-
-/// Starts the real binary, reads the address it bound from its log, and returns both.
-fn spawn_binary(config: &std::path::Path) -> Spawned {
-    spawn_binary_with(config, &[])
-}
-
-fn spawn_binary_with(config: &std::path::Path, env: &[(&str, &std::path::Path)]) -> Spawned {
-    let mut child = Command::new(BIN)
-        .args(["-c"])
-        .arg(config)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
-        .env("SLUICE_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let addr = loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("sluice logs its listener");
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    (child, addr, lines_rx)
-}
-
-fn signal(child: &std::process::Child, name: &str) {
-    let status = Command::new("kill")
-        .args(["-s", name, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,21 +382,7 @@ async fn operator_subcommands_talk_to_the_admin_listener() {
         http_config(&[backend.addr], "")
     ));
     let (mut child, _addr, logs) = spawn_binary(file.path());
-    let admin = loop {
-        let line = logs
-            .recv_timeout(Duration::from_secs(10))
-            .expect("admin address logged");
-        if line.contains("admin listening") {
-            break line
-                .split("addr=")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-        }
-    };
+    let admin = logged_addr(&wait_for_line(&logs, "admin listening")).to_owned();
     let run = |args: &[&str]| {
         let output = Command::new(BIN)
             .args(args)

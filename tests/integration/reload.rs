@@ -236,6 +236,85 @@ async fn a_changed_file_is_picked_up_by_the_watcher() {
     assert_eq!(body_text(&get(web, "/").await), "backend second");
 }
 
+/// The value of a counter line such as `sluice_config_reloads_total{result="failure"} 1`.
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+}
+
+/// Issue 19: under `watch: true` a broken file was reloaded (and reported failed) four
+/// times a second for as long as it stayed broken, because sluice's own read of the file
+/// looked like a change. The real binary, with its own metrics, over a 5 s window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_watched_file_fails_once_and_restoring_it_clears_the_failure() {
+    const FAILED: &str = "sluice_config_reloads_total{result=\"failure\"}";
+    let backend = spawn_backend("a").await;
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("sluice.yaml");
+    let running = format!(
+        "watch: true\nadmin: {{bind: 127.0.0.1:0}}\n{}",
+        http_config(&[backend.addr], "")
+    );
+    write_file(&path, &running);
+    let (mut child, web, logs) = spawn_binary(&path);
+    let admin: SocketAddr = logged_addr(&wait_for_line(&logs, "admin listening"))
+        .parse()
+        .unwrap();
+    wait_for_line(&logs, "watching the config file");
+
+    write_file(&path, &running.replace("pool: app", "pool: nowhere"));
+    let refused = wait_for_line(&logs, "reload failed");
+    assert!(refused.contains("nowhere"), "{refused}");
+    // The window is the point here: count what comes while the file stays broken.
+    let window_end = std::time::Instant::now() + Duration::from_secs(5);
+    let mut more = Vec::new();
+    while let Some(left) = window_end.checked_duration_since(std::time::Instant::now()) {
+        match logs.recv_timeout(left) {
+            Ok(line) if line.contains("reload") => more.push(line),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(more.is_empty(), "one failure, then: {more:#?}");
+    let metrics = body_text(&get(admin, "/metrics").await);
+    assert_eq!(counter(&metrics, FAILED), 1);
+    let status = || async {
+        let status: serde_json::Value =
+            serde_json::from_slice(get(admin, "/status").await.body()).unwrap();
+        status["last_reload"].clone()
+    };
+    let last = status().await;
+    assert_eq!(last["success"], false, "{last}");
+    assert_eq!(
+        body_text(&get(web, "/").await),
+        "backend a",
+        "still serving"
+    );
+
+    // Back to the running content: the failure is cleared, without a reload or a new failure.
+    write_file(&path, &running);
+    let cleared = wait_for_line(&logs, "configuration reloaded");
+    assert!(cleared.contains("no changes"), "{cleared}");
+    let last = status().await;
+    assert_eq!(last["success"], true, "{last}");
+    assert!(
+        last["detail"].as_str().unwrap().starts_with("no changes"),
+        "{last}"
+    );
+    let metrics = body_text(&get(admin, "/metrics").await);
+    assert_eq!(counter(&metrics, FAILED), 1);
+
+    signal(&child, "TERM");
+    let exited = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exited.success(), "{exited:?}");
+}
+
 #[tokio::test]
 async fn a_protocol_change_applies_to_new_connections_only() {
     let backend = spawn_backend("a").await;

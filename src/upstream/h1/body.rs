@@ -26,9 +26,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 /// Why a backend body stopped before its end.
+/// A variant with an inner error says what failed; the inner error is its `source`
+/// (rendered by `crate::error::Chain`).
 #[derive(Debug, thiserror::Error)]
 pub enum BodyReadError {
-    #[error("reading from the backend failed: {0}")]
+    #[error("reading from the backend failed")]
     Read(#[from] io::Error),
     #[error("the backend closed the connection before the body ended")]
     Truncated,

@@ -72,13 +72,15 @@ pub struct RequestHead<'a> {
 }
 
 /// Why an HTTP/1 exchange failed.
+/// A variant with an inner error says what failed; the inner error is its `source`
+/// (rendered by `crate::error::Chain`).
 #[derive(Debug, thiserror::Error)]
 pub enum H1Error {
-    #[error("connect failed: {0}")]
+    #[error("connect failed")]
     Connect(#[source] io::Error),
     #[error(transparent)]
     Send(#[from] SendError),
-    #[error("reading the response failed: {0}")]
+    #[error("reading the response failed")]
     Read(#[source] io::Error),
     #[error("the backend closed the connection before responding")]
     Closed,
@@ -464,4 +466,30 @@ fn respond(
     // default, so an HTTP/1.0 backend does not turn the client's connection into a 1.0 one.
     *response.headers_mut() = head.headers;
     Ok(response)
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+    use crate::error::chain;
+    use crate::upstream::UpstreamError;
+
+    /// `/status` read "connect failed: Connection refused (os error 111): Connection refused
+    /// (os error 111)": the variant printed its source, and the chain printed it again.
+    #[test]
+    fn an_exchange_error_says_its_cause_once() {
+        let refused = || io::Error::new(io::ErrorKind::ConnectionRefused, "Connection refused");
+        let connect = UpstreamError::H1(H1Error::Connect(refused()));
+        assert_eq!(chain(&connect), "connect failed: Connection refused");
+        let write = UpstreamError::H1(H1Error::Send(SendError::Write(refused())));
+        assert_eq!(
+            chain(&write),
+            "writing to the backend failed: Connection refused"
+        );
+        let body = BodyReadError::Read(io::Error::other("Connection reset by peer"));
+        assert_eq!(
+            chain(&body),
+            "reading from the backend failed: Connection reset by peer"
+        );
+    }
 }

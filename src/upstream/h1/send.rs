@@ -14,13 +14,15 @@ use std::task::{Context, Poll, ready};
 use tokio::io::AsyncWrite;
 
 /// Why a request could not be sent.
+/// A variant with an inner error says what failed; the inner error is its `source`
+/// (rendered by `crate::error::Chain`).
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("writing to the backend failed: {0}")]
+    #[error("writing to the backend failed")]
     Write(#[source] io::Error),
     /// The client's fault, not the backend's: the connection is reset, not reused.
-    #[error("the client's request body failed: {0}")]
-    ClientBody(crate::proxy::request_body::ClientBodyError),
+    #[error("the client's request body failed")]
+    ClientBody(#[source] crate::proxy::request_body::ClientBodyError),
 }
 
 #[derive(Debug)]

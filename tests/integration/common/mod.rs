@@ -2,7 +2,8 @@
 //! raw-socket HTTP helpers, and waiting on conditions with deadlines instead of sleeping.
 //!
 //! One file per kind: `backends.rs`, `daemon.rs` (starting sluice, test configs),
-//! `client.rs` (requests), `wait.rs` (deadlines), `programs.rs` (external programs), and
+//! `binary.rs` (the real binary as a child process), `client.rs` (requests), `wait.rs`
+//! (deadlines), `programs.rs` (external programs), and
 //! the etcd and ZooKeeper servers (`etcd.rs`, `zookeeper.rs`). Everything is re-exported
 //! here, so a test says `use crate::common::*`. The etcd and ZooKeeper servers, TLS
 //! certificates and clients (`tls.rs`) and the HTTP/2 and TLS backends (`upstream.rs`) are
@@ -14,6 +15,7 @@ pub mod upstream;
 pub mod zookeeper;
 
 mod backends;
+mod binary;
 mod client;
 mod daemon;
 mod programs;
@@ -24,6 +26,10 @@ mod wait;
 pub use backends::{
     Backend, Controls, IterStream, Seen, dead_addr, pattern, spawn_backend,
     spawn_backend_with_delay, spawn_controlled_backend, spawn_tcp_echo, spawn_tcp_echo_after_eof,
+};
+#[allow(unused_imports)]
+pub use binary::{
+    BIN, Spawned, logged_addr, signal, spawn_binary, spawn_binary_with, wait_for_line,
 };
 #[allow(unused_imports)]
 pub use client::{
