@@ -7,11 +7,12 @@
 //! revision was compacted away, it lists the prefix again. Meanwhile the last known set
 //! stays: an unreachable registry never empties a pool. A backend registered with a lease
 //! disappears when the lease expires (etcd deletes the key and the watch reports it).
+//! Speaks etcd's JSON gateway through `etcd_gateway/` (why not gRPC: see there).
 
 use super::Publisher;
+use super::etcd_gateway::{Client, EventType, KeyValue};
 use crate::config::BackendConfig;
 use crate::config::discovery::EtcdSource;
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, KeyValue, WatchOptions};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -54,29 +55,21 @@ async fn follow(
     mirror: &mut Mirror,
     backoff: &mut Duration,
 ) -> String {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(source.timeout)
-        .with_keep_alive(Duration::from_secs(5), source.timeout);
-    let mut client = match Client::connect(&source.endpoints, Some(options)).await {
+    // Connects per call: the timeout bounds each connection attempt, the list and the
+    // watch's first answer (not the watch itself, which waits for changes).
+    let client = match Client::new(&source.endpoints, source.timeout) {
         Ok(client) => client,
         Err(error) => return format!("cannot connect: {error}"),
     };
     loop {
         if mirror.revision.is_none() {
-            let listing = client.get(
-                source.prefix.as_str(),
-                Some(GetOptions::new().with_prefix()),
-            );
-            let response = match tokio::time::timeout(source.timeout, listing).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(error)) => return format!("list {}: {error}", source.prefix),
-                Err(_) => {
-                    return format!("list {}: no answer in {:?}", source.prefix, source.timeout);
-                }
+            let response = match client.get_prefix(&source.prefix).await {
+                Ok(response) => response,
+                Err(error) => return format!("list {}: {error}", source.prefix),
             };
             mirror.entries.clear();
             let mut problems = Vec::new();
-            for kv in response.kvs() {
+            for kv in &response.kvs {
                 match entry(&source.prefix, kv) {
                     Ok((key, backend)) => {
                         mirror.entries.insert(key, backend);
@@ -84,35 +77,34 @@ async fn follow(
                     Err(problem) => problems.push(problem),
                 }
             }
-            mirror.revision = Some(response.header().map_or(0, |h| h.revision()));
+            mirror.revision = Some(response.header.revision);
             publish(publisher, mirror, &problems);
         }
         let start = mirror.revision.unwrap_or(0) + 1;
-        let options = WatchOptions::new().with_prefix().with_start_revision(start);
-        let mut stream = match client.watch(source.prefix.as_str(), Some(options)).await {
+        let mut stream = match client.watch_prefix(&source.prefix, start).await {
             Ok(stream) => stream,
             Err(error) => return format!("watch {}: {error}", source.prefix),
         };
         *backoff = BACKOFF_MIN;
         loop {
-            let response = match stream.message().await {
+            let response = match stream.next().await {
                 Ok(Some(response)) => response,
                 Ok(None) => return "watch stream ended".into(),
                 Err(error) => return format!("watch {}: {error}", source.prefix),
             };
-            if response.compact_revision() > 0 {
+            if response.compact_revision > 0 {
                 // The revision we resume from is gone: list again, then watch from there.
                 mirror.revision = None;
                 break;
             }
-            if response.canceled() {
-                return format!("watch canceled: {}", response.cancel_reason());
+            if response.canceled {
+                return format!("watch canceled: {}", response.cancel_reason);
             }
             let mut problems = Vec::new();
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                mirror.revision = Some(mirror.revision.unwrap_or(0).max(kv.mod_revision()));
-                match event.event_type() {
+            for event in &response.events {
+                let Some(kv) = &event.kv else { continue };
+                mirror.revision = Some(mirror.revision.unwrap_or(0).max(kv.mod_revision));
+                match event.kind {
                     EventType::Put => match entry(&source.prefix, kv) {
                         Ok((key, backend)) => {
                             mirror.entries.insert(key, backend);
@@ -121,18 +113,18 @@ async fn follow(
                             // A key rewritten with a bad value no longer counts.
                             mirror
                                 .entries
-                                .remove(&String::from_utf8_lossy(kv.key()).into_owned());
+                                .remove(&String::from_utf8_lossy(&kv.key).into_owned());
                             problems.push(problem);
                         }
                     },
                     EventType::Delete => {
                         mirror
                             .entries
-                            .remove(&String::from_utf8_lossy(kv.key()).into_owned());
+                            .remove(&String::from_utf8_lossy(&kv.key).into_owned());
                     }
                 }
             }
-            if !response.events().is_empty() {
+            if !response.events.is_empty() {
                 publish(publisher, mirror, &problems);
             }
         }
@@ -149,8 +141,8 @@ fn publish(publisher: &Publisher, mirror: &Mirror, problems: &[String]) {
 
 /// Parses one key-value pair into `(key, backend)`.
 fn entry(prefix: &str, kv: &KeyValue) -> Result<(String, BackendConfig), String> {
-    let key = String::from_utf8_lossy(kv.key()).into_owned();
+    let key = String::from_utf8_lossy(&kv.key).into_owned();
     let address = key.strip_prefix(prefix).unwrap_or(&key);
-    let backend = super::entry::parse_entry(&format!("key {key:?}"), address, kv.value())?;
+    let backend = super::entry::parse_entry(&format!("key {key:?}"), address, &kv.value)?;
     Ok((key, backend))
 }

@@ -1,7 +1,8 @@
 //! Service discovery: one task per pool source (`dns.rs`, `file.rs`, `etcd.rs`,
 //! `zookeeper.rs`) publishes the backends it currently sees into the registry here; the
 //! registry merges them with the static backends of the running config into the config the
-//! snapshot is built from.
+//! snapshot is built from. The etcd source and `sluice register` (`register.rs`) talk to etcd
+//! through `etcd_gateway/`.
 //!
 //! The tasks never touch the snapshot. A publish that changes a set wakes the one applier
 //! task (`spawn_applier`), which takes the reload lock (`Reloads::apply_discovered`) and
@@ -17,6 +18,7 @@
 pub mod dns;
 pub mod entry;
 pub mod etcd;
+pub mod etcd_gateway;
 pub mod file;
 pub mod register;
 pub mod zookeeper;

@@ -6,13 +6,13 @@
 //! With a command, the registration also ends when the child exits (and the exit status is
 //! the child's); a signal deregisters first and then passes SIGTERM on to the child, so no
 //! new traffic is sent to a backend that is shutting down.
-//! Imports `config` (the weight limit), `entry` (the value format) and etcd-client; nothing of
-//! the running daemon.
+//! Imports `config` (the weight limit), `entry` (the value format) and `etcd_gateway` (the
+//! etcd calls); nothing of the running daemon.
 
 use super::entry::entry_value;
+use super::etcd_gateway::{Client, EtcdError};
 use crate::config::MAX_WEIGHT;
 use crate::error::Chain;
-use etcd_client::{Client, ConnectOptions, PutOptions};
 use std::net::SocketAddr;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -29,13 +29,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub enum RegisterError {
     #[error("invalid {flag}: {message}")]
     Invalid { flag: &'static str, message: String },
+    /// Includes no answer within `TIMEOUT` ("etcd lease grant: no answer in 5s").
     #[error("etcd {action}")]
-    Etcd {
-        action: String,
-        source: etcd_client::Error,
-    },
-    #[error("etcd {action}: no answer in {TIMEOUT:?}")]
-    Timeout { action: String },
+    Etcd { action: String, source: EtcdError },
     #[error("etcd lease keep-alive: the lease expired")]
     LeaseExpired,
     #[error("cannot run {command}")]
@@ -69,7 +65,7 @@ impl RegisterOptions {
             return Err(invalid("--etcd", "give at least one endpoint".into()));
         }
         for endpoint in &endpoints {
-            // Same rule as the etcd source: etcd-client is built without TLS.
+            // Same rule as the etcd source: plain HTTP to the JSON gateway, no TLS.
             let host = endpoint.strip_prefix("http://").unwrap_or_default();
             if host.is_empty() || host.contains('/') {
                 return Err(invalid(
@@ -120,14 +116,10 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Connects, grants a lease and puts the key under it.
+    /// Grants a lease and puts the key under it.
     pub async fn register(options: RegisterOptions) -> Result<Registration, RegisterError> {
-        let connect = ConnectOptions::new().with_connect_timeout(TIMEOUT);
-        let client = timed(
-            "connect",
-            Client::connect(&options.endpoints, Some(connect)),
-        )
-        .await?;
+        // Connects per call, each connection attempt and answer within TIMEOUT.
+        let client = Client::new(&options.endpoints, TIMEOUT).map_err(etcd("connect"))?;
         let mut registration = Registration {
             options,
             client,
@@ -139,14 +131,13 @@ impl Registration {
 
     async fn put(&mut self) -> Result<(), RegisterError> {
         let ttl = i64::try_from(self.options.ttl.as_secs()).unwrap_or(i64::MAX);
-        let grant = self.client.lease_grant(ttl, None);
-        self.lease = timed("lease grant", grant).await?.id();
-        let put = self.client.put(
-            self.options.key.as_str(),
-            self.options.value.as_str(),
-            Some(PutOptions::new().with_lease(self.lease)),
-        );
-        timed(&format!("put {}", self.options.key), put).await?;
+        let grant = self.client.lease_grant(ttl).await;
+        self.lease = grant.map_err(etcd("lease grant"))?.id;
+        let put = self
+            .client
+            .put(&self.options.key, &self.options.value, Some(self.lease));
+        put.await
+            .map_err(etcd(&format!("put {}", self.options.key)))?;
         info!(key = %self.options.key, lease = self.lease, ttl = ?self.options.ttl, "registered");
         Ok(())
     }
@@ -172,46 +163,28 @@ impl Registration {
     }
 
     async fn refresh(&mut self) -> Result<std::convert::Infallible, RegisterError> {
-        let (mut keeper, mut stream) =
-            timed("lease keep-alive", self.client.lease_keep_alive(self.lease)).await?;
         loop {
-            timed("lease keep-alive", keeper.keep_alive()).await?;
-            match timed("lease keep-alive", stream.message()).await? {
-                Some(response) if response.ttl() > 0 => {}
-                Some(_) => return Err(RegisterError::LeaseExpired),
-                None => {
-                    return Err(RegisterError::Timeout {
-                        action: "lease keep-alive (stream closed)".into(),
-                    });
-                }
+            let ttl = self.client.lease_keep_alive(self.lease).await;
+            if ttl.map_err(etcd("lease keep-alive"))? <= 0 {
+                return Err(RegisterError::LeaseExpired);
             }
             tokio::time::sleep(self.options.refresh_interval()).await;
         }
     }
 
     /// Revokes the lease: etcd deletes the key, and every watcher sees it go now.
-    pub async fn deregister(mut self) -> Result<(), RegisterError> {
-        let revoke = self.client.lease_revoke(self.lease);
-        timed("lease revoke", revoke).await?;
+    pub async fn deregister(self) -> Result<(), RegisterError> {
+        let revoke = self.client.lease_revoke(self.lease).await;
+        revoke.map_err(etcd("lease revoke"))?;
         info!(key = %self.options.key, "deregistered");
         Ok(())
     }
 }
 
-async fn timed<T>(
-    action: &str,
-    future: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, RegisterError> {
-    match tokio::time::timeout(TIMEOUT, future).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(source)) => Err(RegisterError::Etcd {
-            action: action.to_owned(),
-            source,
-        }),
-        Err(_) => Err(RegisterError::Timeout {
-            action: action.to_owned(),
-        }),
-    }
+/// Names the etcd call that failed.
+fn etcd(action: &str) -> impl FnOnce(EtcdError) -> RegisterError {
+    let action = action.to_owned();
+    move |source| RegisterError::Etcd { action, source }
 }
 
 /// Registers, keeps the registration while running, and deregisters on SIGTERM/SIGINT or

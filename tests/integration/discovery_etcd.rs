@@ -5,7 +5,6 @@
 
 use crate::common::etcd::*;
 use crate::common::*;
-use etcd_client::PutOptions;
 use sluice::Server;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -34,7 +33,7 @@ async fn puts_deletes_and_lease_expiry_are_followed() {
     }
     let dir = tempfile::tempdir().unwrap();
     let etcd = Etcd::start(dir.path()).await;
-    let mut client = etcd.client().await;
+    let client = etcd.client().await;
     let a = spawn_backend("a").await;
     let sluice = start(&etcd).await;
     let web = sluice.local_addr("web").unwrap();
@@ -56,7 +55,7 @@ async fn puts_deletes_and_lease_expiry_are_followed() {
     .await;
     assert!(reweighted);
 
-    client.delete(key(a.addr), None).await.unwrap();
+    client.delete(key(a.addr)).await.unwrap();
     wait_for_backends(&sluice, "app", &[], DEADLINE).await;
     let before = a.requests();
     assert_eq!(
@@ -66,12 +65,9 @@ async fn puts_deletes_and_lease_expiry_are_followed() {
     assert_eq!(a.requests(), before, "no new traffic after delete");
 
     // A lease that nobody keeps alive: the backend goes when it expires.
-    let lease = client.lease_grant(2, None).await.unwrap().id();
+    let lease = client.lease_grant(2).await.unwrap().id;
     let leased_at = Instant::now();
-    client
-        .put(key(a.addr), "", Some(PutOptions::new().with_lease(lease)))
-        .await
-        .unwrap();
+    client.put(key(a.addr), "", Some(lease)).await.unwrap();
     wait_for_backends(&sluice, "app", &[a.addr], DEADLINE).await;
     wait_for_backends(&sluice, "app", &[], DEADLINE).await;
     eprintln!(

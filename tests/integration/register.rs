@@ -55,14 +55,7 @@ fn signal(child: &Child, name: &str) {
 
 async fn key_exists(etcd: &Etcd, backend: SocketAddr) -> bool {
     let key = format!("{PREFIX}{backend}");
-    !etcd
-        .client()
-        .await
-        .get(key, None)
-        .await
-        .unwrap()
-        .kvs()
-        .is_empty()
+    !etcd.client().await.get(key).await.unwrap().kvs.is_empty()
 }
 
 #[tokio::test]

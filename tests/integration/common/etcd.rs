@@ -2,7 +2,7 @@
 //! the ephemeral range; killed on drop. Also the free-port picker the other fixtures use.
 
 use super::{Running, try_get, wait_until_async};
-use etcd_client::Client;
+use sluice::discovery::etcd_gateway::Client;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -70,8 +70,9 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// A client for the test's own puts and reads (sluice's etcd gateway client).
     pub async fn client(&self) -> Client {
-        Client::connect([self.endpoint()], None).await.unwrap()
+        Client::new(&[self.endpoint()], DEADLINE).unwrap()
     }
 
     pub fn kill(&mut self) {
