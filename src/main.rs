@@ -136,16 +136,47 @@ fn describe(error: &anyhow::Error) -> String {
 }
 
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_env("SLUICE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Plain lines without ANSI colours unless on a terminal: journald stores them as they are.
+    // Under systemd, stderr is a journal stream: send records to journald natively instead, so
+    // each has its priority (`journalctl -p warning` works) and a multi-line message (a config
+    // error with its caret snippet) stays one entry.
+    if stderr_is_journal()
+        && let Ok(journal) = tracing_journald::layer()
+    {
+        let journal = journal.with_syslog_identifier("sluice".to_owned());
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journal)
+            .init();
+        return;
+    }
+    // Plain lines without ANSI colours unless on a terminal.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Whether stderr is the journal stream systemd connected (`JOURNAL_STREAM` names its device
+/// and inode, as systemd.exec(5) says to check): not merely inherited by a child process.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((device, inode)) = stream.split_once(':') else {
+        return false;
+    };
+    let Ok(stderr) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    device.parse() == Ok(stderr.dev()) && inode.parse() == Ok(stderr.ino())
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {

@@ -14,6 +14,7 @@ use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
 use crate::proxy::activity::{Activity, ClientTimeouts, ConnActivity, TimedIo, Tracked};
 use crate::proxy::admission;
+use crate::proxy::answer_log;
 use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
 use crate::proxy::client_conn::{self, Closing, Versions};
 use crate::proxy::forward::{Forwarded, Outgoing, Refused, forward};
@@ -230,6 +231,17 @@ fn respond(
         let log = waiting.answered();
         let elapsed = clock_micros().saturating_sub(started);
         context.metrics.duration.record(elapsed as f64 / 1e6);
+        if let Some(MadeUp(reason)) = response.extensions_mut().remove::<MadeUp>() {
+            let served = response.extensions().get::<Served>();
+            answer_log::note(&answer_log::Answered {
+                status: response.status().as_u16(),
+                reason,
+                listener: &context.listener,
+                request_id: request_id.to_str().unwrap_or("-"),
+                pool: served.map(|s| &*s.pool),
+                backend: served.and_then(|s| s.upstream.as_ref().map(|b| b.to_string())),
+            });
+        }
         response.headers_mut().insert(X_REQUEST_ID, request_id);
         let fault = response.extensions_mut().remove::<ClientFault>();
         if let Some(mut log) = log {
@@ -442,12 +454,11 @@ fn handle(
             ),
             Err(refused) => {
                 let mut response = error_response(refused.status, refused.text, active);
-                if context.access_log.is_some() {
-                    response.extensions_mut().insert(Served {
-                        pool: Arc::clone(&pool.name),
-                        upstream: None,
-                    });
-                }
+                // An error path: the extension's allocation does not matter here.
+                response.extensions_mut().insert(Served {
+                    pool: Arc::clone(&pool.name),
+                    upstream: None,
+                });
                 if let Some(seconds) = refused.retry_after {
                     response
                         .headers_mut()
@@ -653,6 +664,11 @@ fn client_fault(
     response
 }
 
+/// Marks a response sluice made up itself (not a backend's), with the reason it gives: it is
+/// logged (`answer_log`).
+#[derive(Debug, Clone, Copy)]
+struct MadeUp(&'static str);
+
 fn error_response(
     status: StatusCode,
     text: &'static str,
@@ -660,6 +676,7 @@ fn error_response(
 ) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::fixed(text, Some(active)));
     *response.status_mut() = status;
+    response.extensions_mut().insert(MadeUp(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -5,6 +5,7 @@
 pub mod accept;
 pub mod activity;
 pub mod admission;
+pub mod answer_log;
 pub mod body;
 pub mod client_conn;
 pub mod forward;

@@ -498,3 +498,36 @@ fn version_and_man_page_subcommands() {
         "{page}"
     );
 }
+
+#[tokio::test]
+async fn answers_sluice_makes_up_are_logged_with_request_id_pool_and_reason() {
+    let dead = dead_addr().await;
+    let file = write_config(&format!(
+        "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\npools:\n  app: {{backends: [{dead}]}}\n"
+    ));
+    let (mut child, addr, logs) = spawn_binary(file.path());
+    let answer = raw_exchange(
+        addr,
+        b"GET /x HTTP/1.1\r\nhost: a\r\nx-request-id: trace-me-42\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    let line = wait_for_line(&logs, "answered 502 by sluice");
+    for wanted in [
+        "WARN",
+        "trace-me-42",
+        "listener=\"web\"",
+        "pool=\"app\"",
+        "backend connection failed",
+    ] {
+        assert!(line.contains(wanted), "{wanted:?} missing from {line:?}");
+    }
+    // A refusal of what the client sent is logged the same way.
+    let answer = raw_exchange(addr, b"GET / HTTP/1.1\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let line = wait_for_line(&logs, "answered 400 by sluice");
+    assert!(line.contains("Host"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
