@@ -9,8 +9,12 @@ use http::header::{HeaderName, HeaderValue};
 /// A chunk-size line (size plus extensions) longer than this is refused: nothing legitimate
 /// needs more, and an endless line would otherwise grow the buffer without bound.
 const MAX_LINE: usize = 4096;
-/// Trailer section limit, as for a head.
+/// Trailer section limit, as for a head (hyper's, refused from this many bytes on).
 const MAX_TRAILERS: usize = 16 * 1024;
+/// Extension bytes allowed in one body, all chunk-size lines together (hyper's limit): they
+/// are read and dropped, so without a budget a backend could keep sluice parsing a stream of
+/// one-byte chunks with kilobytes of extension each.
+const MAX_EXTENSIONS: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed chunked body from the backend ({0})")]
@@ -40,11 +44,16 @@ enum State {
 #[derive(Debug)]
 pub struct ChunkedDecoder {
     state: State,
+    /// Extension bytes seen so far (`MAX_EXTENSIONS`).
+    extensions: usize,
 }
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        ChunkedDecoder { state: State::Size }
+        ChunkedDecoder {
+            state: State::Size,
+            extensions: 0,
+        }
     }
 }
 
@@ -61,7 +70,11 @@ impl ChunkedDecoder {
                     let Some(line_end) = find_crlf(buf, MAX_LINE)? else {
                         return Ok(Decoded::NeedMore);
                     };
-                    let size = parse_size(&buf[..line_end])?;
+                    let (size, extension) = parse_size(&buf[..line_end])?;
+                    self.extensions += extension;
+                    if self.extensions >= MAX_EXTENSIONS {
+                        return Err(ChunkError("chunk extensions too large"));
+                    }
                     let _ = buf.split_to(line_end + 2);
                     self.state = if size == 0 {
                         State::Trailers
@@ -109,6 +122,14 @@ impl ChunkedDecoder {
         }
         let mut slots = [httparse::EMPTY_HEADER; 32];
         match httparse::parse_headers(buf, &mut slots) {
+            Ok(httparse::Status::Complete((length, _))) if length >= MAX_TRAILERS => {
+                Err(ChunkError("trailers too large"))
+            }
+            // httparse also ends lines at a bare LF; hyper, and the RFC's grammar, only at CRLF:
+            // a section they would read on past is refused rather than ended early.
+            Ok(httparse::Status::Complete((length, _))) if has_bare_lf(&buf[..length]) => {
+                Err(ChunkError("bare LF in trailers"))
+            }
             Ok(httparse::Status::Complete((length, fields))) => {
                 let mut trailers = HeaderMap::with_capacity(fields.len());
                 for field in fields {
@@ -122,7 +143,7 @@ impl ChunkedDecoder {
                 self.state = State::Done;
                 Ok(Decoded::Trailers(trailers))
             }
-            Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILERS => {
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_TRAILERS => {
                 Err(ChunkError("trailers too large"))
             }
             Ok(httparse::Status::Partial) => Ok(Decoded::NeedMore),
@@ -141,22 +162,47 @@ fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, ChunkError> {
     }
 }
 
-/// `1a;ext=value` -> 26. Extensions are ignored, as RFC 9112 allows.
-fn parse_size(line: &[u8]) -> Result<u64, ChunkError> {
-    let digits = line
-        .split(|&b| b == b';')
-        .next()
-        .unwrap_or_default()
-        .trim_ascii();
+/// `1a;ext=value` -> 26, with the length of what follows the digits. RFC 9112 7.1:
+/// `chunk-size [ chunk-ext ] CRLF`; extensions are ignored, as it allows. The line is held to
+/// what hyper accepts or less: hex digits first (no whitespace before them), then only spaces
+/// or tabs before the `;` of an extension, and no control byte but a tab in an extension (a CR
+/// or LF there would end the line early for a peer that splits lines differently, which is
+/// how chunk boundaries get smuggled).
+fn parse_size(line: &[u8]) -> Result<(u64, usize), ChunkError> {
+    let digits_end = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let (digits, rest) = line.split_at(digits_end);
     if digits.is_empty() || digits.len() > 15 {
         return Err(ChunkError("bad chunk size"));
     }
-    digits.iter().try_fold(0u64, |size, &b| {
-        let digit = (b as char)
-            .to_digit(16)
-            .ok_or(ChunkError("bad chunk size"))?;
-        Ok(size * 16 + u64::from(digit))
-    })
+    let extension = rest.trim_ascii_start();
+    let blank = &rest[..rest.len() - extension.len()];
+    if blank.iter().any(|&b| b != b' ' && b != b'\t')
+        || extension.first().is_some_and(|&b| b != b';')
+    {
+        return Err(ChunkError("bad chunk size"));
+    }
+    if extension
+        .iter()
+        .any(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+    {
+        return Err(ChunkError("bad chunk extension"));
+    }
+    let size = digits.iter().fold(0u64, |size, &b| {
+        let digit = (b as char).to_digit(16).unwrap_or_default();
+        size * 16 + u64::from(digit)
+    });
+    Ok((size, rest.len()))
+}
+
+/// Whether a LF in `bytes` is not preceded by a CR.
+fn has_bare_lf(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .enumerate()
+        .any(|(at, &b)| b == b'\n' && (at == 0 || bytes[at - 1] != b'\r'))
 }
 
 /// Appends one chunk's size line; the data and a CRLF follow it.
@@ -242,6 +288,62 @@ mod tests {
         assert!(decode_all(b"3\r\nabcX\r\n0\r\n\r\n", 64).is_err());
         let long = [b'1'; MAX_LINE + 10];
         assert!(decode_all(&long, long.len()).is_err());
+    }
+
+    /// Found by the differential fuzz target (`fuzz/fuzz_targets/chunked.rs`): bodies sluice
+    /// decoded and hyper refuses, where a peer splitting lines differently would see other
+    /// chunk boundaries or a longer message.
+    #[test]
+    fn refuses_what_hyper_refuses_in_size_lines_and_trailers() {
+        for input in [
+            &b"0\r\n\n"[..],
+            b"5;name=value\r\nhmllo\r\n3 ;\n0;last\r\nabc\r\n0;last\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5\x0c\r\nhello\r\n0\r\n\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
+            b"5;\0\r\nhello\r\n0\r\n\r\n",
+            b"0\r\nx: y\n\n",
+            b"0\r\nx: y\r\n\n",
+        ] {
+            for step in [1, input.len()] {
+                assert!(
+                    decode_all(input, step).is_err(),
+                    "{:?} in steps of {step}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+        // Blanks before an extension or the end of the line are fine (hyper takes them too).
+        let (body, _) = decode_all(b"5 \t;a=b\r\nhello\r\n2\t\r\nok\r\n0 \r\n\r\n", 3).unwrap();
+        assert_eq!(body, b"hellook");
+    }
+
+    #[test]
+    fn limits_extensions_per_body_and_the_trailer_section() {
+        let extension = format!(";{}", "e".repeat(1000));
+        let mut input = Vec::new();
+        for _ in 0..16 {
+            input.extend_from_slice(format!("1{extension}\r\nx\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"0\r\n\r\n");
+        assert!(
+            decode_all(&input, input.len()).is_ok(),
+            "16,016 bytes of extensions"
+        );
+        let mut more = format!("1{extension}\r\nx\r\n").into_bytes();
+        more.extend_from_slice(&input);
+        assert_eq!(
+            decode_all(&more, more.len()).unwrap_err(),
+            ChunkError("chunk extensions too large")
+        );
+        let mut trailers = b"0\r\nx: ".to_vec();
+        trailers.resize(3 + MAX_TRAILERS - 2, b'a');
+        trailers.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            decode_all(&trailers, trailers.len()).unwrap_err(),
+            ChunkError("trailers too large")
+        );
     }
 
     #[test]
