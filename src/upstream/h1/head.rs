@@ -177,7 +177,7 @@ pub fn parse_final_response(
         if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
-        let framing = response_framing(method, head.status, &head.headers)?;
+        let framing = response_framing(method, head.status, head.version, &head.headers)?;
         return Ok(Some((head, framing)));
     }
     Ok(None)
@@ -203,6 +203,7 @@ pub enum Framing {
 pub fn response_framing(
     method: &Method,
     status: StatusCode,
+    version: Version,
     headers: &HeaderMap,
 ) -> Result<Framing, HeadError> {
     if *method == Method::HEAD
@@ -213,6 +214,14 @@ pub fn response_framing(
         return Ok(Framing::None);
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 6.1: Transfer-Encoding is HTTP/1.1's; an HTTP/1.0 message carrying it was
+        // likely passed on by something that did not decode it, and its framing "MUST" be
+        // treated as faulty (hyper's client refuses it too).
+        if version == Version::HTTP_10 {
+            return Err(HeadError::Malformed(
+                "transfer-encoding in an HTTP/1.0 response",
+            ));
+        }
         // Chunked must be the final coding; anything else is read until close. A length next
         // to it is ignored (and would be a smuggling attempt toward the client: not passed).
         let last = headers

@@ -112,7 +112,7 @@ fn framing_follows_rfc_9112() {
     let get = Method::GET;
     let ok = StatusCode::OK;
     let framing = |method: &Method, status, pairs: &[(&str, &str)]| {
-        response_framing(method, status, &headers(pairs))
+        response_framing(method, status, Version::HTTP_11, &headers(pairs))
     };
     assert_eq!(
         framing(&Method::HEAD, ok, &[("content-length", "9")]),
@@ -163,6 +163,51 @@ fn framing_follows_rfc_9112() {
         Ok(Framing::UntilClose)
     );
     assert_eq!(framing(&get, ok, &[]), Ok(Framing::UntilClose));
+}
+
+/// Found by the differential fuzz target (`fuzz/fuzz_targets/response.rs`): sluice read an
+/// HTTP/1.0 response with Transfer-Encoding as chunked (or until close); RFC 9112 6.1 says its
+/// framing is faulty, and hyper's client refuses it.
+#[test]
+fn transfer_encoding_in_an_http_1_0_response_is_refused() {
+    let mut buf = BytesMut::from(&b"HTTP/1.0 240\nTraNsfer-Encoding:\n\n"[..]);
+    assert!(matches!(
+        parse_final_response(&mut buf, &Method::GET),
+        Err(HeadError::Malformed(_))
+    ));
+    let te = headers(&[
+        ("transfer-encoding", "chunked"),
+        ("connection", "keep-alive"),
+    ]);
+    assert!(response_framing(&Method::GET, StatusCode::OK, Version::HTTP_10, &te).is_err());
+    // A response that has no body anyway is not framed by it.
+    assert_eq!(
+        response_framing(&Method::HEAD, StatusCode::OK, Version::HTTP_10, &te),
+        Ok(Framing::None)
+    );
+    assert_eq!(
+        response_framing(&Method::GET, StatusCode::OK, Version::HTTP_11, &te),
+        Ok(Framing::Chunked)
+    );
+}
+
+#[test]
+fn interim_responses_are_skipped_up_to_the_final_one() {
+    let mut buf = BytesMut::from(
+        &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </s>\r\n\r\n\
+           HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..],
+    );
+    let (head, framing) = parse_final_response(&mut buf, &Method::GET)
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(framing, Framing::Length(2));
+    assert_eq!(&buf[..], b"ok");
+    let mut switch = BytesMut::from(&b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..]);
+    let (head, _) = parse_final_response(&mut switch, &Method::GET)
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
 }
 
 #[test]
