@@ -227,3 +227,130 @@ fn keep_alive_by_version_and_connection_tokens() {
         &headers(&[("connection", "keep-alive")])
     ));
 }
+
+/// Responses as backends write them, interim ones included, with the odd malformed line, bare
+/// LF line endings and bytes of a body after the head; one byte sometimes replaced.
+fn response_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    const STATUS: [&str; 7] = [
+        "HTTP/1.1 200 OK",
+        "HTTP/1.0 404 Not Found",
+        "HTTP/1.1 100 Continue",
+        "HTTP/1.1 103 Early Hints",
+        "HTTP/1.1 204 ",
+        "HTTP/1.1 999 X",
+        "HTTP/2 200 OK",
+    ];
+    const FIELDS: [&str; 9] = [
+        "content-length: 5",
+        "Content-Length: 5, 5",
+        "transfer-encoding: chunked",
+        "x-a: 1",
+        "X-A: two words",
+        "connection: close",
+        "Bad Name: x",
+        "x-obs: caf\u{e9}",
+        " folded",
+    ];
+    let head = (
+        0..STATUS.len(),
+        proptest::collection::vec(0..FIELDS.len(), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(status, fields, bare_lf)| {
+            let eol = if bare_lf { "\n" } else { "\r\n" };
+            let mut text = format!("{}{eol}", STATUS[status]);
+            for field in fields {
+                text.push_str(FIELDS[field]);
+                text.push_str(eol);
+            }
+            text.push_str(eol);
+            text.into_bytes()
+        });
+    (
+        proptest::collection::vec(head, 1..3),
+        proptest::collection::vec(any::<u8>(), 0..8),
+        proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+    )
+        .prop_map(|(heads, tail, replace)| {
+            let mut out = heads.concat();
+            out.extend_from_slice(&tail);
+            if let Some((at, byte)) = replace {
+                let at = at.index(out.len());
+                out[at] = byte;
+            }
+            out
+        })
+}
+
+type Final = Result<Option<(StatusCode, Version, HeaderMap, Framing, Vec<u8>)>, HeadError>;
+
+/// `parse_final_response` fed `input` in pieces ending at `cuts`, each appended to the same
+/// buffer when the last call asked for more: the head, its framing and the bytes left after
+/// it once a head is there; `Ok(None)` if the input ends first.
+fn final_in_pieces(input: &[u8], method: &Method, cuts: &[usize]) -> Final {
+    let mut ends: Vec<usize> = cuts.iter().copied().filter(|&c| c < input.len()).collect();
+    ends.push(input.len());
+    ends.sort_unstable();
+    ends.dedup();
+    let mut buf = BytesMut::new();
+    let mut fed = 0;
+    for end in ends {
+        buf.extend_from_slice(&input[fed..end]);
+        fed = end;
+        if let Some((head, framing)) = parse_final_response(&mut buf, method)? {
+            let mut rest = buf.to_vec();
+            rest.extend_from_slice(&input[fed..]);
+            return Ok(Some((
+                head.status,
+                head.version,
+                head.headers,
+                framing,
+                rest,
+            )));
+        }
+    }
+    Ok(None)
+}
+
+proptest::proptest! {
+    /// Each prefix of a response is still incomplete or already gives the whole input's
+    /// answer (the same head and the same bytes after it): a head is complete only when its
+    /// last byte is there, and an error never depends on what follows.
+    #[test]
+    fn every_prefix_is_partial_or_the_whole_answer(input in response_bytes()) {
+        let mut buf = BytesMut::from(&input[..]);
+        let whole = parse_response(&mut buf).map(|head| head.map(|h| (h.status, h.version, h.headers)));
+        let length = input.len() - buf.len();
+        for cut in 0..input.len() {
+            let mut prefix = BytesMut::from(&input[..cut]);
+            let parsed = parse_response(&mut prefix)
+                .map(|head| head.map(|h| (h.status, h.version, h.headers)));
+            match (&parsed, &whole) {
+                (Ok(None), Ok(Some(_))) => proptest::prop_assert!(cut < length, "cut {}", cut),
+                (Ok(None), _) => {}
+                _ => {
+                    proptest::prop_assert_eq!(&parsed, &whole, "cut {}", cut);
+                    proptest::prop_assert_eq!(&prefix[..], &input[length..cut]);
+                }
+            }
+        }
+    }
+
+    /// Whatever TCP splits, the final head (after any 1xx), its framing and what follows it
+    /// are the same as for the response read whole.
+    #[test]
+    fn any_split_gives_the_same_final_head(
+        input in response_bytes(),
+        head_request in proptest::prelude::any::<bool>(),
+        cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..8),
+    ) {
+        let method = if head_request { Method::HEAD } else { Method::GET };
+        let cuts: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+        let whole = final_in_pieces(&input, &method, &[]);
+        let split = final_in_pieces(&input, &method, &cuts);
+        proptest::prop_assert_eq!(&whole, &split, "cuts {:?}", cuts);
+        let byte_by_byte: Vec<usize> = (1..input.len()).collect();
+        proptest::prop_assert_eq!(&whole, &final_in_pieces(&input, &method, &byte_by_byte));
+    }
+}
