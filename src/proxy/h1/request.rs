@@ -209,4 +209,112 @@ mod tests {
         headers.append(header::CONNECTION, HeaderValue::from_static("foo, Close"));
         assert!(wants_close(&headers));
     }
+
+    /// Requests as clients write them: common and unusual methods, targets and versions,
+    /// fields that are served here and fields that hand over, bare LF line endings, another
+    /// request or noise after the head; one byte sometimes replaced.
+    fn request_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        const LINES: [&str; 8] = [
+            "GET / HTTP/1.1",
+            "HEAD /a?b=c HTTP/1.1",
+            "OPTIONS * HTTP/1.1",
+            "GET http://example.com/x HTTP/1.1",
+            "POST /form HTTP/1.1",
+            "GET / HTTP/1.0",
+            "CONNECT example.com:443 HTTP/1.1",
+            "G@T / HTTP/1.1",
+        ];
+        const FIELDS: [&str; 10] = [
+            "Host: example.com",
+            "x-a: 1",
+            "X-A: two words",
+            "Connection: close",
+            "Content-Length: 3",
+            "transfer-encoding: chunked",
+            "Upgrade: websocket",
+            "Bad Name: x",
+            " folded",
+            "x-obs: caf\u{e9}",
+        ];
+        let head = (
+            0..LINES.len(),
+            proptest::collection::vec(0..FIELDS.len(), 0..4),
+            any::<bool>(),
+        )
+            .prop_map(|(line, fields, bare_lf)| {
+                let eol = if bare_lf { "\n" } else { "\r\n" };
+                let mut text = format!("{}{eol}", LINES[line]);
+                for field in fields {
+                    text.push_str(FIELDS[field]);
+                    text.push_str(eol);
+                }
+                text.push_str(eol);
+                text.into_bytes()
+            });
+        (
+            proptest::collection::vec(head, 1..3),
+            proptest::collection::vec(any::<u8>(), 0..8),
+            proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        )
+            .prop_map(|(heads, tail, replace)| {
+                let mut out = heads.concat();
+                out.extend_from_slice(&tail);
+                if let Some((at, byte)) = replace {
+                    let at = at.index(out.len());
+                    out[at] = byte;
+                }
+                out
+            })
+    }
+
+    /// A verdict with what is left in the buffer, comparable.
+    type Verdict = (
+        Option<(Method, Uri, Version, HeaderMap)>,
+        Option<()>,
+        Vec<u8>,
+    );
+
+    fn verdict(input: &[u8]) -> Verdict {
+        let mut buf = BytesMut::from(input);
+        let (request, partial) = match parse_request(&mut buf) {
+            Parsed::Partial => (None, Some(())),
+            Parsed::Handover => (None, None),
+            Parsed::Request(r) => (
+                Some((
+                    r.method().clone(),
+                    r.uri().clone(),
+                    r.version(),
+                    r.headers().clone(),
+                )),
+                None,
+            ),
+        };
+        (request, partial, buf.to_vec())
+    }
+
+    proptest::proptest! {
+        /// Whatever TCP splits: each prefix of the bytes asks for more, or already gives the
+        /// whole input's verdict (the same request and the same bytes after it, or a handover
+        /// with the buffer untouched), never a different one. The fuzz target
+        /// `fuzz/fuzz_targets/request.rs` also compares what is served with hyper's server.
+        #[test]
+        fn every_prefix_is_partial_or_the_whole_verdict(input in request_bytes()) {
+            let whole = verdict(&input);
+            if whole.0.is_none() {
+                proptest::prop_assert_eq!(&whole.2[..], &input[..], "not served: untouched");
+            }
+            for cut in 0..input.len() {
+                let (request, partial, rest) = verdict(&input[..cut]);
+                if partial.is_some() {
+                    proptest::prop_assert_eq!(&rest[..], &input[..cut]);
+                    continue;
+                }
+                proptest::prop_assert_eq!(&request, &whole.0, "cut {}", cut);
+                proptest::prop_assert!(whole.1.is_none(), "cut {}: final before the whole", cut);
+                let consumed = input.len() - whole.2.len();
+                proptest::prop_assert_eq!(&rest[..], &input[consumed..cut], "cut {}", cut);
+            }
+        }
+    }
 }

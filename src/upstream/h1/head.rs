@@ -165,6 +165,24 @@ pub fn parse_response(buf: &mut BytesMut) -> Result<Option<ResponseHead>, HeadEr
     }))
 }
 
+/// Reads the final response head to `method` from the front of `buf`, removing it and any 1xx
+/// interim responses before it (`101 Switching Protocols` is final: the caller refuses it, as
+/// sluice never asks for an upgrade on this path), with the body framing it implies.
+/// `Ok(None)`: read more and call again.
+pub fn parse_final_response(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<(ResponseHead, Framing)>, HeadError> {
+    while let Some(head) = parse_response(buf)? {
+        if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+            continue;
+        }
+        let framing = response_framing(method, head.status, head.version, &head.headers)?;
+        return Ok(Some((head, framing)));
+    }
+    Ok(None)
+}
+
 /// Headers the proxy adds to a response on its way back (`X-Request-Id`): room up front, as
 /// growing a `HeaderMap` reallocates both of its tables (that showed in allocation counts of
 /// the keep-alive path). Not more: a small response's map then stays at 8 slots, which glibc
@@ -185,6 +203,7 @@ pub enum Framing {
 pub fn response_framing(
     method: &Method,
     status: StatusCode,
+    version: Version,
     headers: &HeaderMap,
 ) -> Result<Framing, HeadError> {
     if *method == Method::HEAD
@@ -195,6 +214,14 @@ pub fn response_framing(
         return Ok(Framing::None);
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 6.1: Transfer-Encoding is HTTP/1.1's; an HTTP/1.0 message carrying it was
+        // likely passed on by something that did not decode it, and its framing "MUST" be
+        // treated as faulty (hyper's client refuses it too).
+        if version == Version::HTTP_10 {
+            return Err(HeadError::Malformed(
+                "transfer-encoding in an HTTP/1.0 response",
+            ));
+        }
         // Chunked must be the final coding; anything else is read until close. A length next
         // to it is ignored (and would be a smuggling attempt toward the client: not passed).
         let last = headers

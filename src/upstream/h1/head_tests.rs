@@ -112,7 +112,7 @@ fn framing_follows_rfc_9112() {
     let get = Method::GET;
     let ok = StatusCode::OK;
     let framing = |method: &Method, status, pairs: &[(&str, &str)]| {
-        response_framing(method, status, &headers(pairs))
+        response_framing(method, status, Version::HTTP_11, &headers(pairs))
     };
     assert_eq!(
         framing(&Method::HEAD, ok, &[("content-length", "9")]),
@@ -165,6 +165,51 @@ fn framing_follows_rfc_9112() {
     assert_eq!(framing(&get, ok, &[]), Ok(Framing::UntilClose));
 }
 
+/// Found by the differential fuzz target (`fuzz/fuzz_targets/response.rs`): sluice read an
+/// HTTP/1.0 response with Transfer-Encoding as chunked (or until close); RFC 9112 6.1 says its
+/// framing is faulty, and hyper's client refuses it.
+#[test]
+fn transfer_encoding_in_an_http_1_0_response_is_refused() {
+    let mut buf = BytesMut::from(&b"HTTP/1.0 240\nTraNsfer-Encoding:\n\n"[..]);
+    assert!(matches!(
+        parse_final_response(&mut buf, &Method::GET),
+        Err(HeadError::Malformed(_))
+    ));
+    let te = headers(&[
+        ("transfer-encoding", "chunked"),
+        ("connection", "keep-alive"),
+    ]);
+    assert!(response_framing(&Method::GET, StatusCode::OK, Version::HTTP_10, &te).is_err());
+    // A response that has no body anyway is not framed by it.
+    assert_eq!(
+        response_framing(&Method::HEAD, StatusCode::OK, Version::HTTP_10, &te),
+        Ok(Framing::None)
+    );
+    assert_eq!(
+        response_framing(&Method::GET, StatusCode::OK, Version::HTTP_11, &te),
+        Ok(Framing::Chunked)
+    );
+}
+
+#[test]
+fn interim_responses_are_skipped_up_to_the_final_one() {
+    let mut buf = BytesMut::from(
+        &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </s>\r\n\r\n\
+           HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..],
+    );
+    let (head, framing) = parse_final_response(&mut buf, &Method::GET)
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(framing, Framing::Length(2));
+    assert_eq!(&buf[..], b"ok");
+    let mut switch = BytesMut::from(&b"HTTP/1.1 101 Switching Protocols\r\n\r\n"[..]);
+    let (head, _) = parse_final_response(&mut switch, &Method::GET)
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.status, StatusCode::SWITCHING_PROTOCOLS);
+}
+
 #[test]
 fn keep_alive_by_version_and_connection_tokens() {
     assert!(keeps_alive(Version::HTTP_11, &headers(&[])));
@@ -181,4 +226,131 @@ fn keep_alive_by_version_and_connection_tokens() {
         Version::HTTP_10,
         &headers(&[("connection", "keep-alive")])
     ));
+}
+
+/// Responses as backends write them, interim ones included, with the odd malformed line, bare
+/// LF line endings and bytes of a body after the head; one byte sometimes replaced.
+fn response_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    const STATUS: [&str; 7] = [
+        "HTTP/1.1 200 OK",
+        "HTTP/1.0 404 Not Found",
+        "HTTP/1.1 100 Continue",
+        "HTTP/1.1 103 Early Hints",
+        "HTTP/1.1 204 ",
+        "HTTP/1.1 999 X",
+        "HTTP/2 200 OK",
+    ];
+    const FIELDS: [&str; 9] = [
+        "content-length: 5",
+        "Content-Length: 5, 5",
+        "transfer-encoding: chunked",
+        "x-a: 1",
+        "X-A: two words",
+        "connection: close",
+        "Bad Name: x",
+        "x-obs: caf\u{e9}",
+        " folded",
+    ];
+    let head = (
+        0..STATUS.len(),
+        proptest::collection::vec(0..FIELDS.len(), 0..4),
+        any::<bool>(),
+    )
+        .prop_map(|(status, fields, bare_lf)| {
+            let eol = if bare_lf { "\n" } else { "\r\n" };
+            let mut text = format!("{}{eol}", STATUS[status]);
+            for field in fields {
+                text.push_str(FIELDS[field]);
+                text.push_str(eol);
+            }
+            text.push_str(eol);
+            text.into_bytes()
+        });
+    (
+        proptest::collection::vec(head, 1..3),
+        proptest::collection::vec(any::<u8>(), 0..8),
+        proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+    )
+        .prop_map(|(heads, tail, replace)| {
+            let mut out = heads.concat();
+            out.extend_from_slice(&tail);
+            if let Some((at, byte)) = replace {
+                let at = at.index(out.len());
+                out[at] = byte;
+            }
+            out
+        })
+}
+
+type Final = Result<Option<(StatusCode, Version, HeaderMap, Framing, Vec<u8>)>, HeadError>;
+
+/// `parse_final_response` fed `input` in pieces ending at `cuts`, each appended to the same
+/// buffer when the last call asked for more: the head, its framing and the bytes left after
+/// it once a head is there; `Ok(None)` if the input ends first.
+fn final_in_pieces(input: &[u8], method: &Method, cuts: &[usize]) -> Final {
+    let mut ends: Vec<usize> = cuts.iter().copied().filter(|&c| c < input.len()).collect();
+    ends.push(input.len());
+    ends.sort_unstable();
+    ends.dedup();
+    let mut buf = BytesMut::new();
+    let mut fed = 0;
+    for end in ends {
+        buf.extend_from_slice(&input[fed..end]);
+        fed = end;
+        if let Some((head, framing)) = parse_final_response(&mut buf, method)? {
+            let mut rest = buf.to_vec();
+            rest.extend_from_slice(&input[fed..]);
+            return Ok(Some((
+                head.status,
+                head.version,
+                head.headers,
+                framing,
+                rest,
+            )));
+        }
+    }
+    Ok(None)
+}
+
+proptest::proptest! {
+    /// Each prefix of a response is still incomplete or already gives the whole input's
+    /// answer (the same head and the same bytes after it): a head is complete only when its
+    /// last byte is there, and an error never depends on what follows.
+    #[test]
+    fn every_prefix_is_partial_or_the_whole_answer(input in response_bytes()) {
+        let mut buf = BytesMut::from(&input[..]);
+        let whole = parse_response(&mut buf).map(|head| head.map(|h| (h.status, h.version, h.headers)));
+        let length = input.len() - buf.len();
+        for cut in 0..input.len() {
+            let mut prefix = BytesMut::from(&input[..cut]);
+            let parsed = parse_response(&mut prefix)
+                .map(|head| head.map(|h| (h.status, h.version, h.headers)));
+            match (&parsed, &whole) {
+                (Ok(None), Ok(Some(_))) => proptest::prop_assert!(cut < length, "cut {}", cut),
+                (Ok(None), _) => {}
+                _ => {
+                    proptest::prop_assert_eq!(&parsed, &whole, "cut {}", cut);
+                    proptest::prop_assert_eq!(&prefix[..], &input[length..cut]);
+                }
+            }
+        }
+    }
+
+    /// Whatever TCP splits, the final head (after any 1xx), its framing and what follows it
+    /// are the same as for the response read whole.
+    #[test]
+    fn any_split_gives_the_same_final_head(
+        input in response_bytes(),
+        head_request in proptest::prelude::any::<bool>(),
+        cuts in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 0..8),
+    ) {
+        let method = if head_request { Method::HEAD } else { Method::GET };
+        let cuts: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+        let whole = final_in_pieces(&input, &method, &[]);
+        let split = final_in_pieces(&input, &method, &cuts);
+        proptest::prop_assert_eq!(&whole, &split, "cuts {:?}", cuts);
+        let byte_by_byte: Vec<usize> = (1..input.len()).collect();
+        proptest::prop_assert_eq!(&whole, &final_in_pieces(&input, &method, &byte_by_byte));
+    }
 }

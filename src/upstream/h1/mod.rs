@@ -391,13 +391,8 @@ async fn exchange(
             }
         }
         loop {
-            if let Some(head) = head::parse_response(buf)? {
-                if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS
-                {
-                    continue;
-                }
-                let framing = head::response_framing(method, head.status, &head.headers)?;
-                return Poll::Ready(Ok((head, framing)));
+            if let Some(final_head) = head::parse_final_response(buf, method)? {
+                return Poll::Ready(Ok(final_head));
             }
             reserve_for_read(buf, READ_RESERVE);
             let failed = match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *conn), cx, buf))
