@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Debian package: binary, /etc/sluice/sluice.yaml (a conffile: upgrades keep the
+# Builds the Debian package: binary, /etc/sluice/sluice.yaml from conf/packaged.yaml (a conffile: upgrades keep the
 # operator's edits), the systemd unit, the man page and the README.
 #   bash packaging/build-deb.sh        -> target/debian/sluice_<version>_<arch>.deb
 set -euo pipefail

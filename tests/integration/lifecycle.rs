@@ -78,6 +78,50 @@ fn check_accepts_the_shipped_reference_config() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("is valid"));
 }
 
+/// The config the Debian package installs as /etc/sluice/sluice.yaml starts and answers as
+/// installed, with nothing else on the machine: its pool is sluice's own admin listener,
+/// read-only. Its fixed ports (8080, 9900) are moved to free ones here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packaged_config_starts_and_answers_as_installed() {
+    let packaged = concat!(env!("CARGO_MANIFEST_DIR"), "/conf/packaged.yaml");
+    let output = Command::new(BIN)
+        .args(["check", "-c", packaged])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(packaged).unwrap();
+    assert!(text.contains("bind: 127.0.0.1:8080") && text.contains("[127.0.0.1:9900]"));
+    let admin = format!("127.0.0.1:{}", crate::common::etcd::free_port());
+    let file = write_config(
+        &text
+            .replace("127.0.0.1:8080", "127.0.0.1:0")
+            .replace("127.0.0.1:9900", &admin),
+    );
+    let (mut child, addr, _logs) = spawn_binary(file.path());
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            try_get(addr, "/healthz").await.as_deref() == Some("ok\n")
+        })
+        .await,
+        "the packaged listener answers through its pool"
+    );
+    let page = get(addr, "/").await;
+    assert_status(&page, StatusCode::OK);
+    assert!(body_text(&page).contains("<html"), "the status page");
+    // Admin actions are not reachable through the listener.
+    assert_status(&admin_post(addr, "/reload").await, StatusCode::NOT_FOUND);
+    signal(&child, "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
 #[test]
 fn check_reports_file_line_column_and_path_and_exits_1() {
     let file = write_config(
