@@ -188,6 +188,50 @@ pub fn reopen_all() {
     }
 }
 
+/// Whether the writer could open `path` for appending, creating it if needed, without
+/// changing anything: an existing file must open for appending; otherwise its directory must
+/// exist and be writable (`access(2)`, so a read-only mount counts too). `sluice check` runs
+/// it on every access log file (`config::check_access_log_files`); the `Err` says why not.
+pub fn check_writable(path: &std::path::Path) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_dir() => return Err("is a directory, not a file".into()),
+        Ok(_) => {
+            return std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map(drop)
+                .map_err(|error| format!("cannot open the file for appending: {error}"));
+        }
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            return Err(format!("cannot read the file: {error}"));
+        }
+        Err(_) => {}
+    }
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(directory) {
+        Ok(metadata) if metadata.is_dir() => {
+            rustix::fs::access(directory, rustix::fs::Access::WRITE_OK).map_err(|error| {
+                format!(
+                    "cannot create the file: directory {} is not writable ({})",
+                    directory.display(),
+                    std::io::Error::from(error)
+                )
+            })
+        }
+        Ok(_) => Err(format!(
+            "cannot create the file: {} is not a directory",
+            directory.display()
+        )),
+        Err(error) => Err(format!(
+            "cannot create the file: directory {}: {error}",
+            directory.display()
+        )),
+    }
+}
+
 enum Output {
     Stdout(tokio::io::Stdout),
     File(tokio::fs::File),
@@ -250,6 +294,29 @@ async fn write_lines(path: String, mut rx: mpsc::Receiver<String>, reopen: Arc<N
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_writable_needs_an_existing_writable_directory() {
+        let directory = tempfile::tempdir().unwrap();
+        let new_file = directory.path().join("access.log");
+        assert_eq!(check_writable(&new_file), Ok(()));
+        std::fs::write(&new_file, "old line\n").unwrap();
+        assert_eq!(check_writable(&new_file), Ok(()));
+        assert_eq!(std::fs::read_to_string(&new_file).unwrap(), "old line\n");
+        let missing = directory.path().join("nope").join("access.log");
+        let error = check_writable(&missing).unwrap_err();
+        assert!(
+            error.starts_with("cannot create the file: directory ") && error.contains("nope"),
+            "{error}"
+        );
+        assert_eq!(
+            check_writable(directory.path()),
+            Err("is a directory, not a file".into())
+        );
+        let under_a_file = new_file.join("access.log");
+        let error = check_writable(&under_a_file).unwrap_err();
+        assert!(error.contains("Not a directory"), "{error}");
+    }
 
     fn record() -> Record {
         let time = UNIX_EPOCH + Duration::from_millis(1_795_968_527_123);

@@ -315,7 +315,18 @@ fn admin_action(admin: SocketAddr, path: &str) -> Result<ExitCode> {
 }
 
 fn check(path: &Path, running: Option<&Path>, quiet: bool) -> ExitCode {
-    match Config::load(path) {
+    // The config, then the files it names that only the daemon writes: an access log that
+    // could not be created is refused here (ExecStartPre, systemctl reload), while a reload
+    // of the running daemon only warns about it (see src/config/files.rs).
+    let loaded = Config::load_with_text(path).and_then(|(config, text)| {
+        sluice::config::check_access_log_files(
+            &text,
+            &path.display().to_string(),
+            sluice::access_log::check_writable,
+        )?;
+        Ok(config)
+    });
+    match loaded {
         Ok(config) => {
             if let Some(running) = running {
                 match Config::load(running) {

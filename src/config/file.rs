@@ -162,8 +162,9 @@ pub enum AccessLogFormat {
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
     pub format: Option<AccessLogFormat>,
-    /// `stdout` (default) or a file path.
-    pub path: Option<String>,
+    /// `stdout` (default) or a file path (spanned: `sluice check` points at it when the
+    /// file cannot be created, see `files.rs`).
+    pub path: Option<Text>,
 }
 
 /// One HTTP route: the first whose `match` fits the request picks the pool.

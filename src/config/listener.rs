@@ -169,7 +169,10 @@ impl Validator<'_> {
             max_connections: raw.max_connections.filter(|&n| n > 0),
             access_log: raw.access_log.as_ref().map(|log| AccessLogConfig {
                 format: log.format.unwrap_or(AccessLogFormat::Combined),
-                path: log.path.clone().unwrap_or_else(|| "stdout".to_owned()),
+                path: log
+                    .path
+                    .as_ref()
+                    .map_or_else(|| "stdout".to_owned(), |p| p.value.clone()),
             }),
             limits,
             forwarded,

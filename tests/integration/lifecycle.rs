@@ -123,6 +123,44 @@ async fn packaged_config_starts_and_answers_as_installed() {
 }
 
 #[test]
+fn check_refuses_an_access_log_file_it_could_not_create() {
+    let directory = tempfile::tempdir().unwrap();
+    let missing = directory.path().join("missing").join("access.log");
+    let file = write_config(&format!(
+        "listeners:\n  web:\n    bind: 127.0.0.1:0\n    pool: app\n    access_log: {{ path: '{}' }}\npools:\n  app: {{ backends: [127.0.0.1:9] }}\n",
+        missing.display()
+    ));
+    let output = Command::new(BIN)
+        .args(["check", "-q", "-c"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:5:25: listeners.web.access_log.path: cannot create the file: directory {}",
+            file.path().display(),
+            missing.parent().unwrap().display()
+        )),
+        "{stderr}"
+    );
+    // Once the directory exists the same file checks (and nothing is created by the check).
+    std::fs::create_dir(missing.parent().unwrap()).unwrap();
+    let output = Command::new(BIN)
+        .args(["check", "-q", "-c"])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!missing.exists());
+}
+
+#[test]
 fn check_reports_file_line_column_and_path_and_exits_1() {
     let file = write_config(
         "listeners:\n  web:\n    bind: 127.0.0.1:0\n    pool: nope\npools:\n  app:\n    backends: [127.0.0.1:1]\n",
