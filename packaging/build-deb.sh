@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
 cargo build --release --locked
 mkdir -p target/man
-target/release/sluice man > target/man/sluice.8
+rm -f target/man/*.8
+target/release/sluice man --dir target/man   # sluice.8 and sluice-COMMAND.8
 cargo deb --no-build --no-strip

@@ -1,6 +1,10 @@
 //! The operator subcommands that talk to a running sluice through its admin listener
-//! (`sluice status`, `reload`, `drain`, `enable`): a small HTTP client and the table `status`
-//! prints. The daemon side of these endpoints is `src/admin/`.
+//! (`sluice status`, `reload`, `drain`, `enable`): a small HTTP client and what they print
+//! for people (the `status` table, a reload's outcome with its error snippet as lines, a
+//! backend's new state); `--json` prints the admin API's answer instead. The daemon side of
+//! these endpoints is `src/admin/`. `man` builds the man pages from the clap definition.
+
+pub mod man;
 
 use crate::error::Error;
 use bytes::Bytes;
@@ -52,6 +56,54 @@ pub async fn admin_request(
     tokio::time::timeout(ADMIN_TIMEOUT, exchange)
         .await
         .map_err(|_| io_error(format!("admin {admin}"))(std::io::ErrorKind::TimedOut.into()))?
+}
+
+/// What `sluice reload` prints: the outcome in words, and on failure the error as the daemon
+/// logged it, caret snippet included, one line per line (not JSON-escaped). Anything that is
+/// not a reload report (a refusal from the admin listener) is shown with its status code.
+pub fn reload_outcome(status: u16, body: &str) -> String {
+    let report: Option<Value> = serde_json::from_str(body).ok();
+    match report
+        .as_ref()
+        .and_then(|r| r["success"].as_bool().map(|ok| (ok, r)))
+    {
+        Some((true, report)) => format!(
+            "reload succeeded: {}\n",
+            report["detail"].as_str().unwrap_or_default().trim_end()
+        ),
+        Some((false, report)) => format!(
+            "reload failed; the running config stays in force:\n{}\n",
+            report["detail"].as_str().unwrap_or_default().trim_end()
+        ),
+        None => refused(status, body),
+    }
+}
+
+/// What `sluice drain` and `enable` print: the backend's state and its reason after the
+/// action, e.g. `app 127.0.0.1:9001: drained (drained by admin API from 127.0.0.1)`.
+pub fn backend_outcome(status: u16, body: &str, pool: &str, action: &str) -> String {
+    let backend: Option<Value> = serde_json::from_str(body).ok();
+    match backend.filter(|_| (200..300).contains(&status)) {
+        Some(backend) => {
+            let state = backend["state"].as_str().unwrap_or("unknown");
+            let reason = backend["reason"].as_str().unwrap_or_default();
+            let mut line = format!(
+                "{pool} {}: {state}",
+                backend["address"].as_str().unwrap_or("?")
+            );
+            if !reason.is_empty() {
+                let _ = write!(line, " ({reason})");
+            }
+            line.push('\n');
+            line
+        }
+        None => format!("{action}: {}", refused(status, body)),
+    }
+}
+
+/// A non-JSON answer: its status code and text (`404: no pool named "nope"`).
+fn refused(status: u16, body: &str) -> String {
+    format!("admin API answered {status}: {}\n", body.trim_end())
 }
 
 /// `/status` JSON as a table a person can read in a terminal.
@@ -146,6 +198,40 @@ pub fn status_table(status: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_reload_prints_its_snippet_as_lines() {
+        let body = serde_json::json!({
+            "trigger": "admin", "finished_at": 1.0, "success": false,
+            "detail": "x.yaml:3:11: listeners.web.pool: no pool named \"ap\"\n  |\n3 |     pool: ap\n  |           ^"
+        })
+        .to_string();
+        assert!(body.contains("\\n"), "the JSON escapes the newlines");
+        assert_eq!(
+            reload_outcome(422, &body),
+            "reload failed; the running config stays in force:\n\
+             x.yaml:3:11: listeners.web.pool: no pool named \"ap\"\n  |\n3 |     pool: ap\n  |           ^\n"
+        );
+        let ok = r#"{"trigger":"admin","finished_at":1.0,"success":true,"detail":"no changes"}"#;
+        assert_eq!(reload_outcome(200, ok), "reload succeeded: no changes\n");
+        assert_eq!(
+            reload_outcome(403, "forbidden: admin actions need the token\n"),
+            "admin API answered 403: forbidden: admin actions need the token\n"
+        );
+    }
+
+    #[test]
+    fn backend_actions_say_the_new_state_and_why() {
+        let body = r#"{"address":"127.0.0.1:9001","state":"drained","reason":"drained by admin API from 127.0.0.1"}"#;
+        assert_eq!(
+            backend_outcome(200, body, "app", "drain"),
+            "app 127.0.0.1:9001: drained (drained by admin API from 127.0.0.1)\n"
+        );
+        assert_eq!(
+            backend_outcome(404, "no pool named \"nope\"\n", "nope", "drain"),
+            "drain: admin API answered 404: no pool named \"nope\"\n"
+        );
+    }
 
     #[test]
     fn table_lists_every_backend_with_state_and_reason() {

@@ -1,7 +1,7 @@
 //! The `sluice` command line: run a config, check one, or start the built-in demo.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use sluice::config::Scheduler;
 use sluice::{Config, DrainOutcome, Server};
 use std::net::SocketAddr;
@@ -11,28 +11,77 @@ use tracing_subscriber::EnvFilter;
 
 const DEFAULT_CONFIG: &str = "/etc/sluice/sluice.yaml";
 
+/// How `sluice` exits, shown in `--help` and in the man page's EXIT STATUS.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success: the config is valid (check), the daemon stopped cleanly (run, demo), the
+     running sluice did what was asked (status, reload, drain, enable)
+  1  failure: an invalid config, a daemon that could not start, a reload or an action the
+     running sluice refused, an admin listener that could not be reached
+  2  usage error: an unknown command or option, a missing or malformed argument
+  register with a COMMAND exits with that command's status";
+
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "An L4/L7 load balancer daemon")]
+#[command(
+    name = "sluice",
+    version,
+    about = "An L4/L7 load balancer daemon",
+    long_about = "An L4/L7 load balancer daemon: HTTP and TCP listeners, backend pools, health \
+checks, hot reload. Without a command it runs the config file; without a config file and \
+without -c, it starts the demo.",
+    after_help = EXIT_STATUS
+)]
 struct Cli {
-    /// Config file (default: /etc/sluice/sluice.yaml; without it and without a command, the demo runs).
-    #[arg(short = 'c', long = "config", global = true)]
+    /// Config file to run or check (default: /etc/sluice/sluice.yaml; without it and without
+    /// a command, the demo runs).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Validate the config and exit 0 (valid) or 1 (invalid), like `nginx -t`.
+    /// Validate the config and exit 0 (valid) or 1 (invalid), like `nginx -t` (`sluice check`).
     #[arg(short = 't', long = "check", alias = "test")]
     check: bool,
-    /// Print nothing on success with --check.
-    #[arg(short = 'q', long = "quiet", global = true)]
+    /// With -t: print nothing on success.
+    #[arg(short = 'q', long = "quiet", requires = "check")]
     quiet: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// `-c FILE` for the commands that read the config file.
+#[derive(Args)]
+struct ConfigFile {
+    /// Config file (default: /etc/sluice/sluice.yaml).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// How the operator commands find the running sluice, and what they print.
+#[derive(Args)]
+struct AdminArgs {
+    /// Admin address (default: admin.bind from the config file, else 127.0.0.1:9900).
+    #[arg(long, value_name = "IP:PORT")]
+    admin: Option<SocketAddr>,
+    /// Config file whose admin.bind to use (default: /etc/sluice/sluice.yaml).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the admin API's JSON answer instead of text (for scripts).
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon with the config file (the default command).
-    Run,
+    Run {
+        #[command(flatten)]
+        file: ConfigFile,
+    },
     /// Validate the config file and exit 0/1 without opening any socket.
     Check {
+        #[command(flatten)]
+        file: ConfigFile,
+        /// Print nothing on success.
+        #[arg(short = 'q', long = "quiet")]
+        quiet: bool,
         /// Also print what reloading from this running config file to the checked one would do.
         #[arg(long, value_name = "RUNNING_CONFIG")]
         diff: Option<PathBuf>,
@@ -53,39 +102,41 @@ enum Command {
     },
     /// Show pools and backends of a running sluice (state, reason, load) as a table.
     Status {
-        /// Admin address (default: admin.bind from the config file, else 127.0.0.1:9900).
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-        /// Print the raw JSON instead of the table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Ask a running sluice to reload its config file now (like SIGHUP, but answers).
     Reload {
-        #[arg(long)]
-        admin: Option<SocketAddr>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Stop sending new work to a backend (in-flight work finishes); kept across reloads.
     Drain {
+        /// The pool's name.
         pool: String,
         /// IP:PORT or unix:/path.
         backend: sluice::config::BackendAddress,
-        #[arg(long)]
-        admin: Option<SocketAddr>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Undo a drain.
     Enable {
+        /// The pool's name.
         pool: String,
         /// IP:PORT or unix:/path.
         backend: sluice::config::BackendAddress,
-        #[arg(long)]
-        admin: Option<SocketAddr>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
-    /// Print the version and how this binary was built.
+    /// Print the version and what this binary was built with.
     Version,
-    /// Print the man page (roff) to stdout: `sluice man > sluice.8`.
-    #[command(hide = true)]
-    Man,
+    /// Print the man page sluice(8) (roff) to stdout, or write it and one page per command
+    /// (sluice-run(8), sluice-check(8), ...) into a directory.
+    Man {
+        /// Write sluice.8 and sluice-COMMAND.8 here instead of printing sluice.8.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Register a backend in etcd under a lease kept alive while this runs (or while COMMAND
     /// runs); SIGTERM/SIGINT or the command's exit deletes the key.
     Register {
@@ -180,64 +231,78 @@ fn stderr_is_journal() -> bool {
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
-    let explicit = cli.config.clone();
-    let config_path = explicit
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    // `sluice -c FILE check` still works: a command's own -c wins over the top-level one.
+    let top = cli.config;
+    let file = |own: Option<PathBuf>| {
+        own.or_else(|| top.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    };
     match cli.command {
-        _ if cli.check => Ok(check(&config_path, None, cli.quiet)),
-        Some(Command::Check { diff }) => Ok(check(&config_path, diff.as_deref(), cli.quiet)),
+        _ if cli.check => Ok(check(&file(None), None, cli.quiet)),
+        Some(Command::Check {
+            file: own,
+            quiet,
+            diff,
+        }) => Ok(check(&file(own.config), diff.as_deref(), quiet)),
         Some(Command::Demo { listen }) => run_demo(listen),
         Some(Command::Version) => {
-            println!("sluice {}", env!("CARGO_PKG_VERSION"));
-            println!(
-                "built for {} ({}), TLS: none yet, YAML: serde-saphyr",
-                std::env::consts::ARCH,
-                if cfg!(debug_assertions) {
-                    "debug"
-                } else {
-                    "release"
+            print!("{}", build_description());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Man { dir }) => {
+            let command = <Cli as clap::CommandFactory>::command();
+            match dir {
+                Some(dir) => {
+                    for page in sluice::cli::man::pages(command, EXIT_STATUS) {
+                        let path = dir.join(&page.file_name);
+                        std::fs::write(&path, page.roff)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                    }
                 }
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Man) => {
-            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).section("8");
-            page.render(&mut std::io::stdout())
-                .context("cannot write the man page")?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Some(Command::Status { admin, json }) => {
-            let admin = admin_address(admin, &config_path);
-            let (_, body) = admin_call(admin, http::Method::GET, "/status")?;
-            if json {
-                print!("{body}");
-            } else {
-                let value: serde_json::Value = serde_json::from_str(&body)
-                    .with_context(|| format!("unexpected answer from {admin}"))?;
-                print!("{}", sluice::cli::status_table(&value));
+                None => {
+                    use std::io::Write;
+                    let page = sluice::cli::man::main_page(command, EXIT_STATUS);
+                    std::io::stdout()
+                        .write_all(page.roff.as_bytes())
+                        .context("cannot write the man page")?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Reload { admin }) => {
-            admin_action(admin_address(admin, &config_path), "/reload")
+        Some(Command::Status { admin: args }) => {
+            let admin = admin_address(args.admin, &file(args.config));
+            let (status, body) = admin_call(admin, http::Method::GET, "/status")?;
+            if args.json {
+                print!("{body}");
+            } else if (200..300).contains(&status) {
+                let value: serde_json::Value = serde_json::from_str(&body)
+                    .with_context(|| format!("unexpected answer from {admin}"))?;
+                print!("{}", sluice::cli::status_table(&value));
+            } else {
+                eprintln!("sluice: {admin} answered {status}: {}", body.trim_end());
+            }
+            Ok(exit_status(status))
+        }
+        Some(Command::Reload { admin: args }) => {
+            let admin = admin_address(args.admin, &file(args.config));
+            let (status, body) = admin_call(admin, http::Method::POST, "/reload")?;
+            if args.json {
+                print!("{body}");
+            } else {
+                human_answer(status, &sluice::cli::reload_outcome(status, &body));
+            }
+            Ok(exit_status(status))
         }
         Some(Command::Drain {
             pool,
             backend,
-            admin,
-        }) => admin_action(
-            admin_address(admin, &config_path),
-            &format!("/pools/{pool}/backends/{}/drain", path_segment(&backend)),
-        ),
+            admin: args,
+        }) => backend_action(&pool, &backend, "drain", &args, &file(args.config.clone())),
         Some(Command::Enable {
             pool,
             backend,
-            admin,
-        }) => admin_action(
-            admin_address(admin, &config_path),
-            &format!("/pools/{pool}/backends/{}/enable", path_segment(&backend)),
-        ),
+            admin: args,
+        }) => backend_action(&pool, &backend, "enable", &args, &file(args.config.clone())),
         Some(Command::Backends {
             count,
             first_port,
@@ -261,13 +326,75 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let code = runtime.block_on(sluice::discovery::register::run(options, &command))?;
             Ok(ExitCode::from(code))
         }
-        Some(Command::Run) => run(&config_path),
-        None if explicit.is_none() && !config_path.exists() => {
+        Some(Command::Run { file: own }) => run(&file(own.config)),
+        None if top.is_none() && !Path::new(DEFAULT_CONFIG).exists() => {
             tracing::info!("no config file at {DEFAULT_CONFIG} and no -c given: starting the demo");
             run_demo(sluice::demo::DEFAULT_DEMO_LISTEN.parse()?)
         }
-        None => run(&config_path),
+        None => run(&file(None)),
     }
+}
+
+/// `sluice version`: what this binary is and what is compiled in (every item is built
+/// unconditionally: sluice has no cargo features).
+fn build_description() -> String {
+    format!(
+        "sluice {version}\n\
+         build: {profile}, {arch}-{os}\n\
+         TLS: rustls with the ring provider, TLS 1.2 and 1.3, ALPN h2 and http/1.1 (termination, passthrough by SNI, to backends with mutual TLS)\n\
+         HTTP: HTTP/1.0, HTTP/1.1, HTTP/2 (h2c and over TLS; to backends: protocol h2, gRPC), WebSocket and Upgrade tunnels\n\
+         L4: TCP with splice(2), unix sockets, PROXY protocol v1 and v2\n\
+         discovery: DNS (SRV, A/AAAA), file, etcd (v3 JSON gateway), ZooKeeper\n\
+         config: YAML (serde-saphyr); logs: stderr or journald, access logs combined or JSON; metrics: Prometheus\n",
+        version = env!("CARGO_PKG_VERSION"),
+        profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+        arch = std::env::consts::ARCH,
+        os = std::env::consts::OS,
+    )
+}
+
+/// Exit 0 for a 2xx answer of the admin API, 1 otherwise.
+fn exit_status(status: u16) -> ExitCode {
+    if (200..300).contains(&status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Success to stdout, failure to stderr (after "sluice: ", like every other error).
+fn human_answer(status: u16, text: &str) {
+    if (200..300).contains(&status) {
+        print!("{text}");
+    } else {
+        eprint!("sluice: {text}");
+    }
+}
+
+/// `sluice drain` / `enable`: POSTs the action and says what the backend is now.
+fn backend_action(
+    pool: &str,
+    backend: &sluice::config::BackendAddress,
+    action: &str,
+    args: &AdminArgs,
+    config_path: &Path,
+) -> Result<ExitCode> {
+    let admin = admin_address(args.admin, config_path);
+    let path = format!("/pools/{pool}/backends/{}/{action}", path_segment(backend));
+    let (status, body) = admin_call(admin, http::Method::POST, &path)?;
+    if args.json {
+        print!("{body}");
+    } else {
+        human_answer(
+            status,
+            &sluice::cli::backend_outcome(status, &body, pool, action),
+        );
+    }
+    Ok(exit_status(status))
 }
 
 fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
@@ -301,17 +428,6 @@ fn admin_call(admin: SocketAddr, method: http::Method, path: &str) -> Result<(u1
         .build()
         .context("cannot start the async runtime")?;
     Ok(runtime.block_on(sluice::cli::admin_request(admin, method, path))?)
-}
-
-/// POSTs an admin action and prints the answer; exit 1 unless it succeeded.
-fn admin_action(admin: SocketAddr, path: &str) -> Result<ExitCode> {
-    let (status, body) = admin_call(admin, http::Method::POST, path)?;
-    print!("{body}");
-    Ok(if (200..300).contains(&status) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 fn check(path: &Path, running: Option<&Path>, quiet: bool) -> ExitCode {
@@ -445,6 +561,11 @@ fn exit_code(_outcome: DrainOutcome) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::describe;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 
     #[test]
     fn each_cause_is_said_once() {

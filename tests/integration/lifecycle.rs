@@ -485,19 +485,70 @@ async fn operator_subcommands_talk_to_the_admin_listener() {
         "{table}"
     );
 
+    // People get a sentence; scripts ask for JSON.
     let (ok, answer) = run(&["drain", "app", &backend.addr.to_string()]);
-    assert!(ok && answer.contains("\"drained\""), "{answer}");
+    assert!(ok, "{answer}");
+    assert_eq!(
+        answer,
+        format!(
+            "app {}: drained (drained by admin API from 127.0.0.1)\n",
+            backend.addr
+        )
+    );
     let (_, table) = run(&["status"]);
     assert!(
         table.contains("drained by admin API from 127.0.0.1"),
         "{table}"
     );
-    let (ok, answer) = run(&["enable", "app", &backend.addr.to_string()]);
+    let (ok, answer) = run(&["enable", "app", &backend.addr.to_string(), "--json"]);
     assert!(ok, "{answer}");
+    let enabled: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(enabled["address"], backend.addr.to_string());
+    assert_ne!(enabled["state"], "drained");
     let (ok, answer) = run(&["reload"]);
+    assert!(ok && answer.starts_with("reload succeeded: "), "{answer}");
+    let (ok, answer) = run(&["reload", "--json"]);
     assert!(ok && answer.contains("\"success\": true"), "{answer}");
-    let (ok, _) = run(&["drain", "nope", &backend.addr.to_string()]);
-    assert!(!ok, "unknown pool exits 1");
+
+    // A failed reload prints the error with its caret snippet as lines, on stderr, exit 1.
+    let broken = std::fs::read_to_string(file.path())
+        .unwrap()
+        .replace("pool: app", "pool: ap");
+    std::fs::write(file.path(), broken).unwrap();
+    let output = Command::new(BIN)
+        .args(["reload", "--admin", &admin])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("sluice: reload failed; the running config stays in force:\n"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("listeners.web.pool: no pool named \"ap\"")
+            && stderr
+                .lines()
+                .any(|l| l.starts_with("  |") && l.ends_with('^'))
+            && !stderr.contains("\\n"),
+        "{stderr}"
+    );
+
+    let output = Command::new(BIN)
+        .args([
+            "drain",
+            "nope",
+            &backend.addr.to_string(),
+            "--admin",
+            &admin,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "unknown pool exits 1");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "sluice: drain: admin API answered 404: no pool named \"nope\"\n"
+    );
 
     signal(&child, "TERM");
     let status = tokio::task::spawn_blocking(move || child.wait())
@@ -568,17 +619,89 @@ async fn access_log_files_are_reopened_on_sigusr1() {
 fn version_and_man_page_subcommands() {
     let version = Command::new(BIN).arg("version").output().unwrap();
     assert!(version.status.success());
+    let version = String::from_utf8_lossy(&version.stdout);
     assert!(
-        String::from_utf8_lossy(&version.stdout)
-            .starts_with(&format!("sluice {}\n", env!("CARGO_PKG_VERSION")))
+        version.starts_with(&format!("sluice {}\n", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    assert!(
+        version.contains("TLS: rustls with the ring provider")
+            && version.contains("HTTP/2")
+            && !version.contains("none yet"),
+        "{version}"
     );
     let man = Command::new(BIN).arg("man").output().unwrap();
     assert!(man.status.success());
     let page = String::from_utf8_lossy(&man.stdout);
+    for section in [
+        ".TH sluice 8",
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH DESCRIPTION",
+        ".SH COMMANDS",
+        ".SH OPTIONS",
+        ".SH \"SIGNALS\"",
+        ".SH \"FILES\"",
+        ".SH \"ADMIN API\"",
+        ".SH \"EXIT STATUS\"",
+        ".SH \"ENVIRONMENT\"",
+        ".SH \"EXAMPLES\"",
+        ".SH \"SEE ALSO\"",
+        "sluice\\-check(8)",
+        "SIGUSR1",
+    ] {
+        assert!(page.contains(section), "{section} in\n{page}");
+    }
+    // One page per visible command, for the package.
+    let directory = tempfile::tempdir().unwrap();
+    let man = Command::new(BIN)
+        .args(["man", "--dir"])
+        .arg(directory.path())
+        .output()
+        .unwrap();
+    assert!(man.status.success());
+    for name in [
+        "sluice",
+        "sluice-run",
+        "sluice-check",
+        "sluice-reload",
+        "sluice-drain",
+    ] {
+        let page = std::fs::read_to_string(directory.path().join(format!("{name}.8"))).unwrap();
+        assert!(page.contains(&format!(".TH {name} 8")), "{page}");
+    }
     assert!(
-        page.contains(".TH sluice 8") && page.contains("check"),
-        "{page}"
+        !directory.path().join("sluice-backends.8").exists(),
+        "hidden"
     );
+}
+
+/// `--help` lists `man` and the exit status; `-q` is check's option, not every command's.
+#[test]
+fn help_is_for_people() {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("\n  man ") && help.contains("Exit status:"),
+        "{help}"
+    );
+    let check = Command::new(BIN)
+        .args(["check", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&check.stdout).contains("-q, --quiet"));
+    let reload = Command::new(BIN)
+        .args(["reload", "--help"])
+        .output()
+        .unwrap();
+    let reload = String::from_utf8_lossy(&reload.stdout);
+    assert!(
+        !reload.contains("--quiet") && reload.contains("--json"),
+        "{reload}"
+    );
+    // A usage error exits 2, as documented.
+    let wrong = Command::new(BIN).args(["status", "-q"]).output().unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
 }
 
 #[tokio::test]
