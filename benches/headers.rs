@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use sluice::proxy::headers::{ClientIp, rewrite_request_headers};
+use sluice::headers::{ClientIp, rewrite_request_headers};
 use std::hint::black_box;
 use std::net::IpAddr;
 
@@ -50,7 +50,9 @@ fn bench_admission(c: &mut Criterion) {
     let headers = typical_browser_request();
     let limits = sluice::config::RequestLimits::default();
     let method = http::Method::GET;
-    let uri: http::Uri = "/catalog/shoes?size=42&color=red".parse().expect("literal URI");
+    let uri: http::Uri = "/catalog/shoes?size=42&color=red"
+        .parse()
+        .expect("literal URI");
     c.bench_function("admission_check/browser", |b| {
         b.iter(|| {
             sluice::proxy::admission::check(

@@ -124,7 +124,7 @@ impl Pool {
             ))),
         };
         let now = std::time::Instant::now();
-        let now_micros = crate::proxy::clock_micros();
+        let now_micros = crate::clock::clock_micros();
         let breaker = config.resilience.breaker.clone().map(Arc::new);
         let backends: Vec<Backend> = config
             .backends

@@ -49,7 +49,7 @@ pub(super) fn backend_action(
     };
     let by = format!("admin API from {}", peer.ip());
     let now = Instant::now();
-    let micros = crate::proxy::clock_micros();
+    let micros = crate::clock::clock_micros();
     let change = match action {
         "drain" => backend.state.health.update(micros, |m| m.drain(now, &by)),
         "enable" => backend.state.health.update(micros, |m| m.enable(now, &by)),
@@ -96,7 +96,7 @@ pub(super) fn backend_action(
         }
     };
     if let Some(change) = &change {
-        crate::health::probe::announce(pool, backend, change);
+        crate::probe::announce(pool, backend, change);
     }
     json(
         StatusCode::OK,

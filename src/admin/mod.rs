@@ -10,6 +10,7 @@
 //! serves `status_page.html`.
 
 mod actions;
+mod gauges;
 mod status;
 
 use crate::error::Chain;
@@ -89,11 +90,8 @@ async fn route(
         }
         ("/status", true) => json(StatusCode::OK, &status(shared)),
         ("/metrics", true) => {
-            match crate::metrics::render(
-                &shared.snapshot.load(),
-                &shared.open_connections(),
-                &shared.worker_connections(),
-            ) {
+            gauges::refresh_gauges(&shared.snapshot.load());
+            match crate::metrics::render(&shared.open_connections(), &shared.worker_connections()) {
                 Some(body) => {
                     let mut response = text(StatusCode::OK, body);
                     response.headers_mut().insert(

@@ -63,7 +63,7 @@ pub struct Shared {
     weight_overrides: Mutex<HashMap<(String, crate::config::BackendAddress), u32>>,
     /// Serialises snapshot swaps (reloads and runtime weight changes).
     swap: Mutex<()>,
-    probes: crate::health::probe::Probes,
+    probes: crate::probe::Probes,
     pub reloads: Reloads,
     /// Discovered backends, merged into every snapshot built (`crate::discovery`).
     pub discovery: Arc<crate::discovery::Discovery>,
@@ -176,7 +176,7 @@ impl Server {
             shards,
         });
         shared.probes.sync(&shared.snapshot, &shared.shutdown);
-        crate::health::probe::spawn_ticker(shared.snapshot.clone(), shared.shutdown.clone());
+        crate::probe::spawn_ticker(shared.snapshot.clone(), shared.shutdown.clone());
         crate::discovery::spawn_applier(&shared, shared.shutdown.clone());
         for (name, socket, shards) in sockets {
             shared.start_listener(name, socket, shards)?;
