@@ -3,8 +3,12 @@
 //! listeners, snapshot and admin token as they were, and the report says it failed; the same
 //! change then applies whole.
 
-use super::*;
+use super::{Control, ControlPlane, Hooks};
+use crate::config::Config;
+use crate::upgrade::Inherited;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 fn quiet_hooks() -> Hooks {
