@@ -43,9 +43,14 @@ async fn through(addr: SocketAddr) -> String {
     text
 }
 
-fn config(admin_token: &std::path::Path, listeners: &str, backend: SocketAddr) -> Config {
+fn config(
+    runtime: &str,
+    admin_token: &std::path::Path,
+    listeners: &str,
+    backend: SocketAddr,
+) -> Config {
     let text = format!(
-        "admin: {{bind: 127.0.0.1:0, token_file: '{}'}}\nlisteners:\n{listeners}pools:\n  app:\n    backends: [{backend}]\n",
+        "{runtime}admin: {{bind: 127.0.0.1:0, token_file: '{}'}}\nlisteners:\n{listeners}pools:\n  app:\n    backends: [{backend}]\n",
         admin_token.display()
     );
     Config::parse(&text, "t.yaml").unwrap_or_else(|e| panic!("{e}"))
@@ -53,12 +58,28 @@ fn config(admin_token: &std::path::Path, listeners: &str, backend: SocketAddr) -
 
 #[tokio::test]
 async fn a_failed_prepare_changes_nothing_and_the_same_change_then_applies() {
+    failed_prepare_then_apply("").await;
+}
+
+/// The same with worker threads: prepare registers the sockets with each worker's event loop
+/// (and the group's further sockets); a failed prepare drops them from this thread.
+#[tokio::test]
+async fn with_worker_threads_too() {
+    for accept in ["shared", "reuseport"] {
+        let runtime =
+            format!("runtime: {{worker_threads: 2, scheduler: per_thread, accept: {accept}}}\n");
+        failed_prepare_then_apply(&runtime).await;
+    }
+}
+
+async fn failed_prepare_then_apply(runtime: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
     std::fs::write(&one, "first-token\n").unwrap();
     std::fs::write(&two, "second-token\n").unwrap();
     let (a, b) = (backend("a").await, backend("b").await);
     let first = config(
+        runtime,
         &one,
         "  web: {bind: 127.0.0.1:0, protocol: tcp, pool: app}\n  old: {bind: 127.0.0.1:0, protocol: tcp, pool: app}\n",
         a,
@@ -74,6 +95,7 @@ async fn a_failed_prepare_changes_nothing_and_the_same_change_then_applies() {
     // `web` renamed at its address (its socket taken over), `old` removed, `fresh` added,
     // the pool moved to another backend and a new admin token.
     let second = config(
+        runtime,
         &two,
         &format!(
             "  site: {{bind: '{web}', protocol: tcp, pool: app}}\n  fresh: {{bind: 127.0.0.1:0, protocol: tcp, pool: app}}\n"
