@@ -1,12 +1,14 @@
 //! Prometheus metrics: the names in one place, the recorder installed once per process, and
 //! the text rendered by the admin listener at `/metrics` (no listener of its own).
 //!
+//! Low in the layering: imports `config`, `health` (pure), `resilience` and `memory`, never
+//! `backend` or `state` (they register their counters here).
+//!
 //! Names follow Prometheus conventions (base units, `_total` counters) and the families
 //! HAProxy's and Envoy's exporters use, prefixed `sluice_`.
 
 use crate::config::BackendAddress;
 use crate::health::machine::{Change, State};
-use crate::state::Snapshot;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -85,15 +87,14 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     }
 }
 
-/// Renders the Prometheus text, after refreshing the gauges that are read from the running
-/// snapshot (backend up/in-flight, pool counts) rather than pushed from the data path.
+/// Renders the Prometheus text. The caller first refreshes the gauges read from the running
+/// snapshot (the admin listener's `gauges`): this module sits below `backend` and `state`,
+/// which register their counters here, so it cannot read them back.
 pub fn render(
-    snapshot: &Snapshot,
     open_connections: &[(String, usize)],
     worker_connections: &[usize],
 ) -> Option<String> {
     let handle = HANDLE.get()?.as_ref()?;
-    refresh_gauges(snapshot);
     for (listener, open) in open_connections {
         metrics::gauge!(LISTENER_ACTIVE_CONNECTIONS, "listener" => listener.clone())
             .set(*open as f64);
@@ -136,35 +137,6 @@ pub fn health_check(pool: &str, backend: &BackendAddress, ok: bool) {
 
 pub fn pool_panic(pool: &str, panic: bool) {
     metrics::gauge!(POOL_PANIC, "pool" => pool.to_owned()).set(if panic { 1.0 } else { 0.0 });
-}
-
-fn refresh_gauges(snapshot: &Snapshot) {
-    for pool in snapshot.pools.values() {
-        let name = pool.config.name.clone();
-        let (mut healthy, mut ejected, mut drained) = (0.0, 0.0, 0.0);
-        for backend in &pool.backends {
-            let health = &backend.state.health;
-            let labels = [
-                ("pool", name.clone()),
-                ("backend", backend.address.to_string()),
-            ];
-            let up = health.is_healthy() && !health.is_drained();
-            metrics::gauge!(BACKEND_UP, &labels).set(if up { 1.0 } else { 0.0 });
-            metrics::gauge!(BACKEND_ACTIVE, &labels).set(backend.state.in_flight() as f64);
-            metrics::counter!(BACKEND_PICKED_TOTAL, &labels).absolute(backend.state.picked_total());
-            healthy += f64::from(u8::from(health.is_healthy()));
-            ejected += f64::from(u8::from(health.is_ejected()));
-            drained += f64::from(u8::from(health.is_drained()));
-        }
-        let count = |state: &'static str, value: f64| {
-            metrics::gauge!(POOL_BACKENDS, "pool" => name.clone(), "state" => state).set(value);
-        };
-        count("healthy", healthy);
-        count("ejected", ejected);
-        count("drained", drained);
-        count("total", pool.backends.len() as f64);
-        pool_panic(&name, pool.panic.load(std::sync::atomic::Ordering::Relaxed));
-    }
 }
 
 pub fn retry(pool: &str) {

@@ -21,7 +21,7 @@ pub struct HealthCell {
     /// Mirrors the machine's passive failure streak, so a success on a backend without
     /// recent failures (the common case) costs one load, not a lock.
     passive_failures: AtomicU32,
-    /// `proxy::clock_micros` when the backend last became available (slow start).
+    /// `clock::clock_micros` when the backend last became available (slow start).
     available_since_micros: AtomicU64,
     pub checks_passed: AtomicU64,
     pub checks_failed: AtomicU64,

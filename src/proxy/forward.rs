@@ -21,7 +21,7 @@
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
 use crate::config::BackendAddress;
-use crate::health::probe::report_outcome;
+use crate::probe::report_outcome;
 use crate::proxy::request_body::{ClientBodyError, Prepared};
 use crate::proxy::{clock_instant, clock_micros, pick_backend_where};
 use crate::resilience::backoff::backoff;

@@ -12,21 +12,19 @@
 use crate::access_log;
 use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
+use crate::headers::{ClientIp, append_forwarded, rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::activity::{Activity, ClientTimeouts, ConnActivity, TimedIo, Tracked};
 use crate::proxy::admission;
 use crate::proxy::answer_log;
 use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
 use crate::proxy::client_conn::{self, Closing, Versions};
 use crate::proxy::forward::{Forwarded, Outgoing, Refused, forward};
-use crate::proxy::headers::{
-    ClientIp, append_forwarded, rewrite_request_headers, strip_hop_by_hop,
-};
-use crate::proxy::request_body::{BodyPolicy, ClientBody, ClientBodyError, Prepared};
 use crate::proxy::request_id::{X_REQUEST_ID, ensure_request_id};
 use crate::proxy::tunnel::{self, TunnelGuards, TunnelLimits};
 use crate::proxy::{Peer, clock_micros};
 use crate::route::{self, RequestView};
 use crate::state::SharedSnapshot;
+use crate::upstream::request_body::{BodyPolicy, ClientBody, ClientBodyError, Prepared};
 use http::{Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;

@@ -130,9 +130,7 @@ async fn wait_for(sluice: &Server, want: &[(SocketAddr, u32)]) {
 }
 
 fn last_error(sluice: &Server) -> Option<String> {
-    sluice.shared().discovery.status()["api"][0]
-        .last_error
-        .clone()
+    sluice.discovery_status()["api"][0].last_error.clone()
 }
 
 #[tokio::test]

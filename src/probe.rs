@@ -6,11 +6,11 @@
 //! logged once each, with their reason, and exported as metrics.
 
 use crate::backend::Backend;
+use crate::clock::clock_micros;
 use crate::config::health::{ActiveCheck, CheckKind, HealthPolicy, HttpCheck};
 use crate::config::{BackendAddress, UpstreamProtocol};
 use crate::error::Chain;
 use crate::health::machine::{Change, State, may_eject_another};
-use crate::proxy::clock_micros;
 use crate::state::{Pool, SharedSnapshot};
 use crate::upstream::UpstreamClient;
 use crate::upstream::connector::Conn;
