@@ -13,8 +13,9 @@
 //! vouch for a recovery they can see: a backend that passes `/health` while failing real
 //! traffic would otherwise flap every `rise x interval` at the cost of `consecutive_failures`
 //! failed requests each time. So the checks may end an ejection when it is the backend's first
-//! recent one, or when a check failed during it (the checks saw the outage, so their passes
-//! mean it is over); a repeat offender whose checks never failed serves its ejection time.
+//! recent one, or when a check failed during it or was failing when it began (the checks saw
+//! the outage, so their passes mean it is over); a repeat offender whose checks never failed
+//! serves its ejection time.
 
 use crate::config::health::HealthPolicy;
 use serde::Serialize;
@@ -322,7 +323,8 @@ impl BackendHealth {
             h.passive_failures = 0;
             // Passes count from the ejection on: those before it did not see the failures.
             h.check_successes = 0;
-            h.checks_may_end_ejection = h.ejections <= 1;
+            // A failing last check saw the outage as much as one failing during it would.
+            h.checks_may_end_ejection = h.ejections <= 1 || h.check_failures > 0;
             let early = match &policy.active {
                 None => String::new(),
                 Some(check) if h.checks_may_end_ejection => format!(

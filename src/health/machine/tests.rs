@@ -334,6 +334,17 @@ fn a_repeat_ejection_whose_checks_never_failed_lasts_until_one_fails() {
         .record_check(t(12.0), true, "HTTP 200".into(), &policy)
         .expect("back after a failure then rise passes");
     assert_eq!(back.ejection_ended, Some(EjectionEnd::ActiveCheck));
+
+    // A check that was failing when the repeat ejection began saw the outage too (a hung
+    // backend: its timed-out check moved the requests whose failures ejected it).
+    health.record_check(t(13.0), false, "timed out after 1s".into(), &policy);
+    let third = eject(&mut health, 13.1, &policy);
+    assert!(third.reason.contains("ejection #3"), "{}", third.reason);
+    health.record_check(t(14.0), true, "HTTP 200".into(), &policy);
+    let back = health
+        .record_check(t(15.0), true, "HTTP 200".into(), &policy)
+        .expect("the failing check vouches for the passes after it");
+    assert_eq!(back.ejection_ended, Some(EjectionEnd::ActiveCheck));
 }
 
 #[test]
