@@ -54,6 +54,11 @@ pub struct Record {
     /// body`...), JSON format only; the status says it too (499 for an aborted client).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
+    /// Set when the request left a backend that stopped answering and was sent to another
+    /// (`upstream_addr`): from where, after how long, and why (JSON format only), e.g.
+    /// `from 10.0.0.2:8080 after 612 ms: an active check of the backend timed out`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved: Option<String>,
 }
 
 impl Record {
@@ -260,6 +265,7 @@ mod tests {
             tls_version: None,
             sni: None,
             error: None,
+            moved: None,
             listener: Arc::from("web"),
             method: "GET".into(),
             host: "shop.example".into(),
@@ -292,6 +298,16 @@ mod tests {
         assert_eq!(value["upstream_addr"], "10.0.0.1:80");
         assert_eq!(value["pool"], "app");
         assert_eq!(value["request_id"], "abc");
+        assert!(value.get("moved").is_none(), "absent unless moved");
+        let moved = Record {
+            moved: Some("from 10.0.0.2:80 after 600 ms: an active check timed out".into()),
+            ..record()
+        };
+        let value: serde_json::Value = serde_json::from_str(&moved.line(Format::Json)).unwrap();
+        assert_eq!(
+            value["moved"],
+            "from 10.0.0.2:80 after 600 ms: an active check timed out"
+        );
     }
 
     #[test]

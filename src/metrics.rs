@@ -19,6 +19,8 @@ pub const BUILD_INFO: &str = "sluice_build_info";
 pub const BACKEND_UP: &str = "sluice_backend_up";
 pub const HEALTH_CHECKS_TOTAL: &str = "sluice_health_checks_total";
 pub const EJECTIONS_TOTAL: &str = "sluice_backend_ejections_total";
+pub const EJECTIONS_ENDED_TOTAL: &str = "sluice_backend_ejections_ended_total";
+pub const REQUESTS_MOVED_TOTAL: &str = "sluice_requests_moved_total";
 pub const POOL_PANIC: &str = "sluice_pool_panic";
 pub const BACKEND_ACTIVE: &str = "sluice_backend_active_requests";
 pub const BACKEND_PICKED_TOTAL: &str = "sluice_backend_selected_total";
@@ -123,6 +125,21 @@ pub fn backend_state(pool: &str, backend: &BackendAddress, change: &Change) {
     if change.to == State::Ejected && change.from != State::Ejected {
         metrics::counter!(EJECTIONS_TOTAL, &labels).increment(1);
     }
+    if let Some(ended) = change.ejection_ended {
+        let [pool, backend] = labels;
+        metrics::counter!(
+            EJECTIONS_ENDED_TOTAL,
+            &[pool, backend, ("by", ended.label().to_owned())]
+        )
+        .increment(1);
+    }
+}
+
+/// A request waiting on a backend was moved to another one: `cause` is why the backend was
+/// given up on (`check_timeout`, `down` or `ejected`).
+pub fn request_moved(pool: &str, cause: &'static str) {
+    metrics::counter!(REQUESTS_MOVED_TOTAL, "pool" => pool.to_owned(), "cause" => cause)
+        .increment(1);
 }
 
 pub fn health_check(pool: &str, backend: &BackendAddress, ok: bool) {

@@ -10,6 +10,7 @@ use crate::clock::clock_micros;
 use crate::config::health::{ActiveCheck, CheckKind, HealthPolicy, HttpCheck};
 use crate::config::{BackendAddress, UpstreamProtocol};
 use crate::error::Chain;
+use crate::health::evacuation::Cause;
 use crate::health::machine::{Change, State, may_eject_another};
 use crate::state::{Pool, SharedSnapshot};
 use crate::upstream::UpstreamClient;
@@ -185,7 +186,11 @@ async fn probe_loop(
         let result = tokio::select! {
             result = tokio::time::timeout(check.timeout, probe(&pool.client, &address, &check)) => match result {
                 Ok(result) => result,
-                Err(_) => Err(format!("timed out after {:?}", check.timeout)),
+                Err(_) => {
+                    // No answer to a trivial request: what waits on the backend is stuck too.
+                    backend.state.health.evacuation().sound(Cause::CheckTimedOut);
+                    Err(format!("timed out after {:?}", check.timeout))
+                }
             },
             () = stop.cancelled() => return,
         };

@@ -6,6 +6,7 @@
 //! panic flag is shared by all backends of a pool, so panic mode is one store for the pool.
 
 use crate::config::health::HealthPolicy;
+use crate::health::evacuation::{Cause, Evacuation};
 use crate::health::machine::{BackendHealth, Change, State};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +27,8 @@ pub struct HealthCell {
     pub checks_passed: AtomicU64,
     pub checks_failed: AtomicU64,
     pub ejections_total: AtomicU64,
+    /// Sounded when the backend stops answering or leaves the pool for failing.
+    evacuation: Evacuation,
 }
 
 impl HealthCell {
@@ -47,6 +50,7 @@ impl HealthCell {
             checks_passed: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
             ejections_total: AtomicU64::new(0),
+            evacuation: Evacuation::default(),
         };
         cell.available_since_micros
             .store(now_micros, Ordering::Relaxed);
@@ -73,6 +77,11 @@ impl HealthCell {
 
     pub fn pool_panic(&self) -> &Arc<AtomicBool> {
         &self.pool_panic
+    }
+
+    /// Requests waiting on the backend listen to this (see `health::evacuation`).
+    pub fn evacuation(&self) -> &Evacuation {
+        &self.evacuation
     }
 
     pub fn has_passive_failures(&self) -> bool {
@@ -109,6 +118,13 @@ impl HealthCell {
             }
             if change.to == State::Ejected && change.from != State::Ejected {
                 self.ejections_total.fetch_add(1, Ordering::Relaxed);
+            }
+            // Leaving the pool for failing: what waits on it is likely lost. A drain is not
+            // a failure; its work in flight finishes.
+            match (change.from, change.to) {
+                (State::Up, State::Down) => self.evacuation.sound(Cause::Down),
+                (State::Up, State::Ejected) => self.evacuation.sound(Cause::Ejected),
+                _ => {}
             }
         }
         change

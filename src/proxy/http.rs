@@ -83,6 +83,8 @@ impl ConnContext {
 struct Served {
     pool: Arc<str>,
     upstream: Option<crate::config::BackendAddress>,
+    /// The request left a backend that stopped answering: from where and why.
+    moved: Option<String>,
 }
 
 /// Serves one accepted client connection until it closes, or until `shutdown` fires and the
@@ -251,6 +253,7 @@ fn respond(
             if let Some(served) = response.extensions_mut().remove::<Served>() {
                 log.record.pool = Some(served.pool);
                 log.record.upstream_addr = served.upstream;
+                log.record.moved = served.moved;
             }
             response = response.map(|body| body.with_log(Some(log)));
         }
@@ -406,6 +409,7 @@ fn handle(
                 backend,
                 in_flight,
                 response,
+                moved,
             }) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS
                     && let (Some(client), Some(_)) = (client_upgrade, &upgrade)
@@ -435,6 +439,7 @@ fn handle(
                     parts.extensions.insert(Served {
                         pool: Arc::clone(&pool.name),
                         upstream: Some(backend.address.clone()),
+                        moved,
                     });
                 }
                 Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active, limits))
@@ -456,6 +461,7 @@ fn handle(
                 response.extensions_mut().insert(Served {
                     pool: Arc::clone(&pool.name),
                     upstream: None,
+                    moved: refused.moved,
                 });
                 if let Some(seconds) = refused.retry_after {
                     response
@@ -564,6 +570,7 @@ fn start_log(
             referer: text(header::REFERER),
             tls_version: context.peer.tls.as_ref().map(|t| t.version),
             error: None,
+            moved: None,
             sni: context.peer.tls.as_ref().and_then(|t| t.sni.clone()),
         },
         started: tokio::time::Instant::now(),

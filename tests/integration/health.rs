@@ -333,3 +333,70 @@ async fn weights_set_at_runtime_apply_at_once_and_survive_reloads() {
         StatusCode::BAD_REQUEST,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_restarted_on_its_port_is_back_within_rise_check_intervals() {
+    let controls = Controls::default();
+    let doomed = spawn_controlled_backend("doomed", Duration::ZERO, controls.clone()).await;
+    let steady = spawn_backend("steady").await;
+    // A 30 s ejection: only passing checks can bring the backend back within the test.
+    let options =
+        format!("{CHECKS}    outlier: {{consecutive_failures: 3, base_ejection_time: 30s}}\n");
+    let sluice = start_sluice(&pool_with(&[&doomed, &steady], &options)).await;
+    let (addr, admin) = (
+        sluice.local_addr("web").unwrap(),
+        sluice.admin_addr().unwrap(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let clients: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(load_client(addr, true, stop.clone(), tally.clone())))
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || doomed.requests() > 20).await);
+
+    controls.kill.cancel();
+    assert!(
+        wait_until(Duration::from_secs(5), || state_of(&sluice, doomed.addr).1).await,
+        "ejected"
+    );
+    let restarted = spawn_controlled_backend_at(
+        doomed.addr,
+        "restarted",
+        Controls::default(),
+        Duration::from_secs(2),
+    )
+    .await;
+    let restart = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || restarted.requests() > 0).await,
+        "the restarted backend serves again"
+    );
+    let took = restart.elapsed();
+    eprintln!("restarted backend served again {took:?} after its restart");
+    // rise (2) x interval (100 ms) plus one interval, +10% jitter each: 330 ms. The slack is
+    // for a loaded machine; without the checks ending the ejection it would be 30 s.
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    let status = backend_state(&sluice, doomed.addr).await;
+    assert_eq!(status["state"], "up", "{status}");
+    let reason = status["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("active check passed 2/2 after ejection"),
+        "{reason}"
+    );
+    let metrics = body_text(&get(admin, "/metrics").await);
+    let ended = format!(
+        "sluice_backend_ejections_ended_total{{pool=\"app\",backend=\"{}\",by=\"active_check\"}} 1",
+        doomed.addr
+    );
+    assert!(metrics.contains(&ended), "{ended} in\n{metrics}");
+
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(
+        tally.failed.load(Ordering::Relaxed),
+        0,
+        "the kill cost no client a failure: retried on the other backend"
+    );
+}

@@ -509,3 +509,136 @@ async fn a_stalled_body_hits_the_idle_timeout_and_a_dripping_one_the_total() {
         "total cut after {took:?}"
     );
 }
+
+/// Starts a pool of a backend that can be hung and a steady one, with HTTP checks every
+/// 200 ms and the default retry policy and per-try timeout (none), a JSON access log, and
+/// `response` as the response timeout.
+async fn hung_pool(
+    directory: &std::path::Path,
+    response: &str,
+) -> (
+    sluice::Server,
+    Controls,
+    Backend,
+    Backend,
+    std::path::PathBuf,
+) {
+    let controls = Controls::default();
+    let flaky = spawn_controlled_backend("flaky", Duration::ZERO, controls.clone()).await;
+    let steady = spawn_backend("steady").await;
+    let log = directory.join("access.log");
+    let yaml = format!(
+        "admin: {{bind: 127.0.0.1:0}}\nlisteners:\n  web: {{bind: 127.0.0.1:0, pool: app, access_log: {{format: json, path: '{}'}}}}\n\
+         pools:\n  app:\n    backends: [{}, {}]\n    timeouts: {{response: {response}}}\n    \
+         health_check: {{path: /health, interval: 200ms, timeout: 200ms}}\n",
+        log.display(),
+        flaky.addr,
+        steady.addr
+    );
+    let sluice = start_sluice(&yaml).await;
+    (sluice, controls, flaky, steady, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_on_a_hung_backend_move_to_another_after_one_check_timeout() {
+    let directory = tempfile::tempdir().unwrap();
+    // A response timeout long enough to tell a move from a timeout.
+    let (sluice, controls, flaky, _steady, log) = hung_pool(directory.path(), "10s").await;
+    let (addr, admin) = (
+        sluice.local_addr("web").unwrap(),
+        sluice.admin_addr().unwrap(),
+    );
+    controls.hung.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    // Eight at once: round robin sends half of them to the hung backend.
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let response = get(addr, "/").await;
+                (response.status(), body_text(&response), sent.elapsed())
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for request in requests {
+        let (status, body, took) = request.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, "backend steady");
+        slowest = slowest.max(took);
+    }
+    eprintln!(
+        "hung backend: slowest of 8 requests took {slowest:?} (check interval 200 ms, timeout 200 ms, response timeout 10 s)"
+    );
+    // One check cycle (interval + timeout, +10% jitter) plus the move's grace: 540 ms; the
+    // slack is for a loaded machine. Waiting for the response timeout would take 10 s.
+    assert!(slowest < Duration::from_secs(3), "took {slowest:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&log).is_ok_and(|text| text.lines().count() >= 8)
+        })
+        .await
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let moved: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line.get("moved").is_some())
+        .collect();
+    assert!(!moved.is_empty(), "moved requests are logged:\n{text}");
+    let why = moved[0]["moved"].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!("from {} after ", flaky.addr)),
+        "{why}"
+    );
+    assert_eq!(moved[0]["status"], 200);
+    let metrics = body_text(&get(admin, "/metrics").await);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_requests_moved_total{pool=\"app\"")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_on_a_hung_backend_is_never_moved() {
+    let directory = tempfile::tempdir().unwrap();
+    let (sluice, controls, _flaky, steady, _log) = hung_pool(directory.path(), "2s").await;
+    let addr = sluice.local_addr("web").unwrap();
+    controls.hung.store(true, Ordering::SeqCst);
+    // Four at once: round robin sends two to the hung backend. Those wait for the response
+    // timeout although the backend is evacuated: a POST may have reached the application.
+    let posts: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let request = Request::post("/order")
+                    .header("host", "t")
+                    .body(Full::new(Bytes::from_static(b"item=1")).boxed())
+                    .unwrap();
+                let sent = Instant::now();
+                let response = send(addr, request).await;
+                (response.status(), sent.elapsed())
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for post in posts {
+        outcomes.push(post.await.unwrap());
+    }
+    let timed_out: Vec<_> = outcomes
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::GATEWAY_TIMEOUT)
+        .collect();
+    assert_eq!(timed_out.len(), 2, "{outcomes:?}");
+    assert!(
+        timed_out
+            .iter()
+            .all(|(_, took)| *took >= Duration::from_secs(2)),
+        "{outcomes:?}"
+    );
+    let posts_seen = steady.seen().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts_seen, 2, "no POST was sent twice");
+}
