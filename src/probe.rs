@@ -6,7 +6,6 @@
 //! logged once each, with their reason, and exported as metrics.
 
 use crate::backend::Backend;
-use crate::clock::clock_micros;
 use crate::config::health::{ActiveCheck, CheckKind, HealthPolicy, HttpCheck};
 use crate::config::{BackendAddress, UpstreamProtocol};
 use crate::error::Chain;
@@ -22,7 +21,8 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -52,9 +52,7 @@ pub fn report_outcome(pool: &Pool, backend: &Backend, ok: bool, detail: &str) {
         policy.outlier.max_ejection_percent,
     );
     let now = Instant::now();
-    let change = cell.update(clock_micros(), |machine| {
-        machine.record_outcome(now, ok, detail, may_eject, policy)
-    });
+    let change = cell.update(|machine| machine.record_outcome(now, ok, detail, may_eject, policy));
     if let Some(change) = change {
         announce(pool, backend, &change);
     }
@@ -143,7 +141,7 @@ pub fn spawn_ticker(snapshot: SharedSnapshot, shutdown: CancellationToken) {
                     let change = backend
                         .state
                         .health
-                        .update(clock_micros(), |machine| machine.tick(now, policy));
+                        .update(|machine| machine.tick(now, policy));
                     if let Some(change) = change {
                         announce(pool, backend, &change);
                     }
@@ -224,9 +222,7 @@ fn record(pool: &Pool, backend: &Backend, policy: &HealthPolicy, result: Result<
         Ok(detail) | Err(detail) => detail,
     };
     let now = Instant::now();
-    let change = cell.update(clock_micros(), |machine| {
-        machine.record_check(now, ok, detail, policy)
-    });
+    let change = cell.update(|machine| machine.record_check(now, ok, detail, policy));
     if let Some(change) = change {
         announce(pool, backend, &change);
     }

@@ -5,7 +5,7 @@
 use crate::resilience::breaker::{BreakerPolicy, BreakerState, CircuitBreaker};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use tokio::time::Instant;
 
 const CLOSED: u8 = 0;
 const NOT_CLOSED: u8 = 1;

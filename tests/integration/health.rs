@@ -6,7 +6,8 @@ use crate::common::*;
 use http::StatusCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 fn pool_with(backends: &[&Backend], pool_options: &str) -> String {
     let list: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();

@@ -46,7 +46,7 @@ async fn drain_deadline_bounds_the_shutdown() {
             == 1)
         .await
     );
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     assert_eq!(
         sluice.shutdown(Duration::from_millis(300)).await,
         DrainOutcome::TimedOut

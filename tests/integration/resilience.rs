@@ -8,9 +8,10 @@ use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// Accepts connections and never answers (a stopped process: the kernel still accepts).
 async fn spawn_hung_backend() -> (SocketAddr, Arc<AtomicUsize>) {
