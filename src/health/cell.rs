@@ -136,3 +136,56 @@ impl HealthCell {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::clock_micros;
+    use crate::config::health::{ActiveCheck, CheckKind};
+    use tokio::time::sleep;
+
+    fn policy() -> HealthPolicy {
+        HealthPolicy {
+            active: Some(ActiveCheck {
+                kind: CheckKind::Tcp,
+                interval: Duration::from_secs(1),
+                unhealthy_interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                rise: 1,
+                fall: 1,
+                start_healthy: false,
+            }),
+            slow_start: Some(Duration::from_secs(10)),
+            ..HealthPolicy::default()
+        }
+    }
+
+    fn check(cell: &HealthCell, ok: bool, policy: &HealthPolicy) -> Option<Change> {
+        let now = Instant::now();
+        cell.update(|machine| machine.record_check(now, ok, "check".into(), policy))
+    }
+
+    /// The data path's slow start (lock-free, in `clock_micros`) ramps from the moment the
+    /// machine says the backend came up, on tokio's clock: exact under a paused one.
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_from_each_return_on_the_paused_clock() {
+        let policy = policy();
+        let cell = HealthCell::new(&policy, Instant::now(), Arc::default());
+        sleep(Duration::from_secs(60)).await;
+        assert_eq!(check(&cell, true, &policy).unwrap().to, State::Up);
+        let factor = || cell.slow_start_factor(clock_micros(), policy.slow_start);
+        assert_eq!(factor(), 0.1, "from 10%");
+        sleep(Duration::from_secs(5)).await;
+        assert_eq!(factor(), 0.5);
+        sleep(Duration::from_secs(5)).await;
+        assert_eq!(factor(), 1.0);
+        assert_eq!(cell.slow_start_factor(clock_micros(), None), 1.0);
+
+        // Down and up again: the ramp starts over from the return.
+        assert_eq!(check(&cell, false, &policy).unwrap().to, State::Down);
+        sleep(Duration::from_secs(30)).await;
+        assert!(check(&cell, true, &policy).is_some());
+        sleep(Duration::from_millis(2500)).await;
+        assert_eq!(factor(), 0.25);
+    }
+}
