@@ -8,7 +8,8 @@
 //! tokio's `test-util` (every release build) `tokio::time::Instant::now()` is
 //! `tokio::time::Instant::now()`, so this costs the hot path nothing; outside a runtime, or in a
 //! runtime whose clock is not paused, it reads the real clock too. `SystemTime` is for
-//! wall-clock timestamps only (logs, `/status`, the access log, discovery's freshness marks).
+//! wall-clock timestamps only, each place with an `allow` and its reason: the access log's
+//! lines, the `Date` header, and `unix_seconds` below (`/status`'s reload and discovery times).
 //!
 //! A leaf: imports nothing of the crate. It was `proxy::clock_micros`, which made `state` and
 //! the health probes import `proxy` while `proxy` imports them (an import cycle).
