@@ -5,6 +5,11 @@
 //!
 //! Writers are process-wide, one per destination, so several listeners can share a file and a
 //! reload keeps it open; SIGUSR1 reopens every file (logrotate's `postrotate`).
+//!
+//! A line's `time` is wall-clock (`SystemTime`), the one module allowed it throughout (see
+//! `clock`): a log timestamp is read by people, never used to measure time passing.
+
+#![allow(clippy::disallowed_types)]
 
 use serde::Serialize;
 use std::collections::HashMap;

@@ -49,8 +49,7 @@ impl BackendState {
         BackendState::with_health(
             id,
             &HealthPolicy::default(),
-            std::time::Instant::now(),
-            0,
+            tokio::time::Instant::now(),
             Arc::default(),
             Arc::default(),
         )
@@ -60,8 +59,7 @@ impl BackendState {
     pub fn with_health(
         id: BackendId,
         policy: &HealthPolicy,
-        now: std::time::Instant,
-        now_micros: u64,
+        now: tokio::time::Instant,
         pool_panic: Arc<AtomicBool>,
         queue: Arc<SlotQueue>,
     ) -> Arc<BackendState> {
@@ -71,7 +69,7 @@ impl BackendState {
             queue,
             breaker: BreakerCell::default(),
             responses,
-            health: HealthCell::new(policy, now, now_micros, pool_panic),
+            health: HealthCell::new(policy, now, pool_panic),
             in_flight: AtomicUsize::new(0),
             picked_total: AtomicU64::new(0),
             latency: AtomicU64::new(ewma::UNOBSERVED),

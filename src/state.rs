@@ -123,8 +123,7 @@ impl Pool {
                 BUDGET_WINDOW,
             ))),
         };
-        let now = std::time::Instant::now();
-        let now_micros = crate::clock::clock_micros();
+        let now = tokio::time::Instant::now();
         let breaker = config.resilience.breaker.clone().map(Arc::new);
         let backends: Vec<Backend> = config
             .backends
@@ -145,7 +144,6 @@ impl Pool {
                         id,
                         &config.health,
                         now,
-                        now_micros,
                         Arc::clone(&panic),
                         Arc::clone(&queue),
                     )

@@ -7,7 +7,7 @@ use super::{Admin, AdminResponse, json, text};
 use crate::control::BackendAction;
 use http::StatusCode;
 use std::net::SocketAddr;
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// `POST /pools/{pool}/backends/{address}/drain`, `.../enable` or `.../weight?value=N`. The
 /// change survives reloads while the backend stays in the config: a drain lives in the

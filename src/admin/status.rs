@@ -6,7 +6,7 @@ use crate::control::{ReloadReport, Weights};
 use crate::health::machine::State;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use tokio::time::Instant;
 
 #[derive(Serialize)]
 pub(super) struct Status {

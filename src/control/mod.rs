@@ -87,7 +87,7 @@ pub struct View {
     pub admin_token: Option<String>,
     pub config_text: Option<String>,
     pub config_path: Option<PathBuf>,
-    pub started: std::time::Instant,
+    pub started: tokio::time::Instant,
     pub last_reload: Option<ReloadReport>,
     /// Every listener: name, where it is bound, open connections.
     pub listeners: Vec<(String, BindAddr, usize)>,

@@ -47,7 +47,7 @@ pub(super) struct Live {
 /// Set at start, never changed.
 pub(super) struct Env {
     pub(super) config_path: Option<PathBuf>,
-    pub(super) started: std::time::Instant,
+    pub(super) started: tokio::time::Instant,
     pub(super) shutdown: CancellationToken,
     pub(super) tracker: TaskTracker,
     /// The worker threads that accept and serve (`runtime.scheduler: per_thread` with more
@@ -95,7 +95,7 @@ impl Control {
             reloads: Reloads::default(),
             env: Env {
                 config_path,
-                started: std::time::Instant::now(),
+                started: tokio::time::Instant::now(),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 workers,
@@ -288,7 +288,7 @@ impl Control {
         };
         // A drain is runtime state of the backend (its health cell), carried by identity
         // like health itself; a weight is a layer of the config, so it goes through `apply`.
-        let (now, micros) = (std::time::Instant::now(), crate::clock::clock_micros());
+        let now = tokio::time::Instant::now();
         let change = match action {
             BackendAction::Weight(weight) => {
                 let proposal = Proposal::Weight(pool.clone(), address.clone(), weight);
@@ -298,12 +298,8 @@ impl Control {
                 }
                 return Ok(());
             }
-            BackendAction::Drain { by } => {
-                backend.state.health.update(micros, |m| m.drain(now, &by))
-            }
-            BackendAction::Enable { by } => {
-                backend.state.health.update(micros, |m| m.enable(now, &by))
-            }
+            BackendAction::Drain { by } => backend.state.health.update(|m| m.drain(now, &by)),
+            BackendAction::Enable { by } => backend.state.health.update(|m| m.enable(now, &by)),
         };
         if let Some(change) = &change {
             crate::probe::announce(pool_state, backend, change);

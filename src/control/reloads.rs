@@ -22,7 +22,6 @@ use serde::Serialize;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{error, info};
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,10 +173,7 @@ impl Reloads {
     }
 
     fn finish(&self, trigger: &str, outcome: Result<String, String>) -> ReloadReport {
-        let finished_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default();
+        let finished_at = crate::clock::unix_seconds();
         let report = match outcome {
             Ok(plan) => {
                 info!(

@@ -28,7 +28,6 @@ use crate::config::{BackendConfig, Config};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -112,7 +111,7 @@ impl Publisher {
         backends.dedup_by(|a, b| a.address == b.address);
         self.metric("success");
         self.update(|running| {
-            running.status.last_update = Some(unix_now());
+            running.status.last_update = Some(crate::clock::unix_seconds());
             running.status.last_error = None;
             running.status.updates += 1;
             running.status.backends = backends.len();
@@ -131,7 +130,7 @@ impl Publisher {
                     "discovery failed; keeping the last known backends");
             }
             running.status.last_error = Some(error.to_owned());
-            running.status.last_error_at = Some(unix_now());
+            running.status.last_error_at = Some(crate::clock::unix_seconds());
             running.status.failures += 1;
             false
         });
@@ -266,13 +265,6 @@ impl Discovery {
     pub async fn changed(&self) {
         self.changed.notified().await;
     }
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -19,7 +19,8 @@
 
 use crate::config::health::HealthPolicy;
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -380,17 +381,22 @@ impl BackendHealth {
         })
     }
 
-    /// Share of its weight the backend gets now: ramps linearly from 10% to 100% over the
-    /// slow-start window after it became available (10%, not 0, so it gets enough traffic to
-    /// warm up at all).
-    pub fn weight_factor(&self, now: Instant, slow_start: Option<Duration>) -> f64 {
-        match slow_start {
-            Some(window) if !window.is_zero() => {
-                let elapsed = now.saturating_duration_since(self.available_since);
-                (elapsed.as_secs_f64() / window.as_secs_f64()).clamp(0.1, 1.0)
-            }
-            _ => 1.0,
+    /// When it last became available: slow start ramps from here (`slow_start_factor`).
+    pub fn available_since(&self) -> Instant {
+        self.available_since
+    }
+}
+
+/// Share of its weight a backend gets `elapsed` after it became available: ramps linearly from
+/// 10% to 100% over the slow-start `window` (10%, not 0, so it gets enough traffic to warm up
+/// at all), 1.0 outside it. The one slow-start computation: the data path reaches it through
+/// `HealthCell::slow_start_factor`, which reads `available_since` without the lock.
+pub fn slow_start_factor(elapsed: Duration, window: Option<Duration>) -> f64 {
+    match window {
+        Some(window) if !window.is_zero() => {
+            (elapsed.as_secs_f64() / window.as_secs_f64()).clamp(0.1, 1.0)
         }
+        _ => 1.0,
     }
 }
 

@@ -534,6 +534,7 @@ fn start_log(
             .unwrap_or("")
             .to_owned()
     };
+    #[allow(clippy::disallowed_types)] // the access log line's wall-clock timestamp
     let time = std::time::SystemTime::now();
     let host = request
         .uri()

@@ -298,9 +298,9 @@ async fn a_broken_watched_file_fails_once_and_restoring_it_clears_the_failure() 
     let refused = wait_for_line(&logs, "reload failed");
     assert!(refused.contains("nowhere"), "{refused}");
     // The window is the point here: count what comes while the file stays broken.
-    let window_end = std::time::Instant::now() + Duration::from_secs(5);
+    let window_end = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut more = Vec::new();
-    while let Some(left) = window_end.checked_duration_since(std::time::Instant::now()) {
+    while let Some(left) = window_end.checked_duration_since(tokio::time::Instant::now()) {
         match logs.recv_timeout(left) {
             Ok(line) if line.contains("reload") => more.push(line),
             Ok(_) => {}

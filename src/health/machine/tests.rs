@@ -204,11 +204,20 @@ fn slow_start_ramps_from_ten_percent_to_full() {
     let mut health = BackendHealth::new(t(0.0), &policy);
     health.record_check(t(1.0), true, "ok".into(), &policy);
     health.record_check(t(2.0), true, "ok".into(), &policy);
-    let factor = |s| health.weight_factor(t(s), policy.slow_start);
+    assert_eq!(
+        health.available_since(),
+        t(2.0),
+        "up once rise=2 checks passed"
+    );
+    let factor = |s| slow_start_factor(t(s) - health.available_since(), policy.slow_start);
     assert_eq!(factor(2.0), 0.1);
     assert!((factor(7.0) - 0.5).abs() < 1e-9);
     assert_eq!(factor(12.0), 1.0);
-    assert_eq!(health.weight_factor(t(2.0), None), 1.0);
+    assert_eq!(slow_start_factor(Duration::from_secs(2), None), 1.0);
+    assert_eq!(
+        slow_start_factor(Duration::from_secs(2), Some(Duration::ZERO)),
+        1.0
+    );
 }
 
 #[test]
@@ -271,8 +280,7 @@ fn rise_passing_checks_end_a_first_ejection_early_and_slow_start_ramps_it_in() {
     assert_eq!(health.reason(), back.reason, "what /status shows");
     assert_eq!(health.ejected_until(), None);
     // Slow start counts from the return, not from the start of the backend.
-    assert_eq!(health.weight_factor(t(2.0), policy.slow_start), 0.1);
-    assert!((health.weight_factor(t(7.0), policy.slow_start) - 0.5).abs() < 1e-9);
+    assert_eq!(health.available_since(), t(2.0));
 }
 
 #[test]

@@ -261,8 +261,13 @@ pub async fn spawn_tcp_echo() -> SocketAddr {
     addr
 }
 
-/// A loopback address where nothing listens (bound once, then released).
+/// A loopback address where nothing listens: bound but never listening, so a connection is
+/// refused, and kept bound for the life of the test binary. (Bound and released, the port went
+/// to a backend of a test running beside it, which then answered the "dead" address.)
 pub async fn dead_addr() -> SocketAddr {
-    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    socket.local_addr().unwrap()
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
+    addr
 }
