@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use sluice::proxy::headers::{ClientIp, rewrite_request_headers};
+use sluice::headers::{ClientIp, rewrite_request_headers};
 use std::hint::black_box;
 use std::net::IpAddr;
 

@@ -23,7 +23,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from loadtest import ROOT, ensure_tools, wait_port  # noqa: E402
+from loadtest import ROOT, ensure_tools, target_dir, wait_port  # noqa: E402
 
 LUA = """
 local threshold = tonumber(os.getenv("THRESHOLD_US"))
@@ -49,9 +49,9 @@ def main():
     parser.add_argument("--health-check", action="store_true",
                         help="add an HTTP health check, so an ejected backend returns only after passing one")
     opts = parser.parse_args()
-    ensure_tools()
+    ensure_tools(stream=False)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    sluice_bin = os.path.join(ROOT, "target", "release", "sluice")
+    sluice_bin = os.path.join(target_dir(), "release", "sluice")
     ports = [18200 + i for i in range(4)]
     backends = [subprocess.Popen([sluice_bin, "backends", "--count", "1", "--first-port", str(p)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for p in ports]

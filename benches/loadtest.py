@@ -17,6 +17,19 @@ run it records requests/s, p50/p99 latency, errors, the LB's CPU time per reques
 /proc/PID/stat over the window: steadier than req/s on a small shared machine) and peak RSS.
 Ratios sluice/peer are taken per round, then the median across rounds.
 
+Two scenarios are failures rather than throughput (`--scenarios failover,hang`): four
+backend processes, wrk with 64 connections for 10 s (one thread per connection, so a Lua
+script times each request), and at 3 s one backend is SIGKILLed (failover; restarted on its
+port at 6 s) or SIGSTOPped (hang: the kernel still accepts, nothing answers; SIGCONT at 6 s).
+Every load balancer runs with active HTTP checks every 500 ms (nginx, which has none in its
+open-source version, with passive `max_fails`), otherwise as configured out of the box; a
+fresh LB and fresh backends for every run, LBs interleaved within each round. Reported per
+run: client errors (wrk's socket errors and non-2xx answers, with a 30 s client timeout),
+connections that waited more than 2 s for an answer at least once, the p99 latency of the
+requests sent from the fault until 1 s after the restore, and the requests the restored
+backend served after it came back (each backend counts what it serves; see `sluice
+backends`). `--duration` and `--connections` do not apply to them.
+
 Needs wrk, nginx (with the stream module for TCP) and haproxy: on Debian, run as root and it
 installs them (`apt-get install wrk nginx-light libnginx-mod-stream haproxy`).
 """
@@ -53,6 +66,16 @@ SCENARIOS = {
     # Not a wrk run: IDLE_CONNECTIONS keep-alive connections held open, memory per connection.
     "idle": (13, None, False),
 }
+# Failure scenarios: what happens to one of the four backends at FAULT_S, undone at RESTORE_S.
+EVENTS = {"failover": "kill", "hang": "stop"}
+EVENT_PORT = 18020
+EVENT_BACKEND_PORT = 18300
+EVENT_CONNECTIONS = 64
+EVENT_DURATION_S = 10
+FAULT_S, RESTORE_S = 3.0, 6.0
+STALL_S = 2.0
+BACK_REQUESTS = 200
+CHECK_INTERVAL_MS = 500
 IDLE_CONNECTIONS = 10_000  # fewer when the fd limit can't hold them (see idle_connections)
 # How long the idle connections sit before memory is read: sluice parks a connection idle for
 # 0.1-0.2 s (src/proxy/client_conn.rs) and hands free heap pages back every 5 s
@@ -60,10 +83,11 @@ IDLE_CONNECTIONS = 10_000  # fewer when the fd limit can't hold them (see idle_c
 IDLE_SETTLE_S = 6.0
 
 
-def ensure_tools():
+def ensure_tools(stream=True):
+    """`stream`: nginx's stream module is needed too (the throughput scenarios load it)."""
     missing = [t for t in ("wrk", "nginx", "haproxy") if shutil.which(t) is None]
     stream_module = "/usr/lib/nginx/modules/ngx_stream_module.so"
-    if missing or not os.path.exists(stream_module):
+    if missing or (stream and not os.path.exists(stream_module)):
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
             sys.exit(f"missing {missing or 'nginx stream module'}: install wrk, nginx, haproxy")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -72,6 +96,11 @@ def ensure_tools():
             ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
              "wrk", "nginx-light", "libnginx-mod-stream", "haproxy"],
             check=True, env=env)
+
+
+def target_dir():
+    """Where cargo builds: CARGO_TARGET_DIR when set (one per worktree), else ./target."""
+    return os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
 
 
 def wait_port(port, timeout=10.0):
@@ -331,6 +360,283 @@ def run_wrk(port, args, duration, connections, pid=None, wrk_threads=1):
     return result
 
 
+# wrk runs one connection per thread, each thread with its own Lua state, so request() and
+# response() pair up and time each request (CLOCK_MONOTONIC, the clock of Python's
+# time.monotonic(), so the event window is the one the script acts on). done() runs in the
+# main state and gathers the threads' numbers.
+EVENT_LUA = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } sluice_timespec;
+int clock_gettime(int clock, sluice_timespec *out);
+]]
+local clock = ffi.new("sluice_timespec")
+local function now_us()
+  ffi.C.clock_gettime(1, clock)
+  return tonumber(clock.tv_sec) * 1000000 + tonumber(clock.tv_nsec) / 1000
+end
+local t0 = tonumber(os.getenv("EVENT_T0_US"))
+local from_us = tonumber(os.getenv("EVENT_FROM_S")) * 1000000
+local to_us = tonumber(os.getenv("EVENT_TO_S")) * 1000000
+local stall_us = tonumber(os.getenv("STALL_S")) * 1000000
+local threads = {}
+local prepared
+started, pending, stalled, stalled_requests, non2xx, max_us = 0, 0, 0, 0, 0, 0
+event = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  prepared = wrk.format()
+end
+
+function request()
+  started = now_us()
+  pending = 1
+  return prepared
+end
+
+function response(status, headers, body)
+  local latency = now_us() - started
+  pending = 0
+  if status < 200 or status > 399 then non2xx = non2xx + 1 end
+  if latency > stall_us then
+    stalled = 1
+    stalled_requests = stalled_requests + 1
+  end
+  if latency > max_us then max_us = latency end
+  local at = started - t0
+  if at >= from_us and at < to_us then event[#event + 1] = latency end
+end
+
+function done(summary, latency, requests)
+  local finished = now_us()
+  local all, conns, stalled_n, non2xx_n, max_n = {}, 0, 0, 0, 0
+  for _, thread in ipairs(threads) do
+    local still_waiting = thread:get("pending") == 1
+      and finished - thread:get("started") > stall_us
+    if thread:get("stalled") == 1 or still_waiting then conns = conns + 1 end
+    stalled_n = stalled_n + thread:get("stalled_requests") + (still_waiting and 1 or 0)
+    non2xx_n = non2xx_n + thread:get("non2xx")
+    max_n = math.max(max_n, thread:get("max_us"))
+    for _, value in ipairs(thread:get("event")) do all[#all + 1] = value end
+  end
+  table.sort(all)
+  local p99 = 0
+  if #all > 0 then p99 = all[math.max(1, math.ceil(#all * 0.99))] end
+  io.write(string.format(
+    "EVENT stalled_connections=%d stalled_requests=%d non2xx=%d event_requests=%d event_p99_us=%d max_us=%d\n",
+    conns, stalled_n, non2xx_n, #all, p99, max_n))
+end
+"""
+
+
+def event_lb(name, tmp, backends, threads, sluice_bin):
+    """Starts one LB for a failure scenario, as its users would configure active checks (or,
+    for nginx, passive failure detection) for fast failover, everything else as shipped."""
+    interval = CHECK_INTERVAL_MS
+    if name == "sluice":
+        text = f"""
+watch: false
+runtime: {{ worker_threads: {threads} }}
+listeners:
+  web: {{ bind: "127.0.0.1:{EVENT_PORT}", pool: app }}
+pools:
+  app:
+    backends: [{", ".join(f"127.0.0.1:{p}" for p in backends)}]
+    health_check: {{ path: /health, interval: {interval}ms, timeout: {interval}ms }}
+"""
+        argv = [sluice_bin, "-c"]
+        env = dict(os.environ, SLUICE_LOG="warn")
+    elif name == "haproxy":
+        servers = "\n".join(f"    server b{i} 127.0.0.1:{p}" for i, p in enumerate(backends))
+        text = f"""
+global
+    nbthread {threads}
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout check {interval}ms
+    option http-keep-alive
+    retries 2
+    option redispatch
+    retry-on conn-failure empty-response
+frontend web
+    bind 127.0.0.1:{EVENT_PORT}
+    default_backend app
+backend app
+    balance roundrobin
+    http-reuse always
+    option httpchk GET /health
+    default-server check inter {interval}ms fall 3 rise 2 observe layer4 error-limit 5 on-error mark-down
+{servers}
+"""
+        argv = ["haproxy", "-db", "-f"]
+        env = None
+    else:
+        upstreams = "\n".join(f"        server 127.0.0.1:{p} max_fails=3 fail_timeout=2s;"
+                              for p in backends)
+        text = f"""
+worker_processes {threads};
+pid {tmp}/nginx-event.pid;
+error_log {tmp}/nginx-event.err warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    upstream app {{
+{upstreams}
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{EVENT_PORT} backlog=4096;
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+        argv = ["nginx", "-e", os.path.join(tmp, "nginx-event.err"), "-c"]
+        env = None
+    path = os.path.join(tmp, f"{name}-event.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    log = open(os.path.join(tmp, f"{name}-event.log"), "w")
+    proc = subprocess.Popen([*argv, path], stdout=subprocess.DEVNULL, stderr=log, env=env)
+    wait_port(EVENT_PORT)
+    if proc.poll() is not None:
+        raise RuntimeError(f"{name} exited (port taken by a leftover process?)")
+    return proc
+
+
+def start_backend(sluice_bin, port):
+    proc = subprocess.Popen([sluice_bin, "backends", "--count", "1", "--first-port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc
+
+
+def served(port):
+    """How many requests the backend on `port` served (`sluice backends` counts them)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /_backend/requests HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    return int(data.split(b"\r\n\r\n", 1)[1])
+
+
+def sleep_until(moment):
+    """Waits for a point of the scenario's timeline (scheduling, not synchronization)."""
+    time.sleep(max(0.0, moment - time.monotonic()))
+
+
+def event_run(kind, name, tmp, threads, sluice_bin, lua):
+    ports = [EVENT_BACKEND_PORT + i for i in range(4)]
+    backends = {port: start_backend(sluice_bin, port) for port in ports}
+    victim = ports[1]
+    lb = None
+    try:
+        lb = event_lb(name, tmp, ports, threads, sluice_bin)
+        # Warm up: keep-alive connections open, every backend seen by the checks.
+        subprocess.run(["wrk", "-t2", f"-c{EVENT_CONNECTIONS}", "-d1s", f"http://127.0.0.1:{EVENT_PORT}/"],
+                       capture_output=True, check=True)
+        t0 = time.monotonic()
+        env = dict(os.environ, EVENT_T0_US=str(int(t0 * 1e6)), EVENT_FROM_S=str(FAULT_S),
+                   EVENT_TO_S=str(RESTORE_S + 1.0), STALL_S=str(STALL_S))
+        wrk = subprocess.Popen(
+            ["wrk", f"-t{EVENT_CONNECTIONS}", f"-c{EVENT_CONNECTIONS}", f"-d{EVENT_DURATION_S}s",
+             "--timeout", "30s", "--latency", "-s", lua, f"http://127.0.0.1:{EVENT_PORT}/"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        sleep_until(t0 + FAULT_S)
+        before = 0
+        if kind == "stop":
+            before = served(victim)
+            backends[victim].send_signal(signal.SIGSTOP)
+        else:
+            backends[victim].kill()
+            backends[victim].wait()
+        sleep_until(t0 + RESTORE_S)
+        if kind == "stop":
+            backends[victim].send_signal(signal.SIGCONT)
+        else:
+            backends[victim] = start_backend(sluice_bin, victim)
+        restored = time.monotonic()
+        # When the LB sends it traffic again: BACK_REQUESTS more than it served at the restore
+        # (a resumed backend first answers what was waiting on it; checks are not counted).
+        baseline = served(victim)
+        back_ms = float("nan")
+        while wrk.poll() is None and time.monotonic() < t0 + EVENT_DURATION_S:
+            if served(victim) > baseline + BACK_REQUESTS:
+                back_ms = (time.monotonic() - restored) * 1e3
+                break
+            time.sleep(0.02)
+        out, err = wrk.communicate(timeout=EVENT_DURATION_S + 60)
+        if wrk.returncode != 0:
+            raise RuntimeError(f"wrk failed: {err}")
+        result = parse_wrk(out)
+        line = next(l for l in out.splitlines() if l.startswith("EVENT "))
+        fields = {k: int(v) for k, v in (kv.split("=") for kv in line.split()[1:])}
+        result.update(fields)
+        result["restored"] = served(victim) - before
+        result["back_ms"] = back_ms
+        return result
+    finally:
+        for proc in [*backends.values(), *([lb] if lb else [])]:
+            try:
+                proc.send_signal(signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        stop_all([p for p in [*backends.values(), *([lb] if lb else [])] if p.poll() is None])
+
+
+def events(kind, scenario, rounds, threads, sluice_bin):
+    names = ("sluice", "haproxy", "nginx")
+    rows = {name: [] for name in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        lua = os.path.join(tmp, "event.lua")
+        with open(lua, "w") as f:
+            f.write(EVENT_LUA)
+        for _ in range(rounds):
+            for name in names:
+                rows[name].append(event_run(kind, name, tmp, threads, sluice_bin, lua))
+    report_events(scenario, kind, rows)
+
+
+def report_events(scenario, kind, rows):
+    action = "SIGKILLed, restarted" if kind == "kill" else "SIGSTOPped, SIGCONTed"
+    print(f"\n## {scenario}: 1 of 4 backends {action} at {RESTORE_S:.0f} s "
+          f"(fault at {FAULT_S:.0f} s); wrk {EVENT_CONNECTIONS} connections, {EVENT_DURATION_S} s")
+    print("median (each round)")
+    print("| target | client errors | connections stalled > 2 s | p99 ms, fault to restore + 1 s "
+          "| requests by the restored backend after it came back | back after ms | requests "
+          "| slowest ms |")
+    print("|---|---|---|---|---|---|---|---|")
+
+    def cell(runs, key, scale=1.0, digits=0):
+        values = [r[key] * scale for r in runs]
+        each = ", ".join(f"{v:,.{digits}f}" for v in values)
+        return f"{median(values):,.{digits}f} ({each})"
+
+    for name, runs in rows.items():
+        for r in runs:
+            r["client_errors"] = r["errors"]
+        print(f"| {name} | {cell(runs, 'client_errors')} | {cell(runs, 'stalled_connections')} "
+              f"| {cell(runs, 'event_p99_us', 1e-3, 1)} | {cell(runs, 'restored')} "
+              f"| {cell(runs, 'back_ms')} | {cell(runs, 'total')} | {cell(runs, 'max_us', 1e-3)} |")
+    for peer in ("haproxy", "nginx"):
+        ratio = median([s["restored"] / p["restored"]
+                        for s, p in zip(rows["sluice"], rows[peer]) if p["restored"]])
+        print(f"sluice/{peer}: requests by the restored backend x{ratio:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -342,7 +648,7 @@ def main():
                         help="more sluice rows, comma-separated: sluice-ws (runtime.scheduler: "
                              "work_stealing), sluice-sh (runtime.accept: shared); the row "
                              "named sluice has the defaults (per_thread, reuseport)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--scenarios", default=",".join([*SCENARIOS, *EVENTS]))
     parser.add_argument("--soak", type=int, default=0,
                         help="after keepalive, load sluice this many seconds and sample its RSS")
     opts = parser.parse_args()
@@ -351,15 +657,23 @@ def main():
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         sys.exit(f"unknown --variants {unknown}: choose from {list(VARIANTS)}")
-    ensure_tools()
+    scenarios = opts.scenarios.split(",")
+    unknown = [s for s in scenarios if s not in SCENARIOS and s not in EVENTS]
+    if unknown:
+        sys.exit(f"unknown --scenarios {unknown}: choose from {[*SCENARIOS, *EVENTS]}")
+    ensure_tools(stream=any(s in SCENARIOS for s in scenarios))
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    sluice_bin = os.path.join(ROOT, "target", "release", "sluice")
+    sluice_bin = os.path.join(target_dir(), "release", "sluice")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores, {cpu}; LB threads: {opts.threads}; "
-          f"wrk -t{opts.wrk_threads} -c{opts.connections} -d{opts.duration}s; {opts.rounds} rounds")
+          f"wrk -t{opts.wrk_threads} -c{opts.connections} -d{opts.duration}s (failover, hang: "
+          f"-t{EVENT_CONNECTIONS} -c{EVENT_CONNECTIONS} -d{EVENT_DURATION_S}s); {opts.rounds} rounds")
 
     fd_limit = raise_fd_limit()
-    for scenario in opts.scenarios.split(","):
+    for scenario in scenarios:
+        if scenario in EVENTS:
+            events(EVENTS[scenario], scenario, opts.rounds, opts.threads, sluice_bin)
+            continue
         body_size, wrk_args, tcp = SCENARIOS[scenario]
         with tempfile.TemporaryDirectory() as tmp:
             backends = [BACKEND_BASE_PORT + i for i in range(4)]

@@ -5,6 +5,11 @@
 //!
 //! Writers are process-wide, one per destination, so several listeners can share a file and a
 //! reload keeps it open; SIGUSR1 reopens every file (logrotate's `postrotate`).
+//!
+//! A line's `time` is wall-clock (`SystemTime`), the one module allowed it throughout (see
+//! `clock`): a log timestamp is read by people, never used to measure time passing.
+
+#![allow(clippy::disallowed_types)]
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -54,6 +59,11 @@ pub struct Record {
     /// body`...), JSON format only; the status says it too (499 for an aborted client).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'static str>,
+    /// Set when the request left a backend that stopped answering and was sent to another
+    /// (`upstream_addr`): from where, after how long, and why (JSON format only), e.g.
+    /// `from 10.0.0.2:8080 after 612 ms: an active check of the backend timed out`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved: Option<String>,
 }
 
 impl Record {
@@ -327,6 +337,7 @@ mod tests {
             tls_version: None,
             sni: None,
             error: None,
+            moved: None,
             listener: Arc::from("web"),
             method: "GET".into(),
             host: "shop.example".into(),
@@ -359,6 +370,16 @@ mod tests {
         assert_eq!(value["upstream_addr"], "10.0.0.1:80");
         assert_eq!(value["pool"], "app");
         assert_eq!(value["request_id"], "abc");
+        assert!(value.get("moved").is_none(), "absent unless moved");
+        let moved = Record {
+            moved: Some("from 10.0.0.2:80 after 600 ms: an active check timed out".into()),
+            ..record()
+        };
+        let value: serde_json::Value = serde_json::from_str(&moved.line(Format::Json)).unwrap();
+        assert_eq!(
+            value["moved"],
+            "from 10.0.0.2:80 after 600 ms: an active check timed out"
+        );
     }
 
     #[test]

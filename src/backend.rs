@@ -6,11 +6,11 @@
 //! and a weight change. Counters are atomics: the data path never takes a lock here.
 //!
 //! The latency estimate p2c's `load: ewma` reads is kept here too (one packed atomic); its math
-//! is pure and lives in `balance::p2c`, with the time passed in by the caller.
+//! is pure and lives in `crate::ewma`, with the time passed in by the caller.
 
-use crate::balance::p2c;
 use crate::config::BackendAddress;
 use crate::config::health::HealthPolicy;
+use crate::ewma;
 use crate::health::cell::HealthCell;
 use crate::resilience::breaker::BreakerPolicy;
 use crate::resilience::breaker_cell::BreakerCell;
@@ -38,7 +38,7 @@ pub struct BackendState {
     queue: Arc<SlotQueue>,
     in_flight: AtomicUsize,
     picked_total: AtomicU64,
-    /// Peak-EWMA of response latency, packed by `p2c::ewma_observe` (estimate and its time in
+    /// Peak-EWMA of response latency, packed by `ewma::observe` (estimate and its time in
     /// one word, so readers never see one without the other).
     latency: AtomicU64,
 }
@@ -49,8 +49,7 @@ impl BackendState {
         BackendState::with_health(
             id,
             &HealthPolicy::default(),
-            std::time::Instant::now(),
-            0,
+            tokio::time::Instant::now(),
             Arc::default(),
             Arc::default(),
         )
@@ -60,8 +59,7 @@ impl BackendState {
     pub fn with_health(
         id: BackendId,
         policy: &HealthPolicy,
-        now: std::time::Instant,
-        now_micros: u64,
+        now: tokio::time::Instant,
         pool_panic: Arc<AtomicBool>,
         queue: Arc<SlotQueue>,
     ) -> Arc<BackendState> {
@@ -71,10 +69,10 @@ impl BackendState {
             queue,
             breaker: BreakerCell::default(),
             responses,
-            health: HealthCell::new(policy, now, now_micros, pool_panic),
+            health: HealthCell::new(policy, now, pool_panic),
             in_flight: AtomicUsize::new(0),
             picked_total: AtomicU64::new(0),
-            latency: AtomicU64::new(p2c::EWMA_UNOBSERVED),
+            latency: AtomicU64::new(ewma::UNOBSERVED),
         })
     }
 
@@ -110,14 +108,14 @@ impl BackendState {
         let _ = self
             .latency
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |packed| {
-                Some(p2c::ewma_observe(packed, rtt_micros, now_micros))
+                Some(ewma::observe(packed, rtt_micros, now_micros))
             });
     }
 
     /// The latency estimate in microseconds, decayed to `now_micros`; `None` before the first
     /// observation.
     pub fn latency_estimate(&self, now_micros: u64) -> Option<f64> {
-        p2c::ewma_estimate(self.latency.load(Ordering::Relaxed), now_micros)
+        ewma::estimate(self.latency.load(Ordering::Relaxed), now_micros)
     }
 
     /// Counts one unit of work until the returned guard drops, whatever way the work ends

@@ -4,13 +4,16 @@
 use crate::config::Config;
 use crate::error::Error;
 use bytes::Bytes;
-use http::{Response, header};
+use http::{Request, Response, header};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::net::TcpListener;
 
 pub const DEFAULT_DEMO_LISTEN: &str = "127.0.0.1:8080";
@@ -35,6 +38,29 @@ pub async fn spawn_static_backend(
     bind: SocketAddr,
     body: Bytes,
 ) -> Result<SocketAddr, Error> {
+    serve_static(number, bind, body, None).await
+}
+
+/// The path at which a counting backend answers how many requests it served.
+pub const REQUESTS_SERVED_PATH: &str = "/_backend/requests";
+
+/// `spawn_static_backend` that also counts the requests it serves, and answers the count at
+/// `REQUESTS_SERVED_PATH` (neither that request nor health checks at `/health` count): the
+/// failover load tests ask each backend what it served.
+pub async fn spawn_counting_backend(
+    number: usize,
+    bind: SocketAddr,
+    body: Bytes,
+) -> Result<SocketAddr, Error> {
+    serve_static(number, bind, body, Some(Arc::new(AtomicU64::new(0)))).await
+}
+
+async fn serve_static(
+    number: usize,
+    bind: SocketAddr,
+    body: Bytes,
+    served: Option<Arc<AtomicU64>>,
+) -> Result<SocketAddr, Error> {
     let socket = TcpListener::bind(bind).await.map_err(|source| Error::Io {
         context: format!("cannot start demo backend {number}"),
         source,
@@ -46,9 +72,23 @@ pub async fn spawn_static_backend(
     tokio::spawn(async move {
         while let Ok((stream, _)) = socket.accept().await {
             let body = body.clone();
+            let served = served.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |_request| {
-                    let mut response = Response::new(Full::new(body.clone()));
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let mut answer = body.clone();
+                    if let Some(served) = &served {
+                        match request.uri().path() {
+                            REQUESTS_SERVED_PATH => {
+                                let count = served.load(Ordering::Relaxed);
+                                answer = Bytes::from(format!("{count}\n"));
+                            }
+                            "/health" => {}
+                            _ => {
+                                served.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    let mut response = Response::new(Full::new(answer));
                     response.headers_mut().insert(
                         header::CONTENT_TYPE,
                         header::HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -78,4 +118,40 @@ pub async fn demo_config(listen: SocketAddr) -> Result<Config, Error> {
         backends.join(", ")
     );
     Ok(Config::parse(&yaml, "<demo>")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn exchange(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_counting_backend_counts_requests_but_not_checks_or_questions() {
+        let bind = SocketAddr::from(([127, 0, 0, 1], 0));
+        let addr = spawn_counting_backend(1, bind, Bytes::from_static(b"x"))
+            .await
+            .expect("bound");
+        exchange(addr, "/").await;
+        exchange(addr, "/a").await;
+        exchange(addr, "/health").await;
+        assert!(
+            exchange(addr, REQUESTS_SERVED_PATH)
+                .await
+                .ends_with("\r\n\r\n2\n")
+        );
+        assert!(
+            exchange(addr, REQUESTS_SERVED_PATH)
+                .await
+                .ends_with("\r\n\r\n2\n")
+        );
+    }
 }

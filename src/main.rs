@@ -87,7 +87,8 @@ enum Command {
         diff: Option<PathBuf>,
     },
     /// Run N static HTTP backends on consecutive loopback ports (for benchmarks); prints
-    /// their addresses, one a line.
+    /// their addresses, one a line. Each answers `GET /_backend/requests` with the number of
+    /// requests it served (not counting that one or health checks at `/health`).
     #[command(hide = true)]
     Backends {
         /// How many backends.
@@ -540,7 +541,7 @@ fn run_backends(count: usize, first_port: u16, body_size: usize) -> Result<ExitC
                 .checked_add(number as u16)
                 .context("port out of range")?;
             let bind = SocketAddr::from(([127, 0, 0, 1], port));
-            let addr = sluice::demo::spawn_static_backend(number + 1, bind, body.clone()).await?;
+            let addr = sluice::demo::spawn_counting_backend(number + 1, bind, body.clone()).await?;
             println!("{addr}");
         }
         tokio::signal::ctrl_c().await?;

@@ -1,12 +1,14 @@
 //! Prometheus metrics: the names in one place, the recorder installed once per process, and
 //! the text rendered by the admin listener at `/metrics` (no listener of its own).
 //!
+//! Low in the layering: imports `config`, `health` (pure), `resilience` and `memory`, never
+//! `backend` or `state` (they register their counters here).
+//!
 //! Names follow Prometheus conventions (base units, `_total` counters) and the families
 //! HAProxy's and Envoy's exporters use, prefixed `sluice_`.
 
 use crate::config::BackendAddress;
 use crate::health::machine::{Change, State};
-use crate::state::Snapshot;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -17,6 +19,8 @@ pub const BUILD_INFO: &str = "sluice_build_info";
 pub const BACKEND_UP: &str = "sluice_backend_up";
 pub const HEALTH_CHECKS_TOTAL: &str = "sluice_health_checks_total";
 pub const EJECTIONS_TOTAL: &str = "sluice_backend_ejections_total";
+pub const EJECTIONS_ENDED_TOTAL: &str = "sluice_backend_ejections_ended_total";
+pub const REQUESTS_MOVED_TOTAL: &str = "sluice_requests_moved_total";
 pub const POOL_PANIC: &str = "sluice_pool_panic";
 pub const BACKEND_ACTIVE: &str = "sluice_backend_active_requests";
 pub const BACKEND_PICKED_TOTAL: &str = "sluice_backend_selected_total";
@@ -85,15 +89,14 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     }
 }
 
-/// Renders the Prometheus text, after refreshing the gauges that are read from the running
-/// snapshot (backend up/in-flight, pool counts) rather than pushed from the data path.
+/// Renders the Prometheus text. The caller first refreshes the gauges read from the running
+/// snapshot (the admin listener's `gauges`): this module sits below `backend` and `state`,
+/// which register their counters here, so it cannot read them back.
 pub fn render(
-    snapshot: &Snapshot,
     open_connections: &[(String, usize)],
     worker_connections: &[usize],
 ) -> Option<String> {
     let handle = HANDLE.get()?.as_ref()?;
-    refresh_gauges(snapshot);
     for (listener, open) in open_connections {
         metrics::gauge!(LISTENER_ACTIVE_CONNECTIONS, "listener" => listener.clone())
             .set(*open as f64);
@@ -122,6 +125,21 @@ pub fn backend_state(pool: &str, backend: &BackendAddress, change: &Change) {
     if change.to == State::Ejected && change.from != State::Ejected {
         metrics::counter!(EJECTIONS_TOTAL, &labels).increment(1);
     }
+    if let Some(ended) = change.ejection_ended {
+        let [pool, backend] = labels;
+        metrics::counter!(
+            EJECTIONS_ENDED_TOTAL,
+            &[pool, backend, ("by", ended.label().to_owned())]
+        )
+        .increment(1);
+    }
+}
+
+/// A request waiting on a backend was moved to another one: `cause` is why the backend was
+/// given up on (`check_timeout`, `down` or `ejected`).
+pub fn request_moved(pool: &str, cause: &'static str) {
+    metrics::counter!(REQUESTS_MOVED_TOTAL, "pool" => pool.to_owned(), "cause" => cause)
+        .increment(1);
 }
 
 pub fn health_check(pool: &str, backend: &BackendAddress, ok: bool) {
@@ -136,35 +154,6 @@ pub fn health_check(pool: &str, backend: &BackendAddress, ok: bool) {
 
 pub fn pool_panic(pool: &str, panic: bool) {
     metrics::gauge!(POOL_PANIC, "pool" => pool.to_owned()).set(if panic { 1.0 } else { 0.0 });
-}
-
-fn refresh_gauges(snapshot: &Snapshot) {
-    for pool in snapshot.pools.values() {
-        let name = pool.config.name.clone();
-        let (mut healthy, mut ejected, mut drained) = (0.0, 0.0, 0.0);
-        for backend in &pool.backends {
-            let health = &backend.state.health;
-            let labels = [
-                ("pool", name.clone()),
-                ("backend", backend.address.to_string()),
-            ];
-            let up = health.is_healthy() && !health.is_drained();
-            metrics::gauge!(BACKEND_UP, &labels).set(if up { 1.0 } else { 0.0 });
-            metrics::gauge!(BACKEND_ACTIVE, &labels).set(backend.state.in_flight() as f64);
-            metrics::counter!(BACKEND_PICKED_TOTAL, &labels).absolute(backend.state.picked_total());
-            healthy += f64::from(u8::from(health.is_healthy()));
-            ejected += f64::from(u8::from(health.is_ejected()));
-            drained += f64::from(u8::from(health.is_drained()));
-        }
-        let count = |state: &'static str, value: f64| {
-            metrics::gauge!(POOL_BACKENDS, "pool" => name.clone(), "state" => state).set(value);
-        };
-        count("healthy", healthy);
-        count("ejected", ejected);
-        count("drained", drained);
-        count("total", pool.backends.len() as f64);
-        pool_panic(&name, pool.panic.load(std::sync::atomic::Ordering::Relaxed));
-    }
 }
 
 pub fn retry(pool: &str) {

@@ -3,7 +3,7 @@
 //! `Snapshot::build(config, previous)` is the one place a config becomes runtime objects. It
 //! looks each backend up by identity `(pool, address)` in the previous snapshot and reuses its
 //! `Arc<BackendState>`, so in-flight counts (and later health and ejection) survive a reload.
-//! The `ArcSwap` holding the current snapshot has a single writer (startup and reload); the data
+//! The `ArcSwap` holding the current snapshot has a single writer (the control plane's commit); the data
 //! path only `load()`s it.
 
 use crate::backend::{Backend, BackendId, BackendState, SlotQueue};
@@ -123,8 +123,7 @@ impl Pool {
                 BUDGET_WINDOW,
             ))),
         };
-        let now = std::time::Instant::now();
-        let now_micros = crate::proxy::clock_micros();
+        let now = tokio::time::Instant::now();
         let breaker = config.resilience.breaker.clone().map(Arc::new);
         let backends: Vec<Backend> = config
             .backends
@@ -145,7 +144,6 @@ impl Pool {
                         id,
                         &config.health,
                         now,
-                        now_micros,
                         Arc::clone(&panic),
                         Arc::clone(&queue),
                     )

@@ -189,7 +189,7 @@ fn hand_over_on(
     listener
         .set_nonblocking(true)
         .map_err(io_error("upgrade socket"))?;
-    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     let stream = loop {
         match listener.accept() {
             Ok((stream, _)) => break stream,
@@ -199,7 +199,7 @@ fn hand_over_on(
                         "exited with {status} before taking over"
                     ))));
                 }
-                if std::time::Instant::now() > deadline {
+                if tokio::time::Instant::now() > deadline {
                     let _ = child.kill();
                     return Err(io_error("new process")(std::io::Error::other(
                         "did not connect in time",

@@ -241,10 +241,10 @@ mod tests {
         drop(OpenConnection::count());
         assert_eq!(workers.open_connections(), vec![0, 2]);
         let _ = release.send(());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         while workers.open_connections() != vec![0, 0] {
             assert!(
-                std::time::Instant::now() < deadline,
+                tokio::time::Instant::now() < deadline,
                 "closed connections uncounted"
             );
             std::thread::yield_now();

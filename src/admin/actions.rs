@@ -1,20 +1,22 @@
 //! Admin actions on one backend: `POST /pools/{pool}/backends/{address}/drain`, `.../enable`
-//! and `.../weight?value=N`. The caller (`route`) has already checked the token or peer.
+//! and `.../weight?value=N`. The caller (`route`) has already checked the token or peer; the
+//! change itself is the control plane's (`ControlPlane::backend`).
 
 use super::status::backend_status;
-use super::{AdminResponse, json, text};
-use crate::server::Shared;
+use super::{Admin, AdminResponse, json, text};
+use crate::control::BackendAction;
 use http::StatusCode;
 use std::net::SocketAddr;
-use std::time::Instant;
+use tokio::time::Instant;
 
-/// `POST /pools/{pool}/backends/{address}/drain`, `.../enable` or `.../weight?value=N`. The override lives in the
-/// backend's runtime state, so it survives reloads while the backend stays in the config.
-pub(super) fn backend_action(
+/// `POST /pools/{pool}/backends/{address}/drain`, `.../enable` or `.../weight?value=N`. The
+/// change survives reloads while the backend stays in the config: a drain lives in the
+/// backend's runtime state, a weight in the control plane's overrides.
+pub(super) async fn backend_action(
     path: &str,
     query: Option<&str>,
     peer: SocketAddr,
-    shared: &Shared,
+    admin: &Admin,
 ) -> AdminResponse {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let [_, pool_name, "backends", address, action] = parts[..] else {
@@ -30,7 +32,7 @@ pub(super) fn backend_action(
         // Unix socket backends: `unix:%2Frun%2Fapp.sock`.
         .replace("%2F", "/")
         .replace("%2f", "/");
-    let snapshot = shared.snapshot.load_full();
+    let snapshot = admin.control.view().snapshot;
     let Some(pool) = snapshot.pools.get(pool_name) else {
         return text(
             StatusCode::NOT_FOUND,
@@ -48,11 +50,9 @@ pub(super) fn backend_action(
         );
     };
     let by = format!("admin API from {}", peer.ip());
-    let now = Instant::now();
-    let micros = crate::proxy::clock_micros();
-    let change = match action {
-        "drain" => backend.state.health.update(micros, |m| m.drain(now, &by)),
-        "enable" => backend.state.health.update(micros, |m| m.enable(now, &by)),
+    let action = match action {
+        "drain" => BackendAction::Drain { by },
+        "enable" => BackendAction::Enable { by },
         "weight" => {
             let value = query
                 .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("value=")))
@@ -67,26 +67,8 @@ pub(super) fn backend_action(
                     ),
                 );
             };
-            let address = backend.address.clone();
-            if shared.set_weight(pool_name, &address, weight).is_none() {
-                return text(
-                    StatusCode::NOT_FOUND,
-                    format!("no backend {address} in pool {pool_name}\n"),
-                );
-            }
-            tracing::info!(pool = %pool_name, backend = %address, weight, %by, "weight set at runtime");
-            let snapshot = shared.snapshot.load_full();
-            return match snapshot
-                .pools
-                .get(pool_name)
-                .and_then(|p| p.backends.iter().find(|b| b.address == address))
-            {
-                Some(updated) => json(
-                    StatusCode::OK,
-                    &backend_status(updated, now, shared, pool_name),
-                ),
-                None => text(StatusCode::NOT_FOUND, "backend left the pool\n".into()),
-            };
+            tracing::info!(pool = %pool_name, backend = %backend.address, weight, %by, "weight set at runtime");
+            BackendAction::Weight(weight)
         }
         _ => {
             return text(
@@ -95,11 +77,22 @@ pub(super) fn backend_action(
             );
         }
     };
-    if let Some(change) = &change {
-        crate::health::probe::announce(pool, backend, change);
+    let address = backend.address.clone();
+    if let Err(error) = admin.control.backend(pool_name, &address, action).await {
+        return text(StatusCode::NOT_FOUND, format!("{error}\n"));
     }
-    json(
-        StatusCode::OK,
-        &backend_status(backend, now, shared, pool_name),
-    )
+    // The backend as it is now (a weight change built a new snapshot).
+    let view = admin.control.view();
+    match view
+        .snapshot
+        .pools
+        .get(pool_name)
+        .and_then(|p| p.backends.iter().find(|b| b.address == address))
+    {
+        Some(updated) => json(
+            StatusCode::OK,
+            &backend_status(updated, Instant::now(), &view.weights, pool_name),
+        ),
+        None => text(StatusCode::NOT_FOUND, "backend left the pool\n".into()),
+    }
 }

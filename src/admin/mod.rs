@@ -6,14 +6,20 @@
 //! scraping, but changing the daemon stays a local action.
 //!
 //! This file: the accept loop, routing, the token/peer check and response helpers. The
-//! `/status` document is built in `status.rs`, backend actions run in `actions.rs`, and `/`
-//! serves `status_page.html`.
+//! `/status` document is built in `status.rs`, backend actions run in `actions.rs`, the
+//! gauges `/metrics` reads from the snapshot in `gauges.rs`, and `/` serves
+//! `status_page.html`.
+//!
+//! A trigger: every change it makes goes through the control plane's narrow interface
+//! (`ControlPlane`). Must not import `server` or the control plane's owner.
 
 mod actions;
+mod gauges;
 mod status;
 
+use crate::control::ControlPlane;
+use crate::discovery::Discovery;
 use crate::error::Chain;
-use crate::server::Shared;
 use actions::backend_action;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -33,12 +39,15 @@ use tracing::debug;
 
 type AdminResponse = Response<Full<Bytes>>;
 
-pub fn spawn(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-    tracker: &TaskTracker,
-) {
+/// What the admin API reads and asks: the control plane, and the discovery registry (for the
+/// sources' status).
+pub struct Admin {
+    pub control: Arc<dyn ControlPlane>,
+    pub discovery: Arc<Discovery>,
+}
+
+pub fn spawn(listener: TcpListener, admin: Admin, stop: CancellationToken, tracker: &TaskTracker) {
+    let admin = Arc::new(admin);
     let connections = tracker.clone();
     tracker.spawn(async move {
         loop {
@@ -49,12 +58,12 @@ pub fn spawn(
             let Ok((stream, peer)) = accepted else {
                 continue;
             };
-            let shared = Arc::clone(&shared);
+            let admin = Arc::clone(&admin);
             let stop = stop.clone();
             connections.spawn(async move {
                 let service = service_fn(move |request| {
-                    let shared = Arc::clone(&shared);
-                    async move { Ok::<_, Infallible>(route(request, peer, &shared).await) }
+                    let admin = Arc::clone(&admin);
+                    async move { Ok::<_, Infallible>(route(request, peer, &admin).await) }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -75,25 +84,22 @@ pub fn spawn(
     });
 }
 
-async fn route(
-    request: Request<Incoming>,
-    peer: SocketAddr,
-    shared: &Arc<Shared>,
-) -> AdminResponse {
+async fn route(request: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> AdminResponse {
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
     match (request.uri().path(), read) {
         ("/healthz", true) => text(StatusCode::OK, "ok\n".into()),
         ("/ready", true) => {
-            let listeners = shared.snapshot.load().config.listeners.len();
+            let listeners = admin.control.view().snapshot.config.listeners.len();
             text(StatusCode::OK, format!("ready: {listeners} listeners\n"))
         }
-        ("/status", true) => json(StatusCode::OK, &status(shared)),
+        ("/status", true) => json(StatusCode::OK, &status(admin)),
         ("/metrics", true) => {
-            match crate::metrics::render(
-                &shared.snapshot.load(),
-                &shared.open_connections(),
-                &shared.worker_connections(),
-            ) {
+            let view = admin.control.view();
+            gauges::refresh_gauges(&view.snapshot);
+            let open: Vec<(String, usize)> = (view.listeners.into_iter())
+                .map(|(name, _, open)| (name, open))
+                .collect();
+            match crate::metrics::render(&open, &view.worker_connections) {
                 Some(body) => {
                     let mut response = text(StatusCode::OK, body);
                     response.headers_mut().insert(
@@ -109,10 +115,10 @@ async fn route(
             }
         }
         ("/reload", false) if request.method() == Method::POST => {
-            if let Some(refusal) = refuse_action(&request, peer, shared) {
+            if let Some(refusal) = refuse_action(&request, peer, admin) {
                 return refusal;
             }
-            let report = shared.reloads.reload_file(shared, "admin").await;
+            let report = admin.control.reload("admin").await;
             let status = if report.success {
                 StatusCode::OK
             } else {
@@ -121,10 +127,10 @@ async fn route(
             json(status, &report)
         }
         (path, false) if request.method() == Method::POST && path.starts_with("/pools/") => {
-            if let Some(refusal) = refuse_action(&request, peer, shared) {
+            if let Some(refusal) = refuse_action(&request, peer, admin) {
                 return refusal;
             }
-            backend_action(path, request.uri().query(), peer, shared)
+            backend_action(path, request.uri().query(), peer, admin).await
         }
         ("/", true) => {
             let mut response = text(StatusCode::OK, STATUS_PAGE.to_owned());
@@ -134,7 +140,7 @@ async fn route(
             );
             response
         }
-        ("/config", true) => match shared.config_text() {
+        ("/config", true) => match admin.control.view().config_text {
             Some(config) => {
                 let mut response = text(StatusCode::OK, config);
                 response.headers_mut().insert(
@@ -161,9 +167,9 @@ async fn route(
 fn refuse_action(
     request: &Request<Incoming>,
     peer: SocketAddr,
-    shared: &Shared,
+    admin: &Admin,
 ) -> Option<AdminResponse> {
-    match shared.admin_token() {
+    match admin.control.view().admin_token {
         Some(token) => {
             let given = request
                 .headers()

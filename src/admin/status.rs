@@ -1,12 +1,12 @@
 //! The `GET /status` document: version, uptime, last reload, listeners, and per pool its
 //! backends' state, counters, breaker and discovery sources (also the answer of an action).
 
+use super::Admin;
+use crate::control::{ReloadReport, Weights};
 use crate::health::machine::State;
-use crate::reload::ReloadReport;
-use crate::server::Shared;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use tokio::time::Instant;
 
 #[derive(Serialize)]
 pub(super) struct Status {
@@ -86,7 +86,7 @@ struct CheckStatus {
 pub(super) fn backend_status(
     backend: &crate::backend::Backend,
     now: Instant,
-    shared: &Shared,
+    weights: &Weights,
     pool: &str,
 ) -> BackendStatus {
     let cell = &backend.state.health;
@@ -95,7 +95,9 @@ pub(super) fn backend_status(
     BackendStatus {
         address: backend.address.to_string(),
         weight: backend.weight,
-        weight_override: shared.weight_override(pool, &backend.address),
+        weight_override: weights
+            .get(&(pool.to_owned(), backend.address.clone()))
+            .copied(),
         state: machine.state(),
         reason: machine.reason().to_owned(),
         since_seconds: ago(machine.state_since()),
@@ -126,8 +128,9 @@ pub(super) fn backend_status(
     }
 }
 
-pub(super) fn status(shared: &Shared) -> Status {
-    let snapshot = shared.snapshot.load();
+pub(super) fn status(admin: &Admin) -> Status {
+    let view = admin.control.view();
+    let snapshot = &view.snapshot;
     let now = Instant::now();
     let listeners = snapshot
         .config
@@ -136,7 +139,10 @@ pub(super) fn status(shared: &Shared) -> Status {
         .map(|l| ListenerStatus {
             name: l.name.clone(),
             bind: l.bind.to_string(),
-            local_addr: shared.local_addr(&l.name).map(|a| a.to_string()),
+            local_addr: (view.listeners.iter())
+                .find(|(name, _, _)| *name == l.name)
+                .and_then(|(_, bind, _)| bind.tcp())
+                .map(|a| a.to_string()),
             protocol: match l.protocol {
                 crate::config::Protocol::Http => "http",
                 crate::config::Protocol::Tcp => "tcp",
@@ -145,7 +151,7 @@ pub(super) fn status(shared: &Shared) -> Status {
             routes: l.routes.len(),
         })
         .collect();
-    let mut discovery = shared.discovery.status();
+    let mut discovery = admin.discovery.status();
     let mut pools: Vec<PoolStatus> = snapshot
         .pools
         .values()
@@ -161,7 +167,7 @@ pub(super) fn status(shared: &Shared) -> Status {
             backends: pool
                 .backends
                 .iter()
-                .map(|b| backend_status(b, now, shared, &pool.config.name))
+                .map(|b| backend_status(b, now, &view.weights, &pool.config.name))
                 .collect(),
             discovery: discovery.remove(&pool.config.name).unwrap_or_default(),
         })
@@ -169,10 +175,10 @@ pub(super) fn status(shared: &Shared) -> Status {
     pools.sort_by(|a, b| a.name.cmp(&b.name));
     Status {
         version: env!("CARGO_PKG_VERSION"),
-        uptime_seconds: shared.started.elapsed().as_secs_f64(),
-        config_file: shared.config_path.as_ref().map(|p| p.display().to_string()),
-        last_reload: shared.reloads.last_report(),
-        worker_connections: shared.worker_connections(),
+        uptime_seconds: view.started.elapsed().as_secs_f64(),
+        config_file: (view.config_path.as_ref()).map(|p| p.display().to_string()),
+        last_reload: view.last_reload.clone(),
+        worker_connections: view.worker_connections.clone(),
         listeners,
         pools,
     }

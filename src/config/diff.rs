@@ -1,8 +1,9 @@
 //! The pure reload plan: what changes between the running config and a new one.
 //!
-//! The reload transaction (`reload.rs`) follows it: bind the listeners in `bind`, build the new
-//! snapshot, swap, then stop the listeners in `stop`. `sluice check --diff OLD` prints it, so
-//! an operator can see what a reload will do before sending SIGHUP.
+//! The control plane's transaction (`control::transaction`) follows it: bind (or take over)
+//! the listeners in `bind`, build the new snapshot, swap, then stop the listeners in `stop`.
+//! `sluice check --diff OLD` prints it, so an operator can see what a reload will do before
+//! sending SIGHUP.
 
 use super::BackendAddress;
 use super::{Config, ListenerConfig, PoolConfig, RuntimeConfig};

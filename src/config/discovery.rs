@@ -55,6 +55,17 @@ pub struct RawEtcd {
     pub timeout: Option<Spanned<String>>,
 }
 
+/// The complete set of backends one discovery source of a pool sees now: one layer of the
+/// control state (`crate::control`), published by the source's task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveredSet {
+    pub pool: String,
+    /// The source as configured when its task started: a set counts only while the running
+    /// config has this very source, so a removed or changed source's set drops out at once.
+    pub source: DiscoverySource,
+    pub backends: Vec<super::BackendConfig>,
+}
+
 /// One discovery source of a pool. A pool may have one of each kind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DiscoverySource {

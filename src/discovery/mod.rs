@@ -1,19 +1,19 @@
 //! Service discovery: one task per pool source (`dns.rs`, `file.rs`, `etcd.rs`,
-//! `zookeeper.rs`) publishes the backends it currently sees into the registry here; the
-//! registry merges them with the static backends of the running config into the config the
-//! snapshot is built from. The etcd source and `sluice register` (`register.rs`) talk to etcd
-//! through `etcd_gateway/`.
+//! `zookeeper.rs`) publishes the backends it currently sees into the registry here. The
+//! registry keeps each source's set and status and wakes whoever waits on `changed`; the
+//! server's wiring then hands every set (`sets`) to the control plane, which keeps them as a
+//! layer of its state and rebuilds the snapshot through its one publish path: backend state is
+//! kept by `(pool, address)`, removed backends drain, open connections stay. The etcd source
+//! and `sluice register` (`register.rs`) talk to etcd through `etcd_gateway/`.
 //!
-//! The tasks never touch the snapshot. A publish that changes a set wakes the one applier
-//! task (`spawn_applier`), which takes the reload lock (`Reloads::apply_discovered`) and
-//! rebuilds through the same `Snapshot::build(.., Some(&current))` path as a reload: backend
-//! state is kept by `(pool, address)`, removed backends drain, open connections stay. A config
-//! reload goes through the same lock and merges the registry too, so the two never race and
-//! neither undoes the other.
+//! The tasks never touch the snapshot. `sync` starts and stops them to follow the config file
+//! (the control plane calls it at each commit of a new file); a set counts only while the
+//! running config has its source with the same settings, so a removed or changed source's
+//! backends leave in the same snapshot as the source.
 //!
 //! Every source is advisory: a failure (unreachable registry, DNS error, broken file) keeps the
 //! last good set and is reported in `/status` and `sluice_discovery_updates_total`.
-//! Imports `config`, `metrics` and `server` (the applier); the proxy never sees this module.
+//! Imports `config`, `metrics` and `watch`; never the control plane, the server or the proxy.
 
 pub mod dns;
 pub mod entry;
@@ -23,12 +23,11 @@ pub mod file;
 pub mod register;
 pub mod zookeeper;
 
-use crate::config::discovery::{DiscoverySource, SourceKind};
+use crate::config::discovery::{DiscoveredSet, DiscoverySource, SourceKind};
 use crate::config::{BackendConfig, Config};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -38,8 +37,6 @@ type SourceKey = (String, SourceKind);
 #[derive(Default)]
 pub struct Discovery {
     inner: Mutex<Inner>,
-    /// The config as loaded from the file (before merging); the last one applied.
-    base: Mutex<Option<Arc<Config>>>,
     /// Woken by every publish that changed a set; `notify_one` keeps a permit, so a change
     /// published while the applier is busy is not lost.
     changed: tokio::sync::Notify,
@@ -114,7 +111,7 @@ impl Publisher {
         backends.dedup_by(|a, b| a.address == b.address);
         self.metric("success");
         self.update(|running| {
-            running.status.last_update = Some(unix_now());
+            running.status.last_update = Some(crate::clock::unix_seconds());
             running.status.last_error = None;
             running.status.updates += 1;
             running.status.backends = backends.len();
@@ -133,7 +130,7 @@ impl Publisher {
                     "discovery failed; keeping the last known backends");
             }
             running.status.last_error = Some(error.to_owned());
-            running.status.last_error_at = Some(unix_now());
+            running.status.last_error_at = Some(crate::clock::unix_seconds());
             running.status.failures += 1;
             false
         });
@@ -240,43 +237,16 @@ impl Discovery {
         }
     }
 
-    /// Records the config just applied, as loaded (the reload transaction calls it).
-    pub fn set_base(&self, config: Arc<Config>) {
-        *lock(&self.base) = Some(config);
-    }
-
-    /// The config last applied, as loaded (`None` before the first).
-    pub fn base(&self) -> Option<Arc<Config>> {
-        lock(&self.base).clone()
-    }
-
-    /// The running config with the discovered backends merged in (see `merge`).
-    pub fn effective(&self) -> Option<Config> {
-        self.base().map(|base| self.merge(&base))
-    }
-
-    /// `base` (the config as loaded) with every pool's discovered backends appended. A static
-    /// backend wins over a discovered one with the same address (its weight and limit apply),
-    /// and sources are merged in a fixed order (dns, file, etcd, zookeeper).
-    pub fn merge(&self, base: &Config) -> Config {
+    /// Every source's current set, in a fixed order (pool, then dns, file, etcd, zookeeper).
+    pub fn sets(&self) -> Vec<DiscoveredSet> {
         let inner = lock(&self.inner);
-        let mut merged = base.clone();
-        for ((pool_name, _), running) in &inner.sources {
-            let Some(pool) = merged.pools.get_mut(pool_name) else {
-                continue;
-            };
-            let default_max = pool.resilience.limits.max_requests_per_backend;
-            let mut present: HashSet<_> = pool.backends.iter().map(|b| b.address.clone()).collect();
-            for backend in &running.backends {
-                if present.insert(backend.address.clone()) {
-                    pool.backends.push(BackendConfig {
-                        max_connections: backend.max_connections.or(default_max),
-                        ..backend.clone()
-                    });
-                }
-            }
-        }
-        merged
+        (inner.sources.iter())
+            .map(|((pool, _), running)| DiscoveredSet {
+                pool: pool.clone(),
+                source: running.config.clone(),
+                backends: running.backends.clone(),
+            })
+            .collect()
     }
 
     /// Every source's status, by pool.
@@ -295,32 +265,6 @@ impl Discovery {
     pub async fn changed(&self) {
         self.changed.notified().await;
     }
-}
-
-/// Runs the applier until `shutdown`: each change of a discovered set rebuilds the snapshot
-/// under the reload lock. Bursts coalesce: one rebuild reads every set published so far.
-pub fn spawn_applier(shared: &Arc<crate::server::Shared>, shutdown: CancellationToken) {
-    let discovery = Arc::clone(&shared.discovery);
-    let shared = Arc::downgrade(shared);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = discovery.changed() => {}
-                () = shutdown.cancelled() => return,
-            }
-            let Some(shared) = shared.upgrade() else {
-                return;
-            };
-            shared.reloads.apply_discovered(&shared).await;
-        }
-    });
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,4 +1,5 @@
-//! Unit tests of the registry: merging with static backends, stale publishers, status.
+//! Unit tests of the registry: sets, stale publishers, status. Merging the sets into the
+//! config is the control plane's (`control::layers`).
 
 use super::*;
 use crate::config::discovery::FileSource;
@@ -42,35 +43,34 @@ fn registry() -> (Arc<Discovery>, Publisher) {
     (discovery, publisher)
 }
 
+/// How many backends the registry's sets hold for pool `app`.
+fn discovered(discovery: &Discovery) -> usize {
+    (discovery.sets().iter())
+        .filter(|set| set.pool == "app")
+        .map(|set| set.backends.len())
+        .sum()
+}
+
 #[test]
-fn discovered_backends_merge_after_static_ones_and_static_wins() {
-    let base = Config::parse(BASE, "t.yaml").unwrap();
+fn a_set_is_sorted_and_deduplicated() {
     let (discovery, publisher) = registry();
-    publisher.publish(vec![backend(9002, 3), backend(9001, 9), backend(9002, 3)]);
-    let merged = discovery.merge(&base);
-    let pool = &merged.pools["app"];
-    let ports: Vec<u16> = pool
+    publisher.publish(vec![backend(9003, 3), backend(9002, 9), backend(9003, 3)]);
+    let sets = discovery.sets();
+    let ports: Vec<u16> = sets[0]
         .backends
         .iter()
         .map(|b| b.address.inet().unwrap().port())
         .collect();
-    assert_eq!(ports, [9001, 9002]);
-    assert_eq!(pool.backends[0].weight, 1, "the static entry wins");
-    assert_eq!(pool.backends[1].weight, 3);
-    assert_eq!(
-        pool.backends[1].max_connections,
-        Some(7),
-        "pool default limit applies to discovered backends"
-    );
+    assert_eq!(ports, [9002, 9003]);
+    assert_eq!(sets[0].pool, "app");
 }
 
 #[test]
 fn failure_keeps_the_set_and_is_reported_until_the_next_success() {
-    let base = Config::parse(BASE, "t.yaml").unwrap();
     let (discovery, publisher) = registry();
     publisher.publish(vec![backend(9002, 1)]);
     publisher.fail("broken");
-    assert_eq!(discovery.merge(&base).pools["app"].backends.len(), 2);
+    assert_eq!(discovered(&discovery), 1);
     let status = &discovery.status()["app"][0];
     assert_eq!(status.last_error.as_deref(), Some("broken"));
     assert_eq!(
@@ -78,20 +78,19 @@ fn failure_keeps_the_set_and_is_reported_until_the_next_success() {
         (1, 1, 1)
     );
     publisher.publish(vec![]);
-    assert_eq!(discovery.merge(&base).pools["app"].backends.len(), 1);
+    assert_eq!(discovered(&discovery), 0);
     assert_eq!(discovery.status()["app"][0].last_error, None);
 }
 
 #[test]
 fn a_stopped_source_cannot_publish() {
-    let base = Config::parse(BASE, "t.yaml").unwrap();
     let (discovery, publisher) = registry();
     let stale = Publisher {
         id: 0,
         ..publisher.clone()
     };
     stale.publish(vec![backend(9005, 1)]);
-    assert_eq!(discovery.merge(&base).pools["app"].backends.len(), 1);
+    assert_eq!(discovered(&discovery), 0);
 }
 
 #[tokio::test]
@@ -101,5 +100,5 @@ async fn sync_stops_sources_the_config_no_longer_has() {
     publisher.publish(vec![backend(9002, 1)]);
     discovery.sync(&base, &CancellationToken::new());
     assert!(discovery.status().is_empty());
-    assert_eq!(discovery.merge(&base).pools["app"].backends.len(), 1);
+    assert_eq!(discovered(&discovery), 0);
 }

@@ -5,10 +5,22 @@
 //! layer (probe tasks, the proxy reporting outcomes) calls it under a per-backend lock;
 //! transitions are rare, so the lock is never hot. Pool-level rules (how many may be ejected,
 //! when to panic) are the free functions at the bottom.
+//!
+//! Decision: with active checks, passing checks end a passive ejection early (Envoy's
+//! `successful_active_health_check_uneject_host`), because a restarted backend must not sit
+//! out 30 s while its checks pass (a rolling deploy of N backends lost N x 30 s of capacity).
+//! `rise` passes in a row since the ejection are needed, as for coming up. But checks can only
+//! vouch for a recovery they can see: a backend that passes `/health` while failing real
+//! traffic would otherwise flap every `rise x interval` at the cost of `consecutive_failures`
+//! failed requests each time. So the checks may end an ejection when it is the backend's first
+//! recent one, or when a check failed during it or was failing when it began (the checks saw
+//! the outage, so their passes mean it is over); a repeat offender whose checks never failed
+//! serves its ejection time.
 
 use crate::config::health::HealthPolicy;
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,6 +40,26 @@ pub struct Change {
     pub from: State,
     pub to: State,
     pub reason: String,
+    /// Set when the change ended a passive ejection: what ended it.
+    pub ejection_ended: Option<EjectionEnd>,
+}
+
+/// What ended a passive ejection (the `by` label of `sluice_backend_ejections_ended_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EjectionEnd {
+    /// `rise` active checks passed in a row before the ejection time was over.
+    ActiveCheck,
+    /// The ejection time ran out (and, with active checks, one passed afterwards).
+    Time,
+}
+
+impl EjectionEnd {
+    pub fn label(self) -> &'static str {
+        match self {
+            EjectionEnd::ActiveCheck => "active_check",
+            EjectionEnd::Time => "time",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +79,9 @@ pub struct BackendHealth {
     ejected_until: Option<Instant>,
     /// The ejection time ran out but active checks are configured: wait for one to pass.
     awaiting_check: bool,
+    /// Whether `rise` passing checks may end the current ejection before its time (see the
+    /// module header): its first recent ejection, or a check failed since it began.
+    checks_may_end_ejection: bool,
     /// Recent ejections, for the growing ejection time; decays while the backend behaves.
     ejections: u32,
     last_ejection: Option<Instant>,
@@ -78,6 +113,7 @@ impl BackendHealth {
             passive_failures: 0,
             ejected_until: None,
             awaiting_check: false,
+            checks_may_end_ejection: false,
             ejections: 0,
             last_ejection: None,
             drained_by: None,
@@ -90,7 +126,7 @@ impl BackendHealth {
     pub fn state(&self) -> State {
         if self.drained_by.is_some() {
             State::Drained
-        } else if self.ejected_until.is_some() || self.awaiting_check {
+        } else if self.is_ejected() {
             State::Ejected
         } else if !self.active_healthy {
             State::Down
@@ -152,8 +188,18 @@ impl BackendHealth {
         self.state_since = now;
         if to == State::Up {
             self.available_since = now;
+            self.passive_failures = 0;
         }
-        Some(Change { from, to, reason })
+        Some(Change {
+            from,
+            to,
+            reason,
+            ejection_ended: None,
+        })
+    }
+
+    fn is_ejected(&self) -> bool {
+        self.ejected_until.is_some() || self.awaiting_check
     }
 
     /// One active check result.
@@ -171,26 +217,46 @@ impl BackendHealth {
             detail: detail.clone(),
         });
         let passing_while_up = ok && self.state() == State::Up;
-        let change = self.transition(now, |h| {
+        let mut ended = None;
+        let mut change = self.transition(now, |h| {
             if ok {
                 h.check_successes = h.check_successes.saturating_add(1);
                 h.check_failures = 0;
                 let mut why = None;
                 if h.awaiting_check {
                     h.awaiting_check = false;
+                    ended = Some(EjectionEnd::Time);
                     why = Some("ejection over and an active check passed".to_owned());
+                } else if let Some(until) = h.ejected_until
+                    && h.checks_may_end_ejection
+                    && h.check_successes >= rise
+                {
+                    h.ejected_until = None;
+                    ended = Some(EjectionEnd::ActiveCheck);
+                    let early = until.saturating_duration_since(now);
+                    why = Some(format!(
+                        "active check passed {rise}/{rise} after ejection, {:.1}s before the ejection time was over; last: {detail}",
+                        early.as_secs_f64()
+                    ));
                 }
                 if !h.active_healthy && h.check_successes >= rise {
                     h.active_healthy = true;
-                    why = Some(format!(
-                        "{} consecutive checks passed (rise={rise})",
-                        h.check_successes
-                    ));
+                    // Ending an ejection says more than coming up: keep that reason.
+                    why = why.or_else(|| {
+                        Some(format!(
+                            "{} consecutive checks passed (rise={rise})",
+                            h.check_successes
+                        ))
+                    });
                 }
                 why
             } else {
                 h.check_failures = h.check_failures.saturating_add(1);
                 h.check_successes = 0;
+                if h.is_ejected() {
+                    // The checks see the outage now, so their passes will mean it is over.
+                    h.checks_may_end_ejection = true;
+                }
                 if h.active_healthy && h.check_failures >= fall {
                     h.active_healthy = false;
                     return Some(format!(
@@ -204,6 +270,11 @@ impl BackendHealth {
         if passing_while_up && change.is_none() {
             // Keep "why up" current rather than the reason of an old transition.
             self.reason = format!("checks passing; last: {detail}");
+        }
+        if let Some(change) = &mut change
+            && change.from == State::Ejected
+        {
+            change.ejection_ended = ended;
         }
         change
     }
@@ -222,11 +293,16 @@ impl BackendHealth {
             self.passive_failures = 0;
             return None;
         }
+        if self.state() != State::Up {
+            // Failures of a backend already out belong to the episode that took it out (the
+            // requests it had in flight, those moved off it): counted, they would eject it
+            // again on its first failure once it is back.
+            return None;
+        }
         self.passive_failures = self.passive_failures.saturating_add(1);
         let outlier = &policy.outlier;
         let tripped = outlier.consecutive_failures > 0
-            && self.passive_failures >= outlier.consecutive_failures
-            && self.state() == State::Up;
+            && self.passive_failures >= outlier.consecutive_failures;
         if !tripped || !may_eject {
             return None;
         }
@@ -246,8 +322,23 @@ impl BackendHealth {
             h.last_ejection = Some(now);
             let failures = h.passive_failures;
             h.passive_failures = 0;
+            // Passes count from the ejection on: those before it did not see the failures.
+            h.check_successes = 0;
+            // A failing last check saw the outage as much as one failing during it would.
+            h.checks_may_end_ejection = h.ejections <= 1 || h.check_failures > 0;
+            let early = match &policy.active {
+                None => String::new(),
+                Some(check) if h.checks_may_end_ejection => format!(
+                    "; back sooner after {} passing active checks in a row",
+                    check.rise
+                ),
+                Some(check) => format!(
+                    "; ejected again soon after the last one, so passing active checks end it early only after one has failed ({} in a row)",
+                    check.rise
+                ),
+            };
             Some(format!(
-                "ejected for {:.0?}: {failures} consecutive failures (consecutive_failures={}), last: {detail}; ejection #{} recently",
+                "ejected for {:.0?}: {failures} consecutive failures (consecutive_failures={}), last: {detail}; ejection #{} recently{early}",
                 duration, outlier.consecutive_failures, h.ejections
             ))
         })
@@ -260,7 +351,7 @@ impl BackendHealth {
         if now < until {
             return None;
         }
-        self.transition(now, |h| {
+        let mut change = self.transition(now, |h| {
             h.ejected_until = None;
             if policy.active.is_some() {
                 h.awaiting_check = true;
@@ -269,7 +360,11 @@ impl BackendHealth {
             } else {
                 Some("ejection time over".to_owned())
             }
-        })
+        });
+        if let Some(change) = &mut change {
+            change.ejection_ended = Some(EjectionEnd::Time);
+        }
+        change
     }
 
     pub fn drain(&mut self, now: Instant, by: &str) -> Option<Change> {
@@ -286,17 +381,22 @@ impl BackendHealth {
         })
     }
 
-    /// Share of its weight the backend gets now: ramps linearly from 10% to 100% over the
-    /// slow-start window after it became available (10%, not 0, so it gets enough traffic to
-    /// warm up at all).
-    pub fn weight_factor(&self, now: Instant, slow_start: Option<Duration>) -> f64 {
-        match slow_start {
-            Some(window) if !window.is_zero() => {
-                let elapsed = now.saturating_duration_since(self.available_since);
-                (elapsed.as_secs_f64() / window.as_secs_f64()).clamp(0.1, 1.0)
-            }
-            _ => 1.0,
+    /// When it last became available: slow start ramps from here (`slow_start_factor`).
+    pub fn available_since(&self) -> Instant {
+        self.available_since
+    }
+}
+
+/// Share of its weight a backend gets `elapsed` after it became available: ramps linearly from
+/// 10% to 100% over the slow-start `window` (10%, not 0, so it gets enough traffic to warm up
+/// at all), 1.0 outside it. The one slow-start computation: the data path reaches it through
+/// `HealthCell::slow_start_factor`, which reads `available_since` without the lock.
+pub fn slow_start_factor(elapsed: Duration, window: Option<Duration>) -> f64 {
+    match window {
+        Some(window) if !window.is_zero() => {
+            (elapsed.as_secs_f64() / window.as_secs_f64()).clamp(0.1, 1.0)
         }
+        _ => 1.0,
     }
 }
 

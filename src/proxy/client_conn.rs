@@ -19,7 +19,7 @@
 
 use crate::proxy::activity::{ConnActivity, TimedIo};
 use crate::proxy::h1;
-use crate::proxy::request_body::ClientBody;
+use crate::upstream::request_body::ClientBody;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};

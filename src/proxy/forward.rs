@@ -11,6 +11,18 @@
 //! Each retry goes to a backend not tried yet when one is available, after a jittered
 //! exponential backoff, if the retry budget allows; otherwise the last error goes back.
 //!
+//! A request that is safe to send again (idempotent, body read whole) and still waits for
+//! its response head leaves its backend when that backend is evacuated: an active check of
+//! it timed out, or it went down or was ejected (`health::evacuation`). It is retried on
+//! another backend at once, as one of its `attempts` and within the retry budget; when the
+//! budget says no, it keeps waiting. Nothing of the response reached the client yet, so the
+//! client only sees a later answer. Without this, a hung backend (accepting, never answering)
+//! held every request sent to it until the response timeout (60 s by default), as it does
+//! behind nginx and HAProxy; with active checks, a request now waits at most about one check
+//! interval plus the check's timeout. The moved request counts as a failure of the backend
+//! (so a hung backend is ejected after `consecutive_failures` of them), is counted in
+//! `sluice_requests_moved_total{pool,cause}`, and its access log line says `moved`.
+//!
 //! Whose fault a failure is decides what it touches. A try that failed because the client's
 //! streamed body failed (aborted, malformed, too slow, too large) is the client's: it is not
 //! reported to passive ejection or the circuit breaker, not retried, and answered with the
@@ -21,7 +33,8 @@
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
 use crate::config::BackendAddress;
-use crate::health::probe::report_outcome;
+use crate::health::evacuation::{Cause, Evacuation};
+use crate::probe::report_outcome;
 use crate::proxy::request_body::{ClientBodyError, Prepared};
 use crate::proxy::{clock_instant, clock_micros, pick_backend_where};
 use crate::resilience::backoff::backoff;
@@ -39,6 +52,8 @@ pub struct Forwarded<'p> {
     pub backend: &'p Backend,
     pub in_flight: InFlight,
     pub response: Response<UpstreamBody>,
+    /// Set when the request left a backend that stopped answering: from where and why.
+    pub moved: Option<String>,
 }
 
 /// Why no backend response is coming: the status and short text for the client.
@@ -50,6 +65,8 @@ pub struct Refused {
     pub retry_after: Option<u32>,
     /// Set when the client's own body failed: the failure is the client's.
     pub client: Option<ClientBodyError>,
+    /// Set when the request left a backend that stopped answering: from where and why.
+    pub moved: Option<String>,
 }
 
 impl Refused {
@@ -59,6 +76,7 @@ impl Refused {
             text,
             retry_after: None,
             client: None,
+            moved: None,
         }
     }
 
@@ -68,6 +86,7 @@ impl Refused {
             text: error.text(),
             retry_after: None,
             client: Some(error),
+            moved: None,
         }
     }
 }
@@ -75,6 +94,13 @@ impl Refused {
 /// While the client is still sending its body, the response deadline is looked at again
 /// this often; the backend's full per-try time starts once the body is in.
 const CLIENT_RECHECK: Duration = Duration::from_secs(1);
+
+/// How long a movable request waits before it listens for its backend's evacuation. Nearly
+/// every answer comes sooner, and those then cost no registration with the backend's shared
+/// `Notify` (a lock every worker would take per request); an evacuation sounded meanwhile is
+/// seen by its epoch when the grace ends. A check timeout is far longer, so this delays a
+/// move by at most this much.
+const MOVE_GRACE: Duration = Duration::from_millis(100);
 
 /// The parts of the client's request every try needs.
 pub struct Outgoing<'a> {
@@ -100,14 +126,18 @@ pub async fn forward<'p>(
     deposit(pool, arrived);
     let mut tried = Tried::default();
     let mut attempt = 0;
+    let mut moved: Option<String> = None;
     loop {
-        let (backend, in_flight) = acquire_slot(pool, pick, &tried).await?;
+        let (backend, in_flight) = match acquire_slot(pool, pick, &tried).await {
+            Ok(found) => found,
+            Err(refused) => return Err(Refused { moved, ..refused }),
+        };
         tried.add(&backend.address);
         let Some(try_body) = body.next_try() else {
-            return Err(Refused::new(
-                StatusCode::BAD_GATEWAY,
-                "backend failed to respond\n",
-            ));
+            return Err(Refused {
+                moved,
+                ..Refused::new(StatusCode::BAD_GATEWAY, "backend failed to respond\n")
+            });
         };
         if attempt > 0 {
             sent_at = clock_micros();
@@ -130,7 +160,24 @@ pub async fn forward<'p>(
         let exchange = pool
             .client
             .send(&backend.state, request.proxy_header, &head, try_body);
-        let outcome = wait_for_backend(exchange, try_deadline, try_time, &body).await;
+        // Only what can be sent again may leave its backend, and only as one more attempt.
+        let movable = idempotent && body.replayable() && attempt < policy.attempts;
+        let outcome = if movable {
+            let evacuation = backend.state.health.evacuation();
+            let sent = clock_instant(sent_at);
+            let may_move = || {
+                let granted = withdraw(pool);
+                if !granted {
+                    crate::metrics::retry_budget_exhausted(&pool.config.name);
+                }
+                granted
+            };
+            wait_or_move(exchange, try_deadline, sent, evacuation, may_move).await
+        } else {
+            wait_for_backend(exchange, try_deadline, try_time, &body)
+                .await
+                .map_err(|_elapsed| Stop::TimedOut)
+        };
         let failure = match outcome {
             Ok(Ok(response)) => {
                 let now = clock_micros();
@@ -152,15 +199,18 @@ pub async fn forward<'p>(
                         backend,
                         in_flight,
                         response,
+                        moved,
                     });
                 }
                 Failure {
                     retry_safe: true,
+                    budget_taken: false,
                     refused: Refused::new(status, "backend unavailable\n"),
                     response: Some(Forwarded {
                         backend,
                         in_flight,
                         response,
+                        moved: None,
                     }),
                 }
             }
@@ -178,11 +228,45 @@ pub async fn forward<'p>(
                 Failure {
                     // A failed connect sent nothing; anything else may have reached the app.
                     retry_safe: body.replayable() && (error.is_connect() || idempotent),
+                    budget_taken: false,
                     refused: Refused::new(status, text),
                     response: None,
                 }
             }
-            Err(_elapsed) => {
+            Err(Stop::Moved(cause)) => {
+                let waited = Duration::from_micros(clock_micros().saturating_sub(sent_at));
+                let why = format!(
+                    "from {} after {} ms: {}",
+                    backend.address,
+                    waited.as_millis(),
+                    cause.describe()
+                );
+                crate::metrics::request_moved(&pool.name, cause.label());
+                // The backend's failure: it did not answer while it was stuck or failing.
+                report_outcome(
+                    pool,
+                    backend,
+                    false,
+                    &format!(
+                        "no response after {} ms; {}",
+                        waited.as_millis(),
+                        cause.describe()
+                    ),
+                );
+                debug!(backend = %backend.address, "request moved {why}");
+                moved = Some(why);
+                Failure {
+                    retry_safe: true,
+                    // `wait_or_move` took the retry from the budget before giving up the try.
+                    budget_taken: true,
+                    refused: Refused::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "backend stopped answering\n",
+                    ),
+                    response: None,
+                }
+            }
+            Err(Stop::TimedOut) => {
                 if let Some(fault) = body.client_failure() {
                     return Err(Refused::client(fault));
                 }
@@ -191,6 +275,7 @@ pub async fn forward<'p>(
                 debug!(backend = %backend.address, "upstream response timed out");
                 Failure {
                     retry_safe: policy.per_try_timeout.is_some() && idempotent && body.replayable(),
+                    budget_taken: false,
                     refused: Refused::new(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n"),
                     response: None,
                 }
@@ -198,27 +283,87 @@ pub async fn forward<'p>(
         };
         attempt += 1;
         let time_left = deadline.saturating_duration_since(Instant::now());
-        let wait = backoff(
-            attempt,
-            policy.backoff_base,
-            policy.backoff_max,
-            fastrand::f64(),
-        );
+        // A move goes to another backend once: nothing to back off from.
+        let wait = if failure.budget_taken {
+            Duration::ZERO
+        } else {
+            backoff(
+                attempt,
+                policy.backoff_base,
+                policy.backoff_max,
+                fastrand::f64(),
+            )
+        };
         let allowed = failure.retry_safe && attempt <= policy.attempts && time_left > wait;
-        if !(allowed && withdraw(pool)) {
+        if !(allowed && (failure.budget_taken || withdraw(pool))) {
             if allowed {
                 // Only the budget said no (not the policy or the deadline).
                 crate::metrics::retry_budget_exhausted(&pool.config.name);
             }
             // A backend's own 502/503 goes back as it came; otherwise sluice's answer.
             return match failure.response {
-                Some(forwarded) => Ok(forwarded),
-                None => Err(failure.refused),
+                Some(forwarded) => Ok(Forwarded { moved, ..forwarded }),
+                None => Err(Refused {
+                    moved,
+                    ..failure.refused
+                }),
             };
         }
         drop(failure);
         crate::metrics::retry(&pool.config.name);
-        tokio::time::sleep(wait).await;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Why a try ended without the backend's answer.
+enum Stop {
+    /// The response (or per-try) deadline passed.
+    TimedOut,
+    /// The backend was evacuated and the request may leave it (a retry was withdrawn).
+    Moved(Cause),
+}
+
+/// `wait_for_backend` for a request that may leave its backend (idempotent, body read whole,
+/// an attempt left): besides the answer and the deadline, it listens for the backend's
+/// evacuation from `MOVE_GRACE` after `sent` on, and gives the try up when one was sounded
+/// after the request was sent and `may_move` (the retry budget) agrees. When the budget says
+/// no, it keeps waiting for the answer: leaving would then only fail the request.
+async fn wait_or_move<F: std::future::Future>(
+    exchange: F,
+    deadline: Instant,
+    sent: Instant,
+    evacuation: &Evacuation,
+    mut may_move: impl FnMut() -> bool,
+) -> Result<F::Output, Stop> {
+    let mut epoch = evacuation.epoch();
+    tokio::pin!(exchange);
+    let grace_end = deadline.min(sent + MOVE_GRACE);
+    match tokio::time::timeout_at(grace_end, exchange.as_mut()).await {
+        Ok(output) => return Ok(output),
+        Err(_) if grace_end >= deadline => return Err(Stop::TimedOut),
+        Err(_) => {}
+    }
+    let expiry = tokio::time::sleep_until(deadline);
+    tokio::pin!(expiry);
+    loop {
+        let sounded = evacuation.notified();
+        tokio::pin!(sounded);
+        sounded.as_mut().enable();
+        if let Some(cause) = evacuation.since(epoch) {
+            if may_move() {
+                return Err(Stop::Moved(cause));
+            }
+            epoch = evacuation.epoch();
+            continue;
+        }
+        tokio::select! {
+            biased;
+            output = exchange.as_mut() => return Ok(output),
+            () = expiry.as_mut() => return Err(Stop::TimedOut),
+            () = sounded => {}
+        }
     }
 }
 
@@ -250,6 +395,8 @@ async fn wait_for_backend<F: std::future::Future>(
 
 struct Failure<'p> {
     retry_safe: bool,
+    /// The retry was already taken from the budget (a move).
+    budget_taken: bool,
     refused: Refused,
     /// The backend's own error response, returned as is when no retry happens.
     response: Option<Forwarded<'p>>,

@@ -12,21 +12,19 @@
 use crate::access_log;
 use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
+use crate::headers::{ClientIp, append_forwarded, rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::activity::{Activity, ClientTimeouts, ConnActivity, TimedIo, Tracked};
 use crate::proxy::admission;
 use crate::proxy::answer_log;
 use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
 use crate::proxy::client_conn::{self, Closing, Versions};
 use crate::proxy::forward::{Forwarded, Outgoing, Refused, forward};
-use crate::proxy::headers::{
-    ClientIp, append_forwarded, rewrite_request_headers, strip_hop_by_hop,
-};
-use crate::proxy::request_body::{BodyPolicy, ClientBody, ClientBodyError, Prepared};
 use crate::proxy::request_id::{X_REQUEST_ID, ensure_request_id};
 use crate::proxy::tunnel::{self, TunnelGuards, TunnelLimits};
 use crate::proxy::{Peer, clock_micros};
 use crate::route::{self, RequestView};
 use crate::state::SharedSnapshot;
+use crate::upstream::request_body::{BodyPolicy, ClientBody, ClientBodyError, Prepared};
 use http::{Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -85,6 +83,8 @@ impl ConnContext {
 struct Served {
     pool: Arc<str>,
     upstream: Option<crate::config::BackendAddress>,
+    /// The request left a backend that stopped answering: from where and why.
+    moved: Option<String>,
 }
 
 /// Serves one accepted client connection until it closes, or until `shutdown` fires and the
@@ -253,6 +253,7 @@ fn respond(
             if let Some(served) = response.extensions_mut().remove::<Served>() {
                 log.record.pool = Some(served.pool);
                 log.record.upstream_addr = served.upstream;
+                log.record.moved = served.moved;
             }
             response = response.map(|body| body.with_log(Some(log)));
         }
@@ -408,6 +409,7 @@ fn handle(
                 backend,
                 in_flight,
                 response,
+                moved,
             }) => {
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS
                     && let (Some(client), Some(_)) = (client_upgrade, &upgrade)
@@ -437,6 +439,7 @@ fn handle(
                     parts.extensions.insert(Served {
                         pool: Arc::clone(&pool.name),
                         upstream: Some(backend.address.clone()),
+                        moved,
                     });
                 }
                 Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active, limits))
@@ -458,6 +461,7 @@ fn handle(
                 response.extensions_mut().insert(Served {
                     pool: Arc::clone(&pool.name),
                     upstream: None,
+                    moved: refused.moved,
                 });
                 if let Some(seconds) = refused.retry_after {
                     response
@@ -530,6 +534,7 @@ fn start_log(
             .unwrap_or("")
             .to_owned()
     };
+    #[allow(clippy::disallowed_types)] // the access log line's wall-clock timestamp
     let time = std::time::SystemTime::now();
     let host = request
         .uri()
@@ -566,6 +571,7 @@ fn start_log(
             referer: text(header::REFERER),
             tls_version: context.peer.tls.as_ref().map(|t| t.version),
             error: None,
+            moved: None,
             sni: context.peer.tls.as_ref().and_then(|t| t.sni.clone()),
         },
         started: tokio::time::Instant::now(),

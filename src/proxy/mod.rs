@@ -10,10 +10,8 @@ pub mod body;
 pub mod client_conn;
 pub mod forward;
 pub mod h1;
-pub mod headers;
 pub mod http;
 pub mod passthrough;
-pub mod request_body;
 pub mod request_id;
 pub mod sni;
 pub mod splice;
@@ -22,13 +20,17 @@ pub mod tunnel;
 #[cfg(target_os = "linux")]
 pub mod zero_copy;
 
+// The clock lives in `crate::clock` (state and the probes read it too); the data path keeps
+// its short names.
+pub use crate::clock::{clock_instant, clock_micros};
+// The request body sluice sends upstream is `upstream`'s type; the data path keeps its path.
+pub use crate::upstream::request_body;
+
 use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
 use crate::state::Pool;
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
-use std::time::Instant;
 
 /// What a connection knows about its client once accepted (and after the PROXY header and
 /// the TLS handshake, when there are any).
@@ -117,21 +119,4 @@ pub fn pick_backend_where<'p>(
         }
         None
     })
-}
-
-/// Monotonic microseconds since the process started: the clock selection (p2c's latency
-/// decay) and latency recording share.
-pub fn clock_micros() -> u64 {
-    clock_start().elapsed().as_micros() as u64
-}
-
-/// The instant `clock_micros` read `micros`: deadlines from a time already read, without
-/// reading the clock again (each read showed in profiles of the keep-alive path).
-pub fn clock_instant(micros: u64) -> tokio::time::Instant {
-    tokio::time::Instant::from_std(*clock_start() + std::time::Duration::from_micros(micros))
-}
-
-fn clock_start() -> &'static Instant {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now)
 }

@@ -15,7 +15,7 @@ use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
 use crate::config::{BackendAddress, route_by_sni};
 use crate::error::Chain;
-use crate::health::probe::report_outcome;
+use crate::probe::report_outcome;
 use crate::proxy::passthrough::ClientHello;
 use crate::proxy::splice::{Limits, SpliceEnd, splice};
 use crate::proxy::{Peer, clock_micros, pick_backend_where};

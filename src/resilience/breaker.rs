@@ -7,7 +7,8 @@
 //! backend fast; the breaker catches one that fails a share of requests).
 
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 const BUCKETS: usize = 10;
 

@@ -5,7 +5,7 @@
 use crate::resilience::breaker::{BreakerPolicy, BreakerState, CircuitBreaker};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use tokio::time::Instant;
 
 const CLOSED: u8 = 0;
 const NOT_CLOSED: u8 = 1;
@@ -68,5 +68,42 @@ impl BreakerCell {
         let change = machine.record(Instant::now(), ok, policy);
         self.mirror(&machine);
         change.map(|state| (state, machine.reason().to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::time::sleep;
+
+    /// The cell reads the clock itself: under a paused one, `open_for` passes exactly.
+    #[tokio::test(start_paused = true)]
+    async fn opens_then_admits_probes_after_open_for_on_the_paused_clock() {
+        let policy = BreakerPolicy {
+            window: Duration::from_secs(10),
+            min_requests: 4,
+            failure_ratio: 0.5,
+            open_for: Duration::from_secs(5),
+            probes: 1,
+        };
+        let cell = BreakerCell::default();
+        let mut opened = None;
+        for _ in 0..4 {
+            opened = opened.or(cell.record(false, &policy));
+        }
+        assert_eq!(opened.map(|(state, _)| state), Some(BreakerState::Open));
+        assert!(!cell.may_select(Some(&policy)));
+        sleep(Duration::from_millis(4999)).await;
+        assert!(!cell.may_select(Some(&policy)), "open for 5 s");
+        sleep(Duration::from_millis(1)).await;
+        assert!(cell.may_select(Some(&policy)));
+        assert!(cell.admit(Some(&policy)), "one half-open probe");
+        assert!(!cell.admit(Some(&policy)), "only one");
+        assert_eq!(
+            cell.record(true, &policy).map(|(state, _)| state),
+            Some(BreakerState::Closed)
+        );
+        assert!(cell.may_select(Some(&policy)));
     }
 }

@@ -2,7 +2,7 @@
 //! SIGHUP reloads the config file, SIGUSR1 reopens access log files, SIGUSR2 hands the
 //! listening sockets to a new process (binary upgrade) and drains this one.
 
-use super::{DrainOutcome, Server, lock};
+use super::{DrainOutcome, Server};
 use crate::error::{Chain, Error};
 use crate::upgrade;
 use tracing::{error, info, warn};
@@ -57,16 +57,16 @@ impl Server {
                     }
                 }
                 _ = signals.hangup.recv() => {
-                    if self.shared.config_path.is_some() {
-                        self.shared.reloads.reload_file(&self.shared, "SIGHUP").await;
+                    if self.control.config_path().is_some() {
+                        self.control.reload_file("SIGHUP").await;
                     } else {
                         warn!("SIGHUP ignored: no config file to reload (demo mode)");
                     }
                 }
             }
         }
-        crate::reload::notify_stopping();
-        let deadline = self.shared.snapshot.load().config.runtime.drain_timeout;
+        crate::systemd::notify_stopping();
+        let deadline = self.snapshot().load().config.runtime.drain_timeout;
         info!(
             ?deadline,
             "shutting down: no new connections, draining open ones"
@@ -90,11 +90,11 @@ impl Server {
     /// SIGUSR2: start the binary anew with our sockets. True when the new process serves and
     /// this one should drain and exit; false when the upgrade failed and we keep serving.
     async fn upgrade(&self) -> bool {
-        if self.shared.config_path.is_none() {
+        if self.control.config_path().is_none() {
             warn!("SIGUSR2 ignored: binary upgrade needs a config file (not in demo mode)");
             return false;
         }
-        let sockets = self.shared.sockets_for_upgrade();
+        let sockets = self.control.sockets_for_upgrade();
         info!(
             sockets = sockets.len(),
             "binary upgrade: starting a new process with our listening sockets"
@@ -102,11 +102,7 @@ impl Server {
         match tokio::task::spawn_blocking(move || upgrade::hand_over(sockets)).await {
             Ok(Ok(pid)) => {
                 // The new process accepts on our unix sockets now: leave their files.
-                for running in lock(&self.shared.listeners).values() {
-                    if let Some(file) = &running.socket_file {
-                        file.keep();
-                    }
-                }
+                self.control.keep_socket_files();
                 info!(
                     pid,
                     "binary upgrade: the new process serves; this one stops accepting and drains"

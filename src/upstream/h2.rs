@@ -13,7 +13,7 @@ use super::connector::{Conn, Dialer, authority_for};
 use super::tls::Alpn;
 use crate::config::BackendAddress;
 use crate::error::Chain;
-use crate::proxy::request_body::RequestBody;
+use crate::upstream::request_body::RequestBody;
 use http::header;
 use http::{Request, Response, Uri, Version};
 use hyper::body::{Body, Incoming};
@@ -127,7 +127,7 @@ pub fn to_h2(request: &mut Request<RequestBody>, address: &BackendAddress, schem
         .and_then(|host| host.to_str().ok().map(str::to_owned))
         .unwrap_or_else(|| authority_for(address));
     // Already stripped on the proxy path; done here too so the translation stands alone.
-    crate::proxy::headers::strip_request_hop_by_hop(headers);
+    crate::headers::strip_request_hop_by_hop(headers);
     let path = request
         .uri()
         .path_and_query()

@@ -13,11 +13,12 @@ pub mod body;
 pub mod connector;
 pub mod h1;
 pub mod h2;
+pub mod request_body;
 pub mod tls;
 
 use crate::backend::BackendState;
 use crate::config::{BackendAddress, PoolConfig, UpstreamProtocol};
-use crate::proxy::request_body::RequestBody;
+use crate::upstream::request_body::RequestBody;
 pub use body::UpstreamBody;
 use connector::Dialer;
 pub use h1::RequestHead;

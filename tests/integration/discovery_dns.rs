@@ -54,7 +54,7 @@ impl Dnsmasq {
     /// port: a probe bind could make dnsmasq's own bind fail), so queries never race its
     /// start-up; fails if it exited instead.
     fn wait_listening(&mut self) {
-        let deadline = std::time::Instant::now() + DEADLINE;
+        let deadline = tokio::time::Instant::now() + DEADLINE;
         let needle = format!("0100007F:{:04X}", self.port);
         loop {
             let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
@@ -71,7 +71,7 @@ impl Dnsmasq {
                 );
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                tokio::time::Instant::now() < deadline,
                 "dnsmasq never listened on {}",
                 self.port
             );
@@ -130,9 +130,7 @@ async fn wait_for(sluice: &Server, want: &[(SocketAddr, u32)]) {
 }
 
 fn last_error(sluice: &Server) -> Option<String> {
-    sluice.shared().discovery.status()["api"][0]
-        .last_error
-        .clone()
+    sluice.discovery_status()["api"][0].last_error.clone()
 }
 
 #[tokio::test]

@@ -96,9 +96,7 @@ async fn an_etcd_outage_keeps_the_set_and_changes_after_restart_are_picked_up() 
 
     etcd.kill();
     let reported = wait_until(DEADLINE, || {
-        sluice.shared().discovery.status()["app"][0]
-            .last_error
-            .is_some()
+        sluice.discovery_status()["app"][0].last_error.is_some()
     })
     .await;
     assert!(reported, "the outage shows in /status");
@@ -136,10 +134,7 @@ async fn two_instances_on_one_etcd_both_route_to_a_new_backend() {
     let second = start(&etcd).await;
     // Both watchers are established once an initial (empty) listing is reported.
     for sluice in [&first, &second] {
-        let listed = wait_until(DEADLINE, || {
-            sluice.shared().discovery.status()["app"][0].updates > 0
-        })
-        .await;
+        let listed = wait_until(DEADLINE, || sluice.discovery_status()["app"][0].updates > 0).await;
         assert!(listed);
     }
     etcd.client()

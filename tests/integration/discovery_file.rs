@@ -71,7 +71,7 @@ async fn backends_follow_the_file_and_a_broken_file_keeps_the_last_set() {
     // Broken: the set stays, and /status says where the file is wrong.
     write_file(&path, &format!("- {}\n- 10.0.0.1\n", a.addr));
     let reported = wait_until(DEADLINE, || {
-        let discovery = &sluice.shared().discovery.status()["app"][0];
+        let discovery = &sluice.discovery_status()["app"][0];
         discovery.last_error.is_some()
     })
     .await;
@@ -94,11 +94,7 @@ async fn backends_follow_the_file_and_a_broken_file_keeps_the_last_set() {
     // Fixed again: the error clears.
     write_file(&path, &format!("- {}\n- {}\n", a.addr, b.addr));
     wait_for_backends(&sluice, "app", &[a.addr, b.addr], DEADLINE).await;
-    assert!(
-        sluice.shared().discovery.status()["app"][0]
-            .last_error
-            .is_none()
-    );
+    assert!(sluice.discovery_status()["app"][0].last_error.is_none());
     let metrics = body_text(&get(sluice.admin_addr().unwrap(), "/metrics").await);
     assert!(
         metrics.contains(
@@ -216,7 +212,7 @@ async fn a_reload_restarts_changed_sources_and_stops_removed_ones() {
         backend_addresses(&sluice, "app"),
         BTreeSet::from([fixed.addr])
     );
-    assert!(sluice.shared().discovery.status().is_empty());
+    assert!(sluice.discovery_status().is_empty());
     let state = &sluice.snapshot().load().pools["app"].backends[0].state;
     assert!(std::sync::Arc::ptr_eq(state, &kept));
 }

@@ -28,7 +28,7 @@ async fn start_with(zookeeper: &ZooKeeper, extra: &str) -> Server {
 }
 
 fn status(sluice: &Server) -> sluice::discovery::SourceStatus {
-    sluice.shared().discovery.status()["app"][0].clone()
+    sluice.discovery_status()["app"][0].clone()
 }
 
 #[tokio::test]

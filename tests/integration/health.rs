@@ -6,7 +6,8 @@ use crate::common::*;
 use http::StatusCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 fn pool_with(backends: &[&Backend], pool_options: &str) -> String {
     let list: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
@@ -46,7 +47,9 @@ fn state_of(sluice: &sluice::Server, address: std::net::SocketAddr) -> (bool, bo
 
 const CHECKS: &str = "    health_check: {type: http, path: /health, interval: 100ms, timeout: 100ms, rise: 2, fall: 2}\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Under a paused clock (sluice's probes run on the test's runtime): the time to mark the
+/// backend down is the probes' own cadence, whatever the load of the machine.
+#[tokio::test(start_paused = true)]
 async fn failing_health_check_takes_a_backend_out_and_rise_brings_it_back() {
     let controls = Controls::default();
     let flaky = spawn_controlled_backend("flaky", Duration::ZERO, controls.clone()).await;
@@ -65,10 +68,11 @@ async fn failing_health_check_takes_a_backend_out_and_rise_brings_it_back() {
         wait_until(Duration::from_secs(3), || !state_of(&sluice, flaky.addr).0).await,
         "marked down"
     );
-    // fall x interval + one interval (+ up to 10% jitter each), with slack for a loaded machine.
+    // At most fall (2) checks, an interval (100 ms, +10% jitter) apart, after the flip; one
+    // interval more of slack. Paused clock: no slack for a loaded machine is needed.
     let took = flipped.elapsed();
     eprintln!("health check: marked down {took:?} after /health turned 500");
-    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    assert!(took <= Duration::from_millis(330), "took {took:?}");
     let status = backend_state(&sluice, flaky.addr).await;
     assert_eq!(status["state"], "down");
     let reason = status["reason"].as_str().unwrap();
@@ -153,7 +157,9 @@ async fn a_crashed_backend_is_ejected_passively_with_a_bounded_number_of_errors(
     eprintln!("crash under load: {errors_at_ejection} errors before ejection, then 0");
 }
 
-#[tokio::test]
+/// Paused clock: an answer that waited on a timer (a timeout, a backoff) shows its full
+/// length, and one that is fast takes no time at all.
+#[tokio::test(start_paused = true)]
 async fn everything_failing_gives_fast_answers_not_hangs() {
     let dead_one = dead_addr().await;
     let dead_two = dead_addr().await;
@@ -174,7 +180,7 @@ async fn everything_failing_gives_fast_answers_not_hangs() {
         let response = get(sluice.local_addr("web").unwrap(), "/").await;
         assert_status(&response, expected);
         assert!(
-            started.elapsed() < Duration::from_secs(1),
+            started.elapsed() < Duration::from_millis(100),
             "answered in {:?}",
             started.elapsed()
         );
@@ -331,5 +337,75 @@ async fn weights_set_at_runtime_apply_at_once_and_survive_reloads() {
         )
         .await,
         StatusCode::BAD_REQUEST,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_backend_restarted_on_its_port_is_back_within_rise_check_intervals() {
+    let controls = Controls::default();
+    let doomed = spawn_controlled_backend("doomed", Duration::ZERO, controls.clone()).await;
+    let steady = spawn_backend("steady").await;
+    // A 30 s ejection: only passing checks can bring the backend back within the test.
+    let options =
+        format!("{CHECKS}    outlier: {{consecutive_failures: 3, base_ejection_time: 30s}}\n");
+    let sluice = start_sluice(&pool_with(&[&doomed, &steady], &options)).await;
+    let (addr, admin) = (
+        sluice.local_addr("web").unwrap(),
+        sluice.admin_addr().unwrap(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let clients: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(load_client(addr, true, stop.clone(), tally.clone())))
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || doomed.requests() > 20).await);
+
+    controls.kill.cancel();
+    assert!(
+        wait_until(Duration::from_secs(5), || state_of(&sluice, doomed.addr).1).await,
+        "ejected"
+    );
+    let restarted = spawn_controlled_backend_at(
+        doomed.addr,
+        "restarted",
+        Controls::default(),
+        Duration::from_secs(2),
+    )
+    .await;
+    let restart = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || restarted.requests() > 0).await,
+        "the restarted backend serves again"
+    );
+    // Within rise (2) check intervals (100 ms): shown on a paused clock by
+    // probe::tests::passing_checks_end_a_first_ejection_within_rise_intervals. This test runs
+    // under load, which keeps a paused clock from moving, so it only asks for less than the
+    // 10 s above, where the 30 s ejection would have kept the backend out.
+    eprintln!(
+        "restarted backend served again {:?} after its restart",
+        restart.elapsed()
+    );
+    let status = backend_state(&sluice, doomed.addr).await;
+    assert_eq!(status["state"], "up", "{status}");
+    let reason = status["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("active check passed 2/2 after ejection"),
+        "{reason}"
+    );
+    let metrics = body_text(&get(admin, "/metrics").await);
+    let ended = format!(
+        "sluice_backend_ejections_ended_total{{pool=\"app\",backend=\"{}\",by=\"active_check\"}} 1",
+        doomed.addr
+    );
+    assert!(metrics.contains(&ended), "{ended} in\n{metrics}");
+
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(
+        tally.failed.load(Ordering::Relaxed),
+        0,
+        "the kill cost no client a failure: retried on the other backend"
     );
 }

@@ -6,9 +6,10 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 #[tokio::test]
 async fn round_robin_alternates_across_three_backends() {
@@ -315,7 +316,7 @@ async fn forwarded_headers_added_hop_by_hop_stripped_host_kept() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn dead_backend_gives_502_quickly() {
     let dead = dead_addr().await;
     let sluice = start_sluice(&http_config(&[dead], "    timeouts: {connect: 2s}\n")).await;
@@ -323,8 +324,10 @@ async fn dead_backend_gives_502_quickly() {
     let started = Instant::now();
     let response = get(addr, "/").await;
     assert_status(&response, StatusCode::BAD_GATEWAY);
+    // Paused clock: the two retries' backoff (25 ms base: 75 ms at most together), where a
+    // wait on the connect timeout would show its 2 s.
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_millis(100),
         "took {:?}",
         started.elapsed()
     );
@@ -347,7 +350,7 @@ async fn no_available_backend_gives_503() {
     assert_eq!(backend.requests(), 0, "a drained backend gets nothing");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn slow_backend_gives_504_at_the_response_timeout() {
     let backend = spawn_backend("slow").await;
     let sluice = start_sluice(&http_config(
@@ -359,8 +362,9 @@ async fn slow_backend_gives_504_at_the_response_timeout() {
     let response = get(sluice.local_addr("web").unwrap(), "/sleep/3000").await;
     assert_status(&response, StatusCode::GATEWAY_TIMEOUT);
     let took = started.elapsed();
+    // Paused clock: the timeout to the millisecond of the timer wheel.
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        took >= Duration::from_millis(300) && took <= Duration::from_millis(301),
         "took {took:?}"
     );
 }
@@ -393,7 +397,7 @@ async fn http2_prior_knowledge_is_served() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn slow_request_head_is_cut_off_but_idle_keep_alive_is_not() {
     let backend = spawn_backend("a").await;
     let yaml = format!(
@@ -414,8 +418,9 @@ async fn slow_request_head_is_cut_off_but_idle_keep_alive_is_not() {
     .await;
     let took = started.elapsed();
     assert!(!closed.contains("200"), "{closed}");
+    // Paused clock: the header timeout to the millisecond of the timer wheel.
     assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(300) && took <= Duration::from_millis(301),
         "took {took:?}"
     );
     assert_eq!(

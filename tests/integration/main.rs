@@ -19,6 +19,7 @@ mod docs;
 mod edge_trust;
 mod health;
 mod http_proxy;
+mod layering;
 mod lifecycle;
 mod passthrough;
 mod proxy_protocol;

@@ -216,6 +216,35 @@ async fn a_port_in_use_aborts_the_whole_reload() {
     );
 }
 
+/// Renaming a listener that stays at its address keeps its socket: binding the address again
+/// for the new name would fail ("address in use"), and a new socket would lose the kernel's
+/// queue of connections not yet accepted.
+#[tokio::test]
+async fn a_renamed_listener_keeps_its_socket() {
+    let backend = spawn_backend("a").await;
+    let sluice = start_sluice(&two_listeners(&[backend.addr], "")).await;
+    let web = sluice.local_addr("web").unwrap();
+    let renamed = format!(
+        "listeners:\n  site: {{bind: '{web}', pool: app}}\npools:\n  app:\n    backends: [{}]\n",
+        backend.addr
+    );
+    let plan = sluice.reload(config(&renamed)).await.unwrap();
+    assert_eq!(plan.listeners_added, ["site"]);
+    assert_eq!(plan.listeners_removed, ["web"]);
+    assert_eq!(sluice.local_addr("site"), Some(web), "same address");
+    assert!(sluice.local_addr("web").is_none());
+    assert_eq!(body_text(&get(web, "/").await), "backend a");
+
+    // And back, with the first config's port 0 ("any port"), which the kept socket's is.
+    let plan = sluice
+        .reload(config(&two_listeners(&[backend.addr], "")))
+        .await
+        .unwrap();
+    assert_eq!(plan.listeners_added, ["web"]);
+    assert_eq!(sluice.local_addr("web"), Some(web));
+    assert_eq!(body_text(&get(web, "/").await), "backend a");
+}
+
 #[tokio::test]
 async fn a_changed_file_is_picked_up_by_the_watcher() {
     let first = spawn_backend("first").await;
@@ -269,9 +298,9 @@ async fn a_broken_watched_file_fails_once_and_restoring_it_clears_the_failure() 
     let refused = wait_for_line(&logs, "reload failed");
     assert!(refused.contains("nowhere"), "{refused}");
     // The window is the point here: count what comes while the file stays broken.
-    let window_end = std::time::Instant::now() + Duration::from_secs(5);
+    let window_end = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut more = Vec::new();
-    while let Some(left) = window_end.checked_duration_since(std::time::Instant::now()) {
+    while let Some(left) = window_end.checked_duration_since(tokio::time::Instant::now()) {
         match logs.recv_timeout(left) {
             Ok(line) if line.contains("reload") => more.push(line),
             Ok(_) => {}

@@ -8,9 +8,10 @@ use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 /// Accepts connections and never answers (a stopped process: the kernel still accepts).
 async fn spawn_hung_backend() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -59,7 +60,7 @@ fn pool_yaml(backends: &[SocketAddr], pool_options: &str) -> String {
     )
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_backend_that_never_answers_gives_504_within_the_timeout() {
     let (hung, _) = spawn_hung_backend().await;
     let sluice = start_sluice(&pool_yaml(&[hung], "    timeouts: {response: 300ms}\n")).await;
@@ -67,8 +68,9 @@ async fn a_backend_that_never_answers_gives_504_within_the_timeout() {
     let response = get(sluice.local_addr("web").unwrap(), "/").await;
     assert_status(&response, StatusCode::GATEWAY_TIMEOUT);
     let took = started.elapsed();
+    // Paused clock: the timeout to the millisecond of the timer wheel.
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(1500),
+        took >= Duration::from_millis(300) && took <= Duration::from_millis(301),
         "took {took:?}"
     );
 }
@@ -188,7 +190,7 @@ async fn spawn_failing_backend(status: u16) -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, count)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_full_pool_queues_up_to_max_pending_and_refuses_the_rest_fast() {
     let slow = spawn_backend_with_delay("slow", Duration::from_millis(300)).await;
     let options = "    limits: {max_requests_per_backend: 5, max_pending: 50, queue_timeout: 5s}\n";
@@ -220,14 +222,15 @@ async fn a_full_pool_queues_up_to_max_pending_and_refuses_the_rest_fast() {
     assert_eq!(ok + refused, 200);
     assert!(ok >= 55, "5 in flight + 50 queued are served: {ok}");
     assert!(refused >= 100, "the rest is refused: {refused}");
+    // Paused clock: a refusal that waited for a slot would show the backend's 300 ms.
     assert!(
-        slowest_refusal < Duration::from_millis(1000),
+        slowest_refusal < Duration::from_millis(300),
         "refusals are immediate, not a pile-up: {slowest_refusal:?}"
     );
     assert!(slow.requests() <= ok + 5);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_hung_backend_costs_at_most_one_per_try_timeout() {
     let (hung, hung_accepts) = spawn_hung_backend().await;
     let good = spawn_backend("good").await;
@@ -240,8 +243,9 @@ async fn a_hung_backend_costs_at_most_one_per_try_timeout() {
         let response = get(addr, "/").await;
         assert_status(&response, StatusCode::OK);
         let took = started.elapsed();
+        // Paused clock: one per-try timeout (200 ms) and one retry's backoff (25 ms at most).
         assert!(
-            took < Duration::from_millis(200 + 400),
+            took <= Duration::from_millis(200 + 25),
             "bounded by one per-try timeout: {took:?}"
         );
         if took >= Duration::from_millis(200) {
@@ -380,7 +384,7 @@ async fn a_listener_at_max_connections_leaves_new_clients_in_the_backlog() {
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tcp_sessions_redispatch_failed_connects_and_close_when_idle() {
     use tokio::io::AsyncWriteExt;
     let dead = dead_addr().await;
@@ -407,8 +411,10 @@ async fn tcp_sessions_redispatch_failed_connects_and_close_when_idle() {
             .expect("closed when idle")
             .unwrap();
         let took = started.elapsed();
+        // Paused clock: the idle timeout, plus at most one step of the watchdog that checks
+        // it (a quarter of the timeout).
         assert!(
-            took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+            took >= Duration::from_millis(300) && took <= Duration::from_millis(375),
             "took {took:?}"
         );
     }
@@ -479,7 +485,7 @@ async fn read_until_closed(addr: SocketAddr) -> (String, Duration) {
     (raw, started.elapsed())
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_stalled_body_hits_the_idle_timeout_and_a_dripping_one_the_total() {
     let stalled = spawn_drip_backend(None).await;
     let sluice = start_sluice(&pool_yaml(&[stalled], "    timeouts: {idle: 300ms}\n")).await;
@@ -488,8 +494,9 @@ async fn a_stalled_body_hits_the_idle_timeout_and_a_dripping_one_the_total() {
         raw.starts_with("HTTP/1.1 200") && raw.contains("chunk;"),
         "{raw}"
     );
+    // Paused clock: the timeouts to the millisecond of the timer wheel.
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(300) && took <= Duration::from_millis(301),
         "idle cut after {took:?}"
     );
 
@@ -505,7 +512,140 @@ async fn a_stalled_body_hits_the_idle_timeout_and_a_dripping_one_the_total() {
         "chunks flowed before the cut: {raw}"
     );
     assert!(
-        took >= Duration::from_millis(600) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(600) && took <= Duration::from_millis(601),
         "total cut after {took:?}"
     );
+}
+
+/// Starts a pool of a backend that can be hung and a steady one, with HTTP checks every
+/// 200 ms and the default retry policy and per-try timeout (none), a JSON access log, and
+/// `response` as the response timeout.
+async fn hung_pool(
+    directory: &std::path::Path,
+    response: &str,
+) -> (
+    sluice::Server,
+    Controls,
+    Backend,
+    Backend,
+    std::path::PathBuf,
+) {
+    let controls = Controls::default();
+    let flaky = spawn_controlled_backend("flaky", Duration::ZERO, controls.clone()).await;
+    let steady = spawn_backend("steady").await;
+    let log = directory.join("access.log");
+    let yaml = format!(
+        "admin: {{bind: 127.0.0.1:0}}\nlisteners:\n  web: {{bind: 127.0.0.1:0, pool: app, access_log: {{format: json, path: '{}'}}}}\n\
+         pools:\n  app:\n    backends: [{}, {}]\n    timeouts: {{response: {response}}}\n    \
+         health_check: {{path: /health, interval: 200ms, timeout: 200ms}}\n",
+        log.display(),
+        flaky.addr,
+        steady.addr
+    );
+    let sluice = start_sluice(&yaml).await;
+    (sluice, controls, flaky, steady, log)
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_waiting_on_a_hung_backend_move_to_another_after_one_check_timeout() {
+    let directory = tempfile::tempdir().unwrap();
+    // A response timeout long enough to tell a move from a timeout.
+    let (sluice, controls, flaky, _steady, log) = hung_pool(directory.path(), "10s").await;
+    let (addr, admin) = (
+        sluice.local_addr("web").unwrap(),
+        sluice.admin_addr().unwrap(),
+    );
+    controls.hung.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    // Eight at once: round robin sends half of them to the hung backend.
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let response = get(addr, "/").await;
+                (response.status(), body_text(&response), sent.elapsed())
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for request in requests {
+        let (status, body, took) = request.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, "backend steady");
+        slowest = slowest.max(took);
+    }
+    eprintln!(
+        "hung backend: slowest of 8 requests took {slowest:?} (check interval 200 ms, timeout 200 ms, response timeout 10 s)"
+    );
+    // One check cycle (interval + timeout, +10% jitter) plus the move's grace: 540 ms, on a
+    // paused clock, so no slack for a loaded machine. The response timeout would be 10 s.
+    assert!(slowest <= Duration::from_millis(540), "took {slowest:?}");
+    assert!(started.elapsed() <= Duration::from_millis(540));
+
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&log).is_ok_and(|text| text.lines().count() >= 8)
+        })
+        .await
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let moved: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line.get("moved").is_some())
+        .collect();
+    assert!(!moved.is_empty(), "moved requests are logged:\n{text}");
+    let why = moved[0]["moved"].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!("from {} after ", flaky.addr)),
+        "{why}"
+    );
+    assert_eq!(moved[0]["status"], 200);
+    let metrics = body_text(&get(admin, "/metrics").await);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_requests_moved_total{pool=\"app\"")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_on_a_hung_backend_is_never_moved() {
+    let directory = tempfile::tempdir().unwrap();
+    let (sluice, controls, _flaky, steady, _log) = hung_pool(directory.path(), "2s").await;
+    let addr = sluice.local_addr("web").unwrap();
+    controls.hung.store(true, Ordering::SeqCst);
+    // Four at once: round robin sends two to the hung backend. Those wait for the response
+    // timeout although the backend is evacuated: a POST may have reached the application.
+    let posts: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let request = Request::post("/order")
+                    .header("host", "t")
+                    .body(Full::new(Bytes::from_static(b"item=1")).boxed())
+                    .unwrap();
+                let sent = Instant::now();
+                let response = send(addr, request).await;
+                (response.status(), sent.elapsed())
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for post in posts {
+        outcomes.push(post.await.unwrap());
+    }
+    let timed_out: Vec<_> = outcomes
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::GATEWAY_TIMEOUT)
+        .collect();
+    assert_eq!(timed_out.len(), 2, "{outcomes:?}");
+    assert!(
+        timed_out
+            .iter()
+            .all(|(_, took)| *took >= Duration::from_secs(2)),
+        "{outcomes:?}"
+    );
+    let posts_seen = steady.seen().iter().filter(|s| s.method == "POST").count();
+    assert_eq!(posts_seen, 2, "no POST was sent twice");
 }

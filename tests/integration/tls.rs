@@ -257,7 +257,6 @@ async fn certificate_reloads_apply_to_new_connections_and_broken_ones_are_refuse
     write(&path, &yaml);
     let sluice = sluice::Server::start_from_file(&path).await.unwrap();
     let addr = sluice.local_addr("https").unwrap();
-    let shared = sluice.shared();
 
     // An open connection made with the old certificate.
     let open = connect_tls(addr, "a.example.com", &["http/1.1"])
@@ -267,7 +266,7 @@ async fn certificate_reloads_apply_to_new_connections_and_broken_ones_are_refuse
 
     // A broken key: the reload is refused, naming the field, and the old certificate serves.
     std::fs::write(&old.key, "not a key").unwrap();
-    let report = shared.reloads.reload_file(shared, "test").await;
+    let report = sluice.reload_file("test").await;
     assert!(!report.success);
     assert!(
         report
@@ -281,7 +280,7 @@ async fn certificate_reloads_apply_to_new_connections_and_broken_ones_are_refuse
 
     // Renewed files (same paths, new content): new connections get the new certificate.
     let renewed = write_cert(dir.path(), "site", &["a.example.com"]);
-    let report = shared.reloads.reload_file(shared, "test").await;
+    let report = sluice.reload_file("test").await;
     assert!(report.success, "{}", report.detail);
     assert!(
         report.detail.contains("listener changed: https"),

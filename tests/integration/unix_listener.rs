@@ -53,7 +53,7 @@ async fn http_and_tcp_over_unix_sockets() {
     let sluice = start_sluice(&unix_config(&http_path, &tcp_path, backend.addr, echo)).await;
     assert_eq!(sluice.local_addr("local"), None, "no TCP address");
     assert_eq!(
-        sluice.shared().local_bind("local").map(|b| b.to_string()),
+        sluice.local_bind("local").map(|b| b.to_string()),
         Some(format!("unix:{}", http_path.display()))
     );
     use std::os::unix::fs::PermissionsExt;

@@ -8,8 +8,9 @@ use crate::common::upstream::*;
 use crate::common::*;
 use http::{StatusCode, Version};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
 
 fn tls_config(backend: &str, tls: &str, extra: &str) -> String {
     format!(

@@ -66,7 +66,7 @@ async fn worker_threads_serve_http_and_tcp_and_count_their_connections() {
     let echo = spawn_tcp_echo_after_eof().await;
     let sluice = start_sluice(&workers_config(&[a.addr, b.addr], echo, "")).await;
     let web = sluice.local_addr("web").unwrap();
-    assert_eq!(sluice.shared().worker_connections(), vec![0, 0]);
+    assert_eq!(sluice.worker_connections(), vec![0, 0]);
 
     let mut open = Vec::new();
     for _ in 0..20 {
@@ -74,10 +74,10 @@ async fn worker_threads_serve_http_and_tcp_and_count_their_connections() {
     }
     // Every connection is held by a worker thread, none by the runtime that started sluice.
     let counted = wait_until(DEADLINE, || {
-        sluice.shared().worker_connections().iter().sum::<usize>() == 20
+        sluice.worker_connections().iter().sum::<usize>() == 20
     })
     .await;
-    assert!(counted, "{:?}", sluice.shared().worker_connections());
+    assert!(counted, "{:?}", sluice.worker_connections());
     assert_eq!(a.requests() + b.requests(), 20);
 
     // TCP through a worker: bytes both ways and the half-close.
@@ -94,11 +94,8 @@ async fn worker_threads_serve_http_and_tcp_and_count_their_connections() {
     assert_eq!(answer, b"echo:ping");
 
     drop(open);
-    let released = wait_until(DEADLINE, || {
-        sluice.shared().worker_connections() == vec![0, 0]
-    })
-    .await;
-    assert!(released, "{:?}", sluice.shared().worker_connections());
+    let released = wait_until(DEADLINE, || sluice.worker_connections() == vec![0, 0]).await;
+    assert!(released, "{:?}", sluice.worker_connections());
 }
 
 #[tokio::test]
@@ -145,7 +142,7 @@ async fn a_drain_waits_for_requests_in_flight_on_the_workers() {
     let web = sluice.local_addr("web").unwrap();
     let in_flight = tokio::spawn(async move { get(web, "/").await });
     let started = wait_until(DEADLINE, || {
-        sluice.shared().worker_connections().iter().sum::<usize>() == 1
+        sluice.worker_connections().iter().sum::<usize>() == 1
     })
     .await;
     assert!(started);
@@ -169,11 +166,11 @@ async fn with_reuseport_each_worker_accepts_on_its_own_socket() {
         open.push(open_and_ask(web).await);
     }
     let spread = wait_until(DEADLINE, || {
-        let counts = sluice.shared().worker_connections();
+        let counts = sluice.worker_connections();
         counts.iter().sum::<usize>() == 40 && counts.iter().all(|&n| n > 0)
     })
     .await;
-    assert!(spread, "{:?}", sluice.shared().worker_connections());
+    assert!(spread, "{:?}", sluice.worker_connections());
     drop(open);
 
     // A listener added by a reload gets a group of its own; a removed one closes all of it.
@@ -225,7 +222,7 @@ async fn connections_are_moved_to_the_less_loaded_worker() {
     for _ in 0..40 {
         open.push(open_and_ask(web).await);
     }
-    let counts = sluice.shared().worker_connections();
+    let counts = sluice.worker_connections();
     assert_eq!(counts.iter().sum::<usize>(), 40, "{counts:?}");
     let (most, fewest) = (counts.iter().max(), counts.iter().min());
     assert!(
@@ -235,9 +232,6 @@ async fn connections_are_moved_to_the_less_loaded_worker() {
     );
     // Moved connections are served and counted like any other.
     drop(open);
-    let released = wait_until(DEADLINE, || {
-        sluice.shared().worker_connections() == vec![0, 0]
-    })
-    .await;
-    assert!(released, "{:?}", sluice.shared().worker_connections());
+    let released = wait_until(DEADLINE, || sluice.worker_connections() == vec![0, 0]).await;
+    assert!(released, "{:?}", sluice.worker_connections());
 }

@@ -204,11 +204,20 @@ fn slow_start_ramps_from_ten_percent_to_full() {
     let mut health = BackendHealth::new(t(0.0), &policy);
     health.record_check(t(1.0), true, "ok".into(), &policy);
     health.record_check(t(2.0), true, "ok".into(), &policy);
-    let factor = |s| health.weight_factor(t(s), policy.slow_start);
+    assert_eq!(
+        health.available_since(),
+        t(2.0),
+        "up once rise=2 checks passed"
+    );
+    let factor = |s| slow_start_factor(t(s) - health.available_since(), policy.slow_start);
     assert_eq!(factor(2.0), 0.1);
     assert!((factor(7.0) - 0.5).abs() < 1e-9);
     assert_eq!(factor(12.0), 1.0);
-    assert_eq!(health.weight_factor(t(2.0), None), 1.0);
+    assert_eq!(slow_start_factor(Duration::from_secs(2), None), 1.0);
+    assert_eq!(
+        slow_start_factor(Duration::from_secs(2), Some(Duration::ZERO)),
+        1.0
+    );
 }
 
 #[test]
@@ -220,4 +229,174 @@ fn pool_rules_for_ejection_share_and_panic() {
     assert!(in_panic(1, 4, 0.5));
     assert!(!in_panic(2, 4, 0.5));
     assert!(!in_panic(0, 4, 0.0), "0 disables");
+}
+
+/// Ejects `health` at `at` with `consecutive_failures` (3) failures of real traffic.
+fn eject(health: &mut BackendHealth, at: f64, policy: &HealthPolicy) -> Change {
+    for _ in 0..2 {
+        assert!(
+            health
+                .record_outcome(t(at), false, "connect refused", true, policy)
+                .is_none()
+        );
+    }
+    let change = health
+        .record_outcome(t(at), false, "connect refused", true, policy)
+        .expect("ejected");
+    assert_eq!(change.to, State::Ejected);
+    change
+}
+
+#[test]
+fn rise_passing_checks_end_a_first_ejection_early_and_slow_start_ramps_it_in() {
+    let policy = policy(true, true);
+    let mut health = BackendHealth::new(t(0.0), &policy);
+    // A pass before the ejection did not see the failures: it does not count towards rise.
+    health.record_check(t(0.5), true, "HTTP 200".into(), &policy);
+    let out = eject(&mut health, 1.0, &policy);
+    assert!(
+        out.reason
+            .contains("back sooner after 2 passing active checks"),
+        "{}",
+        out.reason
+    );
+    assert!(
+        health
+            .record_check(t(1.5), true, "HTTP 200".into(), &policy)
+            .is_none(),
+        "1 of rise=2"
+    );
+    let back = health
+        .record_check(t(2.0), true, "HTTP 200".into(), &policy)
+        .expect("2 of rise=2 ends the ejection");
+    assert_eq!((back.from, back.to), (State::Ejected, State::Up));
+    assert_eq!(back.ejection_ended, Some(EjectionEnd::ActiveCheck));
+    assert!(
+        back.reason
+            .starts_with("active check passed 2/2 after ejection, 9.0s before"),
+        "{}",
+        back.reason
+    );
+    assert_eq!(health.reason(), back.reason, "what /status shows");
+    assert_eq!(health.ejected_until(), None);
+    // Slow start counts from the return, not from the start of the backend.
+    assert_eq!(health.available_since(), t(2.0));
+}
+
+#[test]
+fn a_killed_backend_returns_once_its_checks_pass_again_after_failing() {
+    // SIGKILL: traffic ejects it, checks fail until it is marked down as well; the restart
+    // makes the checks pass, and rise passes end both at once.
+    let policy = policy(true, true);
+    let mut health = BackendHealth::new(t(0.0), &policy);
+    eject(&mut health, 3.0, &policy);
+    for i in 0..4 {
+        let at = 3.5 + 0.5 * f64::from(i);
+        health.record_check(t(at), false, "connect failed: refused".into(), &policy);
+    }
+    assert_eq!(health.state(), State::Ejected, "ejection shown over down");
+    assert!(
+        health
+            .record_check(t(6.1), true, "HTTP 200".into(), &policy)
+            .is_none()
+    );
+    let back = health
+        .record_check(t(6.6), true, "HTTP 200".into(), &policy)
+        .expect("back");
+    assert_eq!((back.from, back.to), (State::Ejected, State::Up));
+    assert_eq!(back.ejection_ended, Some(EjectionEnd::ActiveCheck));
+    assert!(back.reason.contains("after ejection"), "{}", back.reason);
+}
+
+#[test]
+fn a_repeat_ejection_whose_checks_never_failed_lasts_until_one_fails() {
+    // A backend that passes its checks but fails real traffic must not flap every
+    // rise x interval: the second recent ejection is not ended by checks that saw nothing.
+    let policy = policy(true, true);
+    let mut health = BackendHealth::new(t(0.0), &policy);
+    eject(&mut health, 1.0, &policy);
+    health.record_check(t(1.5), true, "HTTP 200".into(), &policy);
+    health.record_check(t(2.0), true, "HTTP 200".into(), &policy);
+    assert_eq!(health.state(), State::Up, "the first one ends early");
+    let again = eject(&mut health, 3.0, &policy);
+    assert!(
+        again.reason.contains("ejection #2")
+            && again
+                .reason
+                .contains("end it early only after one has failed"),
+        "{}",
+        again.reason
+    );
+    for i in 0..6 {
+        health.record_check(t(3.5 + f64::from(i)), true, "HTTP 200".into(), &policy);
+    }
+    assert_eq!(
+        health.state(),
+        State::Ejected,
+        "passing checks saw no outage"
+    );
+    // Now the checks see it fail: their passes afterwards mean it is over.
+    health.record_check(t(10.0), false, "timed out after 1s".into(), &policy);
+    health.record_check(t(11.0), true, "HTTP 200".into(), &policy);
+    let back = health
+        .record_check(t(12.0), true, "HTTP 200".into(), &policy)
+        .expect("back after a failure then rise passes");
+    assert_eq!(back.ejection_ended, Some(EjectionEnd::ActiveCheck));
+
+    // A check that was failing when the repeat ejection began saw the outage too (a hung
+    // backend: its timed-out check moved the requests whose failures ejected it).
+    health.record_check(t(13.0), false, "timed out after 1s".into(), &policy);
+    let third = eject(&mut health, 13.1, &policy);
+    assert!(third.reason.contains("ejection #3"), "{}", third.reason);
+    health.record_check(t(14.0), true, "HTTP 200".into(), &policy);
+    let back = health
+        .record_check(t(15.0), true, "HTTP 200".into(), &policy)
+        .expect("the failing check vouches for the passes after it");
+    assert_eq!(back.ejection_ended, Some(EjectionEnd::ActiveCheck));
+}
+
+#[test]
+fn without_active_checks_the_ejection_time_ends_it_and_says_so() {
+    let policy = policy(false, true);
+    let mut health = BackendHealth::new(t(0.0), &policy);
+    let out = eject(&mut health, 0.0, &policy);
+    assert!(!out.reason.contains("active"), "{}", out.reason);
+    let back = health.tick(t(10.0), &policy).expect("time over");
+    assert_eq!(back.ejection_ended, Some(EjectionEnd::Time));
+    // With checks, the time running out waits for a pass, which then ends it by time.
+    let policy = self::policy(true, true);
+    let mut health = BackendHealth::new(t(0.0), &policy);
+    eject(&mut health, 0.0, &policy);
+    health.record_check(t(5.0), true, "HTTP 200".into(), &policy);
+    health.record_check(t(9.0), false, "HTTP 500".into(), &policy);
+    assert!(health.tick(t(10.0), &policy).is_none(), "awaits a check");
+    let back = health
+        .record_check(t(10.5), true, "HTTP 200".into(), &policy)
+        .expect("back");
+    assert_eq!(back.ejection_ended, Some(EjectionEnd::Time));
+}
+
+#[test]
+fn failures_while_out_do_not_count_once_the_backend_is_back() {
+    let policy = policy(true, true);
+    let mut health = BackendHealth::new(t(0.0), &policy);
+    eject(&mut health, 1.0, &policy);
+    // Requests that were in flight, or moved off it, fail after the ejection.
+    for _ in 0..20 {
+        assert!(
+            health
+                .record_outcome(t(1.1), false, "reset", true, &policy)
+                .is_none()
+        );
+    }
+    health.record_check(t(1.5), true, "HTTP 200".into(), &policy);
+    health.record_check(t(2.0), true, "HTTP 200".into(), &policy);
+    assert_eq!(health.state(), State::Up);
+    assert_eq!(health.passive_failures(), 0);
+    assert!(
+        health
+            .record_outcome(t(2.1), false, "reset", true, &policy)
+            .is_none(),
+        "one failure after the return is one, not twenty-one"
+    );
 }

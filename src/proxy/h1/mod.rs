@@ -14,8 +14,8 @@ mod outbox;
 pub mod request;
 pub mod response;
 
-use crate::proxy::request_body::ClientBody;
 use crate::upstream::h1::chunked::{push_chunk_header, push_last_chunk};
+use crate::upstream::request_body::ClientBody;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response};
 use hyper::body::{Body, Frame};

@@ -7,7 +7,6 @@ use crate::upstream::h1::head::{push_content_length, push_header};
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderValue};
 use std::cell::Cell;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How the body follows the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,9 +131,13 @@ thread_local! {
     static DATE: Cell<(u64, [u8; DATE_LEN])> = const { Cell::new((u64::MAX, [0; DATE_LEN])) };
 }
 
+// The `Date` header is a wall-clock timestamp (RFC 9110 6.6.1), not a measure of time passing.
+#[allow(clippy::disallowed_types)]
 fn push_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = std::time::SystemTime::now();
+    let second = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (cached_second, mut text) = DATE.get();
     if cached_second != second {
         let formatted = httpdate::fmt_http_date(now);

@@ -22,8 +22,8 @@ mod send;
 pub use body::{BodyReadError, H1Body};
 
 use crate::config::BackendAddress;
-use crate::proxy::request_body::RequestBody;
 use crate::upstream::connector::{Conn, Dialer};
+use crate::upstream::request_body::RequestBody;
 use crate::upstream::tls::Alpn;
 use body::{BodyFraming, Release, Streaming};
 use bytes::BytesMut;

@@ -4,8 +4,8 @@
 //! while the upload still streams (full duplex) keeps receiving it.
 
 use super::chunked::{push_chunk_header, push_last_chunk};
-use crate::proxy::request_body::RequestBody;
 use crate::upstream::connector::Conn;
+use crate::upstream::request_body::RequestBody;
 use http::HeaderMap;
 use hyper::body::Body;
 use std::io;
@@ -22,7 +22,7 @@ pub enum SendError {
     Write(#[source] io::Error),
     /// The client's fault, not the backend's: the connection is reset, not reused.
     #[error("the client's request body failed")]
-    ClientBody(#[source] crate::proxy::request_body::ClientBodyError),
+    ClientBody(#[source] crate::upstream::request_body::ClientBodyError),
 }
 
 #[derive(Debug)]

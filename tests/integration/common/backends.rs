@@ -55,11 +55,14 @@ pub async fn spawn_backend(name: &str) -> Backend {
     spawn_backend_with_delay(name, Duration::ZERO).await
 }
 
-/// Switches a backend's `/health` answer between 200 and 500, and can kill it outright
-/// (listener closed, every open connection dropped: what a crashed process looks like).
+/// Switches a backend's `/health` answer between 200 and 500, can hang it (every request,
+/// `/health` included, is read and never answered: what SIGSTOP looks like from outside, as
+/// the kernel still accepts), and can kill it outright (listener closed, every open
+/// connection dropped: what a crashed process looks like).
 #[derive(Clone, Default)]
 pub struct Controls {
     pub failing_health: Arc<std::sync::atomic::AtomicBool>,
+    pub hung: Arc<std::sync::atomic::AtomicBool>,
     pub kill: tokio_util::sync::CancellationToken,
 }
 
@@ -70,6 +73,36 @@ pub async fn spawn_backend_with_delay(name: &str, delay: Duration) -> Backend {
 
 pub async fn spawn_controlled_backend(name: &str, delay: Duration, controls: Controls) -> Backend {
     let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_controlled(socket, name, delay, controls)
+}
+
+/// A controlled backend on a given address: a killed backend restarted on its port. Binding
+/// is retried until `deadline` while the killed one's listener is still being closed.
+pub async fn spawn_controlled_backend_at(
+    addr: SocketAddr,
+    name: &str,
+    controls: Controls,
+    deadline: Duration,
+) -> Backend {
+    let end = tokio::time::Instant::now() + deadline;
+    let socket = loop {
+        match TcpListener::bind(addr).await {
+            Ok(socket) => break socket,
+            Err(error) if tokio::time::Instant::now() >= end => {
+                panic!("cannot bind {addr} again: {error}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    serve_controlled(socket, name, Duration::ZERO, controls)
+}
+
+fn serve_controlled(
+    socket: TcpListener,
+    name: &str,
+    delay: Duration,
+    controls: Controls,
+) -> Backend {
     let addr = socket.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let connections = Arc::new(AtomicUsize::new(0));
@@ -92,11 +125,16 @@ pub async fn spawn_controlled_backend(name: &str, delay: Duration, controls: Con
             connections.fetch_add(1, Ordering::SeqCst);
             let (seen, name, started) = (seen.clone(), name.clone(), started.clone());
             let (kill, failing) = (kill.clone(), controls.failing_health.clone());
+            let hung = controls.hung.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
                     let (seen, name, started) = (seen.clone(), name.clone(), started.clone());
                     let failing = failing.load(Ordering::SeqCst);
+                    let hung = hung.load(Ordering::SeqCst);
                     async move {
+                        if hung {
+                            std::future::pending::<()>().await;
+                        }
                         if request.uri().path() == "/health" {
                             let status = if failing { 500 } else { 200 };
                             let mut response =
@@ -223,8 +261,13 @@ pub async fn spawn_tcp_echo() -> SocketAddr {
     addr
 }
 
-/// A loopback address where nothing listens (bound once, then released).
+/// A loopback address where nothing listens: bound but never listening, so a connection is
+/// refused, and kept bound for the life of the test binary. (Bound and released, the port went
+/// to a backend of a test running beside it, which then answered the "dead" address.)
 pub async fn dead_addr() -> SocketAddr {
-    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    socket.local_addr().unwrap()
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
+    addr
 }

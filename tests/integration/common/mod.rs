@@ -25,7 +25,8 @@ mod wait;
 #[allow(unused_imports)]
 pub use backends::{
     Backend, Controls, IterStream, Seen, dead_addr, pattern, spawn_backend,
-    spawn_backend_with_delay, spawn_controlled_backend, spawn_tcp_echo, spawn_tcp_echo_after_eof,
+    spawn_backend_with_delay, spawn_controlled_backend, spawn_controlled_backend_at,
+    spawn_tcp_echo, spawn_tcp_echo_after_eof,
 };
 #[allow(unused_imports)]
 pub use binary::{

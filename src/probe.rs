@@ -9,8 +9,8 @@ use crate::backend::Backend;
 use crate::config::health::{ActiveCheck, CheckKind, HealthPolicy, HttpCheck};
 use crate::config::{BackendAddress, UpstreamProtocol};
 use crate::error::Chain;
+use crate::health::evacuation::Cause;
 use crate::health::machine::{Change, State, may_eject_another};
-use crate::proxy::clock_micros;
 use crate::state::{Pool, SharedSnapshot};
 use crate::upstream::UpstreamClient;
 use crate::upstream::connector::Conn;
@@ -21,7 +21,8 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -51,9 +52,7 @@ pub fn report_outcome(pool: &Pool, backend: &Backend, ok: bool, detail: &str) {
         policy.outlier.max_ejection_percent,
     );
     let now = Instant::now();
-    let change = cell.update(clock_micros(), |machine| {
-        machine.record_outcome(now, ok, detail, may_eject, policy)
-    });
+    let change = cell.update(|machine| machine.record_outcome(now, ok, detail, may_eject, policy));
     if let Some(change) = change {
         announce(pool, backend, &change);
     }
@@ -142,7 +141,7 @@ pub fn spawn_ticker(snapshot: SharedSnapshot, shutdown: CancellationToken) {
                     let change = backend
                         .state
                         .health
-                        .update(clock_micros(), |machine| machine.tick(now, policy));
+                        .update(|machine| machine.tick(now, policy));
                     if let Some(change) = change {
                         announce(pool, backend, &change);
                     }
@@ -185,7 +184,11 @@ async fn probe_loop(
         let result = tokio::select! {
             result = tokio::time::timeout(check.timeout, probe(&pool.client, &address, &check)) => match result {
                 Ok(result) => result,
-                Err(_) => Err(format!("timed out after {:?}", check.timeout)),
+                Err(_) => {
+                    // No answer to a trivial request: what waits on the backend is stuck too.
+                    backend.state.health.evacuation().sound(Cause::CheckTimedOut);
+                    Err(format!("timed out after {:?}", check.timeout))
+                }
             },
             () = stop.cancelled() => return,
         };
@@ -219,9 +222,7 @@ fn record(pool: &Pool, backend: &Backend, policy: &HealthPolicy, result: Result<
         Ok(detail) | Err(detail) => detail,
     };
     let now = Instant::now();
-    let change = cell.update(clock_micros(), |machine| {
-        machine.record_check(now, ok, detail, policy)
-    });
+    let change = cell.update(|machine| machine.record_check(now, ok, detail, policy));
     if let Some(change) = change {
         announce(pool, backend, &change);
     }
@@ -409,14 +410,90 @@ mod tests {
     }
 
     fn snapshot_checking(addr: SocketAddr, check: &str) -> SharedSnapshot {
+        snapshot_of(addr, &format!("    health_check: {{{check}}}\n"))
+    }
+
+    /// Pool `app` over the one backend `addr`, with `pool_options` (indented YAML lines).
+    fn snapshot_of(addr: SocketAddr, pool_options: &str) -> SharedSnapshot {
         let yaml = format!(
-            "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\npools:\n  app:\n    backends: ['{addr}']\n    health_check: {{{check}}}\n"
+            "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\npools:\n  app:\n    backends: ['{addr}']\n{pool_options}"
         );
         let config = Config::parse(&yaml, "t.yaml").unwrap();
         Arc::new(ArcSwap::from_pointee(Snapshot::build(
             Arc::new(config),
             None,
         )))
+    }
+
+    /// Reports `failures` failed requests to the pool's one backend.
+    fn fail_requests(snapshot: &SharedSnapshot, failures: u32) {
+        let current = snapshot.load();
+        let pool = &current.pools["app"];
+        for _ in 0..failures {
+            report_outcome(pool, &pool.backends[0], false, "connect refused");
+        }
+    }
+
+    fn ejected(snapshot: &SharedSnapshot) -> bool {
+        snapshot.load().pools["app"].backends[0]
+            .state
+            .health
+            .is_ejected()
+    }
+
+    /// How long (paused clock) until `condition` holds, looking every millisecond.
+    async fn time_until(condition: impl Fn() -> bool) -> Duration {
+        let started = tokio::time::Instant::now();
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        started.elapsed()
+    }
+
+    /// Without active checks, the ticker ends an ejection when its time is over, and a
+    /// backend ejected again soon after serves twice the time (the backoff), then no more
+    /// than `max_ejection_time`. Paused clock: the times are exact to the ticker's 100 ms.
+    #[tokio::test(start_paused = true)]
+    async fn the_ticker_ends_ejections_on_time_and_repeat_offenders_serve_longer() {
+        let snapshot = snapshot_of(
+            "127.0.0.1:9".parse().unwrap(),
+            "    outlier: {consecutive_failures: 2, base_ejection_time: 10s, max_ejection_time: 25s}\n",
+        );
+        let shutdown = CancellationToken::new();
+        spawn_ticker(snapshot.clone(), shutdown.clone());
+        for expected in [10, 20, 25] {
+            fail_requests(&snapshot, 2);
+            assert!(ejected(&snapshot));
+            let out_for = time_until(|| !ejected(&snapshot)).await;
+            let expected = Duration::from_secs(expected);
+            assert!(
+                out_for >= expected && out_for <= expected + TICK,
+                "ejected for {out_for:?}, expected {expected:?}"
+            );
+        }
+        shutdown.cancel();
+    }
+
+    /// With active checks, `rise` checks passing after a passive ejection end it long before
+    /// its time (30 s): within rise (2) intervals (100 ms, +10% jitter).
+    #[tokio::test(start_paused = true)]
+    async fn passing_checks_end_a_first_ejection_within_rise_intervals() {
+        let (addr, _seen) = slow_backend(Duration::ZERO).await;
+        let snapshot = snapshot_of(
+            addr,
+            "    health_check: {type: http, path: /health, interval: 100ms, timeout: 100ms, rise: 2, fall: 2}\n    outlier: {consecutive_failures: 3, base_ejection_time: 30s}\n",
+        );
+        let stop = CancellationToken::new();
+        Probes::default().sync(&snapshot, &stop);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fail_requests(&snapshot, 3);
+        assert!(ejected(&snapshot));
+        let out_for = time_until(|| !ejected(&snapshot)).await;
+        assert!(
+            out_for <= Duration::from_millis(220),
+            "back after {out_for:?}"
+        );
+        stop.cancel();
     }
 
     /// `interval: 300ms, timeout: 500ms` against a backend slower than the interval, once

@@ -8,6 +8,9 @@
 //! then streams: it is sent once and never retried, and if it fails later, the failure is
 //! recorded in the body's `BodyWatch`, so the exchange that carried it is the client's fault,
 //! never the backend's. gRPC calls stream from the first byte (see `BodyPolicy::for_request`).
+//!
+//! Imports nothing of the crate. It lives here, with the clients that send it, so that
+//! `upstream` does not import `proxy` (`proxy::request_body` re-exports it).
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};

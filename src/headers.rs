@@ -1,5 +1,9 @@
 //! Pure header rewriting between client and backend (RFC 9110 7.6.1 hop-by-hop rules and the
 //! `X-Forwarded-*` family). No I/O; unit-tested here, benchmarked later as a hot path.
+//!
+//! A leaf (imports nothing of the crate): `proxy` rewrites with it and `upstream` strips
+//! hop-by-hop headers before sending, so it sits below both (it was `proxy::headers`, which
+//! made `upstream` import `proxy`).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
