@@ -37,6 +37,8 @@ pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 pub mod watch;
+#[cfg(test)]
+mod wire_strategy;
 pub mod workers;
 
 pub use config::Config;

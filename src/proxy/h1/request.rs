@@ -214,7 +214,6 @@ mod tests {
     /// fields that are served here and fields that hand over, bare LF line endings, another
     /// request or noise after the head; one byte sometimes replaced.
     fn request_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
-        use proptest::prelude::*;
         const LINES: [&str; 8] = [
             "GET / HTTP/1.1",
             "HEAD /a?b=c HTTP/1.1",
@@ -237,35 +236,7 @@ mod tests {
             " folded",
             "x-obs: caf\u{e9}",
         ];
-        let head = (
-            0..LINES.len(),
-            proptest::collection::vec(0..FIELDS.len(), 0..4),
-            any::<bool>(),
-        )
-            .prop_map(|(line, fields, bare_lf)| {
-                let eol = if bare_lf { "\n" } else { "\r\n" };
-                let mut text = format!("{}{eol}", LINES[line]);
-                for field in fields {
-                    text.push_str(FIELDS[field]);
-                    text.push_str(eol);
-                }
-                text.push_str(eol);
-                text.into_bytes()
-            });
-        (
-            proptest::collection::vec(head, 1..3),
-            proptest::collection::vec(any::<u8>(), 0..8),
-            proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
-        )
-            .prop_map(|(heads, tail, replace)| {
-                let mut out = heads.concat();
-                out.extend_from_slice(&tail);
-                if let Some((at, byte)) = replace {
-                    let at = at.index(out.len());
-                    out[at] = byte;
-                }
-                out
-            })
+        crate::wire_strategy::heads(&LINES, &FIELDS)
     }
 
     /// A verdict with what is left in the buffer, comparable.

@@ -231,7 +231,6 @@ fn keep_alive_by_version_and_connection_tokens() {
 /// Responses as backends write them, interim ones included, with the odd malformed line, bare
 /// LF line endings and bytes of a body after the head; one byte sometimes replaced.
 fn response_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
-    use proptest::prelude::*;
     const STATUS: [&str; 7] = [
         "HTTP/1.1 200 OK",
         "HTTP/1.0 404 Not Found",
@@ -252,35 +251,7 @@ fn response_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
         "x-obs: caf\u{e9}",
         " folded",
     ];
-    let head = (
-        0..STATUS.len(),
-        proptest::collection::vec(0..FIELDS.len(), 0..4),
-        any::<bool>(),
-    )
-        .prop_map(|(status, fields, bare_lf)| {
-            let eol = if bare_lf { "\n" } else { "\r\n" };
-            let mut text = format!("{}{eol}", STATUS[status]);
-            for field in fields {
-                text.push_str(FIELDS[field]);
-                text.push_str(eol);
-            }
-            text.push_str(eol);
-            text.into_bytes()
-        });
-    (
-        proptest::collection::vec(head, 1..3),
-        proptest::collection::vec(any::<u8>(), 0..8),
-        proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
-    )
-        .prop_map(|(heads, tail, replace)| {
-            let mut out = heads.concat();
-            out.extend_from_slice(&tail);
-            if let Some((at, byte)) = replace {
-                let at = at.index(out.len());
-                out[at] = byte;
-            }
-            out
-        })
+    crate::wire_strategy::heads(&STATUS, &FIELDS)
 }
 
 type Final = Result<Option<(StatusCode, Version, HeaderMap, Framing, Vec<u8>)>, HeadError>;
