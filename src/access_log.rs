@@ -157,7 +157,7 @@ impl Sink {
     pub fn write(&self, line: String) {
         if self.tx.try_send(line).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("sluice_access_log_dropped_total").increment(1);
+            metrics::counter!(crate::metrics::ACCESS_LOG_DROPPED_TOTAL).increment(1);
         }
     }
 

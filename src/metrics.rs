@@ -40,6 +40,7 @@ pub const DISCOVERY_UPDATES_TOTAL: &str = "sluice_discovery_updates_total";
 pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "sluice_tls_handshake_failures_total";
 pub const TLS_PASSTHROUGH_REFUSED_TOTAL: &str = "sluice_tls_passthrough_refused_total";
 pub const CLIENT_ERRORS_TOTAL: &str = "sluice_client_errors_total";
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "sluice_access_log_dropped_total";
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -58,6 +59,7 @@ pub fn install() {
             .ok()?
             .install_recorder()
             .ok()?;
+        describe();
         metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         // Render the failure series from the start, so alerts can use it before any failure.
         metrics::counter!(RELOADS_TOTAL, "result" => "failure").absolute(0);
@@ -65,6 +67,125 @@ pub fn install() {
         spawn_upkeep(handle.clone());
         Some(handle)
     });
+}
+
+/// `# HELP` text (and the kind, hence `# TYPE`) of every family, given to the recorder once.
+/// Units are recorded too; the exporter leaves names alone (recommended naming is off, and
+/// every name already ends in its base unit).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        RELOADS_TOTAL,
+        "Config reloads attempted, by result (success, failure)."
+    );
+    describe_gauge!(
+        LAST_RELOAD_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last successful config load."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which sluice runs."
+    );
+    describe_gauge!(
+        BACKEND_UP,
+        "1 if the backend is healthy and not drained (takes new requests), else 0."
+    );
+    describe_counter!(
+        HEALTH_CHECKS_TOTAL,
+        "Active health checks run against the backend, by result (success, failure)."
+    );
+    describe_counter!(
+        EJECTIONS_TOTAL,
+        "Times the backend was ejected by passive health (backend-origin failures)."
+    );
+    describe_counter!(
+        EJECTIONS_ENDED_TOTAL,
+        "Ejections that ended, by what ended them (the by label)."
+    );
+    describe_counter!(
+        REQUESTS_MOVED_TOTAL,
+        "Requests waiting on a backend that were moved to another one, by cause."
+    );
+    describe_gauge!(
+        POOL_PANIC,
+        "1 while the pool is in panic mode (too few healthy backends: all are used), else 0."
+    );
+    describe_gauge!(
+        BACKEND_ACTIVE,
+        "Requests or connections in flight to the backend."
+    );
+    describe_counter!(
+        BACKEND_PICKED_TOTAL,
+        "Times the balancer picked the backend."
+    );
+    describe_gauge!(
+        POOL_BACKENDS,
+        "Backends of the pool in each state (healthy, ejected, drained); a backend can be in more than one."
+    );
+    describe_counter!(RETRIES_TOTAL, "Requests retried on another backend.");
+    describe_gauge!(
+        BREAKER_OPEN,
+        "1 while the backend's circuit breaker is open or half-open, else 0."
+    );
+    describe_counter!(
+        TIMEOUTS_TOTAL,
+        "Timeouts that fired, by kind (connect, response, body_idle, total, tcp_idle)."
+    );
+    describe_counter!(
+        LISTENER_CONNECTIONS_TOTAL,
+        "Client connections accepted by the listener."
+    );
+    describe_gauge!(
+        LISTENER_ACTIVE_CONNECTIONS,
+        "Client connections open on the listener."
+    );
+    describe_gauge!(
+        WORKER_ACTIVE_CONNECTIONS,
+        "Client connections served by the worker thread."
+    );
+    describe_counter!(
+        WORKER_MOVED_CONNECTIONS,
+        "New connections handed to a less loaded worker thread."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "HTTP request duration on the listener, to the response headers."
+    );
+    describe_counter!(
+        LISTENER_BYTES,
+        Unit::Bytes,
+        "Payload bytes proxied by the listener: in is client to backend, out is backend to client (HTTP: bodies only)."
+    );
+    describe_counter!(
+        RESPONSES_TOTAL,
+        "Responses received from the backend, by status class."
+    );
+    describe_counter!(
+        RETRY_BUDGET_EXHAUSTED_TOTAL,
+        "Retries not made because the pool's retry budget was spent."
+    );
+    describe_counter!(
+        DISCOVERY_UPDATES_TOTAL,
+        "Reads of a discovery source, by source and result (success, failure)."
+    );
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES_TOTAL,
+        "TLS handshakes that failed on a terminating listener, by reason (timeout, error)."
+    );
+    describe_counter!(
+        TLS_PASSTHROUGH_REFUSED_TOTAL,
+        "Connections a passthrough listener closed before choosing a pool, by reason."
+    );
+    describe_counter!(
+        CLIENT_ERRORS_TOTAL,
+        "Requests failed by their client (malformed, aborted, too slow, too large), by reason."
+    );
+    describe_counter!(
+        ACCESS_LOG_DROPPED_TOTAL,
+        "Access log lines dropped because the writer fell behind or failed."
+    );
 }
 
 /// How often histogram samples are folded into their buckets when nobody scrapes.

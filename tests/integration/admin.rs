@@ -178,3 +178,87 @@ async fn an_empty_token_file_is_refused() {
     let error = sluice::error::chain(&error);
     assert!(error.contains("is empty"), "{error}");
 }
+
+/// Every family `/metrics` shows has its `# HELP` and `# TYPE` lines (issue 25), checked on a
+/// scrape after traffic, so that the data-path families are there too.
+#[tokio::test]
+async fn every_metric_family_has_help_and_type() {
+    let backend = spawn_backend("a").await;
+    let yaml = format!(
+        "admin: {{bind: 127.0.0.1:0}}\n{}",
+        two_listeners(&[backend.addr], "")
+    );
+    let sluice = start_sluice(&yaml).await;
+    let web = sluice.local_addr("web").unwrap();
+    let admin = sluice.admin_addr().unwrap();
+    for _ in 0..3 {
+        assert_status(&get(web, "/").await, StatusCode::OK);
+    }
+    let text = body_text(&get(admin, "/metrics").await);
+    let described = |prefix: &str| -> std::collections::BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .filter_map(|rest| {
+                let (name, tail) = rest.split_once(' ')?;
+                Some((name.to_owned(), tail.to_owned()))
+            })
+            .collect()
+    };
+    let helps = described("# HELP ");
+    let types = described("# TYPE ");
+    let mut families = std::collections::BTreeSet::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                let base = name.strip_suffix(suffix)?;
+                (types.get(base).map(String::as_str) == Some("histogram")).then_some(base)
+            })
+            .unwrap_or(name);
+        families.insert(family.to_owned());
+    }
+    let ours: Vec<_> = families
+        .iter()
+        .filter(|f| f.starts_with("sluice_"))
+        .collect();
+    for expected in [
+        "sluice_build_info",
+        "sluice_listener_connections_total",
+        "sluice_http_request_duration_seconds",
+        "sluice_backend_responses_total",
+        "sluice_pool_backends",
+    ] {
+        assert!(families.contains(expected), "{expected} in\n{text}");
+    }
+    for family in ours {
+        let help = helps.get(family.as_str());
+        assert!(
+            help.is_some_and(|h| !h.trim().is_empty()),
+            "no # HELP for {family} in\n{text}"
+        );
+        assert!(
+            types.contains_key(family.as_str()),
+            "no # TYPE for {family} in\n{text}"
+        );
+    }
+    assert_eq!(
+        types
+            .get("sluice_http_request_duration_seconds")
+            .map(String::as_str),
+        Some("histogram")
+    );
+    assert_eq!(
+        types
+            .get("sluice_listener_connections_total")
+            .map(String::as_str),
+        Some("counter")
+    );
+    assert_eq!(
+        types.get("sluice_pool_backends").map(String::as_str),
+        Some("gauge")
+    );
+}
