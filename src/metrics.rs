@@ -25,6 +25,7 @@ pub const POOL_PANIC: &str = "sluice_pool_panic";
 pub const BACKEND_ACTIVE: &str = "sluice_backend_active_requests";
 pub const BACKEND_PICKED_TOTAL: &str = "sluice_backend_selected_total";
 pub const POOL_BACKENDS: &str = "sluice_pool_backends";
+pub const POOL_CONFIGURED_BACKENDS: &str = "sluice_pool_configured_backends";
 pub const RETRIES_TOTAL: &str = "sluice_retries_total";
 pub const BREAKER_OPEN: &str = "sluice_backend_circuit_open";
 pub const TIMEOUTS_TOTAL: &str = "sluice_timeouts_total";
@@ -122,6 +123,10 @@ fn describe() {
     describe_gauge!(
         POOL_BACKENDS,
         "Backends of the pool in each state (healthy, ejected, drained); a backend can be in more than one."
+    );
+    describe_gauge!(
+        POOL_CONFIGURED_BACKENDS,
+        "Backends the pool has (configured or discovered), whatever their state."
     );
     describe_counter!(RETRIES_TOTAL, "Requests retried on another backend.");
     describe_gauge!(

@@ -2,7 +2,10 @@
 //! the data path: backend up and in-flight, selections, pool counts and panic mode. Refreshed
 //! just before each render.
 
-use crate::metrics::{BACKEND_ACTIVE, BACKEND_PICKED_TOTAL, BACKEND_UP, POOL_BACKENDS, pool_panic};
+use crate::metrics::{
+    BACKEND_ACTIVE, BACKEND_PICKED_TOTAL, BACKEND_UP, POOL_BACKENDS, POOL_CONFIGURED_BACKENDS,
+    pool_panic,
+};
 use crate::state::Snapshot;
 
 pub(super) fn refresh_gauges(snapshot: &Snapshot) {
@@ -29,7 +32,10 @@ pub(super) fn refresh_gauges(snapshot: &Snapshot) {
         count("healthy", healthy);
         count("ejected", ejected);
         count("drained", drained);
-        count("total", pool.backends.len() as f64);
+        // The states overlap (a drained backend can be healthy), so the total is not their
+        // sum and gets a family of its own rather than a `state="total"` value (issue 25).
+        metrics::gauge!(POOL_CONFIGURED_BACKENDS, "pool" => name.clone())
+            .set(pool.backends.len() as f64);
         pool_panic(&name, pool.panic.load(std::sync::atomic::Ordering::Relaxed));
     }
 }

@@ -71,6 +71,12 @@ async fn broken_config_is_refused_reported_and_counted_while_the_old_one_serves(
         metrics.contains("sluice_pool_backends{pool=\"app\",state=\"healthy\"} 1"),
         "{metrics}"
     );
+    // The total is a family of its own, not a value of the state label (issue 25).
+    assert!(
+        metrics.contains("sluice_pool_configured_backends{pool=\"app\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("state=\"total\""), "{metrics}");
     // Traffic moves the request metrics: responses by class, the duration histogram, and
     // listener connection counts.
     let responses = format!(
