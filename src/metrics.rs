@@ -4,8 +4,13 @@
 //! Low in the layering: imports `config`, `health` (pure), `resilience` and `memory`, never
 //! `backend` or `state` (they register their counters here).
 //!
+//! The `process_*` families (CPU, memory, descriptors, start time) are read from `/proc` at
+//! each scrape and appended to the recorder's text (`process`).
+//!
 //! Names follow Prometheus conventions (base units, `_total` counters) and the families
 //! HAProxy's and Envoy's exporters use, prefixed `sluice_`.
+
+mod process;
 
 use crate::config::BackendAddress;
 use crate::health::machine::{Change, State};
@@ -233,7 +238,10 @@ pub fn render(
     }
     // Without the exporter's own HTTP listener nothing else runs upkeep (histogram buckets).
     handle.run_upkeep();
-    Some(handle.render())
+    let mut text = handle.render();
+    // Read at the scrape, as every Prometheus client does: nothing runs between scrapes.
+    process::read().render(&mut text);
+    Some(text)
 }
 
 pub fn reload(success: bool, finished_at: f64) {

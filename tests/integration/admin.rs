@@ -185,7 +185,7 @@ async fn an_empty_token_file_is_refused() {
     assert!(error.contains("is empty"), "{error}");
 }
 
-/// Every family `/metrics` shows has its `# HELP` and `# TYPE` lines (issue 25), checked on a
+/// Every family `/metrics` shows (`sluice_*`, `process_*`) has its `# HELP` and `# TYPE` lines (issue 25), checked on a
 /// scrape after traffic, so that the data-path families are there too.
 #[tokio::test]
 async fn every_metric_family_has_help_and_type() {
@@ -266,5 +266,54 @@ async fn every_metric_family_has_help_and_type() {
     assert_eq!(
         types.get("sluice_pool_backends").map(String::as_str),
         Some("gauge")
+    );
+}
+
+/// The `process_*` families every Prometheus client ships, read from `/proc` at the scrape,
+/// with values in range for this test process (issue 25).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn process_metrics_are_scraped_with_sane_values() {
+    let backend = spawn_backend("a").await;
+    let yaml = format!(
+        "admin: {{bind: 127.0.0.1:0}}\n{}",
+        two_listeners(&[backend.addr], "")
+    );
+    let sluice = start_sluice(&yaml).await;
+    let admin = sluice.admin_addr().unwrap();
+    let text = body_text(&get(admin, "/metrics").await);
+    let value = |name: &str| -> f64 {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "HELP for {name} in\n{text}"
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{text}"))
+    };
+    assert!(
+        text.contains("# TYPE process_cpu_seconds_total counter"),
+        "{text}"
+    );
+    let cpu = value("process_cpu_seconds_total");
+    // Ticks of 10 ms: a test run alone may not have used one yet.
+    assert!((0.0..1e6).contains(&cpu), "{cpu}");
+    let resident = value("process_resident_memory_bytes");
+    assert!(resident > 1e6, "{resident}");
+    assert!(value("process_virtual_memory_bytes") >= resident);
+    let open = value("process_open_fds");
+    // At least the listeners, the admin socket and the scrape's own connection.
+    assert!(open >= 3.0, "{open}");
+    let max = value("process_max_fds");
+    assert!(max >= open, "{max} >= {open}");
+    let start = value("process_start_time_seconds");
+    #[allow(clippy::disallowed_types)] // the wall clock is what the metric is compared with
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        start <= now + 1.0 && start > now - 24.0 * 3600.0,
+        "started {start}, now {now}"
     );
 }
