@@ -14,16 +14,45 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sends one request to the admin listener; returns the status code and the body.
+/// The environment variable that holds the admin token itself (not a file name).
+pub const TOKEN_ENV: &str = "SLUICE_ADMIN_TOKEN";
+
+/// The bearer token the operator commands send, first found of: `--token-file`, the
+/// `SLUICE_ADMIN_TOKEN` variable, the config file's `admin.token_file`. `None`: send none
+/// (actions from loopback need none while the daemon has no token file). A file named but
+/// unreadable is an error, not a silent request without the token that would only get a 401.
+pub fn admin_token(
+    token_file: Option<&Path>,
+    from_env: Option<String>,
+    config_token_file: Option<&Path>,
+) -> Result<Option<String>, Error> {
+    if let Some(path) = token_file {
+        return crate::control::read_token_file(path).map(Some);
+    }
+    if let Some(token) = from_env
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(Some(token));
+    }
+    config_token_file
+        .map(crate::control::read_token_file)
+        .transpose()
+}
+
+/// Sends one request to the admin listener, with `Authorization: Bearer TOKEN` when a token
+/// is given; returns the status code and the body.
 pub async fn admin_request(
     admin: SocketAddr,
     method: Method,
     path: &str,
+    token: Option<&str>,
 ) -> Result<(u16, String), Error> {
     let io_error = |context: String| move |source| Error::Io { context, source };
     let exchange = async {
@@ -34,10 +63,14 @@ pub async fn admin_request(
             .await
             .map_err(|e| io_error(format!("admin {admin}"))(std::io::Error::other(e)))?;
         tokio::spawn(connection);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::HOST, admin.to_string())
+            .header(header::HOST, admin.to_string());
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|e| io_error("admin request".into())(std::io::Error::other(e)))?;
         let response = sender
@@ -103,7 +136,13 @@ pub fn backend_outcome(status: u16, body: &str, pool: &str, action: &str) -> Str
 
 /// A non-JSON answer: its status code and text (`404: no pool named "nope"`).
 fn refused(status: u16, body: &str) -> String {
-    format!("admin API answered {status}: {}\n", body.trim_end())
+    let hint = if status == 401 {
+        "\n(give the token with --token-file FILE or SLUICE_ADMIN_TOKEN, or -c the config \
+         whose admin.token_file holds it)"
+    } else {
+        ""
+    };
+    format!("admin API answered {status}: {}{hint}\n", body.trim_end())
 }
 
 /// `/status` JSON as a table a person can read in a terminal.
@@ -217,6 +256,39 @@ mod tests {
         assert_eq!(
             reload_outcome(403, "forbidden: admin actions need the token\n"),
             "admin API answered 403: forbidden: admin actions need the token\n"
+        );
+    }
+
+    #[test]
+    fn the_token_comes_from_the_option_then_the_environment_then_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let option = dir.path().join("option.token");
+        let config = dir.path().join("config.token");
+        std::fs::write(&option, "from-option\n").unwrap();
+        std::fs::write(&config, "  from-config\n").unwrap();
+        let env = || Some("from-env".to_owned());
+        let token = |file, env, config| admin_token(file, env, config).unwrap();
+        assert_eq!(
+            token(Some(&option), env(), Some(&config)).as_deref(),
+            Some("from-option")
+        );
+        assert_eq!(
+            token(None, env(), Some(&config)).as_deref(),
+            Some("from-env")
+        );
+        assert_eq!(
+            token(None, Some(" ".into()), Some(&config)).as_deref(),
+            Some("from-config")
+        );
+        assert_eq!(token(None, None, None), None);
+        // A file that was named but cannot be read is an error, not a request without it.
+        let missing = dir.path().join("missing.token");
+        assert!(admin_token(Some(&missing), None, None).is_err());
+        assert!(admin_token(None, None, Some(&missing)).is_err());
+        // A refusal for want of the token says how to give it.
+        assert!(
+            reload_outcome(401, "admin token required (Authorization: Bearer ...)\n")
+                .contains("--token-file FILE or SLUICE_ADMIN_TOKEN")
         );
     }
 

@@ -68,6 +68,16 @@ struct AdminArgs {
     json: bool,
 }
 
+/// The admin token the actions send (`reload`, `drain`, `enable`).
+#[derive(Args)]
+struct TokenArgs {
+    /// File holding the admin token to send as `Authorization: Bearer TOKEN`. Without it: the
+    /// token in the SLUICE_ADMIN_TOKEN environment variable, else the file named by the config
+    /// file's admin.token_file, else none (enough on loopback while the daemon has no token).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon with the config file (the default command).
@@ -110,6 +120,8 @@ enum Command {
     Reload {
         #[command(flatten)]
         admin: AdminArgs,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Stop sending new work to a backend (in-flight work finishes); kept across reloads.
     Drain {
@@ -119,6 +131,8 @@ enum Command {
         backend: sluice::config::BackendAddress,
         #[command(flatten)]
         admin: AdminArgs,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Undo a drain.
     Enable {
@@ -128,6 +142,8 @@ enum Command {
         backend: sluice::config::BackendAddress,
         #[command(flatten)]
         admin: AdminArgs,
+        #[command(flatten)]
+        token: TokenArgs,
     },
     /// Print the version and what this binary was built with.
     Version,
@@ -271,8 +287,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Status { admin: args }) => {
-            let admin = admin_address(args.admin, &file(args.config));
-            let (status, body) = admin_call(admin, http::Method::GET, "/status")?;
+            let (admin, _) = admin_target(args.admin, &file(args.config));
+            let (status, body) = admin_call(admin, http::Method::GET, "/status", None)?;
             if args.json {
                 print!("{body}");
             } else if (200..300).contains(&status) {
@@ -284,9 +300,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(exit_status(status))
         }
-        Some(Command::Reload { admin: args }) => {
-            let admin = admin_address(args.admin, &file(args.config));
-            let (status, body) = admin_call(admin, http::Method::POST, "/reload")?;
+        Some(Command::Reload { admin: args, token }) => {
+            let (admin, config_token) = admin_target(args.admin, &file(args.config));
+            let token = action_token(&token, config_token.as_deref())?;
+            let (status, body) =
+                admin_call(admin, http::Method::POST, "/reload", token.as_deref())?;
             if args.json {
                 print!("{body}");
             } else {
@@ -298,12 +316,28 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             pool,
             backend,
             admin: args,
-        }) => backend_action(&pool, &backend, "drain", &args, &file(args.config.clone())),
+            token,
+        }) => backend_action(
+            &pool,
+            &backend,
+            "drain",
+            &args,
+            &token,
+            &file(args.config.clone()),
+        ),
         Some(Command::Enable {
             pool,
             backend,
             admin: args,
-        }) => backend_action(&pool, &backend, "enable", &args, &file(args.config.clone())),
+            token,
+        }) => backend_action(
+            &pool,
+            &backend,
+            "enable",
+            &args,
+            &token,
+            &file(args.config.clone()),
+        ),
         Some(Command::Backends {
             count,
             first_port,
@@ -382,11 +416,13 @@ fn backend_action(
     backend: &sluice::config::BackendAddress,
     action: &str,
     args: &AdminArgs,
+    token: &TokenArgs,
     config_path: &Path,
 ) -> Result<ExitCode> {
-    let admin = admin_address(args.admin, config_path);
+    let (admin, config_token) = admin_target(args.admin, config_path);
+    let token = action_token(token, config_token.as_deref())?;
     let path = format!("/pools/{pool}/backends/{}/{action}", path_segment(backend));
-    let (status, body) = admin_call(admin, http::Method::POST, &path)?;
+    let (status, body) = admin_call(admin, http::Method::POST, &path, token.as_deref())?;
     if args.json {
         print!("{body}");
     } else {
@@ -402,33 +438,46 @@ fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
     sluice::config::parse_duration(text)
 }
 
-/// The admin address: given, else the config file's `admin.bind`, else the default.
 /// A backend address as one URL path segment (a unix path's slashes escaped; the admin API
 /// decodes them).
 fn path_segment(backend: &sluice::config::BackendAddress) -> String {
     backend.to_string().replace('/', "%2F")
 }
 
-fn admin_address(given: Option<SocketAddr>, config_path: &Path) -> SocketAddr {
-    given
-        .or_else(|| {
-            Config::load(config_path)
-                .ok()
-                .and_then(|c| c.admin.map(|a| a.bind))
-        })
-        .unwrap_or_else(|| {
-            sluice::config::DEFAULT_ADMIN_BIND
-                .parse()
-                .expect("the default admin address is valid")
-        })
+/// The admin address (given, else the config file's `admin.bind`, else the default) and the
+/// config file's `admin.token_file`, if it has one.
+fn admin_target(given: Option<SocketAddr>, config_path: &Path) -> (SocketAddr, Option<PathBuf>) {
+    let admin = Config::load(config_path).ok().and_then(|c| c.admin);
+    let token_file = admin.as_ref().and_then(|a| a.token_file.clone());
+    let address = given.or_else(|| admin.map(|a| a.bind)).unwrap_or_else(|| {
+        sluice::config::DEFAULT_ADMIN_BIND
+            .parse()
+            .expect("the default admin address is valid")
+    });
+    (address, token_file)
 }
 
-fn admin_call(admin: SocketAddr, method: http::Method, path: &str) -> Result<(u16, String)> {
+/// The token an action sends: `--token-file`, else SLUICE_ADMIN_TOKEN, else the config's file.
+fn action_token(args: &TokenArgs, config_token_file: Option<&Path>) -> Result<Option<String>> {
+    let from_env = std::env::var(sluice::cli::TOKEN_ENV).ok();
+    Ok(sluice::cli::admin_token(
+        args.token_file.as_deref(),
+        from_env,
+        config_token_file,
+    )?)
+}
+
+fn admin_call(
+    admin: SocketAddr,
+    method: http::Method,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    Ok(runtime.block_on(sluice::cli::admin_request(admin, method, path))?)
+    Ok(runtime.block_on(sluice::cli::admin_request(admin, method, path, token))?)
 }
 
 fn check(path: &Path, running: Option<&Path>, quiet: bool) -> ExitCode {

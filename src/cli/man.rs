@@ -234,7 +234,8 @@ const ADMIN_API: &[(&str, &str)] = &[
         "Access",
         "The admin listener is off without an admin: section and on loopback by default \
          (127.0.0.1:9900). Actions (POST) come from loopback peers only, or, with \
-         admin.token_file, need Authorization: Bearer TOKEN from any peer.",
+         admin.token_file, need Authorization: Bearer TOKEN from any peer; sluice reload, \
+         drain and enable send it (--token-file, SLUICE_ADMIN_TOKEN or admin.token_file).",
     ),
 ];
 
@@ -243,6 +244,11 @@ const ENVIRONMENT: &[(&str, &str)] = &[
         "SLUICE_LOG",
         "Log filter in tracing's EnvFilter syntax (info, debug, sluice::reload=debug). \
          Default: info; RUST_LOG is read when SLUICE_LOG is not set.",
+    ),
+    (
+        "SLUICE_ADMIN_TOKEN",
+        "The admin token that sluice reload, drain and enable send (Authorization: Bearer), \
+         when --token-file is not given; else they read the config's admin.token_file.",
     ),
     (
         "JOURNAL_STREAM",

@@ -79,6 +79,15 @@ impl FromStr for BackendAddress {
             return Ok(BackendAddress::Unix(Arc::from(Path::new(path))));
         }
         text.parse().map(BackendAddress::Inet).map_err(|_| {
+            // A name would need resolving, and re-resolving as its records change: that is
+            // DNS discovery's job, so say where it goes rather than only what is wrong.
+            if let Some((name, port)) = super::host_name_and_port(text) {
+                return format!(
+                    "invalid socket address {text:?}: a host name is not an address here; \
+                     backends are IP:PORT or unix:/path, and a pool finds backends by name \
+                     with discovery: {{ dns: {{ name: {name}, port: {port} }} }}"
+                );
+            }
             format!(
                 "invalid socket address {text:?}: expected IP:PORT such as 127.0.0.1:8080 or [::1]:8080, or unix:/path/to.sock"
             )

@@ -287,10 +287,31 @@ impl Validator<'_> {
 
 fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
     text.trim().parse().map_err(|_| {
+        if let Some((_, port)) = host_name_and_port(text) {
+            return format!(
+                "invalid socket address {text:?}: a host name is not an address here, sluice \
+                 does not resolve it; write IP:PORT such as 127.0.0.1:{port}, 0.0.0.0:{port} or \
+                 [::]:{port}"
+            );
+        }
         format!(
             "invalid socket address {text:?}: expected IP:PORT such as 127.0.0.1:8080 or [::1]:8080"
         )
     })
+}
+
+/// `localhost:9002` -> `("localhost", 9002)`: text that is a host name and a port rather than
+/// an address, so the error can say that names are not resolved there (and where they are).
+/// `None` for anything else, including a malformed IP (`10.0.0.300:80`) or port.
+fn host_name_and_port(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let is_name = host.chars().any(|c| c.is_ascii_alphabetic())
+        && host.parse::<std::net::IpAddr>().is_err()
+        && host.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    is_name.then_some((host, port))
 }
 
 /// Names appear in metrics labels and admin URLs, so keep them to a URL- and label-safe set.

@@ -34,8 +34,101 @@ pub(super) fn parse_raw<T: serde::de::DeserializeOwned>(
             Some((head, rest)) if head.starts_with("line ") => rest,
             _ => message,
         };
+        // serde-saphyr's wording is for the programmer calling it; these two say what the
+        // operator did and where.
+        if let serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } =
+            error.without_snippet()
+        {
+            let first = position
+                .as_ref()
+                .and_then(|at| first_occurrence(text, at, key));
+            let message = match first {
+                Some(line) => format!("duplicate key `{key}` (first at line {line})"),
+                None => format!("duplicate key `{key}`"),
+            };
+            // The path ends at the mapping (`pools.?`); name the key itself.
+            let parent = failed_path.strip_suffix(".?").unwrap_or(&failed_path);
+            let mut path = parent.trim_end_matches('?').to_owned();
+            push_key(&mut path, key);
+            return make_error(text, file, position, path, message);
+        }
+        if message.contains("tab")
+            && let Some(tab) = position.as_ref().and_then(|at| indenting_tab(text, at))
+        {
+            return make_error(
+                text,
+                file,
+                Some(tab),
+                failed_path,
+                "a tab in the indentation: YAML forbids tabs for indentation, indent with spaces"
+                    .into(),
+            );
+        }
         make_error(text, file, position, failed_path, message.to_owned())
     })
+}
+
+/// The tab that the parser complained about: the first one in the indentation of a line at or
+/// after where the parser reports (it reports the start of the scalar or block it was reading,
+/// which is often the line above the tab, or the column after it).
+fn indenting_tab(text: &str, reported: &SourcePosition) -> Option<SourcePosition> {
+    let first = reported.line.checked_sub(1)? as usize;
+    text.lines()
+        .enumerate()
+        .skip(first)
+        // A line of only whitespace may hold tabs.
+        .filter(|(_, line)| !line.trim().is_empty())
+        .find_map(|(index, line)| {
+            let indentation = line.len() - line.trim_start_matches([' ', '\t']).len();
+            let column = line[..indentation].find('\t')?;
+            Some(SourcePosition {
+                line: u32::try_from(index + 1).ok()?,
+                column: u32::try_from(column + 1).ok()?,
+            })
+        })
+}
+
+/// The line where `key` first appears in the block mapping whose duplicate is at `duplicate`:
+/// an earlier line with the key at the same column, before the mapping starts (a line that
+/// begins left of that column). `None` when not found (a flow mapping, an unusual spelling).
+fn first_occurrence(text: &str, duplicate: &SourcePosition, key: &str) -> Option<u32> {
+    let column = duplicate.column.checked_sub(1)? as usize;
+    let lines: Vec<&str> = text.lines().collect();
+    let before = duplicate.line.checked_sub(1)? as usize;
+    for index in (0..before.min(lines.len())).rev() {
+        let line = lines[index];
+        let content = line.trim_start_matches(' ');
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let indentation = line.len() - content.len();
+        // `- key: ...` starts a mapping inside a list: its key sits after the dashes.
+        let mut key_at = indentation;
+        let mut rest = content;
+        while let Some(after) = rest.strip_prefix("- ") {
+            let trimmed = after.trim_start_matches(' ');
+            key_at += rest.len() - trimmed.len();
+            rest = trimmed;
+        }
+        if key_at == column && starts_with_key(rest, key) {
+            return u32::try_from(index + 1).ok();
+        }
+        if indentation < column {
+            return None;
+        }
+    }
+    None
+}
+
+/// Whether a line's content (from its key on) is `key:`, `"key":` or `'key':`.
+fn starts_with_key(content: &str, key: &str) -> bool {
+    [key.to_owned(), format!("\"{key}\""), format!("'{key}'")]
+        .iter()
+        .any(|spelled| {
+            content
+                .strip_prefix(spelled.as_str())
+                .is_some_and(|rest| rest.trim_start_matches(' ').starts_with(':'))
+        })
 }
 
 /// `pools.value.app.backends.value[1].value.weight` -> `pools.app.backends[1].weight`.

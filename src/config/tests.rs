@@ -504,3 +504,102 @@ fn a_pool_named_value_keeps_its_name_in_paths() {
     );
     assert_eq!(error.path, "pools.value.backendz");
 }
+
+/// Where an error points and what it says, as `sluice check` prints its first line.
+fn located(error: &ConfigError) -> String {
+    let at = error.position.as_ref().expect("a position");
+    format!(
+        "{}:{}: {}: {}",
+        at.line, at.column, error.path, error.message
+    )
+}
+
+#[test]
+fn a_tab_in_the_indentation_is_pointed_at_where_it_is() {
+    // The parser reports the scalar before the tab (line 3) or the column after it; the
+    // operator needs the tab itself.
+    let after_a_scalar = "listeners:\n  web:\n    bind: 127.0.0.1:8080\n\tpool: app\n";
+    assert_eq!(
+        located(&refuse(after_a_scalar)),
+        "4:1: listeners.web: a tab in the indentation: YAML forbids tabs for indentation, \
+         indent with spaces"
+    );
+    let after_spaces = "listeners:\n  web:\n    bind: 127.0.0.1:8080\n  \tpool: app\n";
+    assert_eq!(
+        located(&refuse(after_spaces)).split(": ").next(),
+        Some("4:3")
+    );
+    let under_a_key = "listeners:\n  web:\n\tbind: 127.0.0.1:8080\n";
+    let error = refuse(under_a_key);
+    assert_eq!(
+        located(&error),
+        "3:1: listeners: a tab in the indentation: YAML forbids tabs for indentation, indent \
+         with spaces"
+    );
+    assert!(
+        error
+            .to_string()
+            .ends_with("3 | \tbind: 127.0.0.1:8080\n  | ^"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_duplicate_key_says_where_the_first_one_is() {
+    let listener = "listeners:\n  web:\n    bind: 127.0.0.1:8080\n    pool: app\n    pool: app\n\
+                    pools:\n  app:\n    backends: [127.0.0.1:9001]\n";
+    let error = refuse(listener);
+    assert_eq!(
+        located(&error),
+        "5:5: listeners.web.pool: duplicate key `pool` (first at line 4)"
+    );
+    assert!(!error.to_string().contains("DuplicateKeyPolicy"), "{error}");
+    let pool =
+        "pools:\n  app:\n    backends:\n      - 127.0.0.1:9002\n\n  app:\n    backends: []\n";
+    assert_eq!(
+        located(&refuse(pool)),
+        "6:3: pools.app: duplicate key `app` (first at line 2)"
+    );
+    // A mapping inside a list: the first key sits after the dash.
+    let entry = "pools:\n  app:\n    backends:\n      - address: 127.0.0.1:9002\n        \
+                 weight: 2\n        address: 127.0.0.1:9003\n";
+    assert_eq!(
+        refuse(entry).message,
+        "duplicate key `address` (first at line 4)"
+    );
+}
+
+#[test]
+fn a_host_name_where_an_address_belongs_points_at_dns_discovery() {
+    let backend = "pools:\n  app:\n    backends:\n      - localhost:9002\n";
+    assert_eq!(
+        located(&refuse(backend)),
+        "4:9: pools.app.backends[0].address: invalid socket address \"localhost:9002\": a host \
+         name is not an address here; backends are IP:PORT or unix:/path, and a pool finds \
+         backends by name with discovery: { dns: { name: localhost, port: 9002 } }"
+    );
+    let long_form = "pools:\n  app:\n    backends:\n      - address: app.internal:80\n";
+    assert!(
+        refuse(long_form)
+            .message
+            .ends_with("discovery: { dns: { name: app.internal, port: 80 } }")
+    );
+    // A listener binds an address of this host: no discovery there, but the same "name".
+    let bind = "listeners:\n  web:\n    bind: localhost:8080\n    pool: app\n\
+                pools:\n  app:\n    backends: [127.0.0.1:9001]\n";
+    assert_eq!(
+        located(&refuse(bind)),
+        "3:11: listeners.web.bind: invalid socket address \"localhost:8080\": a host name is \
+         not an address here, sluice does not resolve it; write IP:PORT such as \
+         127.0.0.1:8080, 0.0.0.0:8080 or [::]:8080"
+    );
+    let admin = with_runtime_line("").replace("bind: 127.0.0.1:9900", "bind: localhost:9900");
+    assert!(
+        refuse(&admin)
+            .message
+            .contains("a host name is not an address here")
+    );
+    // A malformed IP or port keeps the plain message.
+    let bad_ip = "pools:\n  app:\n    backends: [10.0.0.300:80]\n";
+    assert!(!refuse(bad_ip).message.contains("host name"));
+}

@@ -30,6 +30,7 @@ mod transaction;
 pub use layers::{Layers, Weights};
 pub use owner::Control;
 pub use reloads::ReloadReport;
+pub use transaction::read_token_file;
 
 use owner::{Live, Proposal, lock};
 

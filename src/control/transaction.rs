@@ -150,8 +150,15 @@ fn read_admin_token(config: &Config) -> Result<Option<String>, Error> {
     let Some(path) = config.admin.as_ref().and_then(|a| a.token_file.as_ref()) else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadConfig {
-        path: path.clone(),
+    read_token_file(path).map(Some)
+}
+
+/// The admin token in a token file: its text without surrounding whitespace (a trailing
+/// newline), refused when empty. The daemon and the CLI (`sluice drain`...) read it the same
+/// way, so a token written by `echo` works for both.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        context: format!("cannot read admin token file {}", path.display()),
         source,
     })?;
     let token = text.trim().to_owned();
@@ -161,5 +168,5 @@ fn read_admin_token(config: &Config) -> Result<Option<String>, Error> {
             source: std::io::Error::other("is empty"),
         });
     }
-    Ok(Some(token))
+    Ok(token)
 }

@@ -564,6 +564,96 @@ async fn operator_subcommands_talk_to_the_admin_listener() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_actions_send_the_admin_token() {
+    let backend = spawn_backend("a").await;
+    let directory = tempfile::tempdir().unwrap();
+    let token_file = directory.path().join("admin.token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let file = write_config(&format!(
+        "watch: false\nadmin: {{bind: 127.0.0.1:0, token_file: '{}'}}\n{}",
+        token_file.display(),
+        http_config(&[backend.addr], "")
+    ));
+    let config = file.path().display().to_string();
+    let (mut child, _addr, logs) = spawn_binary(file.path());
+    let admin = logged_addr(&wait_for_line(&logs, "admin listening")).to_owned();
+    let address = backend.addr.to_string();
+    let run = |args: &[&str], token: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .args(["--admin", &admin])
+            .env_remove(sluice::cli::TOKEN_ENV);
+        if let Some(token) = token {
+            command.env(sluice::cli::TOKEN_ENV, token);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    // Without the token (a config without admin:, none in the environment): refused, and
+    // told how to give it.
+    let (code, _, stderr) = run(&["drain", "app", &address, "-c", "/nonexistent.yaml"], None);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("sluice: drain: admin API answered 401: admin token required")
+            && stderr.contains("--token-file FILE or SLUICE_ADMIN_TOKEN"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(
+        &["drain", "app", &address, "-c", "/nonexistent.yaml"],
+        Some("wrong"),
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+
+    // From the config's admin.token_file.
+    let (code, stdout, stderr) = run(&["drain", "app", &address, "-c", &config], None);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("app {address}: drained")),
+        "{stdout}"
+    );
+    // From the environment, and from --token-file.
+    let (code, stdout, stderr) = run(
+        &["enable", "app", &address, "-c", "/nonexistent.yaml"],
+        Some("s3cret-token"),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stdout.contains("drained"), "{stdout}");
+    let token_option = token_file.display().to_string();
+    let (code, stdout, stderr) = run(
+        &[
+            "reload",
+            "-c",
+            "/nonexistent.yaml",
+            "--token-file",
+            &token_option,
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("reload succeeded: "), "{stdout}");
+    // A token file that cannot be read is said, not sent as nothing.
+    let (code, _, stderr) = run(&["reload", "--token-file", "/nonexistent.token"], None);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("sluice: cannot read admin token file /nonexistent.token: "),
+        "{stderr}"
+    );
+
+    signal(&child, "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_files_are_reopened_on_sigusr1() {
     let backend = spawn_backend("a").await;
     let directory = tempfile::tempdir().unwrap();
