@@ -5,10 +5,13 @@
 //! - sizes: the request line (414), one header line, all of them, their count (431), a
 //!   declared body over the limit (413);
 //! - HTTP/1.1 without exactly one valid `Host` (400, RFC 9112 §3.2);
-//! - body framing a proxy must not guess at (RFC 9112 §6): `Transfer-Encoding` together with
-//!   `Content-Length`, on HTTP/1.0, or any coding but a single `chunked` (400, or 501 for a
-//!   coding sluice does not implement). hyper refuses the rest (bad chunk sizes, a bad
-//!   `Content-Length`) while the body is read, which happens before a backend is picked.
+//! - body framing a proxy must not guess at (RFC 9112 §6): `Transfer-Encoding` on HTTP/1.0,
+//!   or any coding but a single `chunked` (400, or 501 for a coding sluice does not
+//!   implement). hyper refuses the rest (bad chunk sizes, a bad `Content-Length`) while the
+//!   body is read, which happens before a backend is picked. `Transfer-Encoding` together
+//!   with `Content-Length` is refused here too, but hyper's server already applies RFC 9112
+//!   §6.3 to such a head (drops the length, closes after the answer) before sluice sees it,
+//!   so in practice that check guards only heads parsed elsewhere.
 //!
 //! Fixed:
 //! - an absolute-form target (`GET http://a.example/x`) or HTTP/2's `:authority` names the

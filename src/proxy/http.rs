@@ -307,12 +307,11 @@ fn handle(
             let fault = ClientFault::refused(refusal.reason);
             return client_fault(context, http1, refusal.status, refusal.text, fault, active);
         }
-        let request = {
+        let mut request = {
             let (mut parts, body) = request.into_parts();
             admission::normalize(&parts.uri, &mut parts.headers);
             Request::from_parts(parts, body)
         };
-        let mut request = request;
         let view = RequestView::new(request.method(), request.uri(), request.headers());
         let Some(routed) = router.route(&view) else {
             return error_response(StatusCode::NOT_FOUND, "no route for this request\n", active);
@@ -386,7 +385,7 @@ fn handle(
             listener.timeouts.client_body,
         );
         let bytes_in = &context.metrics.bytes_in;
-        let body = match Prepared::from_request(body, &parts.headers, bytes_in, policy).await {
+        let body = match Prepared::from_request(body, bytes_in, policy).await {
             Ok(body) => body,
             Err(error) => {
                 debug!(client = ?context.client(), %error, "client body failed before a backend was picked");

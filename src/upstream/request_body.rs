@@ -234,7 +234,6 @@ impl Prepared {
     /// picked. `bytes_in` counts the body's bytes (once, however many tries send it).
     pub async fn from_request(
         body: ClientBody,
-        headers: &HeaderMap,
         bytes_in: &metrics::Counter,
         policy: BodyPolicy,
     ) -> Result<Prepared, ClientBodyError> {
@@ -242,24 +241,17 @@ impl Prepared {
             ClientBody::Hyper(body) if !body.is_end_stream() => body,
             _ => return Ok(Prepared::Replayable(Bytes::new())),
         };
-        let declared = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if let (Some(length), Some(max)) = (declared, policy.max)
-            && length > max
-        {
-            return Err(ClientBodyError::TooLarge);
-        }
+        // A declared length over `policy.max` was refused with the head (`proxy::admission`).
         let mut pieces = Pieces::default();
+        let mut ended = false;
         while pieces.len < policy.buffer {
             // The loop only runs with a buffer, which gRPC calls never get.
             let idle = policy.idle.unwrap_or(Duration::MAX);
             let frame = match tokio::time::timeout(idle, body.frame()).await {
                 Err(_elapsed) => return Err(ClientBodyError::TimedOut),
                 Ok(None) => {
-                    bytes_in.increment(pieces.len as u64);
-                    return Ok(Prepared::Replayable(pieces.into_bytes()));
+                    ended = true;
+                    break;
                 }
                 Ok(Some(Err(error))) => return Err(ClientBodyError::classify(&error)),
                 Ok(Some(Ok(frame))) => frame,
@@ -273,11 +265,10 @@ impl Prepared {
                 }
             }
         }
-        if body.is_end_stream() {
-            bytes_in.increment(pieces.len as u64);
+        bytes_in.increment(pieces.len as u64);
+        if ended || body.is_end_stream() {
             return Ok(Prepared::Replayable(pieces.into_bytes()));
         }
-        bytes_in.increment(pieces.len as u64);
         let watch = Arc::new(BodyWatch::default());
         let streamed = Streamed {
             read: pieces.len as u64,
