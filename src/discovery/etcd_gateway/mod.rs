@@ -245,12 +245,7 @@ impl Client {
                 .await
                 .map_err(|e| transport(endpoint, &e))?;
             let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| transport(endpoint, &e))?
-                .to_bytes();
+            let bytes = read_all(endpoint, response.into_body()).await?;
             Ok((status, bytes))
         };
         let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
@@ -280,12 +275,7 @@ impl Client {
                 return Ok(Ok(response.into_body()));
             }
             // Refused before it started (a malformed request): a plain error body.
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| transport(endpoint, &e))?
-                .to_bytes();
+            let bytes = read_all(endpoint, response.into_body()).await?;
             Ok(Err(server_error(status, &bytes)))
         };
         let body = tokio::time::timeout(self.timeout, exchange)
@@ -354,7 +344,7 @@ async fn open(endpoint: &Endpoint) -> Result<(SendRequest<Full<Bytes>>, Connecti
     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| causes(&e))?;
+        .map_err(|e| crate::error::chain(&e))?;
     let task = tokio::spawn(connection);
     Ok((sender, Connection(task.abort_handle())))
 }
@@ -393,27 +383,20 @@ fn transport(endpoint: &Endpoint, error: &hyper::Error) -> EtcdError {
     transport_at(&endpoint.url, error)
 }
 
+/// The body of an answer, whole.
+async fn read_all(endpoint: &Endpoint, body: Incoming) -> Result<Bytes, EtcdError> {
+    Ok(body
+        .collect()
+        .await
+        .map_err(|e| transport(endpoint, &e))?
+        .to_bytes())
+}
+
 fn transport_at(endpoint: &str, error: &hyper::Error) -> EtcdError {
     EtcdError::Transport {
         endpoint: endpoint.to_owned(),
-        cause: causes(error),
+        cause: crate::error::chain(error),
     }
-}
-
-/// The error and its causes, each said once ("error reading a body from connection:
-/// Connection reset by peer (os error 104)").
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let inner_text = inner.to_string();
-        if !text.ends_with(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]
