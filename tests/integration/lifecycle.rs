@@ -106,7 +106,7 @@ async fn packaged_config_starts_and_answers_as_installed() {
             .replace("127.0.0.1:8080", "127.0.0.1:0")
             .replace("127.0.0.1:9900", &admin),
     );
-    let (mut child, addr, _logs) = spawn_binary(file.path());
+    let (child, addr, _logs) = spawn_binary(file.path());
     assert!(
         wait_until_async(Duration::from_secs(10), || async {
             try_get(addr, "/healthz").await.as_deref() == Some("ok\n")
@@ -119,12 +119,7 @@ async fn packaged_config_starts_and_answers_as_installed() {
     assert!(body_text(&page).contains("<html"), "the status page");
     // Admin actions are not reachable through the listener.
     assert_status(&admin_post(addr, "/reload").await, StatusCode::NOT_FOUND);
-    signal(&child, "TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
+    terminate(child).await;
 }
 
 #[test]
@@ -468,7 +463,7 @@ async fn operator_subcommands_talk_to_the_admin_listener() {
         "watch: false\nadmin: {{bind: 127.0.0.1:0}}\n{}",
         http_config(&[backend.addr], "")
     ));
-    let (mut child, _addr, logs) = spawn_binary(file.path());
+    let (child, _addr, logs) = spawn_binary(file.path());
     let admin = logged_addr(&wait_for_line(&logs, "admin listening")).to_owned();
     let run = |args: &[&str]| {
         let output = Command::new(BIN)
@@ -555,12 +550,7 @@ async fn operator_subcommands_talk_to_the_admin_listener() {
         "sluice: drain: admin API answered 404: no pool named \"nope\"\n"
     );
 
-    signal(&child, "TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
+    terminate(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,7 +565,7 @@ async fn operator_actions_send_the_admin_token() {
         http_config(&[backend.addr], "")
     ));
     let config = file.path().display().to_string();
-    let (mut child, _addr, logs) = spawn_binary(file.path());
+    let (child, _addr, logs) = spawn_binary(file.path());
     let admin = logged_addr(&wait_for_line(&logs, "admin listening")).to_owned();
     let address = backend.addr.to_string();
     let run = |args: &[&str], token: Option<&str>| {
@@ -645,12 +635,7 @@ async fn operator_actions_send_the_admin_token() {
         "{stderr}"
     );
 
-    signal(&child, "TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
+    terminate(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -663,7 +648,7 @@ async fn access_log_files_are_reopened_on_sigusr1() {
         log.display(),
         backend.addr
     ));
-    let (mut child, addr, logs) = spawn_binary(config.path());
+    let (child, addr, logs) = spawn_binary(config.path());
     let count = |path: &std::path::Path| {
         std::fs::read_to_string(path)
             .map(|t| t.lines().count())
@@ -702,12 +687,7 @@ async fn access_log_files_are_reopened_on_sigusr1() {
             .unwrap()
             .contains("/before")
     );
-    signal(&child, "TERM");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
+    terminate(child).await;
 }
 
 #[test]

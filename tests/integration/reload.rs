@@ -288,7 +288,7 @@ async fn a_broken_watched_file_fails_once_and_restoring_it_clears_the_failure() 
         http_config(&[backend.addr], "")
     );
     write_file(&path, &running);
-    let (mut child, web, logs) = spawn_binary(&path);
+    let (child, web, logs) = spawn_binary(&path);
     let admin: SocketAddr = logged_addr(&wait_for_line(&logs, "admin listening"))
         .parse()
         .unwrap();
@@ -336,12 +336,7 @@ async fn a_broken_watched_file_fails_once_and_restoring_it_clears_the_failure() 
     let metrics = body_text(&get(admin, "/metrics").await);
     assert_eq!(counter(&metrics, FAILED), 1);
 
-    signal(&child, "TERM");
-    let exited = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(exited.success(), "{exited:?}");
+    terminate(child).await;
 }
 
 #[tokio::test]

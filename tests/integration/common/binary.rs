@@ -71,3 +71,13 @@ pub fn signal(child: &Child, name: &str) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Sends SIGTERM and waits for the child to exit with success (a clean drain).
+pub async fn terminate(mut child: Child) {
+    signal(&child, "TERM");
+    let exited = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exited.success(), "{exited:?}");
+}

@@ -30,7 +30,7 @@ pub use backends::{
 };
 #[allow(unused_imports)]
 pub use binary::{
-    BIN, Spawned, logged_addr, signal, spawn_binary, spawn_binary_with, wait_for_line,
+    BIN, Spawned, logged_addr, signal, spawn_binary, spawn_binary_with, terminate, wait_for_line,
 };
 #[allow(unused_imports)]
 pub use client::{
