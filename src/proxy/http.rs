@@ -304,8 +304,7 @@ fn handle(
             &listener.limits,
         );
         if let Err(refusal) = checked {
-            let fault = ClientFault::refused(refusal.reason);
-            return client_fault(context, http1, refusal.status, refusal.text, fault, active);
+            return client_fault(context, http1, ClientFault::refused(refusal), active);
         }
         let mut request = {
             let (mut parts, body) = request.into_parts();
@@ -389,8 +388,7 @@ fn handle(
             Ok(body) => body,
             Err(error) => {
                 debug!(client = ?context.client(), %error, "client body failed before a backend was picked");
-                let fault = ClientFault::body(error);
-                return client_fault(context, http1, error.status(), error.text(), fault, active);
+                return client_fault(context, http1, ClientFault::body(error), active);
             }
         };
         let proxy_header = pool
@@ -446,14 +444,7 @@ fn handle(
             Err(Refused {
                 client: Some(error),
                 ..
-            }) => client_fault(
-                context,
-                http1,
-                error.status(),
-                error.text(),
-                ClientFault::body(error),
-                active,
-            ),
+            }) => client_fault(context, http1, ClientFault::body(error), active),
             Err(refused) => {
                 let mut response = error_response(refused.status, refused.text, active);
                 // An error path: the extension's allocation does not matter here.
@@ -614,15 +605,19 @@ impl Drop for Unanswered<'_> {
 /// says, and the status it logs when that differs from the one sent (499: the client left).
 #[derive(Debug, Clone, Copy)]
 struct ClientFault {
+    status: StatusCode,
+    text: &'static str,
     reason: &'static str,
     note: &'static str,
     logged_status: Option<u16>,
 }
 
 impl ClientFault {
-    fn refused(reason: &'static str) -> ClientFault {
+    fn refused(refusal: admission::Refusal) -> ClientFault {
         ClientFault {
-            reason,
+            status: refusal.status,
+            text: refusal.text,
+            reason: refusal.reason,
             note: "request refused",
             logged_status: None,
         }
@@ -637,6 +632,8 @@ impl ClientFault {
             ClientBodyError::TimedOut => ("client body timeout", None),
         };
         ClientFault {
+            status: error.status(),
+            text: error.text(),
             reason: error.reason(),
             note,
             logged_status,
@@ -650,13 +647,11 @@ impl ClientFault {
 fn client_fault(
     context: &ConnContext,
     http1: bool,
-    status: StatusCode,
-    text: &'static str,
     fault: ClientFault,
     active: crate::proxy::activity::RequestActive,
 ) -> Response<ProxyBody> {
     crate::metrics::client_error(&context.listener, fault.reason);
-    let mut response = error_response(status, text, active);
+    let mut response = error_response(fault.status, fault.text, active);
     if http1 {
         response.headers_mut().insert(
             header::CONNECTION,
