@@ -64,6 +64,10 @@ pub struct Record {
     /// `from 10.0.0.2:8080 after 612 ms: an active check of the backend timed out`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub moved: Option<String>,
+    /// The edge rule that refused the request (`rate_limited by login`), or that would have
+    /// in a dry run (`dry run: access_denied by office`); JSON format only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 impl Record {
@@ -338,6 +342,7 @@ mod tests {
             sni: None,
             error: None,
             moved: None,
+            refused: None,
             listener: Arc::from("web"),
             method: "GET".into(),
             host: "shop.example".into(),

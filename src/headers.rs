@@ -187,6 +187,31 @@ fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientIp) {
     }
 }
 
+/// Drops the last `entries` addresses of the `X-Forwarded-For` chain (folding repeated
+/// headers into one), removing the header when nothing is left: the client's own entry and
+/// the trusted proxies after it, before the client address sluice decided on is appended
+/// (`edge::client_address`), so the chain's rightmost entry is that address.
+pub fn truncate_forwarded_for(headers: &mut HeaderMap, entries: usize) {
+    let mut chain: Vec<String> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_owned)
+        .collect();
+    chain.truncate(chain.len().saturating_sub(entries));
+    match HeaderValue::from_str(&chain.join(", ")) {
+        Ok(value) if !chain.is_empty() => {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        _ => {
+            headers.remove(X_FORWARDED_FOR);
+        }
+    }
+}
+
 /// RFC 7239's `Forwarded`, appended as one more element after any the client sent (as for
 /// `X-Forwarded-For`): `for=` the client (`"[v6]"` quoted, `unknown` without an address),
 /// `proto=`, `host=` the request's `Host`, and `by=` the address the client reached, if
@@ -402,6 +427,18 @@ mod tests {
         );
         assert_eq!(headers["host"], "h2.example:8080");
         assert_eq!(headers["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn truncating_the_chain_drops_from_the_right() {
+        let mut headers = map(&[
+            ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
+            ("x-forwarded-for", "10.0.0.1"),
+        ]);
+        truncate_forwarded_for(&mut headers, 2);
+        assert_eq!(headers[X_FORWARDED_FOR], "1.1.1.1");
+        truncate_forwarded_for(&mut headers, 1);
+        assert!(!headers.contains_key(X_FORWARDED_FOR));
     }
 
     #[test]

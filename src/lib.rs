@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod discovery;
+pub mod edge;
 pub mod error;
 pub mod ewma;
 pub mod headers;

@@ -10,6 +10,7 @@
 //! Names follow Prometheus conventions (base units, `_total` counters) and the families
 //! HAProxy's and Envoy's exporters use, prefixed `sluice_`.
 
+pub mod edge;
 mod process;
 
 use crate::config::BackendAddress;
@@ -192,6 +193,7 @@ fn describe() {
         CLIENT_ERRORS_TOTAL,
         "Requests failed by their client (malformed, aborted, too slow, too large), by reason."
     );
+    edge::describe();
     describe_counter!(
         ACCESS_LOG_DROPPED_TOTAL,
         "Access log lines dropped because the writer fell behind or failed."
@@ -356,6 +358,16 @@ pub struct ListenerHandles {
     pub bytes_in: metrics::Counter,
     pub bytes_out: metrics::Counter,
     pub duration: metrics::Histogram,
+    /// Answers by status class, `1xx` first (`edge::HTTP_REQUESTS_TOTAL`).
+    pub classes: [metrics::Counter; 5],
+}
+
+impl ListenerHandles {
+    /// Counts one HTTP answer by its class.
+    pub fn answered(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.classes[class].increment(1);
+    }
 }
 
 pub fn listener_handles(listener: &str) -> std::sync::Arc<ListenerHandles> {
@@ -375,6 +387,7 @@ pub fn listener_handles(listener: &str) -> std::sync::Arc<ListenerHandles> {
         bytes_in: metrics::counter!(LISTENER_BYTES, "listener" => label(), "direction" => "in"),
         bytes_out: metrics::counter!(LISTENER_BYTES, "listener" => label(), "direction" => "out"),
         duration: metrics::histogram!(REQUEST_DURATION, "listener" => label()),
+        classes: edge::classes(listener),
     });
     let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
     std::sync::Arc::clone(cache.entry(listener.into()).or_insert(made))

@@ -76,6 +76,8 @@ pub struct Router<T> {
 pub struct Routed<'r, T> {
     pub target: &'r T,
     pub route: Option<&'r RouteConfig>,
+    /// The route's position in the listener's `routes` (`None`: the default).
+    pub index: Option<usize>,
 }
 
 impl<T> Router<T> {
@@ -88,15 +90,18 @@ impl<T> Router<T> {
         match self
             .routes
             .iter()
-            .find(|r| matches(&r.config.matcher, request))
+            .enumerate()
+            .find(|(_, r)| matches(&r.config.matcher, request))
         {
-            Some(route) => Some(Routed {
+            Some((index, route)) => Some(Routed {
                 target: &route.target,
                 route: Some(&route.config),
+                index: Some(index),
             }),
             None => self.default.as_ref().map(|target| Routed {
                 target,
                 route: None,
+                index: None,
             }),
         }
     }

@@ -29,6 +29,9 @@ pub struct Snapshot {
     pub pools: HashMap<String, Arc<Pool>>,
     /// One compiled route table per listener (TCP listeners: only the default pool).
     pub routers: HashMap<String, Router<Arc<Pool>>>,
+    /// Each listener's edge state (rate-limit buckets, connections per client, refusals),
+    /// carried from the previous snapshot by listener and rule (`crate::edge`).
+    pub edge: HashMap<String, Arc<crate::edge::EdgeState>>,
 }
 
 #[derive(Debug)]
@@ -64,10 +67,22 @@ impl Snapshot {
             .values()
             .map(|listener| (listener.name.clone(), compile_routes(listener, &pools)))
             .collect();
+        let edge = config
+            .listeners
+            .values()
+            .map(|listener| {
+                let old = previous.and_then(|p| {
+                    Some((p.listener(&listener.name)?, &**p.edge.get(&listener.name)?))
+                });
+                let state = crate::edge::EdgeState::build(listener, old);
+                (listener.name.clone(), Arc::new(state))
+            })
+            .collect();
         Snapshot {
             config,
             pools,
             routers,
+            edge,
         }
     }
 
@@ -78,6 +93,11 @@ impl Snapshot {
     /// The default pool of a listener in this snapshot (the one TCP connections go to).
     pub fn pool_for_listener(&self, listener: &str) -> Option<&Arc<Pool>> {
         self.routers.get(listener)?.default_target()
+    }
+
+    /// A listener's edge state (every listener of the snapshot has one).
+    pub fn edge(&self, listener: &str) -> Option<&Arc<crate::edge::EdgeState>> {
+        self.edge.get(listener)
     }
 
     pub fn router(&self, listener: &str) -> Option<&Router<Arc<Pool>>> {

@@ -109,7 +109,7 @@ pub(super) fn mix(mut hash: u64) -> u64 {
 
 /// The value of cookie `name` from the request's `Cookie` headers (one or several, `a=1; b=2`),
 /// without surrounding double quotes.
-pub(super) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
     headers
         .get_all(header::COOKIE)
         .iter()

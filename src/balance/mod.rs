@@ -30,7 +30,7 @@ pub mod sticky;
 
 use crate::backend::Backend;
 use crate::config::Algorithm;
-pub use key::{connection_key, hash_bytes, request_key};
+pub use key::{connection_key, cookie, hash_bytes, request_key};
 
 use first::First;
 use hash::Hash;

@@ -99,6 +99,11 @@ pub struct RawListener {
     pub limits: Option<Spanned<RawRequestLimits>>,
     /// RFC 7239 `Forwarded` towards the backends: `true`, or `{ by: true }`.
     pub forwarded: Option<RawForwarded>,
+    /// Edge protection (`edge.rs`): whose address a request is, who may connect, how often.
+    pub client_address: Option<Spanned<super::edge::RawClientAddress>>,
+    pub access: Option<Spanned<Vec<Spanned<super::edge::RawAccessRule>>>>,
+    pub rate_limit: Option<Spanned<super::edge::RawRateLimit>>,
+    pub max_connections_per_client: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +182,9 @@ pub struct RawRoute {
     pub strip_prefix: Option<Text>,
     pub request_headers: Option<Spanned<RawHeaderEdits>>,
     pub response_headers: Option<Spanned<RawHeaderEdits>>,
+    /// Edge protection of this route (`edge.rs`), after the listener's.
+    pub access: Option<Spanned<Vec<Spanned<super::edge::RawAccessRule>>>>,
+    pub rate_limit: Option<Spanned<super::edge::RawRateLimit>>,
 }
 
 #[derive(Debug, Deserialize)]

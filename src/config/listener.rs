@@ -155,8 +155,17 @@ impl Validator<'_> {
                 "the Forwarded header is added by protocol: http listeners only".into(),
             ));
         }
+        let edge = self.listener_edge(
+            &path,
+            protocol == Protocol::Tcp,
+            raw.client_address.as_ref(),
+            raw.access.as_ref(),
+            raw.rate_limit.as_ref(),
+            raw.max_connections_per_client.as_ref(),
+        )?;
         let timeouts = raw.timeouts.as_ref();
         Ok(ListenerConfig {
+            edge,
             name: name.to_owned(),
             bind,
             unix_mode,

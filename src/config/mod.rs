@@ -15,6 +15,7 @@ mod bind;
 pub mod diff;
 pub mod discovery;
 mod duration;
+pub mod edge;
 pub mod file;
 mod files;
 pub mod health;
@@ -130,6 +131,8 @@ pub struct ListenerConfig {
     pub limits: RequestLimits,
     /// Append an RFC 7239 `Forwarded` element to requests (HTTP only; off when `None`).
     pub forwarded: Option<ForwardedConfig>,
+    /// Client address, access rules, rate limit and per-client connection cap.
+    pub edge: edge::ListenerEdge,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,8 @@ pub struct RouteConfig {
     pub strip_prefix: Option<String>,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
+    /// Access rules and rate limit of this route, checked after the listener's.
+    pub edge: super::edge::RouteEdge,
 }
 
 /// Every condition given must hold; an empty match matches every request.
@@ -92,13 +94,14 @@ impl Validator<'_> {
         raw.value
             .iter()
             .enumerate()
-            .map(|(index, route)| self.route(&format!("{path}[{index}]"), route, pools))
+            .map(|(index, route)| self.route(&format!("{path}[{index}]"), index, route, pools))
             .collect()
     }
 
     fn route(
         &self,
         path: &str,
+        index: usize,
         raw: &Spanned<RawRoute>,
         pools: &BTreeMap<String, PoolConfig>,
     ) -> Result<RouteConfig, ConfigError> {
@@ -162,7 +165,14 @@ impl Validator<'_> {
         let strip_prefix = self
             .opt_path(route.strip_prefix.as_ref(), &format!("{path}.strip_prefix"))?
             .map(trim_slash);
+        let edge = self.route_edge(
+            path,
+            index,
+            route.access.as_ref(),
+            route.rate_limit.as_ref(),
+        )?;
         Ok(RouteConfig {
+            edge,
             matcher: RouteMatch {
                 host,
                 path: path_pattern,

@@ -54,13 +54,16 @@ impl Validator<'_> {
                 || matcher.header.is_some()
                 || route.strip_prefix.is_some()
                 || route.request_headers.is_some()
-                || route.response_headers.is_some();
+                || route.response_headers.is_some()
+                || route.access.is_some()
+                || route.rate_limit.is_some();
             if http_only {
                 return Err(self.error_at(
                     entry.referenced,
                     here,
-                    "a tcp listener routes by match.sni only (host, path, method, header \
-                     and header edits need protocol: http)"
+                    "a tcp listener routes by match.sni only (host, path, method, header, \
+                     header edits and per-route access or rate_limit need protocol: http; \
+                     put access and rate_limit on the listener)"
                         .into(),
                 ));
             }

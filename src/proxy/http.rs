@@ -12,7 +12,10 @@
 use crate::access_log;
 use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
-use crate::headers::{ClientIp, append_forwarded, rewrite_request_headers, strip_hop_by_hop};
+use crate::edge::{self, ClientAddress, Source};
+use crate::headers::{
+    ClientIp, append_forwarded, rewrite_request_headers, strip_hop_by_hop, truncate_forwarded_for,
+};
 use crate::proxy::activity::{Activity, ClientTimeouts, ConnActivity, TimedIo, Tracked};
 use crate::proxy::admission;
 use crate::proxy::answer_log;
@@ -63,6 +66,8 @@ struct ConnContext {
     metrics: Arc<crate::metrics::ListenerHandles>,
     /// Where this connection's requests are logged (resolved when it was accepted).
     access_log: Option<(Arc<access_log::Sink>, access_log::Format)>,
+    /// This connection's place in its client's count (`max_connections_per_client`).
+    _place: Option<Box<edge::ClientConn>>,
 }
 
 impl Tracked for ConnContext {
@@ -106,9 +111,29 @@ pub fn serve_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (timeouts, access_log, limits) = {
+    let (timeouts, access_log, limits, place) = {
         let current = snapshot.load();
         let listener_config = current.listener(&listener)?;
+        // Over its client's connection cap: closed before a byte is read.
+        let place = match current.edge(&listener) {
+            Some(state) if listener_config.edge.max_connections_per_client.is_some() => {
+                let client = peer.client.map(|c| c.ip());
+                match edge::judge_connection(
+                    &listener,
+                    listener_config,
+                    state,
+                    client,
+                    clock_micros(),
+                ) {
+                    Ok(place) => place,
+                    Err(refusal) => {
+                        debug!(%listener, ?client, rule = %refusal.rule, "closing connection: {}", refusal.reason);
+                        return None;
+                    }
+                }
+            }
+            _ => None,
+        };
         let limits = client_conn::HyperLimits::new(&listener_config.limits);
         let timeouts = ClientTimeouts {
             header: listener_config.timeouts.client_header,
@@ -121,7 +146,7 @@ where
             };
             (access_log::sink(&log.path), format)
         });
-        (timeouts, access_log, limits)
+        (timeouts, access_log, limits, place)
     };
     let alpn = peer.tls.as_ref().and_then(|t| t.alpn.clone());
     let closing = match peer.tls {
@@ -138,6 +163,7 @@ where
         metrics: crate::metrics::listener_handles(&listener),
         access_log,
         listener,
+        _place: place,
     });
     let io = TimedIo::new(stream, Arc::clone(&context) as Activity, timeouts);
     let hyper_context = Arc::clone(&context);
@@ -218,17 +244,20 @@ fn respond(
     async move {
         let http1 = request.version() != Version::HTTP_2;
         let request_id = ensure_request_id(request.headers_mut());
-        let log = context
-            .access_log
-            .as_ref()
-            .map(|(sink, format)| start_log(&request, &context, &request_id, sink, *format));
+        let snapshot = context.snapshot.load_full();
+        let client = client_of(&context, &snapshot, request.headers());
+        let log = context.access_log.as_ref().map(|(sink, format)| {
+            start_log(&request, &context, client.ip, &request_id, sink, *format)
+        });
         let mut waiting = Unanswered {
             listener: Some(&context.listener),
             log,
         };
         let started = clock_micros();
-        let mut response = handle(request, &context, started).await;
+        let mut dry_run = None;
+        let mut response = handle(request, &context, snapshot, client, started, &mut dry_run).await;
         let log = waiting.answered();
+        context.metrics.answered(response.status().as_u16());
         let elapsed = clock_micros().saturating_sub(started);
         context.metrics.duration.record(elapsed as f64 / 1e6);
         if let Some(MadeUp(reason)) = response.extensions_mut().remove::<MadeUp>() {
@@ -250,6 +279,11 @@ fn respond(
                 log.record.status = fault.logged_status.unwrap_or(log.record.status);
                 log.record.error = Some(fault.note);
             }
+            if let Some(EdgeNote(note)) = response.extensions_mut().remove::<EdgeNote>() {
+                log.record.refused = Some(note);
+            } else if let Some(would) = dry_run {
+                log.record.refused = Some(format!("dry run: {}", would.describe()));
+            }
             if let Some(served) = response.extensions_mut().remove::<Served>() {
                 log.record.pool = Some(served.pool);
                 log.record.upstream_addr = served.upstream;
@@ -270,11 +304,14 @@ fn respond(
 
 /// `now`: `clock_micros()` when the request arrived.
 #[allow(clippy::manual_async_fn)]
-fn handle(
+fn handle<'a>(
     request: Request<ClientBody>,
-    context: &Arc<ConnContext>,
+    context: &'a Arc<ConnContext>,
+    snapshot: Arc<crate::state::Snapshot>,
+    client: ClientAddress,
     now: u64,
-) -> impl Future<Output = Response<ProxyBody>> + '_ {
+    dry_run: &'a mut Option<edge::Refusal>,
+) -> impl Future<Output = Response<ProxyBody>> + 'a {
     async move {
         let active = ConnActivity::begin(Arc::clone(context) as Activity);
         let http1 = request.version() != Version::HTTP_2;
@@ -284,7 +321,6 @@ fn handle(
         if !request.body().is_end_stream() {
             context.activity.mark_body();
         }
-        let snapshot = context.snapshot.load_full();
         let (Some(router), Some(listener)) = (
             snapshot.router(&context.listener),
             snapshot.listener(&context.listener),
@@ -295,6 +331,25 @@ fn handle(
                 active,
             );
         };
+        let edge_state = snapshot.edge(&context.listener);
+        if let Some(state) = edge_state {
+            let rules = edge::Rules {
+                listener: &context.listener,
+                route: "",
+                access: &listener.edge.access,
+                rate_limit: listener
+                    .edge
+                    .rate_limit
+                    .as_ref()
+                    .zip(state.limiter.as_deref()),
+                refusals: &state.refusals,
+            };
+            let outcome = edge::judge_request(&rules, client.ip, request.headers(), now);
+            if let Some(refused) = outcome.refused {
+                return refuse(context, refused, outcome.would_refuse, active);
+            }
+            *dry_run = outcome.would_refuse;
+        }
         // Nothing of a request goes anywhere before its head passed the listener's limits.
         let checked = admission::check(
             request.method(),
@@ -316,6 +371,25 @@ fn handle(
             return error_response(StatusCode::NOT_FOUND, "no route for this request\n", active);
         };
         let (pool, route) = (routed.target, routed.route);
+        if let (Some(route), Some(index), Some(state)) = (route, routed.index, edge_state)
+            && !(route.edge.access.is_empty() && route.edge.rate_limit.is_none())
+        {
+            let label = format!("routes[{index}]");
+            let limiter = state.route_limiters.get(index).and_then(Option::as_deref);
+            let rules = edge::Rules {
+                listener: &context.listener,
+                route: &label,
+                access: &route.edge.access,
+                rate_limit: route.edge.rate_limit.as_ref().zip(limiter),
+                refusals: &state.refusals,
+            };
+            let outcome = edge::judge_request(&rules, client.ip, request.headers(), now);
+            let note = dry_run.take().or(outcome.would_refuse);
+            if let Some(refused) = outcome.refused {
+                return refuse(context, refused, note, active);
+            }
+            *dry_run = note;
+        }
         let total_deadline = pool
             .config
             .timeouts
@@ -325,7 +399,7 @@ fn handle(
             &pool.config,
             request.headers(),
             request.uri(),
-            context.client(),
+            client.ip.map(|ip| SocketAddr::new(ip, 0)),
             now,
         );
 
@@ -346,16 +420,21 @@ fn handle(
         } else {
             "http"
         };
-        rewrite_request_headers(
-            &mut parts.headers,
-            context.client_ip.as_ref(),
-            scheme,
-            authority.as_deref(),
-        );
+        // The chain sent on ends with the one client address (see `edge::client_address`):
+        // the trusted hops walked past, and the client's own entry, give way to it.
+        let resolved_ip;
+        let client_ip = match client.source {
+            Source::Peer => context.client_ip.as_ref(),
+            Source::ForwardedFor { trusted_hops } => {
+                truncate_forwarded_for(&mut parts.headers, trusted_hops + 1);
+                resolved_ip = client.ip.map(ClientIp::recent);
+                resolved_ip.as_ref()
+            }
+        };
+        rewrite_request_headers(&mut parts.headers, client_ip, scheme, authority.as_deref());
         if let Some(forwarded) = &listener.forwarded {
             let by = forwarded.by.then_some(context.peer.local).flatten();
-            let client = context.client().map(|c| c.ip());
-            append_forwarded(&mut parts.headers, client, by, scheme);
+            append_forwarded(&mut parts.headers, client.ip, by, scheme);
         }
         if let Some(upgrade) = &upgrade {
             tunnel::restore_upgrade_headers(&mut parts.headers, upgrade.clone());
@@ -512,6 +591,7 @@ fn start_tunnel(
 fn start_log(
     request: &Request<ClientBody>,
     context: &ConnContext,
+    client: Option<std::net::IpAddr>,
     request_id: &header::HeaderValue,
     sink: &Arc<access_log::Sink>,
     format: access_log::Format,
@@ -535,9 +615,7 @@ fn start_log(
         record: access_log::Record {
             time,
             ts: access_log::rfc3339(time),
-            client_ip: context
-                .client()
-                .map_or_else(|| "unix:".to_owned(), |c| c.ip().to_string()),
+            client_ip: client.map_or_else(|| "unix:".to_owned(), |ip| ip.to_string()),
             listener: Arc::clone(&context.listener),
             method: request.method().to_string(),
             host,
@@ -562,6 +640,7 @@ fn start_log(
             tls_version: context.peer.tls.as_ref().map(|t| t.version),
             error: None,
             moved: None,
+            refused: None,
             sni: context.peer.tls.as_ref().and_then(|t| t.sni.clone()),
         },
         started: tokio::time::Instant::now(),
@@ -660,6 +739,60 @@ fn client_fault(
     }
     if context.access_log.is_some() {
         response.extensions_mut().insert(fault);
+    }
+    response
+}
+
+/// The one client address of a request (`edge::client_address`): the connection's, unless
+/// the connection comes from one of the listener's trusted proxies.
+fn client_of(
+    context: &ConnContext,
+    snapshot: &crate::state::Snapshot,
+    headers: &http::HeaderMap,
+) -> ClientAddress {
+    let peer = context.client().map(|c| c.ip());
+    let trusted = snapshot
+        .listener(&context.listener)
+        .map_or(&[][..], |l| &l.edge.client_address.trusted_proxies[..]);
+    if trusted.is_empty() {
+        return ClientAddress::peer(peer);
+    }
+    edge::client_address::resolve(
+        peer,
+        headers.get_all(crate::headers::X_FORWARDED_FOR).iter(),
+        trusted,
+    )
+}
+
+/// What an edge rule said of a request that passed or was refused, for the access log.
+#[derive(Debug, Clone)]
+struct EdgeNote(String);
+
+/// A request an edge rule refused: 403 (access) or 429 with `Retry-After` (rate limit),
+/// through `error_response` like every answer sluice makes. The connection stays open: the
+/// request was well-formed, and the client may send another.
+fn refuse(
+    context: &ConnContext,
+    refused: edge::Refusal,
+    also: Option<edge::Refusal>,
+    active: crate::proxy::activity::RequestActive,
+) -> Response<ProxyBody> {
+    let text = match refused.retry_after {
+        Some(_) => "too many requests\n",
+        None => "forbidden\n",
+    };
+    let mut response = error_response(refused.status(), text, active);
+    if let Some(seconds) = refused.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    }
+    if context.access_log.is_some() {
+        let mut note = refused.describe();
+        if let Some(also) = also {
+            note = format!("{note}; dry run: {}", also.describe());
+        }
+        response.extensions_mut().insert(EdgeNote(note));
     }
     response
 }

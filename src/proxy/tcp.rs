@@ -45,6 +45,21 @@ pub async fn serve_connection<S>(
 {
     let snapshot = snapshot.load_full();
     let drain_timeout = snapshot.config.runtime.drain_timeout;
+    // Access rules, the per-client connection cap and the connection rate, before a
+    // backend is picked: a refused client is closed without a byte either way.
+    let _place = match (snapshot.listener(&listener), snapshot.edge(&listener)) {
+        (Some(config), Some(state)) => {
+            let client = peer.client.map(|c| c.ip());
+            match crate::edge::judge_connection(&listener, config, state, client, clock_micros()) {
+                Ok(place) => place,
+                Err(refusal) => {
+                    debug!(%listener, ?client, rule = %refusal.rule, "closing connection: {}", refusal.reason);
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
     let routed = match &hello {
         None => None,
         Some(hello) => snapshot
