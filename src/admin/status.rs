@@ -31,6 +31,9 @@ struct ListenerStatus {
     /// The default pool; `null` for a listener that only routes.
     pool: Option<String>,
     routes: usize,
+    /// Rate-limit keys held, clients counted and the top refused keys (`crate::edge`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    edge: Option<crate::edge::EdgeReport>,
 }
 
 #[derive(Serialize)]
@@ -149,6 +152,7 @@ pub(super) fn status(admin: &Admin) -> Status {
             },
             pool: l.pool.clone(),
             routes: l.routes.len(),
+            edge: snapshot.edge(&l.name).and_then(|e| e.report()),
         })
         .collect();
     let mut discovery = admin.discovery.status();

@@ -25,6 +25,8 @@ pub struct ReloadPlan {
     pub pools_added: Vec<String>,
     pub pools_removed: Vec<String>,
     pub pools_changed: Vec<PoolChange>,
+    /// Edge rules added, removed or changed, one line each (`edge::edge_changes`).
+    pub edge_changes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -78,6 +80,10 @@ pub fn diff(old: &Config, new: &Config) -> ReloadPlan {
                 plan.listeners_changed.push(name.clone())
             }
             Some(_) => {}
+        }
+        if let Some(before) = old.listeners.get(name) {
+            plan.edge_changes
+                .extend(super::edge::edge_changes(name, before, listener));
         }
     }
     plan.listeners_removed = names_missing(old.listeners.keys(), |n| new.listeners.contains_key(n));
@@ -189,6 +195,9 @@ impl fmt::Display for ReloadPlan {
                 f,
                 "runtime: worker_threads, scheduler or accept changed (kept until a restart or a binary upgrade, SIGUSR2)"
             )?;
+        }
+        for line in &self.edge_changes {
+            writeln!(f, "{line}")?;
         }
         for change in &self.pools_changed {
             let pool = &change.pool;

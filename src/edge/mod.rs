@@ -85,6 +85,42 @@ impl EdgeState {
     }
 }
 
+/// A listener's edge state as `/status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EdgeReport {
+    /// Keys held by the listener's limiters (its own and its routes'), against their
+    /// `max_keys`.
+    pub rate_limit_keys: usize,
+    /// Client addresses with an open connection counted (`max_connections_per_client`).
+    pub clients_with_connections: usize,
+    /// The most refused keys (and dry-run would-be refusals), most first.
+    pub top_refused: Vec<refusals::Refused>,
+}
+
+/// How many of the most refused keys `/status` lists per listener.
+const TOP_SHOWN: usize = 10;
+
+impl EdgeState {
+    /// `None` for a listener with no edge rule that has refused nothing.
+    pub fn report(&self) -> Option<EdgeReport> {
+        let limiters = self
+            .limiter
+            .iter()
+            .chain(self.route_limiters.iter().flatten());
+        let rate_limit_keys = limiters.map(|l| l.len()).sum();
+        let top_refused = self.refusals.top(TOP_SHOWN);
+        let clients_with_connections = self.conns.clients();
+        let configured = self.limiter.is_some()
+            || self.route_limiters.iter().any(Option::is_some)
+            || clients_with_connections > 0;
+        (configured || !top_refused.is_empty()).then_some(EdgeReport {
+            rate_limit_keys,
+            clients_with_connections,
+            top_refused,
+        })
+    }
+}
+
 /// Why a request or connection was (or, in a dry run, would have been) refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
