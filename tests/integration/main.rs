@@ -16,6 +16,7 @@ mod discovery_etcd;
 mod discovery_file;
 mod discovery_zookeeper;
 mod docs;
+mod edge_protection;
 mod edge_trust;
 mod health;
 mod http_proxy;
