@@ -6,6 +6,7 @@ A benchmark, not a test: it prints a table and exits 0. Everything runs on loopb
     python3 benches/loadtest.py                  # all scenarios, 3 rounds, 5 s per run
     python3 benches/loadtest.py --rounds 5 --duration 10 --threads 1 --scenarios keepalive,tcp
     python3 benches/loadtest.py --threads 2 --variants sluice-ws,sluice-sh   # the thread models
+    python3 benches/loadtest.py --rounds 1 --duration 5 --scenarios edge  # edge checks vs none
 
 The three do the same work per request: round robin over the backends with upstream
 keep-alive, X-Forwarded-For/-Proto/-Host to the backend, and an X-Request-Id to the backend
@@ -48,11 +49,19 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKEND_BASE_PORT = 18100  # below the ephemeral range (32768+), which outgoing connections use
-PORTS = {"sluice": 18001, "haproxy": 18002, "nginx": 18003, "sluice-ws": 18004, "sluice-sh": 18005}
+PORTS = {"sluice": 18001, "haproxy": 18002, "nginx": 18003, "sluice-ws": 18004, "sluice-sh": 18005,
+         "sluice-edge": 18006}
 TCP_PORTS = {"sluice": 18011, "haproxy": 18012, "nginx": 18013, "sluice-ws": 18014,
-             "sluice-sh": 18015}
+             "sluice-sh": 18015, "sluice-edge": 18016}
 # Further sluice rows (--variants): runtime.scheduler and runtime.accept of each.
-VARIANTS = {"sluice-ws": ("work_stealing", "shared"), "sluice-sh": ("per_thread", "shared")}
+VARIANTS = {"sluice-ws": ("work_stealing", "shared"), "sluice-sh": ("per_thread", "shared"),
+            "sluice-edge": ("per_thread", "reuseport")}
+# The `edge` scenario's extra row: sluice with defaults plus an access rule and a rate limit
+# that never trigger (every wrk request is one client, 127.0.0.1, at far below 1M/s), so that
+# sluice-edge/sluice is what the checks cost per request (issue 22: CPU within 3%).
+EDGE_RULES = """
+    access: [ { deny: 192.0.2.0/24 } ]
+    rate_limit: { rate: 1000000/s, burst: 1000000 }"""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 SCENARIOS = {
@@ -65,6 +74,8 @@ SCENARIOS = {
     "tcp64k": (65536, [], True),
     # Not a wrk run: IDLE_CONNECTIONS keep-alive connections held open, memory per connection.
     "idle": (13, None, False),
+    # keepalive with a sluice-edge row beside sluice (EDGE_RULES): the cost of edge checks.
+    "edge": (13, [], False),
 }
 # Failure scenarios: what happens to one of the four backends at FAULT_S, undone at RESTORE_S.
 EVENTS = {"failover": "kill", "hang": "stop"}
@@ -265,11 +276,14 @@ backend db
     backend_list = ", ".join(f"127.0.0.1:{p}" for p in backends)
 
     def sluice(name, scheduler, accept):
+        edge = EDGE_RULES if name == "sluice-edge" else ""
         return f"""
 watch: false
 runtime: {{ worker_threads: {threads}, scheduler: {scheduler}, accept: {accept} }}
 listeners:
-  web: {{ bind: "127.0.0.1:{PORTS[name]}", pool: app }}
+  web:
+    bind: "127.0.0.1:{PORTS[name]}"
+    pool: app{edge}
   db: {{ bind: "127.0.0.1:{TCP_PORTS[name]}", protocol: tcp, pool: app }}
 pools:
   app:
@@ -675,6 +689,7 @@ def main():
             events(EVENTS[scenario], scenario, opts.rounds, opts.threads, sluice_bin)
             continue
         body_size, wrk_args, tcp = SCENARIOS[scenario]
+        rows_of = [*variants, "sluice-edge"] if scenario == "edge" else variants
         with tempfile.TemporaryDirectory() as tmp:
             backends = [BACKEND_BASE_PORT + i for i in range(4)]
             backend_proc = subprocess.Popen(
@@ -685,7 +700,7 @@ def main():
                 for p in backends:
                     wait_port(p)
                 procs = start_lbs(tmp, sluice_bin, configs(tmp, backends, opts.threads, fd_limit,
-                                                            variants))
+                                                            rows_of))
                 if wrk_args is None:
                     report_idle({name: [idle_cost(PORTS[name], procs[name].pid,
                                                   idle_connections(fd_limit))
@@ -750,6 +765,12 @@ def report(scenario, rows):
         print(f"| {name} | {median([r['rps'] for r in runs]):,.0f} | {median([r['p50'] for r in runs]):.2f} "
               f"| {median([r['p99'] for r in runs]):.2f} | {sum(r['errors'] for r in runs)} "
               f"| {median([r['cpu_us'] for r in runs]):.1f} | {median([r['rss_mib'] for r in runs]):.1f} |")
+    if "sluice-edge" in rows:
+        edge, plain = rows["sluice-edge"], rows["sluice"]
+        cpu = median([e["cpu_us"] / p["cpu_us"] for e, p in zip(edge, plain) if p["cpu_us"]])
+        rps = median([e["rps"] / p["rps"] for e, p in zip(edge, plain)])
+        print(f"sluice-edge/sluice (edge checks that never trigger): CPU per request x{cpu:.3f}, "
+              f"req/s x{rps:.3f}")
     for peer in [name for name in (*VARIANTS, "haproxy", "nginx") if name in rows]:
         rps = median([s["rps"] / p["rps"] for s, p in zip(rows["sluice"], rows[peer])])
         cpu = median([s["cpu_us"] / p["cpu_us"] for s, p in zip(rows["sluice"], rows[peer]) if p["cpu_us"]])
