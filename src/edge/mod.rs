@@ -37,6 +37,8 @@ pub struct EdgeState {
     pub limiter: Option<Arc<Limiter>>,
     /// One per route, by position (`None`: the route has no rate limit).
     pub route_limiters: Vec<Option<Arc<Limiter>>>,
+    /// Each route's `route` label (`routes[INDEX]`), made once rather than per request.
+    pub route_labels: Vec<String>,
     pub conns: Arc<conns::ConnCounts>,
     pub refusals: Arc<refusals::Refusals>,
 }
@@ -78,6 +80,9 @@ impl EdgeState {
                 .routes
                 .iter()
                 .map(|route| route.edge.rate_limit.as_ref().map(limiter_for))
+                .collect(),
+            route_labels: (0..config.routes.len())
+                .map(|index| format!("routes[{index}]"))
                 .collect(),
             conns: previous.map_or_else(Arc::default, |(_, s)| Arc::clone(&s.conns)),
             refusals: previous.map_or_else(Arc::default, |(_, s)| Arc::clone(&s.refusals)),

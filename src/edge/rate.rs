@@ -6,14 +6,20 @@
 //! arrival time"), so a key costs 8 bytes of state and a check is integer arithmetic, with no
 //! refill loop and no floating point. `Retry-After` falls out of it exactly.
 //!
-//! Memory is bounded: each limiter keeps at most `max_keys` keys, least recently used evicted
-//! first (hashlink's `LruCache`, already built here for zookeeper-client: an intrusive linked
-//! hash map, one allocation per key, O(1) move-to-back; hand-writing that list would be unsafe
-//! code or an index-juggling slab). A forgotten key comes back with a full bucket, which is
-//! what it would have had after a quiet spell anyway; size `max_keys` above the number of
-//! clients active within one refill of the bucket and eviction never lets anyone through
-//! early. The store is split in up to 64 shards, each behind its own mutex, chosen by the
-//! key's hash, so request threads rarely wait for each other.
+//! Memory is bounded: each limiter keeps at most `max_keys` keys, least recently used
+//! forgotten first, in batches. Each shard holds two generations of keys, `current` and
+//! `previous`, plain hash maps of 16-byte entries: a key used is (re)written in `current`;
+//! when `current` holds half the shard's share, `previous` is dropped whole and `current`
+//! becomes `previous`. Every key dropped was last used before every key kept, which is LRU
+//! eviction half a shard at a time, and a check touches one or two hash slots instead of an
+//! LRU list's three or four linked nodes: with a million keys, most checks miss the CPU
+//! caches, and each miss avoided is ~100 ns. (hashlink's `LruCache` measured 67 bytes a key
+//! and ~870 ns a check of a random key among a million, against ~25 ns for a recent one.)
+//! A forgotten key comes back with a full bucket, which is what it would have had after a
+//! quiet spell anyway; size `max_keys` above twice the number of clients active within one
+//! refill of the bucket and eviction never lets anyone through early. The store is split in
+//! up to 64 shards, each behind its own mutex, chosen by the key's hash, so request threads
+//! rarely wait for each other.
 //!
 //! Keys are 64-bit: an IPv4 client is its address, an IPv6 client its /64 (one subscriber's
 //! allocation: keying by the full address would let one host use 2^64 fresh buckets), a
@@ -22,7 +28,7 @@
 //!
 //! Pure but for the mutexes: time (`now`, microseconds of `crate::clock`) is passed in.
 
-use hashlink::LruCache;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -79,7 +85,7 @@ pub fn retry_after_seconds(wait: Duration) -> u64 {
 /// Keys of one rule, bounded, least recently used forgotten first.
 pub struct Limiter {
     gcra: Gcra,
-    shards: Box<[Mutex<LruCache<u64, u64, Seeded>>]>,
+    shards: Box<[Mutex<Generations>]>,
     shard_bits: u32,
     seed: Seeded,
     /// Keys header and cookie values (see the module header).
@@ -111,7 +117,7 @@ impl Limiter {
         Limiter {
             gcra: Gcra::new(count, per, burst),
             shards: (0..shards)
-                .map(|_| Mutex::new(LruCache::with_hasher(per_shard, seed)))
+                .map(|_| Mutex::new(Generations::new(per_shard, seed)))
                 .collect(),
             shard_bits: shards.trailing_zeros(),
             seed,
@@ -129,29 +135,17 @@ impl Limiter {
         let mut keys = self.shards[shard]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match keys.get_mut(&key) {
-            Some(tat) => {
-                let (decision, state) = self.gcra.check(Some(*tat), now);
-                if let Some(state) = state {
-                    *tat = state;
-                }
-                decision
-            }
-            None => {
-                let (decision, state) = self.gcra.check(None, now);
-                if let Some(state) = state {
-                    keys.insert(key, state);
-                }
-                decision
-            }
-        }
+        keys.check(&self.gcra, key, now)
     }
 
     /// Keys held now (all shards).
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|s| {
+                let keys = s.lock().unwrap_or_else(|p| p.into_inner());
+                keys.current.len() + keys.previous.len()
+            })
             .sum()
     }
 
@@ -164,6 +158,47 @@ impl Limiter {
         let mut hasher = self.values.build_hasher();
         hasher.write(value);
         hasher.finish()
+    }
+}
+
+/// One shard's keys: two generations (see the module header).
+struct Generations {
+    current: HashMap<u64, u64, Seeded>,
+    previous: HashMap<u64, u64, Seeded>,
+    /// `current` is turned into `previous` when it holds this many keys.
+    generation: usize,
+    seed: Seeded,
+}
+
+impl Generations {
+    fn new(keys: usize, seed: Seeded) -> Generations {
+        Generations {
+            current: HashMap::with_hasher(seed),
+            previous: HashMap::with_hasher(seed),
+            generation: keys.div_ceil(2).max(1),
+            seed,
+        }
+    }
+
+    fn check(&mut self, gcra: &Gcra, key: u64, now: u64) -> Decision {
+        // The common case, a key seen lately: one lookup, updated in place.
+        if let Some(tat) = self.current.get_mut(&key) {
+            let (decision, state) = gcra.check(Some(*tat), now);
+            if let Some(state) = state {
+                *tat = state;
+            }
+            return decision;
+        }
+        let old = self.previous.remove(&key);
+        let (decision, state) = gcra.check(old, now);
+        if let Some(state) = state.or(old) {
+            if self.current.len() >= self.generation {
+                let fresh = HashMap::with_capacity_and_hasher(self.generation, self.seed);
+                self.previous = std::mem::replace(&mut self.current, fresh);
+            }
+            self.current.insert(key, state);
+        }
+        decision
     }
 }
 
@@ -303,11 +338,19 @@ mod tests {
     fn large_limiters_are_sharded_and_hold_their_bound() {
         let limiter = Limiter::new(1, Duration::from_secs(1), 1, 100_000);
         assert_eq!(limiter.shards.len(), 64);
-        for key in 0..200_000u64 {
+        for key in 0..300_000u64 {
             limiter.check(key, SECOND);
         }
         let held = limiter.len();
-        assert!((99_000..=100_032).contains(&held), "{held}");
+        // Each shard holds between one and two generations of 782 keys.
+        assert!((50_000..=100_096).contains(&held), "{held}");
+        // The most recent keys are all still there (their buckets are empty: refused).
+        for key in 299_000..300_000u64 {
+            assert!(
+                matches!(limiter.check(key, SECOND), Decision::Refuse { .. }),
+                "{key}"
+            );
+        }
     }
 
     #[test]

@@ -374,11 +374,10 @@ fn handle<'a>(
         if let (Some(route), Some(index), Some(state)) = (route, routed.index, edge_state)
             && !(route.edge.access.is_empty() && route.edge.rate_limit.is_none())
         {
-            let label = format!("routes[{index}]");
             let limiter = state.route_limiters.get(index).and_then(Option::as_deref);
             let rules = edge::Rules {
                 listener: &context.listener,
-                route: &label,
+                route: state.route_labels.get(index).map_or("", String::as_str),
                 access: &route.edge.access,
                 rate_limit: route.edge.rate_limit.as_ref().zip(limiter),
                 refusals: &state.refusals,
