@@ -10,6 +10,7 @@
 //! Names follow Prometheus conventions (base units, `_total` counters) and the families
 //! HAProxy's and Envoy's exporters use, prefixed `sluice_`.
 
+pub mod edge;
 mod process;
 
 use crate::config::BackendAddress;
@@ -196,6 +197,7 @@ fn describe() {
         ACCESS_LOG_DROPPED_TOTAL,
         "Access log lines dropped because the writer fell behind or failed."
     );
+    edge::describe();
 }
 
 /// How often histogram samples are folded into their buckets when nobody scrapes.

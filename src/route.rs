@@ -195,5 +195,7 @@ pub fn apply_edits(headers: &mut HeaderMap, edits: &HeaderEdits) {
     }
 }
 
+pub mod redirect;
+
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@
 
 use crate::backend::{Backend, BackendId, BackendState, SlotQueue};
 use crate::balance::Balancer;
-use crate::config::{Config, ListenerConfig, PoolConfig};
+use crate::config::{Config, ListenerConfig, PoolConfig, RouteAction};
 use crate::resilience::budget::RetryBudget;
 use crate::route::{Route, Router};
 use crate::upstream::{UpstreamClient, client_reusable};
@@ -28,7 +28,26 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub pools: HashMap<String, Arc<Pool>>,
     /// One compiled route table per listener (TCP listeners: only the default pool).
-    pub routers: HashMap<String, Router<Arc<Pool>>>,
+    pub routers: HashMap<String, Router<Target>>,
+}
+
+/// Where a route sends its requests, resolved to this snapshot's pools.
+#[derive(Debug)]
+pub struct Target {
+    /// With their split weights; one entry for a plain `pool:`, none for a redirect or a
+    /// direct answer (the route's `action` says which).
+    pub pools: Vec<(Arc<Pool>, u32)>,
+    /// The shadow pool of `mirror:`.
+    pub mirror: Option<Arc<Pool>>,
+}
+
+impl Target {
+    fn one(pool: Arc<Pool>) -> Target {
+        Target {
+            pools: vec![(pool, 1)],
+            mirror: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -77,36 +96,55 @@ impl Snapshot {
 
     /// The default pool of a listener in this snapshot (the one TCP connections go to).
     pub fn pool_for_listener(&self, listener: &str) -> Option<&Arc<Pool>> {
-        self.routers.get(listener)?.default_target()
+        self.routers
+            .get(listener)?
+            .default_target()
+            .and_then(|t| t.pools.first())
+            .map(|(pool, _)| pool)
     }
 
-    pub fn router(&self, listener: &str) -> Option<&Router<Arc<Pool>>> {
+    pub fn router(&self, listener: &str) -> Option<&Router<Target>> {
         self.routers.get(listener)
     }
 }
 
 /// Resolves route and default pool names to the snapshot's pools once, so a request never
 /// looks a pool up by name. Validation guarantees every name exists.
-fn compile_routes(
-    listener: &ListenerConfig,
-    pools: &HashMap<String, Arc<Pool>>,
-) -> Router<Arc<Pool>> {
+fn compile_routes(listener: &ListenerConfig, pools: &HashMap<String, Arc<Pool>>) -> Router<Target> {
     let routes = listener
         .routes
         .iter()
-        .filter_map(|route| {
-            let target = Arc::clone(pools.get(&route.pool)?);
-            Some(Route {
+        .map(|route| {
+            let target = match &route.action {
+                RouteAction::Forward(forward) => Target {
+                    pools: forward
+                        .pools
+                        .iter()
+                        .filter_map(|w| Some((Arc::clone(pools.get(&w.pool)?), w.weight)))
+                        .collect(),
+                    mirror: forward
+                        .mirror
+                        .as_ref()
+                        .and_then(|m| pools.get(&m.pool))
+                        .cloned(),
+                },
+                RouteAction::Redirect(_) | RouteAction::Respond(_) => Target {
+                    pools: Vec::new(),
+                    mirror: None,
+                },
+            };
+            Route {
                 config: route.clone(),
                 target,
-            })
+            }
         })
         .collect();
     let default = listener
         .pool
         .as_ref()
         .and_then(|name| pools.get(name))
-        .cloned();
+        .cloned()
+        .map(Target::one);
     Router::new(routes, default)
 }
 

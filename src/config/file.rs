@@ -173,7 +173,14 @@ pub struct RawAccessLog {
 pub struct RawRoute {
     #[serde(rename = "match")]
     pub matcher: Spanned<RawRouteMatch>,
-    pub pool: Text,
+    /// One of `pool`, `pools`, `redirect`, `respond` (see `route_action.rs`).
+    pub pool: Option<Text>,
+    pub pools: Option<Spanned<Vec<Spanned<super::route_action::RawWeightedPool>>>>,
+    /// Keeps a client on one pool of a split: a hash key (`cookie:NAME`, `header:NAME`...).
+    pub split_key: Option<Text>,
+    pub redirect: Option<Spanned<super::route_action::RawRedirect>>,
+    pub respond: Option<Spanned<super::route_action::RawRespond>>,
+    pub mirror: Option<Spanned<super::route_action::RawMirror>>,
     pub strip_prefix: Option<Text>,
     pub request_headers: Option<Spanned<RawHeaderEdits>>,
     pub response_headers: Option<Spanned<RawHeaderEdits>>,

@@ -25,6 +25,7 @@ mod pool;
 mod proxy_protocol;
 pub mod resilience;
 mod route;
+pub mod route_action;
 mod runtime;
 mod sni_route;
 pub mod tls;
@@ -42,6 +43,7 @@ pub use files::check_access_log_files;
 pub use limits::{ForwardedConfig, RequestLimits, parse_size};
 pub use proxy_protocol::{AcceptProxy, Cidr, SendProxy};
 pub use route::{HeaderCondition, HeaderEdits, HostPattern, PathPattern, RouteConfig, RouteMatch};
+pub use route_action::{Forward, Mirror, Redirect, Respond, RouteAction, WeightedPool};
 pub use sni_route::{SniRoute, route_by_sni};
 pub use tls::ListenerTls;
 pub use upstream_tls::{ClientIdentity, PemCertificates, UpstreamProtocol, UpstreamTls};
@@ -330,6 +332,8 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+#[cfg(test)]
+mod route_action_tests;
 #[cfg(test)]
 mod routing_tests;
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! here, so matching a request never allocates.
 
 use super::file::{RawHeaderEdits, RawRoute, Text};
-use super::{PoolConfig, Validator};
+use super::{PoolConfig, RouteAction, Validator};
 use crate::error::ConfigError;
 use http::{HeaderName, HeaderValue, Method};
 use serde_saphyr::{Location, Spanned};
@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub matcher: RouteMatch,
-    pub pool: String,
+    /// Forward (one pool or a weighted split, maybe mirrored), redirect or answer directly.
+    pub action: RouteAction,
     /// Removed from the front of the path (segment-aware) before the request is forwarded.
     pub strip_prefix: Option<String>,
     pub request_headers: HeaderEdits,
@@ -103,7 +104,7 @@ impl Validator<'_> {
         pools: &BTreeMap<String, PoolConfig>,
     ) -> Result<RouteConfig, ConfigError> {
         let route = &raw.value;
-        self.pool_name(&route.pool, &format!("{path}.pool"), pools)?;
+        let action = self.route_action(path, raw.referenced, route, pools)?;
         let raw_match = &route.matcher.value;
         let at = route.matcher.referenced;
         if let Some(sni) = &raw_match.sni {
@@ -169,7 +170,7 @@ impl Validator<'_> {
                 method,
                 header,
             },
-            pool: route.pool.value.clone(),
+            action,
             strip_prefix,
             request_headers: self.edits(
                 route.request_headers.as_ref(),

@@ -12,12 +12,14 @@
 use crate::access_log;
 use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
+use crate::config::RouteAction;
 use crate::headers::{ClientIp, append_forwarded, rewrite_request_headers, strip_hop_by_hop};
 use crate::proxy::activity::{Activity, ClientTimeouts, ConnActivity, TimedIo, Tracked};
 use crate::proxy::admission;
 use crate::proxy::answer_log;
 use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
 use crate::proxy::client_conn::{self, Closing, Versions};
+use crate::proxy::direct;
 use crate::proxy::forward::{Forwarded, Outgoing, Refused, forward};
 use crate::proxy::request_id::{X_REQUEST_ID, ensure_request_id};
 use crate::proxy::tunnel::{self, TunnelGuards, TunnelLimits};
@@ -315,7 +317,47 @@ fn handle(
         let Some(routed) = router.route(&view) else {
             return error_response(StatusCode::NOT_FOUND, "no route for this request\n", active);
         };
-        let (pool, route) = (routed.target, routed.route);
+        let route = routed.route;
+        let forwarding = match route.map(|r| &r.action) {
+            Some(RouteAction::Redirect(redirect)) => {
+                let scheme = if context.peer.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                let (parts, _) = request.into_parts();
+                return direct::redirect(
+                    redirect,
+                    scheme,
+                    &parts.uri,
+                    &parts.headers,
+                    &context.listener,
+                    active,
+                )
+                .unwrap_or_else(|active| {
+                    client_fault(context, http1, ClientFault::no_host(), active)
+                });
+            }
+            Some(RouteAction::Respond(respond)) => {
+                return direct::respond(respond, request.method(), &context.listener, active);
+            }
+            Some(RouteAction::Forward(forward)) => Some(forward),
+            None => None,
+        };
+        let Some(pool) = direct::choose_pool(
+            routed.target,
+            forwarding,
+            request.headers(),
+            request.uri(),
+            context.client(),
+            &context.listener,
+        ) else {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no pool for this route\n",
+                active,
+            );
+        };
         let total_deadline = pool
             .config
             .timeouts
@@ -619,6 +661,17 @@ impl ClientFault {
             text: refusal.text,
             reason: refusal.reason,
             note: "request refused",
+            logged_status: None,
+        }
+    }
+
+    /// A redirect that keeps the request's host, for a request that names none (HTTP/1.0).
+    fn no_host() -> ClientFault {
+        ClientFault {
+            status: StatusCode::BAD_REQUEST,
+            text: "no host to redirect to\n",
+            reason: "no_host",
+            note: "redirect needs a Host",
             logged_status: None,
         }
     }

@@ -18,6 +18,7 @@ mod discovery_zookeeper;
 mod docs;
 mod edge_trust;
 mod health;
+mod http_edge;
 mod http_proxy;
 mod layering;
 mod lifecycle;
