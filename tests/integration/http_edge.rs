@@ -25,6 +25,16 @@ async fn request(
     send(addr, builder.body(Full::new(Bytes::new()).boxed()).unwrap()).await
 }
 
+/// The sum of a family's series whose labels contain `labels`.
+async fn metric(sluice: &sluice::Server, family: &str, labels: &str) -> u64 {
+    let metrics = body_text(&get(sluice.admin_addr().unwrap(), "/metrics").await);
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{family}{{")) && line.contains(labels))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 fn header<'r>(response: &'r http::Response<Bytes>, name: &str) -> Option<&'r str> {
     response.headers().get(name).and_then(|v| v.to_str().ok())
 }
@@ -117,4 +127,68 @@ pools:
         raw.starts_with("HTTP/1.0 400") || raw.starts_with("HTTP/1.1 400"),
         "{raw}"
     );
+}
+
+fn split_config(v1: SocketAddr, v2: SocketAddr, route_extra: &str, pool_extra: &str) -> String {
+    format!(
+        r#"admin: {{ bind: 127.0.0.1:0 }}
+listeners:
+  web:
+    bind: 127.0.0.1:0
+    routes:
+      - match: {{ path_prefix: / }}
+        pools: [ {{ pool: v1, weight: 80 }}, {{ pool: v2, weight: 20 }} ]
+{route_extra}pools:
+  v1: {{ backends: [{v1}]{pool_extra} }}
+  v2: {{ backends: [{v2}]{pool_extra} }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_keyed_split_follows_the_weights_and_keeps_each_user_on_one_pool() {
+    let v1 = spawn_backend("v1").await;
+    let v2 = spawn_backend("v2").await;
+    let yaml = split_config(v1.addr, v2.addr, "        split_key: header:X-User\n", "");
+    let sluice = start_sluice(&yaml).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let mut on_v2 = 0;
+    for user in 0..300 {
+        let id = format!("user-{user}");
+        let first = body_text(&request(addr, "GET", "a.test", "/", &[("x-user", &id)]).await);
+        on_v2 += usize::from(first == "backend v2");
+        for _ in 0..2 {
+            let again = request(addr, "GET", "a.test", "/", &[("x-user", &id)]).await;
+            assert_eq!(body_text(&again), first, "{id} flapped between pools");
+        }
+    }
+    // The key's hash is fixed, so this share is the same on every run (not a random draw).
+    let share = on_v2 as f64 / 300.0;
+    assert!((0.13..0.27).contains(&share), "v2 got {share} of users");
+    let counted = metric(&sluice, "sluice_split_requests_total", "pool=\"v2\",by=\"key\"").await;
+    assert_eq!(counted, on_v2 as u64 * 3);
+}
+
+#[tokio::test]
+async fn a_sticky_cookie_keeps_a_client_on_the_pool_of_its_first_answer() {
+    let v1 = spawn_backend("v1").await;
+    let v2 = spawn_backend("v2").await;
+    let yaml = split_config(v1.addr, v2.addr, "", ", sticky: { cookie: srv }");
+    let sluice = start_sluice(&yaml).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let first = request(addr, "GET", "a.test", "/", &[]).await;
+        let pool = body_text(&first);
+        seen.insert(pool.clone());
+        let cookie = header(&first, "set-cookie")
+            .and_then(|c| c.split(';').next())
+            .expect("a sticky cookie on the first answer")
+            .to_owned();
+        for _ in 0..3 {
+            let again = request(addr, "GET", "a.test", "/", &[("cookie", &cookie)]).await;
+            assert_eq!(body_text(&again), pool, "cookie {cookie} flapped");
+        }
+    }
+    assert_eq!(seen.len(), 2, "40 clients without a key all drew the same pool");
 }
