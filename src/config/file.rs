@@ -99,6 +99,8 @@ pub struct RawListener {
     pub limits: Option<Spanned<RawRequestLimits>>,
     /// RFC 7239 `Forwarded` towards the backends: `true`, or `{ by: true }`.
     pub forwarded: Option<RawForwarded>,
+    /// Pages for sluice's own answers, by status (see `error_pages.rs`).
+    pub error_pages: Option<super::error_pages::RawErrorPages>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -155,8 +155,19 @@ impl Validator<'_> {
                 "the Forwarded header is added by protocol: http listeners only".into(),
             ));
         }
+        let error_pages = self.error_pages(&path, raw.error_pages.as_ref())?;
+        if protocol == Protocol::Tcp
+            && let Some(spanned) = &raw.error_pages
+        {
+            return Err(self.error_at(
+                spanned.referenced,
+                format!("{path}.error_pages"),
+                "error pages apply to protocol: http listeners only".into(),
+            ));
+        }
         let timeouts = raw.timeouts.as_ref();
         Ok(ListenerConfig {
+            error_pages,
             name: name.to_owned(),
             bind,
             unix_mode,

@@ -15,6 +15,7 @@ mod bind;
 pub mod diff;
 pub mod discovery;
 mod duration;
+pub mod error_pages;
 pub mod file;
 mod files;
 pub mod health;
@@ -132,6 +133,8 @@ pub struct ListenerConfig {
     pub limits: RequestLimits,
     /// Append an RFC 7239 `Forwarded` element to requests (HTTP only; off when `None`).
     pub forwarded: Option<ForwardedConfig>,
+    /// Pages for the answers sluice makes itself (HTTP only; empty: short plain text).
+    pub error_pages: error_pages::ErrorPages,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -128,3 +128,39 @@ fn tcp_routes_refuse_http_actions() {
         error.path
     );
 }
+
+#[test]
+fn error_pages_are_read_at_validation_and_refused_when_missing() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let page = dir.path().join("503.html");
+    std::fs::write(&page, "<p>busy</p>").expect("written");
+    let text = |pages: &str| {
+        format!(
+            "listeners:\n  web:\n    bind: 127.0.0.1:0\n    pool: a\n    error_pages: {pages}\n{POOLS}"
+        )
+    };
+    let config = Config::parse(&text(&format!("{{ 503: {} }}", page.display())), "t.yaml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pages = &config.listeners["web"].error_pages.pages;
+    assert_eq!(
+        pages[&503].html.as_ref().map(|p| &p.body[..]),
+        Some(&b"<p>busy</p>"[..])
+    );
+    let missing = Config::parse(&text("{ 502: /nonexistent/502.html }"), "t.yaml")
+        .expect_err("a missing page is refused");
+    assert_eq!(missing.path, "listeners.web.error_pages.502");
+    assert_eq!(
+        missing.position.as_ref().map(|p| (p.line, p.column)),
+        Some((5, 25))
+    );
+    let status = Config::parse(&text(&format!("{{ 200: {} }}", page.display())), "t.yaml")
+        .expect_err("not an error status");
+    assert!(
+        status.message.contains("not an error status"),
+        "{}",
+        status.message
+    );
+    let json = Config::parse(&text("{ 502: { json: /nonexistent.json } }"), "t.yaml")
+        .expect_err("missing json page");
+    assert_eq!(json.path, "listeners.web.error_pages.502.json");
+}

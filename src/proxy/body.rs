@@ -100,6 +100,16 @@ impl ProxyBody {
     }
 }
 
+impl ProxyBody {
+    /// Replaces a fixed body's text (an error page in place of sluice's plain text), keeping
+    /// the guards it holds. A streamed body is left alone.
+    pub fn set_fixed(&mut self, text: Bytes) {
+        if let Inner::Fixed(data) = &mut self.inner {
+            *data = Some(text);
+        }
+    }
+}
+
 /// An access log record waiting for its response to finish.
 #[derive(Debug)]
 pub struct PendingLog {

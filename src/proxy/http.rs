@@ -229,11 +229,23 @@ fn respond(
             log,
         };
         let started = clock_micros();
+        // For an error page's format; a shared slice of the request head, no copy.
+        let accept = request.headers().get(header::ACCEPT).cloned();
         let mut response = handle(request, &context, started).await;
         let log = waiting.answered();
         let elapsed = clock_micros().saturating_sub(started);
         context.metrics.duration.record(elapsed as f64 / 1e6);
         if let Some(MadeUp(reason)) = response.extensions_mut().remove::<MadeUp>() {
+            if let Some(listener) = context.snapshot.load().listener(&context.listener)
+                && !listener.error_pages.is_empty()
+            {
+                crate::proxy::error_page::apply(
+                    &mut response,
+                    &listener.error_pages,
+                    accept.as_ref(),
+                    &context.listener,
+                );
+            }
             let served = response.extensions().get::<Served>();
             answer_log::note(&answer_log::Answered {
                 status: response.status().as_u16(),

@@ -9,6 +9,7 @@ pub mod answer_log;
 pub mod body;
 pub mod client_conn;
 pub mod direct;
+pub mod error_page;
 pub mod forward;
 pub mod h1;
 pub mod http;

@@ -165,7 +165,12 @@ async fn a_keyed_split_follows_the_weights_and_keeps_each_user_on_one_pool() {
     // The key's hash is fixed, so this share is the same on every run (not a random draw).
     let share = on_v2 as f64 / 300.0;
     assert!((0.13..0.27).contains(&share), "v2 got {share} of users");
-    let counted = metric(&sluice, "sluice_split_requests_total", "pool=\"v2\",by=\"key\"").await;
+    let counted = metric(
+        &sluice,
+        "sluice_split_requests_total",
+        "pool=\"v2\",by=\"key\"",
+    )
+    .await;
     assert_eq!(counted, on_v2 as u64 * 3);
 }
 
@@ -190,5 +195,93 @@ async fn a_sticky_cookie_keeps_a_client_on_the_pool_of_its_first_answer() {
             assert_eq!(body_text(&again), pool, "cookie {cookie} flapped");
         }
     }
-    assert_eq!(seen.len(), 2, "40 clients without a key all drew the same pool");
+    assert_eq!(
+        seen.len(),
+        2,
+        "40 clients without a key all drew the same pool"
+    );
+}
+
+#[tokio::test]
+async fn sluice_answers_carry_the_listener_page_in_the_format_accept_prefers() {
+    let dead = dead_addr().await;
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("502.html");
+    let json = dir.path().join("502.json");
+    let missing = dir.path().join("404.html");
+    write_file(&html, "<h1>bad gateway</h1>\n");
+    write_file(&json, "{\"error\":\"bad gateway\"}\n");
+    write_file(&missing, "<h1>not here</h1>\n");
+    let yaml = format!(
+        r#"admin: {{ bind: 127.0.0.1:0 }}
+listeners:
+  web:
+    bind: 127.0.0.1:0
+    error_pages:
+      502: {{ html: {html}, json: {json} }}
+      404: {missing}
+    routes:
+      - match: {{ path_prefix: /app }}
+        pool: dead
+pools:
+  dead: {{ backends: [{dead}], retry: {{ attempts: 1 }} }}
+"#,
+        html = html.display(),
+        json = json.display(),
+        missing = missing.display(),
+    );
+    let sluice = start_sluice(&yaml).await;
+    let addr = sluice.local_addr("web").unwrap();
+
+    let browser = request(
+        addr,
+        "GET",
+        "a.test",
+        "/app",
+        &[("accept", "text/html,*/*;q=0.8")],
+    )
+    .await;
+    assert_status(&browser, StatusCode::BAD_GATEWAY);
+    assert_eq!(body_text(&browser), "<h1>bad gateway</h1>\n");
+    assert_eq!(
+        header(&browser, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(header(&browser, "content-length"), Some("21"));
+
+    let api = request(
+        addr,
+        "GET",
+        "a.test",
+        "/app",
+        &[("accept", "application/json")],
+    )
+    .await;
+    assert_status(&api, StatusCode::BAD_GATEWAY);
+    assert_eq!(body_text(&api), "{\"error\":\"bad gateway\"}\n");
+    assert_eq!(header(&api, "content-type"), Some("application/json"));
+
+    let no_route = request(addr, "GET", "a.test", "/else", &[]).await;
+    assert_status(&no_route, StatusCode::NOT_FOUND);
+    assert_eq!(body_text(&no_route), "<h1>not here</h1>\n");
+    // A client that takes JSON only, with an HTML page alone: the plain default stays.
+    let plain = request(
+        addr,
+        "GET",
+        "a.test",
+        "/else",
+        &[("accept", "application/json")],
+    )
+    .await;
+    assert_status(&plain, StatusCode::NOT_FOUND);
+    assert_eq!(body_text(&plain), "no route for this request\n");
+    assert_eq!(
+        header(&plain, "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+
+    assert_eq!(
+        metric(&sluice, "sluice_error_pages_total", "status=\"502\"").await,
+        2
+    );
 }
