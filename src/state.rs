@@ -14,7 +14,7 @@ use crate::route::{Route, Router};
 use crate::upstream::{UpstreamClient, client_reusable};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +60,9 @@ pub struct Pool {
     pub panic: Arc<AtomicBool>,
     /// Requests waiting for a backend slot (`limits.max_pending`).
     pub queue: Arc<SlotQueue>,
+    /// Mirrored copies in flight to this pool (as a route's shadow); carried across reloads
+    /// so a reload does not reset the bound on them.
+    pub mirrors_in_flight: Arc<AtomicUsize>,
     /// Recent requests and retries; kept across reloads while the retry policy is unchanged.
     pub budget: Arc<Mutex<RetryBudget>>,
     pub backends: Vec<Backend>,
@@ -152,6 +155,8 @@ impl Pool {
     fn build(config: &PoolConfig, previous: Option<&Pool>) -> Pool {
         let panic = previous.map_or_else(Arc::default, |p| Arc::clone(&p.panic));
         let queue = previous.map_or_else(Arc::default, |p| Arc::clone(&p.queue));
+        let mirrors_in_flight =
+            previous.map_or_else(Arc::default, |p| Arc::clone(&p.mirrors_in_flight));
         let retry = &config.resilience.retry;
         let budget = match previous {
             Some(old) if old.config.resilience.retry == *retry => Arc::clone(&old.budget),
@@ -209,6 +214,7 @@ impl Pool {
             name: Arc::from(config.name.as_str()),
             panic,
             queue,
+            mirrors_in_flight,
             budget,
             balancer: Balancer::new(&config.algorithm, &backends),
             config: config.clone(),

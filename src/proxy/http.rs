@@ -449,6 +449,26 @@ fn handle(
             .config
             .send_proxy
             .map(|version| context.peer.proxy_header(version));
+        // An upgrade (WebSocket) is a conversation, not a request: it is not copied.
+        if let (Some(shadow), Some(mirror), None) = (
+            &routed.target.mirror,
+            forwarding.and_then(|f| f.mirror.as_ref()),
+            &upgrade,
+        ) {
+            crate::proxy::mirror::maybe_send(
+                shadow,
+                mirror,
+                crate::proxy::mirror::Copy {
+                    method: &parts.method,
+                    uri: &parts.uri,
+                    path_and_query: path,
+                    headers: &parts.headers,
+                    body: &body,
+                    client: context.client(),
+                    now,
+                },
+            );
+        }
         let outgoing = Outgoing {
             method: &parts.method,
             path_and_query: path,

@@ -13,6 +13,7 @@ pub mod error_page;
 pub mod forward;
 pub mod h1;
 pub mod http;
+pub mod mirror;
 pub mod passthrough;
 pub mod request_id;
 pub mod sni;

@@ -285,3 +285,129 @@ pools:
         2
     );
 }
+
+fn mirror_config(main: SocketAddr, shadow: SocketAddr, mirror: &str) -> String {
+    format!(
+        r#"admin: {{ bind: 127.0.0.1:0 }}
+listeners:
+  web:
+    bind: 127.0.0.1:0
+    routes:
+      - match: {{ path_prefix: / }}
+        pool: main
+        mirror: {{ pool: shadow, {mirror} }}
+pools:
+  main: {{ backends: [{main}] }}
+  shadow: {{ backends: [{shadow}], timeouts: {{ response: 1h }}, retry: {{ attempts: 1 }} }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_hung_mirror_pool_costs_the_main_request_nothing() {
+    let main = spawn_backend("main").await;
+    let controls = Controls::default();
+    controls
+        .hung
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let shadow = spawn_controlled_backend("shadow", std::time::Duration::ZERO, controls).await;
+    let sluice = start_sluice(&mirror_config(
+        main.addr,
+        shadow.addr,
+        "percent: 100, max_in_flight: 3",
+    ))
+    .await;
+    let addr = sluice.local_addr("web").unwrap();
+
+    // Every main request is answered while the copies hang (the shadow's response timeout
+    // is an hour): the deadline is the main path's own, far below anything a copy waits.
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        for i in 0..6 {
+            let response = request(addr, "GET", "a.test", &format!("/r{i}"), &[]).await;
+            assert_eq!(body_text(&response), "backend main");
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "main requests waited on the hung mirror");
+    assert_eq!(main.requests(), 6);
+    // Three copies reached the hung shadow and hold its connections; the other three were
+    // skipped at the bound instead of piling up.
+    let shadow_connections = || shadow.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || shadow_connections()
+            == 3)
+        .await,
+        "shadow saw {} copies",
+        shadow_connections()
+    );
+    assert_eq!(
+        metric(&sluice, "sluice_mirror_requests_total", "result=\"busy\"").await,
+        3
+    );
+    assert_eq!(
+        metric(
+            &sluice,
+            "sluice_mirror_in_flight_requests",
+            "pool=\"shadow\""
+        )
+        .await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn mirrors_copy_small_bodies_read_and_drop_answers_and_skip_large_bodies() {
+    let main = spawn_backend("main").await;
+    let shadow = spawn_backend("shadow").await;
+    let sluice = start_sluice(&mirror_config(main.addr, shadow.addr, "max_body: 1KiB")).await;
+    let addr = sluice.local_addr("web").unwrap();
+    let post = |len: usize| {
+        Request::post("/echo")
+            .header("host", "a.test")
+            .body(Full::new(Bytes::from(pattern(len))).boxed())
+            .unwrap()
+    };
+    let small = send(addr, post(512)).await;
+    assert_eq!(small.body().len(), 512, "the client gets the main answer");
+    let large = send(addr, post(4096)).await;
+    assert_eq!(large.body().len(), 4096);
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || shadow.requests()
+            == 1)
+        .await,
+        "shadow saw {} copies",
+        shadow.requests()
+    );
+    let seen = &shadow.seen()[0];
+    assert_eq!(seen.body_len, 512);
+    assert_eq!(
+        seen.headers.get("x-sluice-mirror").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        seen.headers.get("host").map(|v| v.as_bytes()),
+        Some(&b"a.test"[..])
+    );
+    assert!(
+        wait_until_async(std::time::Duration::from_secs(10), || async {
+            metric(
+                &sluice,
+                "sluice_mirror_requests_total",
+                "result=\"answered\"",
+            )
+            .await
+                == 1
+        })
+        .await
+    );
+    assert_eq!(
+        metric(
+            &sluice,
+            "sluice_mirror_requests_total",
+            "result=\"body_too_large\""
+        )
+        .await,
+        1
+    );
+    assert_eq!(main.requests(), 2);
+}
