@@ -101,6 +101,8 @@ pub struct RawListener {
     pub forwarded: Option<RawForwarded>,
     /// Pages for sluice's own answers, by status (see `error_pages.rs`).
     pub error_pages: Option<super::error_pages::RawErrorPages>,
+    /// Response compression (see `compression.rs`).
+    pub compression: Option<Spanned<super::compression::RawCompression>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +185,8 @@ pub struct RawRoute {
     pub redirect: Option<Spanned<super::route_action::RawRedirect>>,
     pub respond: Option<Spanned<super::route_action::RawRespond>>,
     pub mirror: Option<Spanned<super::route_action::RawMirror>>,
+    /// Replaces the listener's `compression` for this route.
+    pub compression: Option<Spanned<super::compression::RawCompression>>,
     pub strip_prefix: Option<Text>,
     pub request_headers: Option<Spanned<RawHeaderEdits>>,
     pub response_headers: Option<Spanned<RawHeaderEdits>>,

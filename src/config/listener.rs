@@ -165,9 +165,20 @@ impl Validator<'_> {
                 "error pages apply to protocol: http listeners only".into(),
             ));
         }
+        let compression = self.compression(&path, raw.compression.as_ref())?;
+        if protocol == Protocol::Tcp
+            && let Some(spanned) = &raw.compression
+        {
+            return Err(self.error_at(
+                spanned.referenced,
+                format!("{path}.compression"),
+                "compression applies to protocol: http listeners only".into(),
+            ));
+        }
         let timeouts = raw.timeouts.as_ref();
         Ok(ListenerConfig {
             error_pages,
+            compression: compression.flatten(),
             name: name.to_owned(),
             bind,
             unix_mode,

@@ -12,6 +12,7 @@
 mod algorithm;
 pub mod backend_address;
 mod bind;
+pub mod compression;
 pub mod diff;
 pub mod discovery;
 mod duration;
@@ -135,6 +136,8 @@ pub struct ListenerConfig {
     pub forwarded: Option<ForwardedConfig>,
     /// Pages for the answers sluice makes itself (HTTP only; empty: short plain text).
     pub error_pages: error_pages::ErrorPages,
+    /// Response compression for this listener's routes (HTTP only; off when `None`).
+    pub compression: Option<compression::Compression>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,6 +21,8 @@ pub struct RouteConfig {
     pub strip_prefix: Option<String>,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
+    /// `None`: the listener's compression; `Some(None)`: off for this route.
+    pub compression: Option<Option<super::compression::Compression>>,
 }
 
 /// Every condition given must hold; an empty match matches every request.
@@ -171,6 +173,7 @@ impl Validator<'_> {
                 header,
             },
             action,
+            compression: self.compression(path, route.compression.as_ref())?,
             strip_prefix,
             request_headers: self.edits(
                 route.request_headers.as_ref(),

@@ -164,3 +164,43 @@ fn error_pages_are_read_at_validation_and_refused_when_missing() {
         .expect_err("missing json page");
     assert_eq!(json.path, "listeners.web.error_pages.502.json");
 }
+
+#[test]
+fn compression_checks_algorithms_levels_and_types() {
+    let text = |compression: &str| {
+        format!(
+            "listeners:\n  web:\n    bind: 127.0.0.1:0\n    pool: a\n    compression: {compression}\n{POOLS}"
+        )
+    };
+    let config = Config::parse(
+        &text("{ algorithms: [gzip, br], levels: { gzip: 1 } }"),
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let compression = config.listeners["web"].compression.clone().expect("on");
+    assert_eq!(
+        compression.algorithms,
+        [compression::Coding::Gzip, compression::Coding::Br]
+    );
+    assert_eq!(
+        (
+            compression.gzip_level,
+            compression.br_level,
+            compression.zstd_level
+        ),
+        (1, 4, 3)
+    );
+    assert_eq!(compression.min_size, 1024);
+    let level = Config::parse(&text("{ levels: { br: 12 } }"), "t.yaml").expect_err("range");
+    assert_eq!(level.path, "listeners.web.compression.levels.br");
+    assert_eq!(
+        level.position.as_ref().map(|p| (p.line, p.column)),
+        Some((5, 36))
+    );
+    let unknown = Config::parse(&text("{ algorithms: [deflate] }"), "t.yaml").expect_err("unknown");
+    assert_eq!(unknown.path, "listeners.web.compression.algorithms[0]");
+    let media = Config::parse(&text("{ types: [json] }"), "t.yaml").expect_err("type");
+    assert_eq!(media.path, "listeners.web.compression.types[0]");
+    let off = Config::parse(&text("{ enabled: false }"), "t.yaml").expect("off");
+    assert!(off.listeners["web"].compression.is_none());
+}

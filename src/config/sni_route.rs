@@ -68,7 +68,8 @@ impl Validator<'_> {
                 || route.redirect.is_some()
                 || route.respond.is_some()
                 || route.mirror.is_some()
-                || route.split_key.is_some();
+                || route.split_key.is_some()
+                || route.compression.is_some();
             if http_only {
                 return Err(self.error_at(
                     entry.referenced,

@@ -475,6 +475,12 @@ fn handle(
             headers: &parts.headers,
             proxy_header: proxy_header.as_deref(),
         };
+        // A route's own compression replaces its listener's (`Some(None)`: off there).
+        let compression = match route.and_then(|r| r.compression.as_ref()) {
+            Some(own) => own.as_ref(),
+            None => listener.compression.as_ref(),
+        };
+        let (request_method, request_headers) = (&parts.method, &parts.headers);
         match forward(pool, outgoing, body, &pick_context, now).await {
             Ok(Forwarded {
                 backend,
@@ -513,7 +519,19 @@ fn handle(
                         moved,
                     });
                 }
-                Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active, limits))
+                let body = ProxyBody::upstream(body, in_flight, active, limits);
+                let body = match compression {
+                    Some(config) => crate::proxy::compress::apply(
+                        config,
+                        request_method,
+                        request_headers,
+                        &mut parts,
+                        body,
+                        &context.listener,
+                    ),
+                    None => body,
+                };
+                Response::from_parts(parts, body)
             }
             Err(Refused {
                 client: Some(error),

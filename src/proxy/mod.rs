@@ -8,6 +8,7 @@ pub mod admission;
 pub mod answer_log;
 pub mod body;
 pub mod client_conn;
+pub mod compress;
 pub mod direct;
 pub mod error_page;
 pub mod forward;
