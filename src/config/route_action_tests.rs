@@ -195,7 +195,7 @@ fn compression_checks_algorithms_levels_and_types() {
     assert_eq!(level.path, "listeners.web.compression.levels.br");
     assert_eq!(
         level.position.as_ref().map(|p| (p.line, p.column)),
-        Some((5, 36))
+        Some((5, 34))
     );
     let unknown = Config::parse(&text("{ algorithms: [deflate] }"), "t.yaml").expect_err("unknown");
     assert_eq!(unknown.path, "listeners.web.compression.algorithms[0]");
