@@ -25,6 +25,7 @@ pub mod health;
 pub mod listener;
 pub mod memory;
 pub mod metrics;
+pub mod negotiate;
 pub mod probe;
 pub mod proxy;
 pub mod proxy_protocol;

@@ -11,6 +11,7 @@
 //! HAProxy's and Envoy's exporters use, prefixed `sluice_`.
 
 pub mod edge;
+pub mod http_edge;
 mod process;
 
 use crate::config::BackendAddress;
@@ -198,6 +199,7 @@ fn describe() {
         ACCESS_LOG_DROPPED_TOTAL,
         "Access log lines dropped because the writer fell behind or failed."
     );
+    http_edge::describe();
 }
 
 /// How often histogram samples are folded into their buckets when nobody scrapes.

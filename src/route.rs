@@ -200,5 +200,7 @@ pub fn apply_edits(headers: &mut HeaderMap, edits: &HeaderEdits) {
     }
 }
 
+pub mod redirect;
+
 #[cfg(test)]
 mod tests;

@@ -8,13 +8,13 @@
 
 use crate::backend::{Backend, BackendId, BackendState, SlotQueue};
 use crate::balance::Balancer;
-use crate::config::{Config, ListenerConfig, PoolConfig};
+use crate::config::{Config, ListenerConfig, PoolConfig, RouteAction};
 use crate::resilience::budget::RetryBudget;
 use crate::route::{Route, Router};
 use crate::upstream::{UpstreamClient, client_reusable};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,10 +28,29 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub pools: HashMap<String, Arc<Pool>>,
     /// One compiled route table per listener (TCP listeners: only the default pool).
-    pub routers: HashMap<String, Router<Arc<Pool>>>,
+    pub routers: HashMap<String, Router<Target>>,
     /// Each listener's edge state (rate-limit buckets, connections per client, refusals),
     /// carried from the previous snapshot by listener and rule (`crate::edge`).
     pub edge: HashMap<String, Arc<crate::edge::EdgeState>>,
+}
+
+/// Where a route sends its requests, resolved to this snapshot's pools.
+#[derive(Debug)]
+pub struct Target {
+    /// With their split weights; one entry for a plain `pool:`, none for a redirect or a
+    /// direct answer (the route's `action` says which).
+    pub pools: Vec<(Arc<Pool>, u32)>,
+    /// The shadow pool of `mirror:`.
+    pub mirror: Option<Arc<Pool>>,
+}
+
+impl Target {
+    fn one(pool: Arc<Pool>) -> Target {
+        Target {
+            pools: vec![(pool, 1)],
+            mirror: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -44,6 +63,9 @@ pub struct Pool {
     pub panic: Arc<AtomicBool>,
     /// Requests waiting for a backend slot (`limits.max_pending`).
     pub queue: Arc<SlotQueue>,
+    /// Mirrored copies in flight to this pool (as a route's shadow); carried across reloads
+    /// so a reload does not reset the bound on them.
+    pub mirrors_in_flight: Arc<AtomicUsize>,
     /// Recent requests and retries; kept across reloads while the retry policy is unchanged.
     pub budget: Arc<Mutex<RetryBudget>>,
     pub backends: Vec<Backend>,
@@ -92,7 +114,11 @@ impl Snapshot {
 
     /// The default pool of a listener in this snapshot (the one TCP connections go to).
     pub fn pool_for_listener(&self, listener: &str) -> Option<&Arc<Pool>> {
-        self.routers.get(listener)?.default_target()
+        self.routers
+            .get(listener)?
+            .default_target()
+            .and_then(|t| t.pools.first())
+            .map(|(pool, _)| pool)
     }
 
     /// A listener's edge state (every listener of the snapshot has one).
@@ -100,33 +126,48 @@ impl Snapshot {
         self.edge.get(listener)
     }
 
-    pub fn router(&self, listener: &str) -> Option<&Router<Arc<Pool>>> {
+    pub fn router(&self, listener: &str) -> Option<&Router<Target>> {
         self.routers.get(listener)
     }
 }
 
 /// Resolves route and default pool names to the snapshot's pools once, so a request never
 /// looks a pool up by name. Validation guarantees every name exists.
-fn compile_routes(
-    listener: &ListenerConfig,
-    pools: &HashMap<String, Arc<Pool>>,
-) -> Router<Arc<Pool>> {
+fn compile_routes(listener: &ListenerConfig, pools: &HashMap<String, Arc<Pool>>) -> Router<Target> {
     let routes = listener
         .routes
         .iter()
-        .filter_map(|route| {
-            let target = Arc::clone(pools.get(&route.pool)?);
-            Some(Route {
+        .map(|route| {
+            let target = match &route.action {
+                RouteAction::Forward(forward) => Target {
+                    pools: forward
+                        .pools
+                        .iter()
+                        .filter_map(|w| Some((Arc::clone(pools.get(&w.pool)?), w.weight)))
+                        .collect(),
+                    mirror: forward
+                        .mirror
+                        .as_ref()
+                        .and_then(|m| pools.get(&m.pool))
+                        .cloned(),
+                },
+                RouteAction::Redirect(_) | RouteAction::Respond(_) => Target {
+                    pools: Vec::new(),
+                    mirror: None,
+                },
+            };
+            Route {
                 config: route.clone(),
                 target,
-            })
+            }
         })
         .collect();
     let default = listener
         .pool
         .as_ref()
         .and_then(|name| pools.get(name))
-        .cloned();
+        .cloned()
+        .map(Target::one);
     Router::new(routes, default)
 }
 
@@ -134,6 +175,8 @@ impl Pool {
     fn build(config: &PoolConfig, previous: Option<&Pool>) -> Pool {
         let panic = previous.map_or_else(Arc::default, |p| Arc::clone(&p.panic));
         let queue = previous.map_or_else(Arc::default, |p| Arc::clone(&p.queue));
+        let mirrors_in_flight =
+            previous.map_or_else(Arc::default, |p| Arc::clone(&p.mirrors_in_flight));
         let retry = &config.resilience.retry;
         let budget = match previous {
             Some(old) if old.config.resilience.retry == *retry => Arc::clone(&old.budget),
@@ -191,6 +234,7 @@ impl Pool {
             name: Arc::from(config.name.as_str()),
             panic,
             queue,
+            mirrors_in_flight,
             budget,
             balancer: Balancer::new(&config.algorithm, &backends),
             config: config.clone(),

@@ -26,6 +26,7 @@ mod least_conn;
 pub mod p2c;
 mod random;
 mod round_robin;
+pub mod split;
 pub mod sticky;
 
 use crate::backend::Backend;

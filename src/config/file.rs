@@ -104,6 +104,10 @@ pub struct RawListener {
     pub access: Option<Spanned<Vec<Spanned<super::edge::RawAccessRule>>>>,
     pub rate_limit: Option<Spanned<super::edge::RawRateLimit>>,
     pub max_connections_per_client: Option<Spanned<u32>>,
+    /// Pages for sluice's own answers, by status (see `error_pages.rs`).
+    pub error_pages: Option<super::error_pages::RawErrorPages>,
+    /// Response compression (see `compression.rs`).
+    pub compression: Option<Spanned<super::compression::RawCompression>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,7 +182,16 @@ pub struct RawAccessLog {
 pub struct RawRoute {
     #[serde(rename = "match")]
     pub matcher: Spanned<RawRouteMatch>,
-    pub pool: Text,
+    /// One of `pool`, `pools`, `redirect`, `respond` (see `route_action.rs`).
+    pub pool: Option<Text>,
+    pub pools: Option<Spanned<Vec<Spanned<super::route_action::RawWeightedPool>>>>,
+    /// Keeps a client on one pool of a split: a hash key (`cookie:NAME`, `header:NAME`...).
+    pub split_key: Option<Text>,
+    pub redirect: Option<Spanned<super::route_action::RawRedirect>>,
+    pub respond: Option<Spanned<super::route_action::RawRespond>>,
+    pub mirror: Option<Spanned<super::route_action::RawMirror>>,
+    /// Replaces the listener's `compression` for this route.
+    pub compression: Option<Spanned<super::compression::RawCompression>>,
     pub strip_prefix: Option<Text>,
     pub request_headers: Option<Spanned<RawHeaderEdits>>,
     pub response_headers: Option<Spanned<RawHeaderEdits>>,

@@ -163,9 +163,31 @@ impl Validator<'_> {
             raw.rate_limit.as_ref(),
             raw.max_connections_per_client.as_ref(),
         )?;
+        let error_pages = self.error_pages(&path, raw.error_pages.as_ref())?;
+        if protocol == Protocol::Tcp
+            && let Some(spanned) = &raw.error_pages
+        {
+            return Err(self.error_at(
+                spanned.referenced,
+                format!("{path}.error_pages"),
+                "error pages apply to protocol: http listeners only".into(),
+            ));
+        }
+        let compression = self.compression(&path, raw.compression.as_ref())?;
+        if protocol == Protocol::Tcp
+            && let Some(spanned) = &raw.compression
+        {
+            return Err(self.error_at(
+                spanned.referenced,
+                format!("{path}.compression"),
+                "compression applies to protocol: http listeners only".into(),
+            ));
+        }
         let timeouts = raw.timeouts.as_ref();
         Ok(ListenerConfig {
             edge,
+            error_pages,
+            compression: compression.flatten(),
             name: name.to_owned(),
             bind,
             unix_mode,

@@ -12,10 +12,12 @@
 mod algorithm;
 pub mod backend_address;
 mod bind;
+pub mod compression;
 pub mod diff;
 pub mod discovery;
 mod duration;
 pub mod edge;
+pub mod error_pages;
 pub mod file;
 mod files;
 pub mod health;
@@ -26,6 +28,7 @@ mod pool;
 mod proxy_protocol;
 pub mod resilience;
 mod route;
+pub mod route_action;
 mod runtime;
 mod sni_route;
 pub mod tls;
@@ -43,6 +46,7 @@ pub use files::check_access_log_files;
 pub use limits::{ForwardedConfig, RequestLimits, parse_size};
 pub use proxy_protocol::{AcceptProxy, Cidr, SendProxy};
 pub use route::{HeaderCondition, HeaderEdits, HostPattern, PathPattern, RouteConfig, RouteMatch};
+pub use route_action::{Forward, Mirror, Redirect, Respond, RouteAction, WeightedPool};
 pub use sni_route::{SniRoute, route_by_sni};
 pub use tls::ListenerTls;
 pub use upstream_tls::{ClientIdentity, PemCertificates, UpstreamProtocol, UpstreamTls};
@@ -133,6 +137,10 @@ pub struct ListenerConfig {
     pub forwarded: Option<ForwardedConfig>,
     /// Client address, access rules, rate limit and per-client connection cap.
     pub edge: edge::ListenerEdge,
+    /// Pages for the answers sluice makes itself (HTTP only; empty: short plain text).
+    pub error_pages: error_pages::ErrorPages,
+    /// Response compression for this listener's routes (HTTP only; off when `None`).
+    pub compression: Option<compression::Compression>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +341,8 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+#[cfg(test)]
+mod route_action_tests;
 #[cfg(test)]
 mod routing_tests;
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! here, so matching a request never allocates.
 
 use super::file::{RawHeaderEdits, RawRoute, Text};
-use super::{PoolConfig, Validator};
+use super::{PoolConfig, RouteAction, Validator};
 use crate::error::ConfigError;
 use http::{HeaderName, HeaderValue, Method};
 use serde_saphyr::{Location, Spanned};
@@ -15,13 +15,16 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     pub matcher: RouteMatch,
-    pub pool: String,
+    /// Forward (one pool or a weighted split, maybe mirrored), redirect or answer directly.
+    pub action: RouteAction,
     /// Removed from the front of the path (segment-aware) before the request is forwarded.
     pub strip_prefix: Option<String>,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     /// Access rules and rate limit of this route, checked after the listener's.
     pub edge: super::edge::RouteEdge,
+    /// `None`: the listener's compression; `Some(None)`: off for this route.
+    pub compression: Option<Option<super::compression::Compression>>,
 }
 
 /// Every condition given must hold; an empty match matches every request.
@@ -106,7 +109,7 @@ impl Validator<'_> {
         pools: &BTreeMap<String, PoolConfig>,
     ) -> Result<RouteConfig, ConfigError> {
         let route = &raw.value;
-        self.pool_name(&route.pool, &format!("{path}.pool"), pools)?;
+        let action = self.route_action(path, raw.referenced, route, pools)?;
         let raw_match = &route.matcher.value;
         let at = route.matcher.referenced;
         if let Some(sni) = &raw_match.sni {
@@ -179,7 +182,8 @@ impl Validator<'_> {
                 method,
                 header,
             },
-            pool: route.pool.value.clone(),
+            action,
+            compression: self.compression(path, route.compression.as_ref())?,
             strip_prefix,
             request_headers: self.edits(
                 route.request_headers.as_ref(),

@@ -45,7 +45,16 @@ impl Validator<'_> {
         for (index, entry) in raw.value.iter().enumerate() {
             let here = format!("{path}[{index}]");
             let route = &entry.value;
-            self.pool_name(&route.pool, &format!("{here}.pool"), pools)?;
+            let Some(pool) = &route.pool else {
+                return Err(self.error_at(
+                    entry.referenced,
+                    format!("{here}.pool"),
+                    "missing: a tcp route needs a pool (pools, redirect, respond and mirror \
+                     need protocol: http)"
+                        .into(),
+                ));
+            };
+            self.pool_name(pool, &format!("{here}.pool"), pools)?;
             let matcher = &route.matcher.value;
             let http_only = matcher.host.is_some()
                 || matcher.path.is_some()
@@ -56,7 +65,13 @@ impl Validator<'_> {
                 || route.request_headers.is_some()
                 || route.response_headers.is_some()
                 || route.access.is_some()
-                || route.rate_limit.is_some();
+                || route.rate_limit.is_some()
+                || route.pools.is_some()
+                || route.redirect.is_some()
+                || route.respond.is_some()
+                || route.mirror.is_some()
+                || route.split_key.is_some()
+                || route.compression.is_some();
             if http_only {
                 return Err(self.error_at(
                     entry.referenced,
@@ -78,7 +93,7 @@ impl Validator<'_> {
                 .map_err(|m| self.error_at(sni.referenced, format!("{here}.match.sni"), m))?;
             routes.push(SniRoute {
                 sni: pattern,
-                pool: route.pool.value.clone(),
+                pool: pool.value.clone(),
             });
         }
         Ok(routes)

@@ -38,6 +38,8 @@ pub enum BodyError {
     Upstream(#[from] UpstreamBodyError),
     #[error("backend body timed out ({0})")]
     Timeout(&'static str),
+    #[error("response compression failed: {0}")]
+    Compress(#[from] std::io::Error),
 }
 
 #[derive(Debug)]
@@ -56,6 +58,15 @@ pub struct ProxyBody {
     log: Option<Box<PendingLog>>,
     _in_flight: Option<InFlight>,
     _active: Option<RequestActive>,
+    /// Set when the response is compressed (`proxy::compress`): frames pass through it.
+    compress: Option<Box<Compressing>>,
+}
+
+/// A compressed body's encoder and the trailers held back until its last bytes are out.
+#[derive(Debug)]
+struct Compressing {
+    encoder: crate::proxy::compress::encoder::Encoder,
+    trailers: Option<http::HeaderMap>,
 }
 
 impl ProxyBody {
@@ -75,6 +86,7 @@ impl ProxyBody {
             }),
             _in_flight: Some(in_flight),
             _active: Some(active),
+            compress: None,
         }
     }
 
@@ -86,6 +98,7 @@ impl ProxyBody {
             log: None,
             _in_flight: None,
             _active: None,
+            compress: None,
         }
     }
 
@@ -96,6 +109,26 @@ impl ProxyBody {
             log: None,
             _in_flight: None,
             _active: active,
+            compress: None,
+        }
+    }
+}
+
+impl ProxyBody {
+    /// Compresses this body as it streams with `encoder`.
+    pub fn compressed(mut self, encoder: crate::proxy::compress::encoder::Encoder) -> ProxyBody {
+        self.compress = Some(Box::new(Compressing {
+            encoder,
+            trailers: None,
+        }));
+        self
+    }
+
+    /// Replaces a fixed body's text (an error page in place of sluice's plain text), keeping
+    /// the guards it holds. A streamed body is left alone.
+    pub fn set_fixed(&mut self, text: Bytes) {
+        if let Inner::Fixed(data) = &mut self.inner {
+            *data = Some(text);
         }
     }
 }
@@ -126,15 +159,14 @@ impl Drop for ProxyBody {
     }
 }
 
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
+impl ProxyBody {
+    /// The next frame as the backend (or the fixed text) gives it, counted.
+    fn poll_plain(
+        &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
+        let this = self;
+        let counted = this.compress.is_none();
         match &mut this.inner {
             Inner::Upstream(body) => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(frame) => {
@@ -143,6 +175,7 @@ impl Body for ProxyBody {
                     }
                     if let Some(Ok(frame)) = &frame
                         && let Some(data) = frame.data_ref()
+                        && counted
                     {
                         if let Some(timer) = &this.timer {
                             timer.limits.bytes_out.increment(data.len() as u64);
@@ -162,7 +195,7 @@ impl Body for ProxyBody {
             },
             Inner::Fixed(data) => {
                 let frame = data.take();
-                if let (Some(log), Some(bytes)) = (&mut this.log, &frame) {
+                if let (Some(log), Some(bytes), true) = (&mut this.log, &frame, counted) {
                     log.record.bytes_out += bytes.len() as u64;
                 }
                 Poll::Ready(frame.map(|bytes| Ok(Frame::data(bytes))))
@@ -170,7 +203,96 @@ impl Body for ProxyBody {
         }
     }
 
+    /// The next compressed frame: data through the encoder, flushed when the backend pauses,
+    /// finished at the end (trailers wait for the last compressed bytes).
+    fn poll_compressed(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            let Some(compress) = self.compress.as_mut() else {
+                return self.poll_plain(cx);
+            };
+            if let Some(trailers) = compress.trailers.take() {
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            }
+            if compress.encoder.is_finished() {
+                return Poll::Ready(None);
+            }
+            let produced = match self.poll_plain(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Some(compress) = self.compress.as_mut() else {
+                        continue;
+                    };
+                    match frame.into_data() {
+                        Ok(data) => compress.encoder.write(&data),
+                        Err(frame) => {
+                            compress.trailers = frame.into_trailers().ok();
+                            compress.encoder.finish()
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(None) => {
+                    let Some(compress) = self.compress.as_mut() else {
+                        return Poll::Ready(None);
+                    };
+                    match compress.encoder.finish() {
+                        Ok(None) => return Poll::Ready(None),
+                        other => other,
+                    }
+                }
+                Poll::Pending => {
+                    let Some(compress) = self.compress.as_mut() else {
+                        return Poll::Pending;
+                    };
+                    if !compress.encoder.needs_flush() {
+                        return Poll::Pending;
+                    }
+                    match compress.encoder.flush() {
+                        Ok(None) => return Poll::Pending,
+                        other => other,
+                    }
+                }
+            };
+            match produced {
+                Ok(Some(bytes)) => {
+                    if let Some(log) = &mut self.log {
+                        log.record.bytes_out += bytes.len() as u64;
+                    }
+                    if let Some(timer) = &self.timer {
+                        timer.limits.bytes_out.increment(bytes.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Ok(None) => continue,
+                Err(error) => return Poll::Ready(Some(Err(BodyError::Compress(error)))),
+            }
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        if this.compress.is_some() {
+            this.poll_compressed(cx)
+        } else {
+            this.poll_plain(cx)
+        }
+    }
+
     fn is_end_stream(&self) -> bool {
+        if self.compress.is_some() {
+            // The encoder's last bytes are still to come after the backend's.
+            return false;
+        }
         match &self.inner {
             Inner::Upstream(body) => body.is_end_stream(),
             Inner::Fixed(data) => data.is_none(),
@@ -178,6 +300,9 @@ impl Body for ProxyBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.compress.is_some() {
+            return SizeHint::default();
+        }
         match &self.inner {
             Inner::Upstream(body) => body.size_hint(),
             Inner::Fixed(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),

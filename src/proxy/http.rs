@@ -16,11 +16,13 @@ use crate::edge::{self, ClientAddress, Source};
 use crate::headers::{
     ClientIp, append_forwarded, rewrite_request_headers, strip_hop_by_hop, truncate_forwarded_for,
 };
+use crate::config::RouteAction;
 use crate::proxy::activity::{Activity, ClientTimeouts, ConnActivity, TimedIo, Tracked};
 use crate::proxy::admission;
 use crate::proxy::answer_log;
 use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
 use crate::proxy::client_conn::{self, Closing, Versions};
+use crate::proxy::direct;
 use crate::proxy::forward::{Forwarded, Outgoing, Refused, forward};
 use crate::proxy::request_id::{X_REQUEST_ID, ensure_request_id};
 use crate::proxy::tunnel::{self, TunnelGuards, TunnelLimits};
@@ -254,6 +256,8 @@ fn respond(
             log,
         };
         let started = clock_micros();
+        // For an error page's format; a shared slice of the request head, no copy.
+        let accept = request.headers().get(header::ACCEPT).cloned();
         let mut dry_run = None;
         let mut response = handle(request, &context, snapshot, client, started, &mut dry_run).await;
         let log = waiting.answered();
@@ -261,6 +265,16 @@ fn respond(
         let elapsed = clock_micros().saturating_sub(started);
         context.metrics.duration.record(elapsed as f64 / 1e6);
         if let Some(MadeUp(reason)) = response.extensions_mut().remove::<MadeUp>() {
+            if let Some(listener) = context.snapshot.load().listener(&context.listener)
+                && !listener.error_pages.is_empty()
+            {
+                crate::proxy::error_page::apply(
+                    &mut response,
+                    &listener.error_pages,
+                    accept.as_ref(),
+                    &context.listener,
+                );
+            }
             let served = response.extensions().get::<Served>();
             answer_log::note(&answer_log::Answered {
                 status: response.status().as_u16(),
@@ -370,7 +384,7 @@ fn handle<'a>(
         let Some(routed) = router.route(&view) else {
             return error_response(StatusCode::NOT_FOUND, "no route for this request\n", active);
         };
-        let (pool, route) = (routed.target, routed.route);
+        let route = routed.route;
         if let (Some(route), Some(index), Some(state)) = (route, routed.index, edge_state)
             && !(route.edge.access.is_empty() && route.edge.rate_limit.is_none())
         {
@@ -389,6 +403,46 @@ fn handle<'a>(
             }
             *dry_run = note;
         }
+        let forwarding = match route.map(|r| &r.action) {
+            Some(RouteAction::Redirect(redirect)) => {
+                let scheme = if context.peer.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                let (parts, _) = request.into_parts();
+                return direct::redirect(
+                    redirect,
+                    scheme,
+                    &parts.uri,
+                    &parts.headers,
+                    &context.listener,
+                    active,
+                )
+                .unwrap_or_else(|active| {
+                    client_fault(context, http1, ClientFault::no_host(), active)
+                });
+            }
+            Some(RouteAction::Respond(respond)) => {
+                return direct::respond(respond, request.method(), &context.listener, active);
+            }
+            Some(RouteAction::Forward(forward)) => Some(forward),
+            None => None,
+        };
+        let Some(pool) = direct::choose_pool(
+            routed.target,
+            forwarding,
+            request.headers(),
+            request.uri(),
+            client.ip.map(|ip| SocketAddr::new(ip, 0)),
+            &context.listener,
+        ) else {
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no pool for this route\n",
+                active,
+            );
+        };
         let total_deadline = pool
             .config
             .timeouts
@@ -473,12 +527,38 @@ fn handle<'a>(
             .config
             .send_proxy
             .map(|version| context.peer.proxy_header(version));
+        // An upgrade (WebSocket) is a conversation, not a request: it is not copied.
+        if let (Some(shadow), Some(mirror), None) = (
+            &routed.target.mirror,
+            forwarding.and_then(|f| f.mirror.as_ref()),
+            &upgrade,
+        ) {
+            crate::proxy::mirror::maybe_send(
+                shadow,
+                mirror,
+                crate::proxy::mirror::Copy {
+                    method: &parts.method,
+                    uri: &parts.uri,
+                    path_and_query: path,
+                    headers: &parts.headers,
+                    body: &body,
+                    client: client.ip.map(|ip| SocketAddr::new(ip, 0)),
+                    now,
+                },
+            );
+        }
         let outgoing = Outgoing {
             method: &parts.method,
             path_and_query: path,
             headers: &parts.headers,
             proxy_header: proxy_header.as_deref(),
         };
+        // A route's own compression replaces its listener's (`Some(None)`: off there).
+        let compression = match route.and_then(|r| r.compression.as_ref()) {
+            Some(own) => own.as_ref(),
+            None => listener.compression.as_ref(),
+        };
+        let (request_method, request_headers) = (&parts.method, &parts.headers);
         match forward(pool, outgoing, body, &pick_context, now).await {
             Ok(Forwarded {
                 backend,
@@ -517,7 +597,19 @@ fn handle<'a>(
                         moved,
                     });
                 }
-                Response::from_parts(parts, ProxyBody::upstream(body, in_flight, active, limits))
+                let body = ProxyBody::upstream(body, in_flight, active, limits);
+                let body = match compression {
+                    Some(config) => crate::proxy::compress::apply(
+                        config,
+                        request_method,
+                        request_headers,
+                        &mut parts,
+                        body,
+                        &context.listener,
+                    ),
+                    None => body,
+                };
+                Response::from_parts(parts, body)
             }
             Err(Refused {
                 client: Some(error),
@@ -697,6 +789,17 @@ impl ClientFault {
             text: refusal.text,
             reason: refusal.reason,
             note: "request refused",
+            logged_status: None,
+        }
+    }
+
+    /// A redirect that keeps the request's host, for a request that names none (HTTP/1.0).
+    fn no_host() -> ClientFault {
+        ClientFault {
+            status: StatusCode::BAD_REQUEST,
+            text: "no host to redirect to\n",
+            reason: "no_host",
+            note: "redirect needs a Host",
             logged_status: None,
         }
     }

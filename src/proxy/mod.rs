@@ -8,9 +8,13 @@ pub mod admission;
 pub mod answer_log;
 pub mod body;
 pub mod client_conn;
+pub mod compress;
+pub mod direct;
+pub mod error_page;
 pub mod forward;
 pub mod h1;
 pub mod http;
+pub mod mirror;
 pub mod passthrough;
 pub mod request_id;
 pub mod sni;
@@ -68,6 +72,11 @@ impl Peer {
 thread_local! {
     /// One RNG per worker thread: selection needs cheap randomness and no shared lock.
     static RNG: RefCell<fastrand::Rng> = RefCell::new(fastrand::Rng::new());
+}
+
+/// Runs `f` with this worker thread's RNG.
+pub fn with_rng<R>(f: impl FnOnce(&mut fastrand::Rng) -> R) -> R {
+    RNG.with(|rng| f(&mut rng.borrow_mut()))
 }
 
 /// How many times a pick is retried when the chosen backend filled up between the pick and

@@ -34,7 +34,7 @@ fn router(text: &str) -> Router<String> {
         .iter()
         .map(|r| Route {
             config: r.clone(),
-            target: r.pool.clone(),
+            target: r.action.pool_names().next().unwrap_or("-").to_owned(),
         })
         .collect();
     Router::new(routes, listener.pool.clone())
