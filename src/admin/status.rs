@@ -31,6 +31,9 @@ struct ListenerStatus {
     /// The default pool; `null` for a listener that only routes.
     pool: Option<String>,
     routes: usize,
+    /// A TLS listener's certificates: names, expiry, and why files on disk were refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificates: Option<Vec<crate::tls::store::CertStatus>>,
 }
 
 #[derive(Serialize)]
@@ -149,6 +152,7 @@ pub(super) fn status(admin: &Admin) -> Status {
             },
             pool: l.pool.clone(),
             routes: l.routes.len(),
+            certificates: l.tls.as_ref().map(|t| t.store.status()),
         })
         .collect();
     let mut discovery = admin.discovery.status();

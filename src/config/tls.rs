@@ -10,6 +10,7 @@
 use super::Validator;
 use super::file::Text;
 use crate::error::ConfigError;
+use crate::tls::store::CertStore;
 use crate::tls::{self, LoadedCert, PairField, TlsVersion};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -49,6 +50,8 @@ pub struct ListenerTls {
     pub min_version: TlsVersion,
     pub alpn: Vec<String>,
     pub server_config: Arc<rustls::ServerConfig>,
+    /// The certificates as served: rotated by their watch without a reload.
+    pub store: Arc<CertStore>,
     /// The bytes of every file, so a reload that rewrote a file in place counts as a change.
     content: Vec<Vec<u8>>,
 }
@@ -151,7 +154,20 @@ impl Validator<'_> {
                 list.value.clone()
             }
         };
-        let server_config = tls::server_config(&loaded, default_certificate, min_version, &alpn)
+        let content = loaded.iter().map(|c| c.content.clone()).collect();
+        let listener = path
+            .strip_prefix("listeners.")
+            .and_then(|p| p.strip_suffix(".tls"))
+            .unwrap_or(&path);
+        let store = CertStore::new(
+            listener,
+            (certificates.iter())
+                .map(|c| (c.cert.clone(), c.key.clone()))
+                .collect(),
+            loaded,
+            default_certificate,
+        );
+        let server_config = tls::server_config(Arc::clone(&store), min_version, &alpn)
             .map_err(|message| self.error_at(raw.referenced, path.clone(), message))?;
         Ok(ListenerTls {
             certificates,
@@ -159,7 +175,8 @@ impl Validator<'_> {
             min_version,
             alpn,
             server_config,
-            content: loaded.into_iter().map(|c| c.content).collect(),
+            store,
+            content,
         })
     }
 }
