@@ -189,6 +189,8 @@ pub struct RawRouteMatch {
     pub header: Option<Spanned<RawHeaderMatch>>,
     /// TLS server name (tcp listeners only: passthrough routing without terminating).
     pub sni: Option<Text>,
+    /// The client's verified certificate (listeners with `tls.client_auth`).
+    pub client_cert: Option<Spanned<super::tls::RawClientCertMatch>>,
 }
 
 /// `{name, value}` matches an exact value; `{name}` alone matches presence.

@@ -8,6 +8,7 @@
 //! `ServerConfig::builder()` would panic at run time.
 
 pub mod cert;
+pub mod client;
 pub mod resolve;
 pub mod store;
 mod watch;
@@ -134,6 +135,7 @@ fn san_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
 /// watch keeps current without a new `ServerConfig`).
 pub fn server_config(
     store: Arc<store::CertStore>,
+    client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     min_version: TlsVersion,
     alpn: &[String],
 ) -> Result<Arc<rustls::ServerConfig>, String> {
@@ -141,11 +143,14 @@ pub fn server_config(
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
     };
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
-        .map_err(|e| format!("cannot build the TLS configuration: {e}"))?
-        .with_no_client_auth()
-        .with_cert_resolver(store);
+        .map_err(|e| format!("cannot build the TLS configuration: {e}"))?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     Ok(Arc::new(config))
 }

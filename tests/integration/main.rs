@@ -31,6 +31,7 @@ mod status_page;
 mod tcp_proxy;
 mod tcp_zero_copy;
 mod tls;
+mod tls_client_auth;
 mod tls_rotation;
 mod unix_backend;
 mod unix_listener;

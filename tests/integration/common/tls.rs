@@ -189,3 +189,8 @@ pub fn pem_pair(names: &[&str], expired: bool) -> PemPair {
         der: cert.der().to_vec(),
     }
 }
+
+/// The verifier of `client_config`: accepts any server certificate.
+pub fn accept_any() -> Arc<dyn ServerCertVerifier> {
+    Arc::new(AcceptAny(provider()))
+}
