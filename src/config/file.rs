@@ -397,6 +397,10 @@ pub struct RawP2c {
 pub struct RawSticky {
     pub cookie: Text,
     pub ttl: Option<Text>,
+    /// `lax` (default), `strict` or `none`.
+    pub same_site: Option<Text>,
+    /// `Secure`: unset sends it on requests that came over TLS; true always, false never.
+    pub secure: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -424,6 +424,7 @@ fn handle(
                     pool.config.sticky.as_ref(),
                     &pick_context,
                     &backend.address,
+                    context.peer.tls.is_some(),
                 ) {
                     parts.headers.append(header::SET_COOKIE, cookie);
                 }

@@ -296,3 +296,45 @@ async fn certificate_reloads_apply_to_new_connections_and_broken_ones_are_refuse
     // The connection opened before the reload goes on.
     assert_eq!(get_over(open, false, "/still-open").await.0, 200);
 }
+
+/// The sticky cookie is `Secure` on a request that came over TLS, `HttpOnly` and
+/// `SameSite=Lax` by default; the same pool behind a plain listener gets no `Secure`.
+#[tokio::test]
+async fn the_sticky_cookie_is_secure_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_cert(dir.path(), "a", &["a.example.com"]);
+    let backend = spawn_backend("app").await;
+    let yaml = https_config(backend.addr, &[&a], "").replace(
+        "    backends: [",
+        "    sticky: {cookie: SRV}\n    backends: [",
+    );
+    let yaml = yaml.replace(
+        "pools:\n",
+        "  plain:\n    bind: 127.0.0.1:0\n    pool: app\npools:\n",
+    );
+    let sluice = start_sluice(&yaml).await;
+    let tls = connect_tls(sluice.local_addr("https").unwrap(), "a.example.com", &[])
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get("/")
+        .header("host", "a.example.com")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("SRV="), "{cookie}");
+    assert!(
+        cookie.ends_with("; Path=/; HttpOnly; SameSite=Lax; Secure"),
+        "{cookie}"
+    );
+    let plain = get(sluice.local_addr("plain").unwrap(), "/").await;
+    let cookie = plain.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.ends_with("; HttpOnly; SameSite=Lax"), "{cookie}");
+}
