@@ -29,6 +29,14 @@ pub struct RawTls {
     pub alpn: Option<Spanned<Vec<String>>>,
     /// Mutual TLS: clients present a certificate signed by `ca`.
     pub client_auth: Option<Spanned<RawClientAuth>>,
+    /// Sessions kept for TLS 1.2 session-ID resumption (default 20000; 0: none).
+    pub session_cache: Option<Spanned<u64>>,
+    /// Stateless resumption tickets, TLS 1.3 and 1.2 (default true).
+    pub session_tickets: Option<Spanned<bool>>,
+    /// How long a random ticket key encrypts (default 6h; it decrypts for as long again).
+    pub ticket_rotation: Option<Text>,
+    /// Ticket keys from a file every instance shares (watched like certificates).
+    pub ticket_keys: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +79,20 @@ pub struct ClientCertMatch {
     pub san: Option<String>,
 }
 
+/// Session resumption settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sessions {
+    pub cache: usize,
+    pub tickets: bool,
+    pub ticket_rotation: std::time::Duration,
+    pub ticket_keys: Option<PathBuf>,
+}
+
+/// HAProxy's default cache size; nginx's is off, rustls' 256 (too few for an edge).
+pub const DEFAULT_SESSION_CACHE: usize = 20_000;
+/// rustls' own rotation period: a ticket is accepted for twice as long.
+pub const DEFAULT_TICKET_ROTATION: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
 pub const DEFAULT_CLIENT_CERT_HEADER: &str = "x-forwarded-client-cert";
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +116,7 @@ pub struct ListenerTls {
     pub min_version: TlsVersion,
     pub alpn: Vec<String>,
     pub client_auth: Option<ClientAuth>,
+    pub sessions: Sessions,
     pub server_config: Arc<rustls::ServerConfig>,
     /// The certificates as served: rotated by their watch without a reload.
     pub store: Arc<CertStore>,
@@ -109,6 +132,7 @@ impl PartialEq for ListenerTls {
             && self.min_version == other.min_version
             && self.alpn == other.alpn
             && self.client_auth == other.client_auth
+            && self.sessions == other.sessions
             && self.content == other.content
     }
 }
@@ -209,6 +233,7 @@ impl Validator<'_> {
                 (Some(auth), Some(verifier))
             }
         };
+        let (sessions, ticketer) = self.sessions(&path, raw)?;
         let listener = path
             .strip_prefix("listeners.")
             .and_then(|p| p.strip_suffix(".tls"))
@@ -220,15 +245,24 @@ impl Validator<'_> {
                 .collect(),
             loaded,
             default_certificate,
+            ticketer.clone().filter(|t| t.file().is_some()),
         );
-        let server_config = tls::server_config(Arc::clone(&store), verifier, min_version, &alpn)
-            .map_err(|message| self.error_at(raw.referenced, path.clone(), message))?;
+        let server_config = tls::server_config(
+            Arc::clone(&store),
+            verifier,
+            min_version,
+            &alpn,
+            sessions.cache,
+            ticketer,
+        )
+        .map_err(|message| self.error_at(raw.referenced, path.clone(), message))?;
         Ok(ListenerTls {
             certificates,
             default_certificate,
             min_version,
             alpn,
             client_auth,
+            sessions,
             server_config,
             store,
             content,
@@ -340,5 +374,80 @@ impl Validator<'_> {
             }
         }
         Ok(())
+    }
+}
+
+impl Validator<'_> {
+    fn sessions(
+        &self,
+        path: &str,
+        spanned: &Spanned<RawTls>,
+    ) -> Result<(Sessions, Option<Arc<tls::tickets::Ticketer>>), ConfigError> {
+        let raw = &spanned.value;
+        let cache = raw
+            .session_cache
+            .as_ref()
+            .map_or(DEFAULT_SESSION_CACHE, |n| n.value as usize);
+        let tickets = raw.session_tickets.as_ref().is_none_or(|t| t.value);
+        let ticket_rotation = match &raw.ticket_rotation {
+            None => DEFAULT_TICKET_ROTATION,
+            Some(_) => self.duration(
+                raw.ticket_rotation.as_ref(),
+                &format!("{path}.ticket_rotation"),
+                std::time::Duration::from_secs(60),
+            )?,
+        };
+        let ticket_keys = raw
+            .ticket_keys
+            .as_ref()
+            .map(|t| PathBuf::from(t.value.trim()));
+        for (given, field) in [
+            (raw.ticket_keys.as_ref(), "ticket_keys"),
+            (raw.ticket_rotation.as_ref(), "ticket_rotation"),
+        ] {
+            if let Some(text) = given
+                && !tickets
+            {
+                return Err(self.error_at(
+                    text.referenced,
+                    format!("{path}.{field}"),
+                    "session_tickets is false: drop this or turn tickets on".into(),
+                ));
+            }
+        }
+        if let (Some(text), Some(_)) = (&raw.ticket_rotation, &raw.ticket_keys) {
+            return Err(self.error_at(
+                text.referenced,
+                format!("{path}.ticket_rotation"),
+                "the keys come from ticket_keys: the operator rotates them in the file".into(),
+            ));
+        }
+        let ticketer = match (&ticket_keys, tickets) {
+            (_, false) => None,
+            (Some(file), true) => Some(
+                tls::tickets::Ticketer::from_file(file, DEFAULT_TICKET_ROTATION * 2).map_err(
+                    |message| {
+                        let at = raw
+                            .ticket_keys
+                            .as_ref()
+                            .map_or(spanned.referenced, |t| t.referenced);
+                        self.error_at(at, format!("{path}.ticket_keys"), message)
+                    },
+                )?,
+            ),
+            (None, true) => Some(
+                tls::tickets::Ticketer::rotating(ticket_rotation)
+                    .map_err(|m| self.error_at(spanned.referenced, path.to_owned(), m))?,
+            ),
+        };
+        Ok((
+            Sessions {
+                cache,
+                tickets,
+                ticket_rotation,
+                ticket_keys,
+            },
+            ticketer,
+        ))
     }
 }

@@ -11,6 +11,7 @@ pub mod cert;
 pub mod client;
 pub mod resolve;
 pub mod store;
+pub mod tickets;
 mod watch;
 
 pub use cert::{CertFacts, San};
@@ -138,6 +139,8 @@ pub fn server_config(
     client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     min_version: TlsVersion,
     alpn: &[String],
+    session_cache: usize,
+    ticketer: Option<Arc<tickets::Ticketer>>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -152,5 +155,13 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.session_storage = if session_cache == 0 {
+        Arc::new(rustls::server::NoServerSessionStorage {})
+    } else {
+        rustls::server::ServerSessionMemoryCache::new(session_cache)
+    };
+    if let Some(ticketer) = ticketer {
+        config.ticketer = ticketer;
+    }
     Ok(Arc::new(config))
 }

@@ -36,6 +36,10 @@ pub struct CertStore {
     stop: CancellationToken,
     rotations: AtomicU64,
     refusals: AtomicU64,
+    /// Session ticket keys read from a file, watched with the certificates.
+    tickets: Option<Arc<super::tickets::Ticketer>>,
+    /// Why the ticket key file on disk is not in force.
+    ticket_problem: Mutex<Option<String>>,
 }
 
 struct Slot {
@@ -101,6 +105,7 @@ impl CertStore {
         pairs: Vec<(PathBuf, PathBuf)>,
         loaded: Vec<LoadedCert>,
         default: usize,
+        tickets: Option<Arc<super::tickets::Ticketer>>,
     ) -> Arc<CertStore> {
         let slots: Vec<Slot> = pairs
             .into_iter()
@@ -122,6 +127,8 @@ impl CertStore {
             stop: CancellationToken::new(),
             rotations: AtomicU64::new(0),
             refusals: AtomicU64::new(0),
+            tickets,
+            ticket_problem: Mutex::new(None),
         })
     }
 
@@ -144,9 +151,14 @@ impl CertStore {
     /// symlink, the directory of what it points to (certbot's `live/` links to `archive/`).
     pub fn directories(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
-        for path in self.slots.iter().flat_map(|s| [&s.cert, &s.key]) {
+        let tickets = self.tickets.as_ref().and_then(|t| t.file());
+        let files = self
+            .slots
+            .iter()
+            .flat_map(|s| [s.cert.as_path(), s.key.as_path()]);
+        for path in files.chain(tickets) {
             let real = std::fs::canonicalize(path).ok();
-            for file in std::iter::once(path).chain(real.as_ref()) {
+            for file in std::iter::once(path).chain(real.as_deref()) {
                 if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
                     && !out.iter().any(|d| d == dir)
                 {
@@ -226,7 +238,39 @@ impl CertStore {
             self.table
                 .store(Arc::new(table_of(&self.slots, self.default)));
         }
+        self.reload_tickets(report, &mut outcome);
         outcome
+    }
+
+    fn reload_tickets(&self, report: bool, outcome: &mut Recheck) {
+        let Some(tickets) = &self.tickets else { return };
+        let mut problem = self
+            .ticket_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match tickets.reload() {
+            Ok(changed) => {
+                if changed {
+                    info!(listener = %self.listener, "TLS session ticket keys reloaded");
+                }
+                *problem = None;
+            }
+            Err(message) => {
+                outcome.failing += 1;
+                if report && problem.as_deref() != Some(message.as_str()) {
+                    warn!(listener = %self.listener, problem = %message, "TLS session ticket key file refused: the keys in force stay");
+                    *problem = Some(message);
+                }
+            }
+        }
+    }
+
+    /// Why the session ticket key file is refused, if it is.
+    pub fn ticket_problem(&self) -> Option<String> {
+        self.ticket_problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn refuse(&self, slot: &Slot, message: String, content: Vec<u8>, now: f64) {

@@ -33,6 +33,7 @@ mod tcp_zero_copy;
 mod tls;
 mod tls_client_auth;
 mod tls_rotation;
+mod tls_sessions;
 mod unix_backend;
 mod unix_listener;
 mod upstream_h1;
