@@ -7,6 +7,7 @@ A benchmark, not a test: it prints a table and exits 0. Everything runs on loopb
     python3 benches/loadtest.py --rounds 5 --duration 10 --threads 1 --scenarios keepalive,tcp
     python3 benches/loadtest.py --threads 2 --variants sluice-ws,sluice-sh   # the thread models
     python3 benches/loadtest.py --rounds 1 --duration 5 --scenarios edge  # edge checks vs none
+    python3 benches/loadtest.py --rounds 5 --scenarios tls-new,tls       # TLS vs OpenSSL
 
 The three do the same work per request: round robin over the backends with upstream
 keep-alive, X-Forwarded-For/-Proto/-Host to the backend, and an X-Request-Id to the backend
@@ -30,6 +31,14 @@ connections that waited more than 2 s for an answer at least once, the p99 laten
 requests sent from the fault until 1 s after the restore, and the requests the restored
 backend served after it came back (each backend counts what it serves; see `sluice
 backends`). `--duration` and `--connections` do not apply to them.
+
+Two scenarios terminate TLS (`--scenarios tls-new,tls`), configured alike on the three: one
+ECDSA P-256 certificate made here with openssl, TLS 1.3 only, no session cache and no tickets
+(every handshake is a full one), HTTP/1.1 to the client (wrk offers no ALPN) and
+X-Forwarded-Proto: https to the backends. `tls-new` sends `Connection: close`, so every
+request is a new TCP connection and a full handshake (handshake cost); `tls` keeps the
+connections open (record encryption cost). `--sluice-features aws-lc-rs` builds sluice with
+the aws-lc-rs provider instead of ring, to compare the two in the same setting.
 
 Needs wrk, nginx (with the stream module for TCP) and haproxy: on Debian, run as root and it
 installs them (`apt-get install wrk nginx-light libnginx-mod-stream haproxy`).
@@ -64,14 +73,20 @@ EDGE_RULES = """
     rate_limit: { rate: 1000000/s, burst: 1000000 }"""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+TLS_PORTS = {"sluice": 18031, "haproxy": 18032, "nginx": 18033, "sluice-ws": 18034,
+             "sluice-sh": 18035, "sluice-edge": 18036}
+
 SCENARIOS = {
-    # name: (body size, wrk extra args, tcp mode)
+    # name: (body size, wrk extra args, mode: False http, True tcp, "tls" https)
     "keepalive": (13, [], False),
     "close": (13, ["-H", "Connection: close"], False),
     "64k": (65536, [], False),
     "tcp": (13, [], True),
     # Bulk through L4: what splice(2) or a userspace copy costs per byte.
     "tcp64k": (65536, [], True),
+    # A full TLS 1.3 handshake (ECDSA P-256) per request, then keep-alive over TLS.
+    "tls-new": (13, ["-H", "Connection: close"], "tls"),
+    "tls": (13, [], "tls"),
     # Not a wrk run: IDLE_CONNECTIONS keep-alive connections held open, memory per connection.
     "idle": (13, None, False),
     # keepalive with a sluice-edge row beside sluice (EDGE_RULES): the cost of edge checks.
@@ -96,7 +111,7 @@ IDLE_SETTLE_S = 6.0
 
 def ensure_tools(stream=True):
     """`stream`: nginx's stream module is needed too (the throughput scenarios load it)."""
-    missing = [t for t in ("wrk", "nginx", "haproxy") if shutil.which(t) is None]
+    missing = [t for t in ("wrk", "nginx", "haproxy", "openssl") if shutil.which(t) is None]
     stream_module = "/usr/lib/nginx/modules/ngx_stream_module.so"
     if missing or (stream and not os.path.exists(stream_module)):
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -105,7 +120,7 @@ def ensure_tools(stream=True):
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(
             ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-             "wrk", "nginx-light", "libnginx-mod-stream", "haproxy"],
+             "wrk", "nginx-light", "libnginx-mod-stream", "haproxy", "openssl"],
             check=True, env=env)
 
 
@@ -202,7 +217,21 @@ def idle_cost(port, pid, count):
     return {"kib_per_conn": (after - before) / count, "answered": answered, "rss_mib": after / 1024}
 
 
+def make_certificate(tmp):
+    """One ECDSA P-256 certificate for the three (and a combined PEM for HAProxy)."""
+    cert, key = os.path.join(tmp, "tls.pem"), os.path.join(tmp, "tls.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    combined = os.path.join(tmp, "tls-combined.pem")
+    with open(combined, "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    return cert, key, combined
+
+
 def configs(tmp, backends, threads, fd_limit, variants):
+    cert, key, combined = make_certificate(tmp)
     upstreams = "\n".join(f"        server 127.0.0.1:{p};" for p in backends)
     nginx = f"""
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -232,6 +261,25 @@ http {{
             add_header X-Request-Id $request_id;
         }}
     }}
+    server {{
+        listen 127.0.0.1:{TLS_PORTS['nginx']} ssl backlog=4096;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        keepalive_requests 1000000;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Request-Id $request_id;
+            add_header X-Request-Id $request_id;
+        }}
+    }}
 }}
 stream {{
     upstream db {{
@@ -245,6 +293,7 @@ stream {{
 global
     nbthread {threads}
     maxconn {idle_connections(fd_limit) + 200}
+    tune.ssl.cachesize 0
 defaults
     mode http
     timeout connect 5s
@@ -257,6 +306,15 @@ frontend web
     unique-id-format %[uuid()]
     unique-id-header X-Request-Id
     http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
+    http-response set-header X-Request-Id %[unique-id]
+    default_backend app
+frontend tls
+    option forwardfor
+    bind 127.0.0.1:{TLS_PORTS['haproxy']} ssl crt {combined} ssl-min-ver TLSv1.3 no-tls-tickets
+    unique-id-format %[uuid()]
+    unique-id-header X-Request-Id
+    http-request set-header X-Forwarded-Proto https
     http-request set-header X-Forwarded-Host %[req.hdr(host)]
     http-response set-header X-Request-Id %[unique-id]
     default_backend app
@@ -285,6 +343,14 @@ listeners:
     bind: "127.0.0.1:{PORTS[name]}"
     pool: app{edge}
   db: {{ bind: "127.0.0.1:{TCP_PORTS[name]}", protocol: tcp, pool: app }}
+  tls:
+    bind: "127.0.0.1:{TLS_PORTS[name]}"
+    pool: app
+    tls:
+      certificates: [{{ cert: "{cert}", key: "{key}" }}]
+      min_version: "1.3"
+      session_cache: 0
+      session_tickets: false
 pools:
   app:
     backends: [{backend_list}]
@@ -320,6 +386,7 @@ def start_lbs(tmp, sluice_bin, paths):
         for name, proc in procs.items():
             wait_port(PORTS[name])
             wait_port(TCP_PORTS[name])
+            wait_port(TLS_PORTS[name])
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited (port taken by a leftover process?)")
     except Exception:
@@ -358,10 +425,10 @@ def parse_wrk(out):
     return {"rps": rps, "total": total, "p50": latency("50"), "p99": latency("99"), "errors": errors}
 
 
-def run_wrk(port, args, duration, connections, pid=None, wrk_threads=1):
+def run_wrk(port, args, duration, connections, pid=None, wrk_threads=1, scheme="http"):
     before = tree_ticks(pid) if pid else 0
     cmd = ["wrk", f"-t{wrk_threads}", f"-c{connections}", f"-d{duration}s", "--latency", *args,
-           f"http://127.0.0.1:{port}/"]
+           f"{scheme}://127.0.0.1:{port}/"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     result = parse_wrk(out)
     if pid:
@@ -663,6 +730,8 @@ def main():
                              "work_stealing), sluice-sh (runtime.accept: shared); the row "
                              "named sluice has the defaults (per_thread, reuseport)")
     parser.add_argument("--scenarios", default=",".join([*SCENARIOS, *EVENTS]))
+    parser.add_argument("--sluice-features", default="",
+                        help="cargo features for the sluice build, e.g. aws-lc-rs (TLS provider)")
     parser.add_argument("--soak", type=int, default=0,
                         help="after keepalive, load sluice this many seconds and sample its RSS")
     opts = parser.parse_args()
@@ -676,7 +745,8 @@ def main():
     if unknown:
         sys.exit(f"unknown --scenarios {unknown}: choose from {[*SCENARIOS, *EVENTS]}")
     ensure_tools(stream=any(s in SCENARIOS for s in scenarios))
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    features = ["--features", opts.sluice_features] if opts.sluice_features else []
+    subprocess.run(["cargo", "build", "--release", "--quiet", *features], cwd=ROOT, check=True)
     sluice_bin = os.path.join(target_dir(), "release", "sluice")
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"machine: {os.cpu_count()} cores, {cpu}; LB threads: {opts.threads}; "
@@ -707,15 +777,17 @@ def main():
                                         for _ in range(opts.rounds)] for name in procs},
                                 idle_connections(fd_limit))
                     continue
-                ports = TCP_PORTS if tcp else PORTS
+                ports = TLS_PORTS if tcp == "tls" else TCP_PORTS if tcp else PORTS
+                scheme = "https" if tcp == "tls" else "http"
                 rows = {name: [] for name in ("direct", *procs)}
                 for _ in range(opts.rounds):
+                    # The backend itself, plain: the ceiling without any proxy or TLS.
                     rows["direct"].append(run_wrk(backends[0], wrk_args, opts.duration,
                                                   opts.connections, wrk_threads=opts.wrk_threads))
                     for name in procs:
                         rows[name].append(run_wrk(ports[name], wrk_args, opts.duration,
                                                   opts.connections, procs[name].pid,
-                                                  opts.wrk_threads))
+                                                  opts.wrk_threads, scheme))
                 report(scenario, rows)
                 if opts.soak and scenario == "keepalive":
                     soak(PORTS["sluice"], procs["sluice"].pid, opts.soak, opts.connections)

@@ -55,6 +55,10 @@ pub struct Record {
     /// The server name the TLS client asked for (JSON format only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
+    /// The subject of the client's verified certificate (`tls.client_auth`; JSON format
+    /// only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_subject: Option<String>,
     /// Why the request failed by its client's doing (`client aborted`, `malformed request
     /// body`...), JSON format only; the status says it too (499 for an aborted client).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -340,6 +344,7 @@ mod tests {
             client_ip: "192.0.2.7".into(),
             tls_version: None,
             sni: None,
+            client_subject: None,
             error: None,
             moved: None,
             refused: None,

@@ -503,6 +503,15 @@ fn check(path: &Path, running: Option<&Path>, quiet: bool) -> ExitCode {
                     }
                 }
             }
+            // Valid, but a certificate about to expire is worth a warning (exit status 0).
+            let stores = (config.listeners.values())
+                .filter_map(|l| l.tls.as_ref())
+                .map(|t| &*t.store);
+            for warning in
+                sluice::tls::store::expiry_warnings(stores, sluice::clock::unix_seconds())
+            {
+                eprintln!("sluice: warning: {warning}");
+            }
             if !quiet {
                 println!(
                     "sluice: configuration file {} is valid ({} listeners, {} pools)",

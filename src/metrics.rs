@@ -47,6 +47,9 @@ pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "sluice_retry_budget_exhausted_to
 pub const DISCOVERY_UPDATES_TOTAL: &str = "sluice_discovery_updates_total";
 pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "sluice_tls_handshake_failures_total";
 pub const TLS_PASSTHROUGH_REFUSED_TOTAL: &str = "sluice_tls_passthrough_refused_total";
+pub const TLS_CERT_EXPIRY: &str = "sluice_tls_certificate_expiry_timestamp_seconds";
+pub const TLS_CERT_STALE: &str = "sluice_tls_certificate_stale";
+pub const TLS_CERT_ROTATIONS_TOTAL: &str = "sluice_tls_certificate_rotations_total";
 pub const CLIENT_ERRORS_TOTAL: &str = "sluice_client_errors_total";
 pub const ACCESS_LOG_DROPPED_TOTAL: &str = "sluice_access_log_dropped_total";
 
@@ -184,11 +187,23 @@ fn describe() {
     );
     describe_counter!(
         TLS_HANDSHAKE_FAILURES_TOTAL,
-        "TLS handshakes that failed on a terminating listener, by reason (timeout, error)."
+        "TLS handshakes that failed on a terminating listener, by reason."
     );
     describe_counter!(
         TLS_PASSTHROUGH_REFUSED_TOTAL,
         "Connections a passthrough listener closed before choosing a pool, by reason."
+    );
+    describe_gauge!(
+        TLS_CERT_EXPIRY,
+        "When each served TLS certificate expires (notAfter), Unix seconds, by listener, name (its first DNS name) and cert (file)."
+    );
+    describe_gauge!(
+        TLS_CERT_STALE,
+        "1 while a certificate's files on disk are refused (incomplete, key does not fit, expired) and the last good pair keeps serving."
+    );
+    describe_counter!(
+        TLS_CERT_ROTATIONS_TOTAL,
+        "Certificate files seen changed by the watch, by result: rotated (swapped in) or refused (the last good pair kept)."
     );
     describe_counter!(
         CLIENT_ERRORS_TOTAL,

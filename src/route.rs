@@ -22,6 +22,8 @@ pub struct RequestView<'a> {
     pub host: Option<&'a str>,
     pub path: &'a str,
     pub headers: &'a HeaderMap,
+    /// The client's verified certificate (`tls.client_auth`), for `match.client_cert`.
+    pub client_cert: Option<&'a crate::tls::client::ClientCert>,
 }
 
 impl<'a> RequestView<'a> {
@@ -38,7 +40,16 @@ impl<'a> RequestView<'a> {
             host,
             path: uri.path(),
             headers,
+            client_cert: None,
         }
+    }
+
+    pub fn with_client_cert(
+        mut self,
+        cert: Option<&'a crate::tls::client::ClientCert>,
+    ) -> RequestView<'a> {
+        self.client_cert = cert;
+        self
     }
 }
 
@@ -126,6 +137,16 @@ pub fn matches(matcher: &RouteMatch, request: &RequestView<'_>) -> bool {
         && !path_matches(pattern, request.path)
     {
         return false;
+    }
+    if let Some(condition) = &matcher.client_cert {
+        let fits = match (request.client_cert, &condition.san) {
+            (None, _) => !condition.present,
+            (Some(_), None) => condition.present,
+            (Some(cert), Some(san)) => cert.has_san(san),
+        };
+        if !fits {
+            return false;
+        }
     }
     if let Some(condition) = &matcher.header {
         let mut values = request.headers.get_all(&condition.name).iter();

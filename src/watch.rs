@@ -1,5 +1,6 @@
 //! Watching one file for changes: the config file (`reload`) and a discovery file
-//! (`discovery::file`). Owns the inotify (or other `notify` backend) watch and the settling
+//! (`discovery::file`); or every file of a few directories (`tls`: certificates and keys,
+//! whose directories may be swapped whole by a symlink). Owns the inotify (or other `notify` backend) watch and the settling
 //! of a burst of events into one change; what a change means is the caller's business.
 //!
 //! The file's directory is watched, not the file: editors, config managers and Kubernetes
@@ -38,11 +39,32 @@ impl FileWatch {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        FileWatch::start(&[directory], Some(name), path.display().to_string(), settle)
+    }
+
+    /// Watches every file of `directories` (not their subdirectories): a change is any event
+    /// but a read, on any name (a Kubernetes secret swaps its `..data` symlink, not the file).
+    pub fn directories(
+        directories: &[PathBuf],
+        settle: Duration,
+    ) -> Result<FileWatch, notify::Error> {
+        let shown = (directories.iter().map(|d| d.display().to_string()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        FileWatch::start(directories, None, shown, settle)
+    }
+
+    /// `name`: `Some(file name)` to report changes of that name only, `None` for any.
+    fn start(
+        directories: &[PathBuf],
+        name: Option<Option<OsString>>,
+        shown: String,
+        settle: Duration,
+    ) -> Result<FileWatch, notify::Error> {
         let (events_tx, events) = mpsc::channel(1);
-        let shown = path.display().to_string();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<Event>| match event {
-                Ok(event) if !may_change(&event, name.as_deref()) => {}
+                Ok(event) if !may_change(&event, name.as_ref().map(Option::as_deref)) => {}
                 Ok(_) => {
                     // A full channel already holds a pending change: coalesce.
                     let _ = events_tx.try_send(());
@@ -53,7 +75,9 @@ impl FileWatch {
                     let _ = events_tx.try_send(());
                 }
             })?;
-        watcher.watch(&directory, RecursiveMode::NonRecursive)?;
+        for directory in directories {
+            watcher.watch(directory, RecursiveMode::NonRecursive)?;
+        }
         Ok(FileWatch {
             _watcher: watcher,
             events,
@@ -79,9 +103,9 @@ impl FileWatch {
     }
 }
 
-/// Whether `event` may have changed the file named `name`: any event on it but a read, and
-/// any event that says events were lost.
-fn may_change(event: &Event, name: Option<&std::ffi::OsStr>) -> bool {
+/// Whether `event` may have changed the file named `name` (any file for `None`): any event on
+/// it but a read, and any event that says events were lost.
+fn may_change(event: &Event, name: Option<Option<&std::ffi::OsStr>>) -> bool {
     if event.need_rescan() {
         return true;
     }
@@ -90,7 +114,11 @@ fn may_change(event: &Event, name: Option<&std::ffi::OsStr>) -> bool {
         EventKind::Access(_) => true,
         _ => false,
     };
-    !only_read && event.paths.iter().any(|p| p.file_name() == name)
+    !only_read
+        && match name {
+            None => true,
+            Some(name) => event.paths.iter().any(|p| p.file_name() == name),
+        }
 }
 
 #[cfg(test)]
@@ -100,7 +128,7 @@ mod tests {
 
     #[test]
     fn reads_of_the_file_and_other_files_are_no_change() {
-        let name = Some(std::ffi::OsStr::new("sluice.yaml"));
+        let name = Some(Some(std::ffi::OsStr::new("sluice.yaml")));
         let on = |kind: EventKind| Event::new(kind).add_path(PathBuf::from("/etc/sluice.yaml"));
         for read in [
             AccessKind::Open(AccessMode::Any),
@@ -124,5 +152,11 @@ mod tests {
         assert!(!may_change(&other, name));
         let lost = Event::new(EventKind::Other).set_flag(Flag::Rescan);
         assert!(may_change(&lost, name), "events were lost: look again");
+        assert!(may_change(&other, None), "a directory watch: any name");
+        let read = on(EventKind::Access(AccessKind::Read));
+        assert!(
+            !may_change(&read, None),
+            "a directory watch ignores reads too"
+        );
     }
 }

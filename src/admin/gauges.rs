@@ -9,6 +9,7 @@ use crate::metrics::{
 use crate::state::Snapshot;
 
 pub(super) fn refresh_gauges(snapshot: &Snapshot) {
+    tls_gauges(snapshot);
     for pool in snapshot.pools.values() {
         let name = pool.config.name.clone();
         let (mut healthy, mut ejected, mut drained) = (0.0, 0.0, 0.0);
@@ -37,5 +38,29 @@ pub(super) fn refresh_gauges(snapshot: &Snapshot) {
         metrics::gauge!(POOL_CONFIGURED_BACKENDS, "pool" => name.clone())
             .set(pool.backends.len() as f64);
         pool_panic(&name, pool.panic.load(std::sync::atomic::Ordering::Relaxed));
+    }
+}
+
+/// Certificate expiry and staleness, read from each TLS listener's store.
+fn tls_gauges(snapshot: &Snapshot) {
+    use crate::metrics::{TLS_CERT_EXPIRY, TLS_CERT_ROTATIONS_TOTAL, TLS_CERT_STALE};
+    for listener in snapshot.config.listeners.values() {
+        let Some(tls) = &listener.tls else { continue };
+        for cert in tls.store.status() {
+            let name = cert
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| cert.subject.clone());
+            metrics::gauge!(TLS_CERT_EXPIRY, "listener" => listener.name.clone(), "name" => name, "cert" => cert.cert.clone())
+                .set(cert.expires_at as f64);
+            metrics::gauge!(TLS_CERT_STALE, "listener" => listener.name.clone(), "cert" => cert.cert)
+                .set(if cert.problem.is_some() { 1.0 } else { 0.0 });
+        }
+        let (rotated, refused) = tls.store.counts();
+        metrics::counter!(TLS_CERT_ROTATIONS_TOTAL, "listener" => listener.name.clone(), "result" => "rotated")
+            .absolute(rotated);
+        metrics::counter!(TLS_CERT_ROTATIONS_TOTAL, "listener" => listener.name.clone(), "result" => "refused")
+            .absolute(refused);
     }
 }

@@ -34,6 +34,12 @@ struct ListenerStatus {
     /// Rate-limit keys held, clients counted and the top refused keys (`crate::edge`).
     #[serde(skip_serializing_if = "Option::is_none")]
     edge: Option<crate::edge::EdgeReport>,
+    /// A TLS listener's certificates: names, expiry, and why files on disk were refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificates: Option<Vec<crate::tls::store::CertStatus>>,
+    /// Why `tls.ticket_keys` on disk is refused (the keys in force stay).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ticket_keys_problem: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -153,6 +159,8 @@ pub(super) fn status(admin: &Admin) -> Status {
             pool: l.pool.clone(),
             routes: l.routes.len(),
             edge: snapshot.edge(&l.name).and_then(|e| e.report()),
+            certificates: l.tls.as_ref().map(|t| t.store.status()),
+            ticket_keys_problem: l.tls.as_ref().and_then(|t| t.store.ticket_problem()),
         })
         .collect();
     let mut discovery = admin.discovery.status();

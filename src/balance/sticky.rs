@@ -55,14 +55,25 @@ pub fn parse_cookie_value(value: &[u8]) -> Option<u64> {
     u64::from_str_radix(text, 16).ok()
 }
 
-/// `NAME=TOKEN; Path=/; HttpOnly[; Max-Age=SECONDS]`. `None` only for a cookie name that is
-/// not an HTTP token, which config validation already refuses.
-pub fn set_cookie(config: &StickyConfig, backend: &BackendAddress) -> Option<HeaderValue> {
+/// `NAME=TOKEN; Path=/; HttpOnly; SameSite=Lax[; Secure][; Max-Age=SECONDS]`. `Secure`
+/// when the request came over TLS (`tls`) unless `secure:` says always or never. `None` only
+/// for a cookie name that is not an HTTP token, which config validation already refuses.
+pub fn set_cookie(
+    config: &StickyConfig,
+    backend: &BackendAddress,
+    tls: bool,
+) -> Option<HeaderValue> {
     let mut text = format!(
-        "{}={}; Path=/; HttpOnly",
+        "{}={}; Path=/; HttpOnly; SameSite={}",
         config.cookie,
-        cookie_value(backend)
+        cookie_value(backend),
+        config.same_site.as_str()
     );
+    // SameSite=None without Secure is dropped by browsers: it implies Secure.
+    let none = config.same_site == crate::config::SameSite::None;
+    if config.secure.unwrap_or(tls || none) {
+        text.push_str("; Secure");
+    }
     if let Some(ttl) = config.ttl {
         // Max-Age counts whole seconds; round a sub-second ttl up rather than to "expire now".
         let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
@@ -78,12 +89,13 @@ pub fn set_cookie_if_needed(
     config: Option<&StickyConfig>,
     context: &PickContext,
     served_by: &BackendAddress,
+    tls: bool,
 ) -> Option<HeaderValue> {
     let config = config?;
     if context.sticky == Some(token(served_by)) {
         return None;
     }
-    set_cookie(config, served_by)
+    set_cookie(config, served_by, tls)
 }
 
 #[cfg(test)]
@@ -98,6 +110,8 @@ mod tests {
         StickyConfig {
             cookie: "SLUICE".into(),
             ttl,
+            same_site: crate::config::SameSite::Lax,
+            secure: None,
         }
     }
 
@@ -116,16 +130,59 @@ mod tests {
     #[test]
     fn set_cookie_has_path_httponly_and_max_age() {
         let address: BackendAddress = "10.1.2.3:8080".parse().unwrap();
-        let header = set_cookie(&config(Some(Duration::from_millis(1500))), &address).unwrap();
+        let header =
+            set_cookie(&config(Some(Duration::from_millis(1500))), &address, false).unwrap();
         assert_eq!(
             header.to_str().unwrap(),
             format!(
-                "SLUICE={}; Path=/; HttpOnly; Max-Age=2",
+                "SLUICE={}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2",
                 cookie_value(&address)
             )
         );
-        let session = set_cookie(&config(None), &address).unwrap();
+        let session = set_cookie(&config(None), &address, false).unwrap();
         assert!(!session.to_str().unwrap().contains("Max-Age"));
+    }
+
+    #[test]
+    fn secure_over_tls_and_same_site_as_configured() {
+        use crate::config::SameSite;
+        let address: BackendAddress = "10.1.2.3:8080".parse().unwrap();
+        let text = |same_site, secure, tls| {
+            let config = StickyConfig {
+                same_site,
+                secure,
+                ..config(None)
+            };
+            let value = set_cookie(&config, &address, tls).unwrap();
+            value
+                .to_str()
+                .unwrap()
+                .split_once("; ")
+                .unwrap()
+                .1
+                .to_owned()
+        };
+        assert_eq!(
+            text(SameSite::Lax, None, true),
+            "Path=/; HttpOnly; SameSite=Lax; Secure"
+        );
+        assert_eq!(
+            text(SameSite::Lax, None, false),
+            "Path=/; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            text(SameSite::Strict, Some(true), false),
+            "Path=/; HttpOnly; SameSite=Strict; Secure"
+        );
+        assert_eq!(
+            text(SameSite::Lax, Some(false), true),
+            "Path=/; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            text(SameSite::None, None, false),
+            "Path=/; HttpOnly; SameSite=None; Secure",
+            "None implies Secure"
+        );
     }
 
     #[test]
@@ -140,16 +197,18 @@ mod tests {
         assert!((0..10).all(|_| balancer.pick(&backends, &pinned, &mut rng) == Some(2)));
         let sticky = config(None);
         assert_eq!(
-            set_cookie_if_needed(Some(&sticky), &pinned, &backends[2].address),
+            set_cookie_if_needed(Some(&sticky), &pinned, &backends[2].address, false),
             None
         );
 
         let _full = fill(&mut backends, 2);
         let moved = balancer.pick(&backends, &pinned, &mut rng).unwrap();
         assert_ne!(moved, 2);
-        assert!(set_cookie_if_needed(Some(&sticky), &pinned, &backends[moved].address).is_some());
+        assert!(
+            set_cookie_if_needed(Some(&sticky), &pinned, &backends[moved].address, false).is_some()
+        );
         assert_eq!(
-            set_cookie_if_needed(None, &pinned, &backends[moved].address),
+            set_cookie_if_needed(None, &pinned, &backends[moved].address, false),
             None
         );
 

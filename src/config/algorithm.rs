@@ -69,6 +69,29 @@ pub struct StickyConfig {
     pub cookie: String,
     /// `Max-Age` of the issued cookie; `None`: a session cookie.
     pub ttl: Option<Duration>,
+    pub same_site: SameSite,
+    /// `None`: `Secure` on requests that came over TLS; `Some`: always or never.
+    pub secure: Option<bool>,
+}
+
+/// The cookie's `SameSite` attribute. Lax by default: what browsers assume without one, said
+/// explicitly so every browser treats the cookie alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SameSite {
+    #[default]
+    Lax,
+    Strict,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
 }
 
 impl Algorithm {
@@ -317,9 +340,33 @@ impl Validator<'_> {
                 Duration::ZERO,
             )?),
         };
+        let same_site = match raw.value.same_site.as_ref() {
+            None => SameSite::Lax,
+            Some(text) => match text.value.trim().to_ascii_lowercase().as_str() {
+                "lax" => SameSite::Lax,
+                "strict" => SameSite::Strict,
+                "none" => SameSite::None,
+                other => {
+                    return Err(self.error_at(
+                        text.referenced,
+                        format!("{path}.sticky.same_site"),
+                        format!("unknown value {other:?}: use lax, strict or none"),
+                    ));
+                }
+            },
+        };
+        if same_site == SameSite::None && raw.value.secure == Some(false) {
+            return Err(self.error_at(
+                raw.referenced,
+                format!("{path}.sticky.same_site"),
+                "browsers drop a SameSite=None cookie without Secure: drop secure: false".into(),
+            ));
+        }
         Ok(Some(StickyConfig {
             cookie: cookie.to_owned(),
             ttl,
+            same_site,
+            secure: raw.value.secure,
         }))
     }
 }

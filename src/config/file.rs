@@ -210,6 +210,8 @@ pub struct RawRouteMatch {
     pub header: Option<Spanned<RawHeaderMatch>>,
     /// TLS server name (tcp listeners only: passthrough routing without terminating).
     pub sni: Option<Text>,
+    /// The client's verified certificate (listeners with `tls.client_auth`).
+    pub client_cert: Option<Spanned<super::tls::RawClientCertMatch>>,
 }
 
 /// `{name, value}` matches an exact value; `{name}` alone matches presence.
@@ -416,6 +418,10 @@ pub struct RawP2c {
 pub struct RawSticky {
     pub cookie: Text,
     pub ttl: Option<Text>,
+    /// `lax` (default), `strict` or `none`.
+    pub same_site: Option<Text>,
+    /// `Secure`: unset sends it on requests that came over TLS; true always, false never.
+    pub secure: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

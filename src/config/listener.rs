@@ -114,6 +114,9 @@ impl Validator<'_> {
             }
             Some(tls) => Some(self.tls(&path, tls)?),
         };
+        if tls.as_ref().is_none_or(|t| t.client_auth.is_none()) {
+            self.no_client_cert_routes(&path, raw.routes.as_ref())?;
+        }
         if protocol == Protocol::Tcp
             && let Some(pool) = &raw.pool
             && pools

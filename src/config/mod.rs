@@ -36,7 +36,7 @@ mod upstream_tls;
 pub mod zookeeper;
 
 pub use algorithm::{
-    Algorithm, HashKey, HashOptions, P2cLoad, P2cOptions, StickyConfig, parse_hash_key,
+    Algorithm, HashKey, HashOptions, P2cLoad, P2cOptions, SameSite, StickyConfig, parse_hash_key,
 };
 pub use backend_address::BackendAddress;
 pub use bind::BindAddr;

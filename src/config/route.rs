@@ -34,6 +34,8 @@ pub struct RouteMatch {
     pub path: Option<PathPattern>,
     pub method: Option<Method>,
     pub header: Option<HeaderCondition>,
+    /// On the client's verified certificate (`tls.client_auth` listeners).
+    pub client_cert: Option<super::tls::ClientCertMatch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +183,7 @@ impl Validator<'_> {
                 path: path_pattern,
                 method,
                 header,
+                client_cert: self.client_cert_match(path, raw_match.client_cert.as_ref())?,
             },
             action,
             compression: self.compression(path, route.compression.as_ref())?,

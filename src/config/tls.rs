@@ -10,6 +10,7 @@
 use super::Validator;
 use super::file::Text;
 use crate::error::ConfigError;
+use crate::tls::store::CertStore;
 use crate::tls::{self, LoadedCert, PairField, TlsVersion};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -26,7 +27,73 @@ pub struct RawTls {
     pub min_version: Option<Text>,
     /// Offered ALPN protocols, preferred first: `h2`, `http/1.1` (default both).
     pub alpn: Option<Spanned<Vec<String>>>,
+    /// Mutual TLS: clients present a certificate signed by `ca`.
+    pub client_auth: Option<Spanned<RawClientAuth>>,
+    /// Sessions kept for TLS 1.2 session-ID resumption (default 20000; 0: none).
+    pub session_cache: Option<Spanned<u64>>,
+    /// Stateless resumption tickets, TLS 1.3 and 1.2 (default true).
+    pub session_tickets: Option<Spanned<bool>>,
+    /// How long a random ticket key encrypts (default 6h; it decrypts for as long again).
+    pub ticket_rotation: Option<Text>,
+    /// Ticket keys from a file every instance shares (watched like certificates).
+    pub ticket_keys: Option<Text>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    /// PEM bundle of the CA certificates client certificates must chain to.
+    pub ca: Text,
+    /// `required` (default) or `optional`.
+    pub mode: Option<Text>,
+    /// PEM certificate revocation list(s) of the CA.
+    pub crl: Option<Text>,
+    /// The request header the verified certificate is passed in (default
+    /// `x-forwarded-client-cert`); always removed from what the client sent.
+    pub header: Option<Text>,
+}
+
+/// `tls.client_auth`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    pub ca: PathBuf,
+    pub crl: Option<PathBuf>,
+    /// `mode: required`: a client without a certificate fails the handshake.
+    pub required: bool,
+    pub header: http::HeaderName,
+}
+
+/// `match.client_cert` of a route: `{present: true}`, `{present: false}` or `{san: VALUE}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientCertMatch {
+    pub present: Option<bool>,
+    pub san: Option<String>,
+}
+
+/// A route condition on the client certificate: present or absent, and with a
+/// subjectAltName of exactly this value (DNS names without case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertMatch {
+    pub present: bool,
+    pub san: Option<String>,
+}
+
+/// Session resumption settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sessions {
+    pub cache: usize,
+    pub tickets: bool,
+    pub ticket_rotation: std::time::Duration,
+    pub ticket_keys: Option<PathBuf>,
+}
+
+/// HAProxy's default cache size; nginx's is off, rustls' 256 (too few for an edge).
+pub const DEFAULT_SESSION_CACHE: usize = 20_000;
+/// rustls' own rotation period: a ticket is accepted for twice as long.
+pub const DEFAULT_TICKET_ROTATION: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+pub const DEFAULT_CLIENT_CERT_HEADER: &str = "x-forwarded-client-cert";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +115,11 @@ pub struct ListenerTls {
     pub default_certificate: usize,
     pub min_version: TlsVersion,
     pub alpn: Vec<String>,
+    pub client_auth: Option<ClientAuth>,
+    pub sessions: Sessions,
     pub server_config: Arc<rustls::ServerConfig>,
+    /// The certificates as served: rotated by their watch without a reload.
+    pub store: Arc<CertStore>,
     /// The bytes of every file, so a reload that rewrote a file in place counts as a change.
     content: Vec<Vec<u8>>,
 }
@@ -60,6 +131,8 @@ impl PartialEq for ListenerTls {
             && self.default_certificate == other.default_certificate
             && self.min_version == other.min_version
             && self.alpn == other.alpn
+            && self.client_auth == other.client_auth
+            && self.sessions == other.sessions
             && self.content == other.content
     }
 }
@@ -151,15 +224,230 @@ impl Validator<'_> {
                 list.value.clone()
             }
         };
-        let server_config = tls::server_config(&loaded, default_certificate, min_version, &alpn)
-            .map_err(|message| self.error_at(raw.referenced, path.clone(), message))?;
+        let mut content: Vec<Vec<u8>> = loaded.iter().map(|c| c.content.clone()).collect();
+        let (client_auth, verifier) = match &raw.value.client_auth {
+            None => (None, None),
+            Some(raw) => {
+                let (auth, verifier, bytes) = self.client_auth(&path, raw)?;
+                content.push(bytes);
+                (Some(auth), Some(verifier))
+            }
+        };
+        let (sessions, ticketer) = self.sessions(&path, raw)?;
+        let listener = path
+            .strip_prefix("listeners.")
+            .and_then(|p| p.strip_suffix(".tls"))
+            .unwrap_or(&path);
+        let store = CertStore::new(
+            listener,
+            (certificates.iter())
+                .map(|c| (c.cert.clone(), c.key.clone()))
+                .collect(),
+            loaded,
+            default_certificate,
+            ticketer.clone().filter(|t| t.file().is_some()),
+        );
+        let server_config = tls::server_config(
+            Arc::clone(&store),
+            verifier,
+            min_version,
+            &alpn,
+            sessions.cache,
+            ticketer,
+        )
+        .map_err(|message| self.error_at(raw.referenced, path.clone(), message))?;
         Ok(ListenerTls {
             certificates,
             default_certificate,
             min_version,
             alpn,
+            client_auth,
+            sessions,
             server_config,
-            content: loaded.into_iter().map(|c| c.content).collect(),
+            store,
+            content,
         })
+    }
+}
+
+type Verifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
+
+impl Validator<'_> {
+    fn client_auth(
+        &self,
+        path: &str,
+        raw: &Spanned<RawClientAuth>,
+    ) -> Result<(ClientAuth, Verifier, Vec<u8>), ConfigError> {
+        let here = format!("{path}.client_auth");
+        let raw = &raw.value;
+        let required = match raw.mode.as_ref() {
+            None => true,
+            Some(text) => match text.value.trim() {
+                "required" => true,
+                "optional" => false,
+                other => {
+                    return Err(self.error_at(
+                        text.referenced,
+                        format!("{here}.mode"),
+                        format!("unknown mode {other:?}: use required or optional"),
+                    ));
+                }
+            },
+        };
+        let header = match raw.header.as_ref() {
+            None => http::HeaderName::from_static(DEFAULT_CLIENT_CERT_HEADER),
+            Some(text) => {
+                http::HeaderName::from_bytes(text.value.trim().as_bytes()).map_err(|_| {
+                    self.error_at(
+                        text.referenced,
+                        format!("{here}.header"),
+                        format!("{:?} is not a valid header name", text.value),
+                    )
+                })?
+            }
+        };
+        let ca = PathBuf::from(raw.ca.value.trim());
+        let crl = raw.crl.as_ref().map(|t| PathBuf::from(t.value.trim()));
+        let (verifier, bytes) =
+            tls::client::verifier(&ca, crl.as_deref(), required).map_err(|message| {
+                // Name the file the message is about.
+                let (field, at) = match &raw.crl {
+                    Some(text)
+                        if crl
+                            .as_ref()
+                            .is_some_and(|c| message.contains(&*c.to_string_lossy())) =>
+                    {
+                        ("crl", text.referenced)
+                    }
+                    _ => ("ca", raw.ca.referenced),
+                };
+                self.error_at(at, format!("{here}.{field}"), message)
+            })?;
+        Ok((
+            ClientAuth {
+                ca,
+                crl,
+                required,
+                header,
+            },
+            verifier,
+            bytes,
+        ))
+    }
+}
+
+impl Validator<'_> {
+    pub(super) fn client_cert_match(
+        &self,
+        route: &str,
+        raw: Option<&Spanned<RawClientCertMatch>>,
+    ) -> Result<Option<ClientCertMatch>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let here = format!("{route}.match.client_cert");
+        let fail = |m: &str| Err(self.error_at(raw.referenced, here.clone(), m.to_owned()));
+        match (&raw.value.present, &raw.value.san) {
+            (None, None) => fail("give present: true|false or san: VALUE"),
+            (Some(false), Some(_)) => fail("a san needs a certificate: drop present: false"),
+            (_, Some(san)) if san.trim().is_empty() => fail("san is empty"),
+            (present, san) => Ok(Some(ClientCertMatch {
+                present: present.unwrap_or(true),
+                san: san.as_ref().map(|s| s.trim().to_owned()),
+            })),
+        }
+    }
+}
+
+impl Validator<'_> {
+    /// A route on the client certificate needs a listener that asks for one.
+    pub(super) fn no_client_cert_routes(
+        &self,
+        listener: &str,
+        routes: Option<&Spanned<Vec<Spanned<super::file::RawRoute>>>>,
+    ) -> Result<(), ConfigError> {
+        for (index, route) in routes.iter().flat_map(|r| r.value.iter()).enumerate() {
+            if let Some(condition) = &route.value.matcher.value.client_cert {
+                return Err(self.error_at(
+                    condition.referenced,
+                    format!("{listener}.routes[{index}].match.client_cert"),
+                    "this listener asks for no client certificate: add tls.client_auth".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Validator<'_> {
+    fn sessions(
+        &self,
+        path: &str,
+        spanned: &Spanned<RawTls>,
+    ) -> Result<(Sessions, Option<Arc<tls::tickets::Ticketer>>), ConfigError> {
+        let raw = &spanned.value;
+        let cache = raw
+            .session_cache
+            .as_ref()
+            .map_or(DEFAULT_SESSION_CACHE, |n| n.value as usize);
+        let tickets = raw.session_tickets.as_ref().is_none_or(|t| t.value);
+        let ticket_rotation = match &raw.ticket_rotation {
+            None => DEFAULT_TICKET_ROTATION,
+            Some(_) => self.duration(
+                raw.ticket_rotation.as_ref(),
+                &format!("{path}.ticket_rotation"),
+                std::time::Duration::from_secs(60),
+            )?,
+        };
+        let ticket_keys = raw
+            .ticket_keys
+            .as_ref()
+            .map(|t| PathBuf::from(t.value.trim()));
+        for (given, field) in [
+            (raw.ticket_keys.as_ref(), "ticket_keys"),
+            (raw.ticket_rotation.as_ref(), "ticket_rotation"),
+        ] {
+            if let Some(text) = given
+                && !tickets
+            {
+                return Err(self.error_at(
+                    text.referenced,
+                    format!("{path}.{field}"),
+                    "session_tickets is false: drop this or turn tickets on".into(),
+                ));
+            }
+        }
+        if let (Some(text), Some(_)) = (&raw.ticket_rotation, &raw.ticket_keys) {
+            return Err(self.error_at(
+                text.referenced,
+                format!("{path}.ticket_rotation"),
+                "the keys come from ticket_keys: the operator rotates them in the file".into(),
+            ));
+        }
+        let ticketer = match (&ticket_keys, tickets) {
+            (_, false) => None,
+            (Some(file), true) => Some(
+                tls::tickets::Ticketer::from_file(file, DEFAULT_TICKET_ROTATION * 2).map_err(
+                    |message| {
+                        let at = raw
+                            .ticket_keys
+                            .as_ref()
+                            .map_or(spanned.referenced, |t| t.referenced);
+                        self.error_at(at, format!("{path}.ticket_keys"), message)
+                    },
+                )?,
+            ),
+            (None, true) => Some(
+                tls::tickets::Ticketer::rotating(ticket_rotation)
+                    .map_err(|m| self.error_at(spanned.referenced, path.to_owned(), m))?,
+            ),
+        };
+        Ok((
+            Sessions {
+                cache,
+                tickets,
+                ticket_rotation,
+                ticket_keys,
+            },
+            ticketer,
+        ))
     }
 }

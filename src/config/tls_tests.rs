@@ -169,3 +169,87 @@ fn unix_binds_and_modes() {
     let error = Config::parse(&tcp_mode, "t.yaml").unwrap_err();
     assert_eq!(error.path, "listeners.local.mode");
 }
+
+#[test]
+fn client_auth_loads_and_refusals_name_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_cert(dir.path(), "a", &["a.example.com"]);
+    // A self-signed certificate serves as its own CA bundle here.
+    let ca = a.0.display().to_string();
+    let with = |auth: &str| {
+        tls_config(
+            std::slice::from_ref(&a),
+            &format!("      client_auth: {auth}\n"),
+        )
+    };
+    let config = Config::parse(&with(&format!("{{ca: '{ca}'}}")), "t.yaml").unwrap();
+    let auth = config.listeners["https"]
+        .tls
+        .as_ref()
+        .unwrap()
+        .client_auth
+        .clone()
+        .unwrap();
+    assert!(auth.required, "required unless said otherwise");
+    assert_eq!(auth.header, "x-forwarded-client-cert");
+    let text = with(&format!(
+        "{{ca: '{ca}', mode: optional, header: x-client-cert}}"
+    ));
+    let auth = Config::parse(&text, "t.yaml").unwrap().listeners["https"]
+        .tls
+        .as_ref()
+        .unwrap()
+        .client_auth
+        .clone()
+        .unwrap();
+    assert!(!auth.required);
+    assert_eq!(auth.header, "x-client-cert");
+
+    let refused = |auth: String| Config::parse(&with(&auth), "t.yaml").unwrap_err().path;
+    assert_eq!(
+        refused(format!("{{ca: '{ca}', mode: maybe}}")),
+        "listeners.https.tls.client_auth.mode"
+    );
+    assert_eq!(
+        refused("{ca: /nonexistent.pem}".into()),
+        "listeners.https.tls.client_auth.ca"
+    );
+    assert_eq!(
+        refused(format!("{{ca: '{ca}', crl: /nonexistent.crl}}")),
+        "listeners.https.tls.client_auth.crl"
+    );
+    assert_eq!(
+        refused(format!("{{ca: '{ca}', header: 'bad header'}}")),
+        "listeners.https.tls.client_auth.header"
+    );
+}
+
+#[test]
+fn client_cert_routes_need_client_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_cert(dir.path(), "a", &["a.example.com"]);
+    let routes =
+        "    routes:\n      - match: {client_cert: {san: spiffe://x/y}}\n        pool: app\n";
+    let text = tls_config(std::slice::from_ref(&a), "")
+        .replace("    tls:\n", &format!("{routes}    tls:\n"));
+    let error = Config::parse(&text, "t.yaml").unwrap_err();
+    assert_eq!(error.path, "listeners.https.routes[0].match.client_cert");
+    let ok = text.replace(
+        "pools:\n",
+        &format!("      client_auth: {{ca: '{}'}}\npools:\n", a.0.display()),
+    );
+    let config = Config::parse(&ok, "t.yaml").unwrap();
+    let matcher = &config.listeners["https"].routes[0].matcher;
+    assert_eq!(
+        matcher.client_cert,
+        Some(crate::config::tls::ClientCertMatch {
+            present: true,
+            san: Some("spiffe://x/y".into())
+        })
+    );
+    let bad = ok.replace("{san: spiffe://x/y}", "{present: false, san: x}");
+    assert_eq!(
+        Config::parse(&bad, "t.yaml").unwrap_err().path,
+        "listeners.https.routes[0].match.client_cert"
+    );
+}

@@ -5,7 +5,7 @@
 //! the plan (`config::diff` against the file layer in force), and every socket the plan needs
 //! (`listeners::acquire`: taken over, inherited or bound, duplicated, registered with the
 //! workers); the effective config and the snapshot built from it, reusing backend state by
-//! identity. Commit: store the snapshot, the layers and the token, start the new accept loops
+//! identity. Commit: start the certificate watches, store the snapshot, the layers and the token, start the new accept loops
 //! and then stop the old ones, sync the health probes, and tell discovery the file layer.
 
 use super::listeners::{Acquired, Context};
@@ -119,6 +119,15 @@ impl Control {
             let mut live = lock(&self.live);
             let live: &mut Live = &mut live;
             if let Some(snapshot) = snapshot {
+                // Certificates rotate by themselves from here on (a store watches once).
+                for tls in snapshot
+                    .config
+                    .listeners
+                    .values()
+                    .filter_map(|l| l.tls.as_ref())
+                {
+                    tls.store.watch();
+                }
                 self.snapshot.store(Arc::new(snapshot));
             }
             if let Some(token) = admin_token {

@@ -233,7 +233,8 @@ where
         let stream = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
-                crate::metrics::tls_handshake_failure(&listener, "error");
+                let reason = crate::tls::client::failure_reason(&error);
+                crate::metrics::tls_handshake_failure(&listener, reason);
                 debug!(%listener, ?peer.client, error = %Chain(&error), "TLS handshake failed");
                 return None;
             }
@@ -254,6 +255,12 @@ where
             alpn: session
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned()),
+            // Verified by rustls against `tls.client_auth.ca` (only asked for there).
+            client: session
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(crate::tls::client::ClientCert::from_leaf)
+                .map(Arc::new),
         }));
         // TLS is only configured on http listeners (validation refuses it on tcp ones).
         return http_path(stream, peer, listener, snapshot, stop);

@@ -380,7 +380,8 @@ fn handle<'a>(
             admission::normalize(&parts.uri, &mut parts.headers);
             Request::from_parts(parts, body)
         };
-        let view = RequestView::new(request.method(), request.uri(), request.headers());
+        let view = RequestView::new(request.method(), request.uri(), request.headers())
+            .with_client_cert(context.peer.tls.as_ref().and_then(|t| t.client.as_deref()));
         let Some(routed) = router.route(&view) else {
             return error_response(StatusCode::NOT_FOUND, "no route for this request\n", active);
         };
@@ -485,6 +486,7 @@ fn handle<'a>(
             }
         };
         rewrite_request_headers(&mut parts.headers, client_ip, scheme, authority.as_deref());
+        client_cert_header(&mut parts.headers, listener, &context.peer);
         if let Some(forwarded) = &listener.forwarded {
             let by = forwarded.by.then_some(context.peer.local).flatten();
             append_forwarded(&mut parts.headers, client.ip, by, scheme);
@@ -580,6 +582,7 @@ fn handle<'a>(
                     pool.config.sticky.as_ref(),
                     &pick_context,
                     &backend.address,
+                    context.peer.tls.is_some(),
                 ) {
                     parts.headers.append(header::SET_COOKIE, cookie);
                 }
@@ -733,6 +736,9 @@ fn start_log(
             moved: None,
             refused: None,
             sni: context.peer.tls.as_ref().and_then(|t| t.sni.clone()),
+            client_subject: (context.peer.tls.as_ref())
+                .and_then(|t| t.client.as_ref())
+                .map(|c| c.subject.clone()),
         },
         started: tokio::time::Instant::now(),
         sink: Arc::clone(sink),
@@ -917,4 +923,24 @@ fn error_response(
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// The verified client certificate header: what the client sent under its name is always
+/// removed (Envoy's default, sanitize: a client must not forge it), on every listener for the
+/// default name, then the listener's verified certificate, if any, is set.
+fn client_cert_header(
+    headers: &mut http::HeaderMap,
+    listener: &crate::config::ListenerConfig,
+    peer: &crate::proxy::Peer,
+) {
+    const DEFAULT: http::HeaderName =
+        http::HeaderName::from_static(crate::config::tls::DEFAULT_CLIENT_CERT_HEADER);
+    headers.remove(DEFAULT);
+    let Some(auth) = listener.tls.as_ref().and_then(|t| t.client_auth.as_ref()) else {
+        return;
+    };
+    headers.remove(&auth.header);
+    if let Some(client) = peer.tls.as_ref().and_then(|t| t.client.as_ref()) {
+        headers.insert(auth.header.clone(), client.header.clone());
+    }
 }

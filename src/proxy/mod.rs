@@ -56,6 +56,8 @@ pub struct TlsInfo {
     pub sni: Option<String>,
     /// The ALPN protocol agreed on (`h2`, `http/1.1`), if any.
     pub alpn: Option<String>,
+    /// The client's verified certificate (`tls.client_auth`), read once per connection.
+    pub client: Option<std::sync::Arc<crate::tls::client::ClientCert>>,
 }
 
 impl Peer {

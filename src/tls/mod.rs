@@ -7,9 +7,14 @@
 //! Always the ring provider, never the process default: with two providers in the graph,
 //! `ServerConfig::builder()` would panic at run time.
 
+pub mod cert;
+pub mod client;
 pub mod resolve;
+pub mod store;
+pub mod tickets;
+mod watch;
 
-use resolve::CertResolver;
+pub use cert::{CertFacts, San};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -40,6 +45,8 @@ pub struct LoadedCert {
     pub names: Vec<String>,
     /// The raw bytes of both files, so a reload can tell new content from old.
     pub content: Vec<u8>,
+    /// The leaf's validity, serial and subject.
+    pub facts: CertFacts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,13 +61,30 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Reads a PEM chain (leaf first) and its private key and checks that they belong together.
 pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, PairError> {
+    let (cert_bytes, key_bytes) = read_pair(cert, key)?;
+    parse_pair(cert, key, cert_bytes, key_bytes)
+}
+
+/// The bytes of both files of a pair, certificate first.
+pub fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), PairError> {
+    let read = |field, path: &Path| {
+        std::fs::read(path).map_err(|e| PairError {
+            field,
+            message: format!("cannot read {}: {e}", path.display()),
+        })
+    };
+    Ok((read(PairField::Cert, cert)?, read(PairField::Key, key)?))
+}
+
+/// Parses the bytes of a pair (`cert` and `key` name the files in errors) and checks that the
+/// key fits the certificate.
+pub fn parse_pair(
+    cert: &Path,
+    key: &Path,
+    cert_bytes: Vec<u8>,
+    key_bytes: Vec<u8>,
+) -> Result<LoadedCert, PairError> {
     let fail = |field, message: String| PairError { field, message };
-    let cert_bytes = std::fs::read(cert).map_err(|e| {
-        fail(
-            PairField::Cert,
-            format!("cannot read {}: {e}", cert.display()),
-        )
-    })?;
     let chain = CertificateDer::pem_slice_iter(&cert_bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| fail(PairField::Cert, format!("{}: bad PEM: {e}", cert.display())))?;
@@ -70,12 +94,6 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, PairError> {
             format!("{}: no CERTIFICATE block found", cert.display()),
         ));
     }
-    let key_bytes = std::fs::read(key).map_err(|e| {
-        fail(
-            PairField::Key,
-            format!("cannot read {}: {e}", key.display()),
-        )
-    })?;
     let private = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
         fail(
             PairField::Key,
@@ -83,6 +101,8 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, PairError> {
         )
     })?;
     let names = san_names(&chain[0])
+        .map_err(|e| fail(PairField::Cert, format!("{}: {e}", cert.display())))?;
+    let facts = cert::facts(&chain[0])
         .map_err(|e| fail(PairField::Cert, format!("{}: {e}", cert.display())))?;
     // `from_der` loads the key and compares its public half with the leaf certificate's.
     let certified = CertifiedKey::from_der(chain, private, &provider()).map_err(|e| {
@@ -97,6 +117,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, PairError> {
         key: Arc::new(certified),
         names,
         content,
+        facts,
     })
 }
 
@@ -111,26 +132,36 @@ fn san_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
         .collect())
 }
 
-/// Builds the server side of a TLS listener. `default` indexes `certs`.
+/// Builds the server side of a TLS listener around its certificate store (which the store's
+/// watch keeps current without a new `ServerConfig`).
 pub fn server_config(
-    certs: &[LoadedCert],
-    default: usize,
+    store: Arc<store::CertStore>,
+    client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     min_version: TlsVersion,
     alpn: &[String],
+    session_cache: usize,
+    ticketer: Option<Arc<tickets::Ticketer>>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
     };
-    let resolver = CertResolver::new(
-        certs.iter().map(|c| (Arc::clone(&c.key), c.names.clone())),
-        default,
-    );
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
-        .map_err(|e| format!("cannot build the TLS configuration: {e}"))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .map_err(|e| format!("cannot build the TLS configuration: {e}"))?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    config.session_storage = if session_cache == 0 {
+        Arc::new(rustls::server::NoServerSessionStorage {})
+    } else {
+        rustls::server::ServerSessionMemoryCache::new(session_cache)
+    };
+    if let Some(ticketer) = ticketer {
+        config.ticketer = ticketer;
+    }
     Ok(Arc::new(config))
 }

@@ -11,7 +11,8 @@
 //! Validation reads certificate files. A block that names `/etc/sluice/NAME.pem` or
 //! `/etc/sluice/NAME.key` gets them made here, in a temporary directory its `/etc/sluice/`
 //! paths are pointed at: a self-signed certificate for `NAME.example.com` (and `NAME` itself
-//! when it has a dot) with its key, so `NAME.pem` and `NAME.key` always fit each other. TLS
+//! when it has a dot) with its key, so `NAME.pem` and `NAME.key` always fit each other;
+//! `NAME.crl` an empty CRL and `NAME.keys` a session ticket key file. TLS
 //! examples are checked like the rest, not skipped as fragments. No other file is read at
 //! validation (token files, access logs and discovery files are opened at run time).
 
@@ -135,17 +136,43 @@ fn check_markdown(name: &str, text: &str) -> Outcome {
 fn with_certificates(body: &str, dir: &Path) -> String {
     const PREFIX: &str = "/etc/sluice/";
     let mut stems = BTreeSet::new();
+    let mut crls = BTreeSet::new();
     for (at, _) in body.match_indices(PREFIX) {
         let name: String = body[at + PREFIX.len()..]
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
             .collect();
-        if let Some(stem) = name
+        if let Some(stem) = name.strip_suffix(".crl") {
+            crls.insert(stem.to_owned());
+        } else if name.ends_with(".keys") {
+            // Session ticket keys: one base64 line of 48 bytes.
+            use base64::Engine;
+            let line = base64::engine::general_purpose::STANDARD.encode([7u8; 48]);
+            std::fs::write(dir.join(&name), format!("{line}\n")).unwrap();
+        } else if let Some(stem) = name
             .strip_suffix(".pem")
             .or_else(|| name.strip_suffix(".key"))
         {
             stems.insert(stem.to_owned());
         }
+    }
+    for stem in &crls {
+        // A CRL of a throwaway CA: validation parses it, the signature is checked per client.
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2026, 1, 1),
+            next_update: rcgen::date_time_ymd(2090, 1, 1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca)
+        .unwrap();
+        std::fs::write(dir.join(format!("{stem}.crl")), crl.pem().unwrap()).unwrap();
     }
     for stem in &stems {
         let mut names = vec![format!("{stem}.example.com")];

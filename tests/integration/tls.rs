@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -295,4 +296,139 @@ async fn certificate_reloads_apply_to_new_connections_and_broken_ones_are_refuse
     );
     // The connection opened before the reload goes on.
     assert_eq!(get_over(open, false, "/still-open").await.0, 200);
+}
+
+/// The sticky cookie is `Secure` on a request that came over TLS, `HttpOnly` and
+/// `SameSite=Lax` by default; the same pool behind a plain listener gets no `Secure`.
+#[tokio::test]
+async fn the_sticky_cookie_is_secure_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_cert(dir.path(), "a", &["a.example.com"]);
+    let backend = spawn_backend("app").await;
+    let yaml = https_config(backend.addr, &[&a], "").replace(
+        "    backends: [",
+        "    sticky: {cookie: SRV}\n    backends: [",
+    );
+    let yaml = yaml.replace(
+        "pools:\n",
+        "  plain:\n    bind: 127.0.0.1:0\n    pool: app\npools:\n",
+    );
+    let sluice = start_sluice(&yaml).await;
+    let tls = connect_tls(sluice.local_addr("https").unwrap(), "a.example.com", &[])
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get("/")
+        .header("host", "a.example.com")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("SRV="), "{cookie}");
+    assert!(
+        cookie.ends_with("; Path=/; HttpOnly; SameSite=Lax; Secure"),
+        "{cookie}"
+    );
+    let plain = get(sluice.local_addr("plain").unwrap(), "/").await;
+    let cookie = plain.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.ends_with("; HttpOnly; SameSite=Lax"), "{cookie}");
+}
+
+/// A verifier that only offers RSA signature schemes, as an old client would.
+#[derive(Debug)]
+struct RsaOnly(Arc<dyn rustls::client::danger::ServerCertVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for RsaOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        use rustls::SignatureScheme as S;
+        vec![S::RSA_PSS_SHA256, S::RSA_PKCS1_SHA256, S::RSA_PSS_SHA384]
+    }
+}
+
+/// An ECDSA and an RSA certificate for the same name: a client that offers ECDSA gets the
+/// first listed (ECDSA), one that only verifies RSA gets the RSA one.
+#[tokio::test]
+async fn ecdsa_and_rsa_certificates_for_one_name_are_chosen_by_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let ecdsa = write_cert(dir.path(), "ecdsa", &["a.example.com"]);
+    let rsa = {
+        let key =
+            rcgen::KeyPair::from_pem(include_str!("../../src/tls/testdata/rsa2048.key")).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["a.example.com".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (path, key_path) = (dir.path().join("rsa.pem"), dir.path().join("rsa.key"));
+        std::fs::write(&path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        TestCert {
+            cert: path,
+            key: key_path,
+            der: cert.der().to_vec(),
+        }
+    };
+    let backend = spawn_backend("app").await;
+    let sluice = start_sluice(&https_config(backend.addr, &[&ecdsa, &rsa], "")).await;
+    let addr = sluice.local_addr("https").unwrap();
+    let tls = connect_tls(addr, "a.example.com", &[]).await.unwrap();
+    assert!(
+        presented(&tls) == ecdsa.der,
+        "a modern client: the first listed"
+    );
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(RsaOnly(accept_any())))
+            .with_no_client_auth();
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(
+                rustls::pki_types::ServerName::try_from("a.example.com").unwrap(),
+                stream,
+            )
+            .await
+            .unwrap();
+        assert!(
+            presented(&tls) == rsa.der,
+            "an RSA-only client: RSA ({versions:?})"
+        );
+    }
 }

@@ -164,3 +164,33 @@ pub async fn read_all<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String
     .await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A certificate and its key as PEM text, with the certificate's DER: `expired` makes one
+/// whose validity ended in 2001.
+pub struct PemPair {
+    pub cert: String,
+    pub key: String,
+    pub der: Vec<u8>,
+}
+
+pub fn pem_pair(names: &[&str], expired: bool) -> PemPair {
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    }
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    PemPair {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+        der: cert.der().to_vec(),
+    }
+}
+
+/// The verifier of `client_config`: accepts any server certificate.
+pub fn accept_any() -> Arc<dyn ServerCertVerifier> {
+    Arc::new(AcceptAny(provider()))
+}
