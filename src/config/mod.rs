@@ -12,6 +12,7 @@
 mod algorithm;
 pub mod backend_address;
 mod bind;
+pub mod consul;
 pub mod diff;
 pub mod discovery;
 mod duration;

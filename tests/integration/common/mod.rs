@@ -9,6 +9,7 @@
 //! certificates and clients (`tls.rs`) and the HTTP/2 and TLS backends (`upstream.rs`) are
 //! imported by name by the tests that need them.
 
+pub mod consul;
 pub mod etcd;
 pub mod tls;
 pub mod upstream;
