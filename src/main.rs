@@ -154,22 +154,50 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-    /// Register a backend in etcd under a lease kept alive while this runs (or while COMMAND
-    /// runs); SIGTERM/SIGINT or the command's exit deletes the key.
+    /// Register a backend in etcd (a key under a lease), Consul (a service instance with a
+    /// TTL check) or ZooKeeper (an ephemeral znode) for as long as this runs (or while COMMAND
+    /// runs); SIGTERM/SIGINT or the command's exit deregisters it.
+    #[command(group(clap::ArgGroup::new("registry").required(true).args(["etcd", "consul", "zookeeper"])))]
     Register {
         /// etcd endpoint, http://HOST:PORT (repeat or comma-separate for several).
-        #[arg(long = "etcd", required = true, value_delimiter = ',')]
+        #[arg(long = "etcd", value_delimiter = ',', requires = "prefix")]
         etcd: Vec<String>,
-        /// Key directory the pool's etcd source follows, e.g. /services/app/.
+        /// With --etcd: key directory the pool's etcd source follows, e.g. /services/app/.
         #[arg(long)]
-        prefix: String,
-        /// The backend's address, IP:PORT (the key is PREFIX + ADDRESS).
+        prefix: Option<String>,
+        /// Consul agent, http://HOST:PORT or https://HOST:PORT (usually the local agent).
+        #[arg(long, value_name = "URL", requires = "service")]
+        consul: Option<String>,
+        /// With --consul: the service name the pool's consul source follows.
+        #[arg(long)]
+        service: Option<String>,
+        /// With --consul: a tag of the instance (repeat for several).
+        #[arg(long = "tag", requires = "consul")]
+        tags: Vec<String>,
+        /// With --consul: file holding the ACL token sent as X-Consul-Token.
+        #[arg(long, value_name = "FILE", requires = "consul")]
+        token_file: Option<PathBuf>,
+        /// ZooKeeper servers, HOST:PORT (repeat or comma-separate for several).
+        #[arg(
+            long = "zookeeper",
+            value_delimiter = ',',
+            value_name = "HOSTS",
+            requires = "path"
+        )]
+        zookeeper: Vec<String>,
+        /// With --zookeeper: the znode the pool's zookeeper source follows, e.g. /services/app.
+        #[arg(long)]
+        path: Option<String>,
+        /// The backend's address, IP:PORT (the etcd key is PREFIX + ADDRESS, the znode
+        /// PATH/ADDRESS).
         #[arg(long)]
         address: SocketAddr,
-        /// The backend's weight (stored as {"weight": N}; 1 stores an empty value).
+        /// The backend's weight (etcd/ZooKeeper: {"weight": N}, 1 stores an empty value;
+        /// Consul: Weights.Passing).
         #[arg(long, default_value_t = 1)]
         weight: u32,
-        /// Lease TTL: a registrant killed outright is removed after this long.
+        /// A registrant killed outright is removed after this long: the etcd lease TTL, the
+        /// Consul check TTL (critical, then removed after 1 min), the ZooKeeper session timeout.
         #[arg(long, default_value = "10s", value_parser = parse_ttl)]
         ttl: std::time::Duration,
         /// Command to run; the registration lasts while it runs and its exit status is ours.
@@ -346,14 +374,34 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Register {
             etcd,
             prefix,
+            consul,
+            service,
+            tags,
+            token_file,
+            zookeeper,
+            path,
             address,
             weight,
             ttl,
             command,
         }) => {
-            let options = sluice::discovery::register::RegisterOptions::new(
-                etcd, &prefix, address, weight, ttl,
-            )?;
+            use sluice::discovery::register::{
+                ConsulOptions, EtcdOptions, RegisterOptions, ZooKeeperOptions,
+            };
+            let options = if let Some(consul) = consul {
+                let service = service.unwrap_or_default();
+                RegisterOptions::Consul(ConsulOptions::new(
+                    &consul, &service, address, weight, ttl, tags, token_file,
+                )?)
+            } else if !zookeeper.is_empty() {
+                let path = path.unwrap_or_default();
+                RegisterOptions::ZooKeeper(ZooKeeperOptions::new(
+                    &zookeeper, &path, address, weight, ttl,
+                )?)
+            } else {
+                let prefix = prefix.unwrap_or_default();
+                RegisterOptions::Etcd(EtcdOptions::new(etcd, &prefix, address, weight, ttl)?)
+            };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

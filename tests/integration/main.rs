@@ -25,6 +25,7 @@ mod lifecycle;
 mod passthrough;
 mod proxy_protocol;
 mod register;
+mod register_more;
 mod reload;
 mod resilience;
 mod routing;
