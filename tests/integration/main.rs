@@ -18,6 +18,7 @@ mod discovery_file;
 mod discovery_zookeeper;
 mod docs;
 mod edge_trust;
+mod fleet;
 mod health;
 mod http_proxy;
 mod layering;
