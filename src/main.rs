@@ -15,7 +15,7 @@ const DEFAULT_CONFIG: &str = "/etc/sluice/sluice.yaml";
 const EXIT_STATUS: &str = "\
 Exit status:
   0  success: the config is valid (check), the daemon stopped cleanly (run, demo), the
-     running sluice did what was asked (status, reload, drain, enable)
+     running sluice did what was asked (status, reload, drain, enable) or is ready (ready)
   1  failure: an invalid config, a daemon that could not start, a reload or an action the
      running sluice refused, an admin listener that could not be reached
   2  usage error: an unknown command or option, a missing or malformed argument
@@ -110,6 +110,19 @@ enum Command {
         /// Response body size in bytes.
         #[arg(long, default_value_t = 13)]
         body_size: usize,
+    },
+    /// Exit 0 if a running sluice answers /ready on its admin listener within the timeout,
+    /// else 1; prints nothing on success (for keepalived's track_script and other probes).
+    Ready {
+        /// Admin address (default: admin.bind from the config file, else 127.0.0.1:9900).
+        #[arg(long, value_name = "IP:PORT")]
+        admin: Option<SocketAddr>,
+        /// Config file whose admin.bind to use (default: /etc/sluice/sluice.yaml).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How long to wait for the answer: a hung daemon counts as not ready.
+        #[arg(long, default_value = "1s", value_parser = parse_ttl)]
+        timeout: std::time::Duration,
     },
     /// Show pools and backends of a running sluice (state, reason, load) as a table.
     Status {
@@ -314,6 +327,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Ready {
+            admin,
+            config,
+            timeout,
+        }) => {
+            let (admin, _) = admin_target(admin, &file(config));
+            Ok(ready(admin, timeout))
+        }
         Some(Command::Status { admin: args }) => {
             let (admin, _) = admin_target(args.admin, &file(args.config));
             let (status, body) = admin_call(admin, http::Method::GET, "/status", None)?;
@@ -441,6 +462,39 @@ fn build_description() -> String {
 }
 
 /// Exit 0 for a 2xx answer of the admin API, 1 otherwise.
+/// `sluice ready`: 0 when `/ready` answers 200 within `timeout`; else 1 with one line on
+/// stderr (keepalived logs a script's exit status only).
+fn ready(admin: SocketAddr, timeout: std::time::Duration) -> ExitCode {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let request = sluice::cli::admin_request(admin, http::Method::GET, "/ready", None);
+                match tokio::time::timeout(timeout, request).await {
+                    Ok(Ok((status, body))) => Ok((status, body)),
+                    Ok(Err(error)) => Err(sluice::error::chain(&error)),
+                    Err(_) => Err(format!("{admin}: no answer in {timeout:?}")),
+                }
+            })
+        });
+    match answer {
+        Ok((200, _)) => ExitCode::SUCCESS,
+        Ok((status, body)) => {
+            eprintln!(
+                "sluice: not ready: {admin} answered {status}: {}",
+                body.trim_end()
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("sluice: not ready: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn exit_status(status: u16) -> ExitCode {
     if (200..300).contains(&status) {
         ExitCode::SUCCESS

@@ -19,6 +19,7 @@ mod discovery_zookeeper;
 mod docs;
 mod edge_trust;
 mod fleet;
+mod ha_pair;
 mod health;
 mod http_proxy;
 mod layering;

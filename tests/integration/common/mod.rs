@@ -11,6 +11,7 @@
 
 pub mod consul;
 pub mod etcd;
+pub mod netns;
 pub mod tls;
 pub mod upstream;
 pub mod zookeeper;
@@ -25,7 +26,7 @@ mod wait;
 // Each test crate uses a different subset of these fixtures.
 #[allow(unused_imports)]
 pub use backends::{
-    Backend, Controls, IterStream, Seen, dead_addr, pattern, spawn_backend,
+    Backend, Controls, IterStream, Seen, dead_addr, pattern, serve_backend_on, spawn_backend,
     spawn_backend_with_delay, spawn_controlled_backend, spawn_controlled_backend_at,
     spawn_tcp_echo, spawn_tcp_echo_after_eof,
 };
