@@ -7,8 +7,9 @@
 //!   lb2    10.231.0.12  ──┘          floating 10.231.0.50:8080
 //! ```
 //!
-//! keepalived runs in lb1 and lb2 with the track_script of `conf/keepalived.conf`
-//! (`sluice ready`), both `state BACKUP` with `nopreempt`. A client thread in the client
+//! keepalived runs in lb1 and lb2 with the shipped `conf/keepalived.conf` (names and
+//! addresses substituted): the `sluice ready` track_script, both `state BACKUP` with
+//! `nopreempt`, VRRPv3 adverts every 0.2 s. A client thread in the client
 //! namespace sends one request every 20 ms (a new connection each) through the floating
 //! address and records each outcome. Events, each measured as failed requests and seconds
 //! without service (first failure to first success after the last failure):
@@ -55,23 +56,27 @@ fn sluice_config(dir: &Path, role: &str) -> std::path::PathBuf {
     path
 }
 
-/// keepalived's config for one host: the shipped example's shape with the test's names, and
-/// VRRPv3 with a 0.2 s advert interval so that a lost master is noticed in under a second.
+/// keepalived's config for one host: the shipped `conf/keepalived.conf` itself, with this
+/// test's binary, host name, priority and floating address substituted (VRRPv3, 0.2 s
+/// adverts, `nopreempt`, the `sluice ready` track_script: all as shipped).
 fn keepalived_config(dir: &Path, role: &str, priority: u8) -> std::path::PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/keepalived.conf");
+    let text = std::fs::read_to_string(shipped).unwrap();
+    let mut replaced = text.clone();
+    for (from, to) in [
+        ("/usr/bin/sluice", BIN.to_owned()),
+        ("router_id sluice-lb1", format!("router_id {role}")),
+        ("priority 150", format!("priority {priority}")),
+        ("192.0.2.10/24", format!("{FLOATING}/24")),
+    ] {
+        assert!(
+            replaced.contains(from),
+            "conf/keepalived.conf no longer has {from:?}"
+        );
+        replaced = replaced.replace(from, &to);
+    }
     let path = dir.join(format!("keepalived-{role}.conf"));
-    std::fs::write(
-        &path,
-        format!(
-            "global_defs {{\n  router_id {role}\n  script_user root\n  vrrp_version 3\n}}\n\
-             vrrp_script chk_sluice {{\n  script \"{BIN} ready --admin 127.0.0.1:9900 --timeout 500ms\"\n  \
-             interval 1\n  timeout 1\n  fall 1\n  rise 2\n}}\n\
-             vrrp_instance sluice {{\n  state BACKUP\n  nopreempt\n  interface eth0\n  \
-             virtual_router_id 51\n  priority {priority}\n  advert_int 0.2\n  \
-             virtual_ipaddress {{\n    {FLOATING}/24 dev eth0\n  }}\n  \
-             track_script {{\n    chk_sluice\n  }}\n}}\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, replaced).unwrap();
     path
 }
 
