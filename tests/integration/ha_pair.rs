@@ -13,10 +13,14 @@
 //! namespace sends one request every 20 ms (a new connection each) through the floating
 //! address and records each outcome. Events, each measured as failed requests and seconds
 //! without service (first failure to first success after the last failure):
-//! 1. SIGKILL of the active sluice (lb1): its track_script fails, lb1 goes FAULT, lb2 takes over;
+//! 1. SIGKILL of the active sluice (say lb1): its track_script fails, lb1 goes FAULT, lb2
+//!    takes over;
 //! 2. lb1's sluice started again: the address stays on lb2 (nopreempt), nothing fails;
-//! 3. the active host's link (lb2's eth0) goes down: lb1 takes over;
+//! 3. the now active host's link (lb2's eth0) goes down: lb1 takes over;
 //! 4. the link comes back: the address stays on lb1, nothing fails.
+//!
+//! Which host wins the first election is up to keepalived's timers (both start BACKUP); the
+//! test follows whichever holds the address.
 //!
 //! Skipped with a message where namespaces cannot be made (not root) or keepalived is not
 //! installed; required under CI. Everything is torn down on drop, panics included.
@@ -218,8 +222,20 @@ async fn keepalived_moves_the_floating_address_when_sluice_or_the_link_dies() {
     assert!(both_ready, "sluice not ready in both hosts");
     start_keepalived_in(&mut lab, dir.path(), "lb1", 150);
     start_keepalived_in(&mut lab, dir.path(), "lb2", 100);
-    wait_holder(&lab, "lb1").await;
-    assert!(!lab.holds("lb2", FLOATING), "both hold the address");
+    // Both start as BACKUP with nopreempt: the first election usually goes to lb1 (higher
+    // priority), but whichever took the address keeps it, so the test follows the holder.
+    let elected = wait_until(SETTLE, || {
+        lab.holds("lb1", FLOATING) || lab.holds("lb2", FLOATING)
+    })
+    .await;
+    assert!(elected, "nobody holds {FLOATING} within {SETTLE:?}");
+    let (active, standby) = if lab.holds("lb1", FLOATING) {
+        ("lb1", "lb2")
+    } else {
+        ("lb2", "lb1")
+    };
+    assert!(!lab.holds(standby, FLOATING), "both hold the address");
+    eprintln!("HA pair: {active} won the first election");
 
     // The client: one request every 20 ms through the floating address.
     let outcomes: Outcomes = Arc::default();
@@ -243,37 +259,37 @@ async fn keepalived_moves_the_floating_address_when_sluice_or_the_link_dies() {
 
     // 1. The active sluice is killed outright.
     let killed = Instant::now();
-    lab.kill("lb1");
-    wait_holder(&lab, "lb2").await;
+    lab.kill(active);
+    wait_holder(&lab, standby).await;
     let (kill_failed, kill_outage) =
         wait_outage(&outcomes, killed, "SIGKILL of the active sluice").await;
 
     // 2. It comes back: the address stays where it is (nopreempt), nothing fails.
-    start_sluice_in(&mut lab, dir.path(), "lb1");
-    assert!(wait_until(SETTLE, || ready(&lab, "lb1")).await);
+    start_sluice_in(&mut lab, dir.path(), active);
+    assert!(wait_until(SETTLE, || ready(&lab, active)).await);
     let back = Instant::now();
-    // rise 2 at interval 1: lb1 is eligible again after about 2 s; give it 4.
+    // rise 2 at interval 1: it is eligible again after about 2 s; give it 4.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(
-        lab.holds("lb2", FLOATING),
-        "nopreempt: the address stays on lb2"
+        lab.holds(standby, FLOATING),
+        "nopreempt: the address stays on {standby}"
     );
-    assert!(!lab.holds("lb1", FLOATING));
-    let (failed, _) = wait_outage(&outcomes, back, "lb1's sluice back (no move)").await;
+    assert!(!lab.holds(active, FLOATING));
+    let (failed, _) = wait_outage(&outcomes, back, "killed sluice back (no move)").await;
     assert_eq!(failed, 0);
 
     // 3. The active host's link goes down.
     let unplugged = Instant::now();
-    lab.ip(&["-n", &lab.name("lb2"), "link", "set", "eth0", "down"]);
-    wait_holder(&lab, "lb1").await;
+    lab.ip(&["-n", &lab.name(standby), "link", "set", "eth0", "down"]);
+    wait_holder(&lab, active).await;
     let (link_failed, link_outage) =
         wait_outage(&outcomes, unplugged, "link of the active host down").await;
 
     // 4. The link comes back: no move back, nothing fails, one holder.
-    lab.ip(&["-n", &lab.name("lb2"), "link", "set", "eth0", "up"]);
+    lab.ip(&["-n", &lab.name(standby), "link", "set", "eth0", "up"]);
     let plugged = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(lab.holds("lb1", FLOATING) && !lab.holds("lb2", FLOATING));
+    assert!(lab.holds(active, FLOATING) && !lab.holds(standby, FLOATING));
     let (failed, _) = wait_outage(&outcomes, plugged, "link back (no move)").await;
     assert_eq!(failed, 0);
 
