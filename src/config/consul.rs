@@ -1,10 +1,9 @@
 //! The `consul` discovery settings of a pool: the YAML mirror, the validated type, and the
 //! checks of the agent address, service name and token file.
 //!
-//! Pure like the rest of `config` but for one read: the token file is opened at validation so
-//! that `sluice check` and a reload refuse a missing or empty one with its `file:line:col`
-//! (the task reads it again at each (re)connect, so a rotated token is picked up). The
-//! watching task is `crate::discovery::consul`.
+//! Pure like the rest of `config`: the token file is read by the task at each (re)connect,
+//! not here (as `admin.token_file`), so a rotated token is picked up and a missing one shows
+//! in `/status`. The watching task is `crate::discovery::consul`.
 
 use super::Validator;
 use super::file::Text;
@@ -101,13 +100,14 @@ impl Validator<'_> {
         }
         let token_file = match &consul.token_file {
             None => None,
-            Some(file) => {
-                let name = file.value.trim();
-                read_token(name.as_ref()).map_err(|message| {
-                    self.error_at(file.referenced, format!("{path}.token_file"), message)
-                })?;
-                Some(PathBuf::from(name))
+            Some(file) if file.value.trim().is_empty() => {
+                return Err(self.error_at(
+                    file.referenced,
+                    format!("{path}.token_file"),
+                    "empty path".into(),
+                ));
             }
+            Some(file) => Some(PathBuf::from(file.value.trim())),
         };
         let wait = self.duration(
             consul.wait.as_ref(),
