@@ -139,7 +139,7 @@ impl Registration {
                 message,
             })?),
         };
-        let tls = options.https.then(|| crate::config::UpstreamTls {
+        let tls = options.https.then_some(crate::config::UpstreamTls {
             verify: true,
             ca: None,
             sni: None,
