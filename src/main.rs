@@ -15,7 +15,7 @@ const DEFAULT_CONFIG: &str = "/etc/sluice/sluice.yaml";
 const EXIT_STATUS: &str = "\
 Exit status:
   0  success: the config is valid (check), the daemon stopped cleanly (run, demo), the
-     running sluice did what was asked (status, reload, drain, enable)
+     running sluice did what was asked (status, reload, drain, enable) or is ready (ready)
   1  failure: an invalid config, a daemon that could not start, a reload or an action the
      running sluice refused, an admin listener that could not be reached
   2  usage error: an unknown command or option, a missing or malformed argument
@@ -111,6 +111,19 @@ enum Command {
         #[arg(long, default_value_t = 13)]
         body_size: usize,
     },
+    /// Exit 0 if a running sluice answers /ready on its admin listener within the timeout,
+    /// else 1; prints nothing on success (for keepalived's track_script and other probes).
+    Ready {
+        /// Admin address (default: admin.bind from the config file, else 127.0.0.1:9900).
+        #[arg(long, value_name = "IP:PORT")]
+        admin: Option<SocketAddr>,
+        /// Config file whose admin.bind to use (default: /etc/sluice/sluice.yaml).
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How long to wait for the answer: a hung daemon counts as not ready.
+        #[arg(long, default_value = "1s", value_parser = parse_ttl)]
+        timeout: std::time::Duration,
+    },
     /// Show pools and backends of a running sluice (state, reason, load) as a table.
     Status {
         #[command(flatten)]
@@ -154,22 +167,50 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
-    /// Register a backend in etcd under a lease kept alive while this runs (or while COMMAND
-    /// runs); SIGTERM/SIGINT or the command's exit deletes the key.
+    /// Register a backend in etcd (a key under a lease), Consul (a service instance with a
+    /// TTL check) or ZooKeeper (an ephemeral znode) for as long as this runs (or while COMMAND
+    /// runs); SIGTERM/SIGINT or the command's exit deregisters it.
+    #[command(group(clap::ArgGroup::new("registry").required(true).args(["etcd", "consul", "zookeeper"])))]
     Register {
         /// etcd endpoint, http://HOST:PORT (repeat or comma-separate for several).
-        #[arg(long = "etcd", required = true, value_delimiter = ',')]
+        #[arg(long = "etcd", value_delimiter = ',', requires = "prefix")]
         etcd: Vec<String>,
-        /// Key directory the pool's etcd source follows, e.g. /services/app/.
+        /// With --etcd: key directory the pool's etcd source follows, e.g. /services/app/.
         #[arg(long)]
-        prefix: String,
-        /// The backend's address, IP:PORT (the key is PREFIX + ADDRESS).
+        prefix: Option<String>,
+        /// Consul agent, http://HOST:PORT or https://HOST:PORT (usually the local agent).
+        #[arg(long, value_name = "URL", requires = "service")]
+        consul: Option<String>,
+        /// With --consul: the service name the pool's consul source follows.
+        #[arg(long)]
+        service: Option<String>,
+        /// With --consul: a tag of the instance (repeat for several).
+        #[arg(long = "tag", requires = "consul")]
+        tags: Vec<String>,
+        /// With --consul: file holding the ACL token sent as X-Consul-Token.
+        #[arg(long, value_name = "FILE", requires = "consul")]
+        token_file: Option<PathBuf>,
+        /// ZooKeeper servers, HOST:PORT (repeat or comma-separate for several).
+        #[arg(
+            long = "zookeeper",
+            value_delimiter = ',',
+            value_name = "HOSTS",
+            requires = "path"
+        )]
+        zookeeper: Vec<String>,
+        /// With --zookeeper: the znode the pool's zookeeper source follows, e.g. /services/app.
+        #[arg(long)]
+        path: Option<String>,
+        /// The backend's address, IP:PORT (the etcd key is PREFIX + ADDRESS, the znode
+        /// PATH/ADDRESS).
         #[arg(long)]
         address: SocketAddr,
-        /// The backend's weight (stored as {"weight": N}; 1 stores an empty value).
+        /// The backend's weight (etcd/ZooKeeper: {"weight": N}, 1 stores an empty value;
+        /// Consul: Weights.Passing).
         #[arg(long, default_value_t = 1)]
         weight: u32,
-        /// Lease TTL: a registrant killed outright is removed after this long.
+        /// A registrant killed outright is removed after this long: the etcd lease TTL, the
+        /// Consul check TTL (critical, then removed after 1 min), the ZooKeeper session timeout.
         #[arg(long, default_value = "10s", value_parser = parse_ttl)]
         ttl: std::time::Duration,
         /// Command to run; the registration lasts while it runs and its exit status is ours.
@@ -286,6 +327,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Ready {
+            admin,
+            config,
+            timeout,
+        }) => {
+            let (admin, _) = admin_target(admin, &file(config));
+            Ok(ready(admin, timeout))
+        }
         Some(Command::Status { admin: args }) => {
             let (admin, _) = admin_target(args.admin, &file(args.config));
             let (status, body) = admin_call(admin, http::Method::GET, "/status", None)?;
@@ -346,14 +395,34 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Some(Command::Register {
             etcd,
             prefix,
+            consul,
+            service,
+            tags,
+            token_file,
+            zookeeper,
+            path,
             address,
             weight,
             ttl,
             command,
         }) => {
-            let options = sluice::discovery::register::RegisterOptions::new(
-                etcd, &prefix, address, weight, ttl,
-            )?;
+            use sluice::discovery::register::{
+                ConsulOptions, EtcdOptions, RegisterOptions, ZooKeeperOptions,
+            };
+            let options = if let Some(consul) = consul {
+                let service = service.unwrap_or_default();
+                RegisterOptions::Consul(ConsulOptions::new(
+                    &consul, &service, address, weight, ttl, tags, token_file,
+                )?)
+            } else if !zookeeper.is_empty() {
+                let path = path.unwrap_or_default();
+                RegisterOptions::ZooKeeper(ZooKeeperOptions::new(
+                    &zookeeper, &path, address, weight, ttl,
+                )?)
+            } else {
+                let prefix = prefix.unwrap_or_default();
+                RegisterOptions::Etcd(EtcdOptions::new(etcd, &prefix, address, weight, ttl)?)
+            };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -393,6 +462,39 @@ fn build_description() -> String {
 }
 
 /// Exit 0 for a 2xx answer of the admin API, 1 otherwise.
+/// `sluice ready`: 0 when `/ready` answers 200 within `timeout`; else 1 with one line on
+/// stderr (keepalived logs a script's exit status only).
+fn ready(admin: SocketAddr, timeout: std::time::Duration) -> ExitCode {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let request = sluice::cli::admin_request(admin, http::Method::GET, "/ready", None);
+                match tokio::time::timeout(timeout, request).await {
+                    Ok(Ok((status, body))) => Ok((status, body)),
+                    Ok(Err(error)) => Err(sluice::error::chain(&error)),
+                    Err(_) => Err(format!("{admin}: no answer in {timeout:?}")),
+                }
+            })
+        });
+    match answer {
+        Ok((200, _)) => ExitCode::SUCCESS,
+        Ok((status, body)) => {
+            eprintln!(
+                "sluice: not ready: {admin} answered {status}: {}",
+                body.trim_end()
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("sluice: not ready: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn exit_status(status: u16) -> ExitCode {
     if (200..300).contains(&status) {
         ExitCode::SUCCESS

@@ -57,8 +57,16 @@ impl Hash {
                 .max(1);
             ring.extend((0..count).map(|point| (point_of(&backend.address, point), index as u32)));
         }
-        // Ties (vanishingly rare) are broken by index, keeping the ring deterministic.
-        ring.sort_unstable();
+        // Ties (vanishingly rare) are broken by address, not by index: the ring then depends
+        // on the set of (address, weight) alone, never on the order backends came in, so every
+        // instance of a fleet builds the same ring from the same registry.
+        ring.sort_unstable_by(|a, b| {
+            (a.0.cmp(&b.0)).then_with(|| {
+                backends[a.1 as usize]
+                    .address
+                    .cmp(&backends[b.1 as usize].address)
+            })
+        });
         Hash {
             points: ring.iter().map(|&(point, _)| point).collect(),
             owners: ring.iter().map(|&(_, owner)| owner).collect(),

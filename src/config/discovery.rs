@@ -1,11 +1,12 @@
-//! Service discovery settings of a pool (`discovery:` with `dns`, `file`, `etcd` and/or
-//! `zookeeper`, whose settings live in `zookeeper.rs`): the
+//! Service discovery settings of a pool (`discovery:` with `dns`, `file`, `etcd`, `zookeeper`
+//! and/or `consul`, whose settings live in `zookeeper.rs` and `consul.rs`): the
 //! YAML mirror, the validated types, and the parser of a discovery backend file.
 //!
 //! Pure like the rest of `config`: the tasks that resolve, watch and list live in
 //! `crate::discovery` and only read these types. The raw types sit here rather than in
 //! `file.rs` so everything about discovery settings is in one place.
 
+pub use super::consul::{ConsulSource, RawConsul};
 use super::file::RawBackend;
 pub use super::zookeeper::{RawZooKeeper, ZooKeeperSource};
 use super::{BackendConfig, Validator, parse_socket_addr};
@@ -32,6 +33,7 @@ pub struct RawDiscovery {
     pub file: Option<Spanned<String>>,
     pub etcd: Option<Spanned<RawEtcd>>,
     pub zookeeper: Option<Spanned<RawZooKeeper>>,
+    pub consul: Option<Spanned<RawConsul>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +75,7 @@ pub enum DiscoverySource {
     File(FileSource),
     Etcd(EtcdSource),
     ZooKeeper(ZooKeeperSource),
+    Consul(ConsulSource),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,6 +84,7 @@ pub enum SourceKind {
     File,
     Etcd,
     ZooKeeper,
+    Consul,
 }
 
 impl SourceKind {
@@ -90,6 +94,7 @@ impl SourceKind {
             SourceKind::File => "file",
             SourceKind::Etcd => "etcd",
             SourceKind::ZooKeeper => "zookeeper",
+            SourceKind::Consul => "consul",
         }
     }
 }
@@ -101,6 +106,7 @@ impl DiscoverySource {
             DiscoverySource::File(_) => SourceKind::File,
             DiscoverySource::Etcd(_) => SourceKind::Etcd,
             DiscoverySource::ZooKeeper(_) => SourceKind::ZooKeeper,
+            DiscoverySource::Consul(_) => SourceKind::Consul,
         }
     }
 
@@ -114,6 +120,16 @@ impl DiscoverySource {
             DiscoverySource::File(file) => file.path.display().to_string(),
             DiscoverySource::Etcd(etcd) => format!("{} {}", etcd.endpoints.join(","), etcd.prefix),
             DiscoverySource::ZooKeeper(zk) => format!("{} {}", zk.connect_string(), zk.path),
+            DiscoverySource::Consul(consul) => {
+                let mut target = format!("{} service {}", consul.address, consul.service);
+                if let Some(tag) = &consul.tag {
+                    target.push_str(&format!(" tag {tag}"));
+                }
+                if let Some(dc) = &consul.datacenter {
+                    target.push_str(&format!(" dc {dc}"));
+                }
+                target
+            }
         }
     }
 }
@@ -181,11 +197,16 @@ impl Validator<'_> {
                 self.zookeeper(&format!("{path}.zookeeper"), zookeeper)?,
             ));
         }
+        if let Some(consul) = &raw.value.consul {
+            sources.push(DiscoverySource::Consul(
+                self.consul(&format!("{path}.consul"), consul)?,
+            ));
+        }
         if sources.is_empty() {
             return Err(self.error_at(
                 raw.referenced,
                 path,
-                "no source: set dns, file, etcd or zookeeper".into(),
+                "no source: set dns, file, etcd, zookeeper or consul".into(),
             ));
         }
         Ok(sources)

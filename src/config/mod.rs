@@ -13,6 +13,7 @@ mod algorithm;
 pub mod backend_address;
 mod bind;
 pub mod compression;
+pub mod consul;
 pub mod diff;
 pub mod discovery;
 mod duration;

@@ -87,7 +87,7 @@ impl Validator<'_> {
 
 /// `HOST:PORT` with a DNS name, an IPv4 address or a bracketed IPv6 address. The port is
 /// required: a silent default of 2181 would hide a typo such as `zk1:21818` turned `zk1`.
-fn parse_host_port(text: &str) -> Result<String, String> {
+pub fn parse_host_port(text: &str) -> Result<String, String> {
     let text = text.trim();
     let invalid = || {
         format!(
@@ -114,7 +114,7 @@ fn parse_host_port(text: &str) -> Result<String, String> {
 
 /// An absolute znode path: `/a/b`, no trailing slash, no empty, `.` or `..` segment (what the
 /// server itself refuses, caught before it is asked).
-fn check_znode_path(path: &str) -> Result<(), String> {
+pub fn check_znode_path(path: &str) -> Result<(), String> {
     let segments_ok = path.strip_prefix('/').is_some_and(|rest| {
         rest.split('/')
             .all(|s| !s.is_empty() && s != "." && s != ".." && !s.contains(char::is_control))

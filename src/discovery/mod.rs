@@ -1,5 +1,5 @@
 //! Service discovery: one task per pool source (`dns.rs`, `file.rs`, `etcd.rs`,
-//! `zookeeper.rs`) publishes the backends it currently sees into the registry here. The
+//! `zookeeper.rs`, `consul/`) publishes the backends it currently sees into the registry here. The
 //! registry keeps each source's set and status and wakes whoever waits on `changed`; the
 //! server's wiring then hands every set (`sets`) to the control plane, which keeps them as a
 //! layer of its state and rebuilds the snapshot through its one publish path: backend state is
@@ -15,6 +15,7 @@
 //! last good set and is reported in `/status` and `sluice_discovery_updates_total`.
 //! Imports `config`, `metrics` and `watch`; never the control plane, the server or the proxy.
 
+pub mod consul;
 pub mod dns;
 pub mod entry;
 pub mod etcd;
@@ -73,6 +74,17 @@ pub struct SourceStatus {
     /// Successful reads and failures since the source started.
     pub updates: u64,
     pub failures: u64,
+    /// Entries the registry lists but that are not in the pool, each with why (a Consul
+    /// instance in maintenance or with a critical check). Empty for the other sources.
+    pub excluded: Vec<Excluded>,
+}
+
+/// An entry a source saw and left out of the pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Excluded {
+    /// `IP:PORT`, or what the registry gave when that is not an address.
+    pub address: String,
+    pub reason: String,
 }
 
 impl SourceStatus {
@@ -87,6 +99,7 @@ impl SourceStatus {
             last_error_at: None,
             updates: 0,
             failures: 0,
+            excluded: Vec::new(),
         }
     }
 }
@@ -106,7 +119,17 @@ impl Publisher {
     }
 
     /// A successful read: `backends` is the source's complete current set.
-    pub fn publish(&self, mut backends: Vec<BackendConfig>) {
+    pub fn publish(&self, backends: Vec<BackendConfig>) {
+        self.publish_with_excluded(backends, Vec::new());
+    }
+
+    /// A successful read that also left entries out (shown in `/status` with the reason).
+    pub fn publish_with_excluded(
+        &self,
+        mut backends: Vec<BackendConfig>,
+        mut excluded: Vec<Excluded>,
+    ) {
+        excluded.sort_by(|a, b| a.address.cmp(&b.address));
         backends.sort_by(|a, b| a.address.cmp(&b.address));
         backends.dedup_by(|a, b| a.address == b.address);
         self.metric("success");
@@ -115,6 +138,7 @@ impl Publisher {
             running.status.last_error = None;
             running.status.updates += 1;
             running.status.backends = backends.len();
+            running.status.excluded = excluded;
             let changed = running.backends != backends;
             running.backends = backends;
             changed
@@ -222,6 +246,9 @@ impl Discovery {
                 DiscoverySource::ZooKeeper(zk) => {
                     tokio::spawn(zookeeper::run(zk.clone(), publisher, stop.clone()));
                 }
+                DiscoverySource::Consul(consul) => {
+                    tokio::spawn(consul::run(consul.clone(), publisher, stop.clone()));
+                }
             }
             let status = SourceStatus::new(key.1.as_str(), source.target());
             inner.sources.insert(
@@ -237,7 +264,8 @@ impl Discovery {
         }
     }
 
-    /// Every source's current set, in a fixed order (pool, then dns, file, etcd, zookeeper).
+    /// Every source's current set, in a fixed order (pool, then dns, file, etcd, zookeeper,
+    /// consul).
     pub fn sets(&self) -> Vec<DiscoveredSet> {
         let inner = lock(&self.inner);
         (inner.sources.iter())

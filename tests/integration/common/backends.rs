@@ -97,6 +97,13 @@ pub async fn spawn_controlled_backend_at(
     serve_controlled(socket, name, Duration::ZERO, controls)
 }
 
+/// A backend on a listener the test bound itself (in another network namespace).
+pub fn serve_backend_on(socket: std::net::TcpListener, name: &str) -> Backend {
+    socket.set_nonblocking(true).unwrap();
+    let socket = TcpListener::from_std(socket).unwrap();
+    serve_controlled(socket, name, Duration::ZERO, Controls::default())
+}
+
 fn serve_controlled(
     socket: TcpListener,
     name: &str,

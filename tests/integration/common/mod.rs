@@ -9,7 +9,9 @@
 //! certificates and clients (`tls.rs`) and the HTTP/2 and TLS backends (`upstream.rs`) are
 //! imported by name by the tests that need them.
 
+pub mod consul;
 pub mod etcd;
+pub mod netns;
 pub mod tls;
 pub mod upstream;
 pub mod zookeeper;
@@ -24,7 +26,7 @@ mod wait;
 // Each test crate uses a different subset of these fixtures.
 #[allow(unused_imports)]
 pub use backends::{
-    Backend, Controls, IterStream, Seen, dead_addr, pattern, spawn_backend,
+    Backend, Controls, IterStream, Seen, dead_addr, pattern, serve_backend_on, spawn_backend,
     spawn_backend_with_delay, spawn_controlled_backend, spawn_controlled_backend_at,
     spawn_tcp_echo, spawn_tcp_echo_after_eof,
 };

@@ -1,0 +1,260 @@
+//! `sluice register --consul`: registers one service instance with the local Consul agent
+//! (`PUT /v1/agent/service/register`) with a TTL check that starts passing, passes it every
+//! TTL/3 (`PUT /v1/agent/check/pass/service:ID`), and deregisters it
+//! (`PUT /v1/agent/service/deregister/ID`) when stopped.
+//!
+//! A registrant killed outright stops passing the check: Consul turns it critical when the
+//! TTL runs out (the consul source then drops the instance, saying so in `/status`) and
+//! removes the instance after `DeregisterCriticalServiceAfter` (1 min, Consul's minimum).
+//! A refresh that fails (the agent restarted and forgot the service) registers again.
+
+use super::super::consul::client::{Agent, ConsulError};
+use super::{BACKOFF_MAX, RegisterError, TIMEOUT, check_common};
+use crate::config::consul::{parse_agent_address, read_token};
+use crate::error::Chain;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How long a critical instance stays listed before Consul removes it.
+const DEREGISTER_CRITICAL_AFTER: &str = "1m";
+
+#[derive(Debug, Clone)]
+pub struct ConsulOptions {
+    address: String,
+    authority: String,
+    https: bool,
+    service: String,
+    id: String,
+    backend: SocketAddr,
+    tags: Vec<String>,
+    weight: u32,
+    ttl: Duration,
+    token_file: Option<PathBuf>,
+}
+
+impl ConsulOptions {
+    pub fn new(
+        agent: &str,
+        service: &str,
+        backend: SocketAddr,
+        weight: u32,
+        ttl: Duration,
+        tags: Vec<String>,
+        token_file: Option<PathBuf>,
+    ) -> Result<ConsulOptions, RegisterError> {
+        let invalid = |flag, message: String| RegisterError::Invalid { flag, message };
+        let (address, authority, https) =
+            parse_agent_address(agent).map_err(|message| invalid("--consul", message))?;
+        let name_ok = |name: &str| {
+            !name.is_empty()
+                && (name.chars()).all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        };
+        if !name_ok(service) {
+            return Err(invalid(
+                "--service",
+                format!("{service:?}: letters, digits, '-', '_' and '.'"),
+            ));
+        }
+        if let Some(tag) = tags.iter().find(|t| !name_ok(t)) {
+            return Err(invalid(
+                "--tag",
+                format!("{tag:?}: letters, digits, '-', '_' and '.'"),
+            ));
+        }
+        check_common(weight, ttl)?;
+        if let Some(path) = &token_file {
+            read_token(path).map_err(|message| invalid("--token-file", message))?;
+        }
+        Ok(ConsulOptions {
+            address,
+            authority,
+            https,
+            id: service_id(service, backend),
+            service: service.to_owned(),
+            backend,
+            tags,
+            weight,
+            ttl,
+            token_file,
+        })
+    }
+
+    /// The instance's service ID (`web-10.0.0.7-8080`): one per backend address, so two
+    /// registrants of one backend replace rather than duplicate each other.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn check_id(&self) -> String {
+        format!("service:{}", self.id)
+    }
+
+    /// What `PUT /v1/agent/service/register` is sent.
+    fn definition(&self) -> serde_json::Value {
+        json!({
+            "ID": self.id,
+            "Name": self.service,
+            "Address": self.backend.ip().to_string(),
+            "Port": self.backend.port(),
+            "Tags": self.tags,
+            "Weights": {"Passing": self.weight, "Warning": 1},
+            "Check": {
+                "CheckID": self.check_id(),
+                "Name": "sluice register TTL",
+                "TTL": format!("{}ms", self.ttl.as_millis()),
+                // Routable as soon as registered, not after the first refresh.
+                "Status": "passing",
+                "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
+            },
+        })
+    }
+}
+
+fn service_id(service: &str, backend: SocketAddr) -> String {
+    let ip = backend.ip().to_string().replace(':', "-");
+    format!("{service}-{ip}-{}", backend.port())
+}
+
+pub struct Registration {
+    options: ConsulOptions,
+}
+
+impl Registration {
+    pub async fn register(options: ConsulOptions) -> Result<Registration, RegisterError> {
+        let registration = Registration { options };
+        registration.put().await?;
+        Ok(registration)
+    }
+
+    /// A client with the token read now (a rotated token file is picked up).
+    fn agent(&self) -> Result<Agent, RegisterError> {
+        let options = &self.options;
+        let token = match &options.token_file {
+            None => None,
+            Some(path) => Some(read_token(path).map_err(|message| RegisterError::Invalid {
+                flag: "--token-file",
+                message,
+            })?),
+        };
+        let tls = options.https.then_some(crate::config::UpstreamTls {
+            verify: true,
+            ca: None,
+            sni: None,
+            client_auth: None,
+        });
+        Agent::new(&options.address, &options.authority, tls, TIMEOUT, token)
+            .map_err(consul("connect"))
+    }
+
+    async fn put(&self) -> Result<(), RegisterError> {
+        let body = self.options.definition().to_string();
+        let agent = self.agent()?;
+        agent
+            .put("/v1/agent/service/register", Some(body))
+            .await
+            .map_err(consul("service register"))?;
+        info!(service = %self.options.service, id = %self.options.id,
+            ttl = ?self.options.ttl, "registered with Consul");
+        Ok(())
+    }
+
+    async fn pass(&self) -> Result<(), RegisterError> {
+        let path = format!("/v1/agent/check/pass/{}", self.options.check_id());
+        let agent = self.agent()?;
+        agent.put(&path, None).await.map_err(consul("check pass"))?;
+        Ok(())
+    }
+
+    /// Passes the TTL check every TTL/3; a failed pass registers again (with a backoff), so
+    /// an agent that restarted and forgot the service gets it back.
+    pub async fn keep_alive(&mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(self.options.ttl / 3).await;
+            loop {
+                let refreshed = match self.pass().await {
+                    Ok(()) => Ok(()),
+                    Err(error) => {
+                        warn!(error = %Chain(&error), "TTL check not passed; registering again");
+                        self.put().await
+                    }
+                };
+                match refreshed {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(100);
+                        break;
+                    }
+                    Err(error) => {
+                        warn!(error = %Chain(&error), "registration not refreshed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        }
+    }
+
+    pub async fn deregister(self) -> Result<(), RegisterError> {
+        let path = format!("/v1/agent/service/deregister/{}", self.options.id);
+        let agent = self.agent()?;
+        agent
+            .put(&path, None)
+            .await
+            .map_err(consul("service deregister"))?;
+        info!(id = %self.options.id, "deregistered from Consul");
+        Ok(())
+    }
+}
+
+fn consul(action: &str) -> impl FnOnce(ConsulError) -> RegisterError {
+    let action = action.to_owned();
+    move |source| RegisterError::Consul { action, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(agent: &str, service: &str, weight: u32) -> Result<ConsulOptions, RegisterError> {
+        ConsulOptions::new(
+            agent,
+            service,
+            "10.0.0.7:8080".parse().unwrap(),
+            weight,
+            Duration::from_secs(10),
+            vec!["v2".into()],
+            None,
+        )
+    }
+
+    #[test]
+    fn the_definition_has_a_passing_ttl_check_and_the_weight() {
+        let options = options("http://127.0.0.1:8500", "web", 3).unwrap();
+        assert_eq!(options.id(), "web-10.0.0.7-8080");
+        let definition = options.definition();
+        assert_eq!(definition["Address"], "10.0.0.7");
+        assert_eq!(definition["Port"], 8080);
+        assert_eq!(definition["Weights"]["Passing"], 3);
+        assert_eq!(definition["Check"]["TTL"], "10000ms");
+        assert_eq!(definition["Check"]["Status"], "passing");
+        assert_eq!(definition["Check"]["CheckID"], "service:web-10.0.0.7-8080");
+        assert_eq!(service_id("web", "[::1]:80".parse().unwrap()), "web---1-80");
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let flag = |result: Result<ConsulOptions, RegisterError>| match result {
+            Err(RegisterError::Invalid { flag, .. }) => flag,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(flag(options("127.0.0.1:8500", "web", 1)), "--consul");
+        assert_eq!(
+            flag(options("http://127.0.0.1:8500", "a b", 1)),
+            "--service"
+        );
+        assert_eq!(flag(options("http://127.0.0.1:8500", "web", 0)), "--weight");
+    }
+}
