@@ -190,6 +190,9 @@ enum Command {
         /// With --consul: file holding the ACL token sent as X-Consul-Token.
         #[arg(long, value_name = "FILE", requires = "consul")]
         token_file: Option<PathBuf>,
+        /// With an https:// --consul: trust only this CA bundle (PEM) instead of the public roots.
+        #[arg(long, value_name = "FILE", requires = "consul")]
+        ca: Option<PathBuf>,
         /// ZooKeeper servers, HOST:PORT (repeat or comma-separate for several).
         #[arg(
             long = "zookeeper",
@@ -399,6 +402,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             service,
             tags,
             token_file,
+            ca,
             zookeeper,
             path,
             address,
@@ -411,9 +415,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let options = if let Some(consul) = consul {
                 let service = service.unwrap_or_default();
-                RegisterOptions::Consul(ConsulOptions::new(
-                    &consul, &service, address, weight, ttl, tags, token_file,
-                )?)
+                RegisterOptions::Consul(
+                    ConsulOptions::new(&consul, &service, address, weight, ttl, tags)?
+                        .with_credentials(token_file, ca)?,
+                )
             } else if !zookeeper.is_empty() {
                 let path = path.unwrap_or_default();
                 RegisterOptions::ZooKeeper(ZooKeeperOptions::new(

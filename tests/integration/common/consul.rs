@@ -18,6 +18,7 @@
 //!   `PUT /v1/agent/service/maintenance/ID?enable=&reason=` add/remove the critical
 //!   `_node_maintenance` / `_service_maintenance:ID` checks with the reason as `Notes`.
 //! - ACL: with a token set, every call without `X-Consul-Token` equal to it is a 403.
+//! - HTTPS, with a server config the test gives (`start_with_tls`).
 //!
 //! One global index stands for Consul's raft index: every change bumps it. Knobs let a test
 //! make it misbehave the ways Consul's docs warn of (index going backwards, blocking ignored)
@@ -77,6 +78,7 @@ struct State {
 /// The agent; the server task stops when this is dropped.
 pub struct FakeConsul {
     pub addr: SocketAddr,
+    https: bool,
     state: Arc<Mutex<State>>,
     changed: watch::Sender<u64>,
     stop: tokio_util::sync::CancellationToken,
@@ -90,6 +92,13 @@ impl Drop for FakeConsul {
 
 impl FakeConsul {
     pub async fn start() -> FakeConsul {
+        FakeConsul::start_with_tls(None).await
+    }
+
+    /// The agent over HTTPS with this server config (`url()` then says `https://`).
+    pub async fn start_with_tls(tls: Option<Arc<rustls::ServerConfig>>) -> FakeConsul {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+        let https = acceptor.is_some();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
@@ -100,6 +109,7 @@ impl FakeConsul {
         let stop = tokio_util::sync::CancellationToken::new();
         let consul = FakeConsul {
             addr,
+            https,
             state,
             changed,
             stop,
@@ -121,15 +131,16 @@ impl FakeConsul {
                 };
                 let server = server.clone();
                 let stop = stop.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.handle(request).await) }
-                    });
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    tokio::select! {
-                        _ = builder.serve_connection(TokioIo::new(stream), service) => {}
-                        () = stop.cancelled() => {}
+                    match acceptor {
+                        None => serve(TokioIo::new(stream), server, stop).await,
+                        Some(acceptor) => {
+                            // A failed handshake (an untrusting client) just closes.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve(TokioIo::new(stream), server, stop).await;
+                            }
+                        }
                     }
                 });
             }
@@ -147,7 +158,8 @@ impl FakeConsul {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     fn server(&self) -> Server {
@@ -236,6 +248,22 @@ impl FakeConsul {
 
     pub fn health_queries(&self) -> u64 {
         self.state.lock().unwrap().health_queries
+    }
+}
+
+/// One connection, HTTP/1.1 or HTTP/2, until it ends or the agent stops.
+async fn serve<IO>(io: TokioIo<IO>, server: Server, stop: tokio_util::sync::CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(server.handle(request).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::select! {
+        _ = builder.serve_connection(io, service) => {}
+        () = stop.cancelled() => {}
     }
 }
 
