@@ -335,7 +335,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             config,
             timeout,
         }) => {
-            let (admin, _) = admin_target(admin, &file(config));
+            // keepalived runs this every second: with --admin, no config file is parsed.
+            let admin = match admin {
+                Some(admin) => admin,
+                None => admin_target(None, &file(config)).0,
+            };
             Ok(ready(admin, timeout))
         }
         Some(Command::Status { admin: args }) => {
