@@ -66,9 +66,16 @@ fn sluice_config(dir: &Path, role: &str) -> std::path::PathBuf {
 fn keepalived_config(dir: &Path, role: &str, priority: u8) -> std::path::PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/keepalived.conf");
     let text = std::fs::read_to_string(shipped).unwrap();
+    // enable_script_security refuses a script under a directory others may write to, and the
+    // build directory's owner is the machine's business: run a copy from the test's own
+    // directory (0700, root's), as the package's /usr/bin/sluice would be.
+    let script = dir.join("sluice");
+    if !script.exists() {
+        std::fs::copy(BIN, &script).unwrap();
+    }
     let mut replaced = text.clone();
     for (from, to) in [
-        ("/usr/bin/sluice", BIN.to_owned()),
+        ("/usr/bin/sluice", script.display().to_string()),
         ("router_id sluice-lb1", format!("router_id {role}")),
         ("priority 150", format!("priority {priority}")),
         ("192.0.2.10/24", format!("{FLOATING}/24")),
