@@ -190,6 +190,9 @@ enum Command {
         /// With --consul: file holding the ACL token sent as X-Consul-Token.
         #[arg(long, value_name = "FILE", requires = "consul")]
         token_file: Option<PathBuf>,
+        /// With an https:// --consul: trust only this CA bundle (PEM) instead of the public roots.
+        #[arg(long, value_name = "FILE", requires = "consul")]
+        ca: Option<PathBuf>,
         /// ZooKeeper servers, HOST:PORT (repeat or comma-separate for several).
         #[arg(
             long = "zookeeper",
@@ -332,7 +335,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             config,
             timeout,
         }) => {
-            let (admin, _) = admin_target(admin, &file(config));
+            // keepalived runs this every second: with --admin, no config file is parsed.
+            let admin = match admin {
+                Some(admin) => admin,
+                None => admin_target(None, &file(config)).0,
+            };
             Ok(ready(admin, timeout))
         }
         Some(Command::Status { admin: args }) => {
@@ -399,6 +406,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             service,
             tags,
             token_file,
+            ca,
             zookeeper,
             path,
             address,
@@ -411,9 +419,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let options = if let Some(consul) = consul {
                 let service = service.unwrap_or_default();
-                RegisterOptions::Consul(ConsulOptions::new(
-                    &consul, &service, address, weight, ttl, tags, token_file,
-                )?)
+                RegisterOptions::Consul(
+                    ConsulOptions::new(&consul, &service, address, weight, ttl, tags)?
+                        .with_credentials(token_file, ca)?,
+                )
             } else if !zookeeper.is_empty() {
                 let path = path.unwrap_or_default();
                 RegisterOptions::ZooKeeper(ZooKeeperOptions::new(

@@ -1,10 +1,11 @@
 //! Service discovery: one task per pool source (`dns.rs`, `file.rs`, `etcd.rs`,
-//! `zookeeper.rs`, `consul/`) publishes the backends it currently sees into the registry here. The
-//! registry keeps each source's set and status and wakes whoever waits on `changed`; the
+//! `zookeeper.rs`, `consul/`) publishes the backends it currently sees into the registry
+//! here (and, for Consul, the entries it left out and why). The registry keeps each source's set and status and wakes whoever waits on `changed`; the
 //! server's wiring then hands every set (`sets`) to the control plane, which keeps them as a
 //! layer of its state and rebuilds the snapshot through its one publish path: backend state is
 //! kept by `(pool, address)`, removed backends drain, open connections stay. The etcd source
-//! and `sluice register` (`register.rs`) talk to etcd through `etcd_gateway/`.
+//! and `sluice register --etcd` (`register/`) talk to etcd through `etcd_gateway/`; the
+//! Consul source and `sluice register --consul` through `consul/client.rs`.
 //!
 //! The tasks never touch the snapshot. `sync` starts and stops them to follow the config file
 //! (the control plane calls it at each commit of a new file); a set counts only while the
@@ -13,7 +14,8 @@
 //!
 //! Every source is advisory: a failure (unreachable registry, DNS error, broken file) keeps the
 //! last good set and is reported in `/status` and `sluice_discovery_updates_total`.
-//! Imports `config`, `metrics` and `watch`; never the control plane, the server or the proxy.
+//! Imports `config`, `metrics`, `watch` and `upstream::tls` (the Consul client's TLS); never
+//! the control plane, the server or the proxy.
 
 pub mod consul;
 pub mod dns;

@@ -301,3 +301,36 @@ fn bad_consul_settings_are_refused_with_their_position() {
         assert!(error.contains(path) && error.contains(message), "{error}");
     }
 }
+
+#[tokio::test]
+async fn https_agents_are_verified_against_the_configured_ca() {
+    use crate::common::upstream::{TestCa, server_tls};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "consul-ca");
+    let consul = FakeConsul::start_with_tls(Some(server_tls(ca.leaf(&["127.0.0.1"]), &[]))).await;
+    assert!(consul.url().starts_with("https://"));
+    let a = spawn_backend("a").await;
+    consul.add("web-a", "web", a.addr, (1, 1), "passing");
+    let trusting = start(
+        &consul,
+        &format!(", tls: {{ca: '{}'}}", ca.pem_path.display()),
+    )
+    .await;
+    wait_for_backends(&trusting, "app", &[a.addr], DEADLINE).await;
+
+    // Without the CA, the bundled public roots do not trust it: an error, no backends.
+    let untrusting = start(&consul, "").await;
+    let refused = wait_until(DEADLINE, || {
+        untrusting.discovery_status()["app"][0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("TLS"))
+    })
+    .await;
+    assert!(
+        refused,
+        "{:?}",
+        untrusting.discovery_status()["app"][0].last_error
+    );
+    assert!(backend_addresses(&untrusting, "app").is_empty());
+}

@@ -1,8 +1,8 @@
 //! A fleet that agrees: three sluice instances with the same config over one etcd prefix
 //! (real etcd), hashing on a header, each having seen the registry fill in a different order.
 //! Every key goes to the same backend through all three; a backend added takes keys only
-//! for itself, and a backend removed moves only the keys it had. The shares moved are
-//! printed (docs/discovery.md quotes them).
+//! for itself, a backend removed moves only the keys it had, and after a weight change they
+//! still agree. The shares moved are printed (docs/high-availability.md quotes them).
 
 use crate::common::etcd::*;
 use crate::common::*;
@@ -125,4 +125,32 @@ async fn three_instances_map_every_key_alike_and_changes_move_only_their_keys() 
     );
     // Not a vacuous pass: the removed backend did have keys, and they now spread.
     assert!(on_b2.len() > KEYS / 20, "{}", on_b2.len());
+
+    // A weight is part of the ring too: after a weight change the instances still agree.
+    // (Raising one backend above all the others rescales every backend's points, which are
+    // relative to the heaviest, so keys also move between the others: docs/balance.md.)
+    client
+        .put(key(addrs[0]), r#"{"weight": 2}"#, None)
+        .await
+        .unwrap();
+    for sluice in &fleet {
+        let reweighted = wait_until(DEADLINE, || {
+            let snapshot = sluice.snapshot().load();
+            (snapshot.pools["app"].backends.iter())
+                .any(|b| b.address.inet() == Some(addrs[0]) && b.weight == 2)
+        })
+        .await;
+        assert!(reweighted);
+    }
+    let heavier = agreed(&fleet).await;
+    let changed = moved(&after, &heavier);
+    let to_b0 = changed
+        .iter()
+        .filter(|k| heavier[*k] == "backend b0")
+        .count();
+    eprintln!(
+        "b0 weight 1 -> 2: {} of {KEYS} keys moved, {to_b0} of them to b0",
+        changed.len()
+    );
+    assert!(to_b0 > 0, "the heavier backend took keys");
 }

@@ -66,9 +66,16 @@ fn sluice_config(dir: &Path, role: &str) -> std::path::PathBuf {
 fn keepalived_config(dir: &Path, role: &str, priority: u8) -> std::path::PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/keepalived.conf");
     let text = std::fs::read_to_string(shipped).unwrap();
+    // enable_script_security refuses a script under a directory others may write to, and the
+    // build directory's owner is the machine's business: run a copy from the test's own
+    // directory (0700, root's), as the package's /usr/bin/sluice would be.
+    let script = dir.join("sluice");
+    if !script.exists() {
+        std::fs::copy(BIN, &script).unwrap();
+    }
     let mut replaced = text.clone();
     for (from, to) in [
-        ("/usr/bin/sluice", BIN.to_owned()),
+        ("/usr/bin/sluice", script.display().to_string()),
         ("router_id sluice-lb1", format!("router_id {role}")),
         ("priority 150", format!("priority {priority}")),
         ("192.0.2.10/24", format!("{FLOATING}/24")),
@@ -304,4 +311,48 @@ async fn keepalived_moves_the_floating_address_when_sluice_or_the_link_dies() {
     // Failover happened within a few seconds, not by luck of a slow test.
     assert!(kill_outage < 5.0, "{kill_outage}");
     assert!(link_outage < 5.0, "{link_outage}");
+}
+
+/// `sluice ready` without namespaces: 0 for a running sluice, 1 (quickly) for a dead admin
+/// address and for one that accepts but never answers (a hung daemon).
+#[tokio::test]
+async fn sluice_ready_answers_by_exit_code_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &config,
+        "admin: {bind: 127.0.0.1:0}\nlisteners:\n  web: {bind: 127.0.0.1:0, pool: app}\n\
+         pools:\n  app:\n    backends: [127.0.0.1:9]\n",
+    )
+    .unwrap();
+    let (child, _, logs) = spawn_binary(&config);
+    let line = wait_for_line(&logs, "admin");
+    let admin = logged_addr(&line).to_owned();
+    let run = |admin: String| async move {
+        let started = Instant::now();
+        let output = tokio::process::Command::new(BIN)
+            .args(["ready", "--admin", &admin, "--timeout", "300ms"])
+            .output()
+            .await
+            .unwrap();
+        (output, started.elapsed())
+    };
+    let (ok, _) = run(admin).await;
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(ok.stdout.is_empty() && ok.stderr.is_empty(), "{ok:?}");
+
+    let (dead, _) = run(dead_addr().await.to_string()).await;
+    assert_eq!(dead.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&dead.stderr).contains("not ready"));
+
+    // Accepts (the kernel does) and never answers.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (silent, took) = run(hung.local_addr().unwrap().to_string()).await;
+    assert_eq!(silent.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&silent.stderr).contains("no answer in 300ms"),
+        "{silent:?}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    terminate(child).await;
 }

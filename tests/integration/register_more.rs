@@ -186,3 +186,40 @@ async fn zookeeper_registration_is_an_ephemeral_znode_gone_on_sigterm() {
     );
     assert!(killed_at.elapsed() >= Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn consul_registration_over_https_trusts_the_given_ca() {
+    use crate::common::upstream::{TestCa, server_tls};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "consul-ca");
+    let consul = FakeConsul::start_with_tls(Some(server_tls(ca.leaf(&["127.0.0.1"]), &[]))).await;
+    let a = spawn_backend("a").await;
+    let sluice = start_sluice(&format!(
+        "listeners:\n  web: {{bind: 127.0.0.1:0, pool: app}}\n\
+         pools:\n  app:\n    discovery:\n      \
+         consul: {{address: '{}', service: web, tls: {{ca: '{}'}}}}\n",
+        consul.url(),
+        ca.pem_path.display()
+    ))
+    .await;
+    let mut args = consul_args(&consul, a.addr, "10s");
+    args.extend(["--ca".to_owned(), ca.pem_path.display().to_string()]);
+    let registrant = spawn(&args);
+    until_routed_to(sluice.local_addr("web").unwrap(), "a").await;
+    terminated(registrant).await;
+    wait_for_backends(&sluice, "app", &[], DEADLINE).await;
+
+    // Without --ca the agent's certificate is not trusted: register fails and says why.
+    let output = Command::new(BIN)
+        .arg("register")
+        .args(consul_args(&consul, a.addr, "10s"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("consul service register") && stderr.contains("TLS"),
+        "{stderr}"
+    );
+}

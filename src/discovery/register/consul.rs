@@ -10,8 +10,11 @@
 
 use super::super::consul::client::{Agent, ConsulError};
 use super::{BACKOFF_MAX, RegisterError, TIMEOUT, check_common};
+use crate::config::PemCertificates;
 use crate::config::consul::{parse_agent_address, read_token};
 use crate::error::Chain;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +36,8 @@ pub struct ConsulOptions {
     weight: u32,
     ttl: Duration,
     token_file: Option<PathBuf>,
+    /// With https: trust only this CA bundle (default: the bundled public roots).
+    ca: Option<PemCertificates>,
 }
 
 impl ConsulOptions {
@@ -43,7 +48,6 @@ impl ConsulOptions {
         weight: u32,
         ttl: Duration,
         tags: Vec<String>,
-        token_file: Option<PathBuf>,
     ) -> Result<ConsulOptions, RegisterError> {
         let invalid = |flag, message: String| RegisterError::Invalid { flag, message };
         let (address, authority, https) =
@@ -65,9 +69,6 @@ impl ConsulOptions {
             ));
         }
         check_common(weight, ttl)?;
-        if let Some(path) = &token_file {
-            read_token(path).map_err(|message| invalid("--token-file", message))?;
-        }
         Ok(ConsulOptions {
             address,
             authority,
@@ -78,8 +79,45 @@ impl ConsulOptions {
             tags,
             weight,
             ttl,
-            token_file,
+            token_file: None,
+            ca: None,
         })
+    }
+
+    /// The ACL token file (read at each call) and, with https, the CA bundle to trust.
+    pub fn with_credentials(
+        mut self,
+        token_file: Option<PathBuf>,
+        ca: Option<PathBuf>,
+    ) -> Result<ConsulOptions, RegisterError> {
+        let invalid = |flag, message: String| RegisterError::Invalid { flag, message };
+        let https = self.https;
+        if let Some(path) = &token_file {
+            read_token(path).map_err(|message| invalid("--token-file", message))?;
+        }
+        if ca.is_some() && !https {
+            return Err(invalid("--ca", "only with an https:// agent".into()));
+        }
+        self.ca = match ca {
+            None => None,
+            Some(path) => {
+                let certificates = CertificateDer::pem_file_iter(&path)
+                    .and_then(|all| all.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| invalid("--ca", format!("{}: {e}", path.display())))?;
+                if certificates.is_empty() {
+                    return Err(invalid(
+                        "--ca",
+                        format!("{}: no PEM certificate", path.display()),
+                    ));
+                }
+                Some(PemCertificates {
+                    path,
+                    certificates: std::sync::Arc::new(certificates),
+                })
+            }
+        };
+        self.token_file = token_file;
+        Ok(self)
     }
 
     /// The instance's service ID (`web-10.0.0.7-8080`): one per backend address, so two
@@ -141,7 +179,7 @@ impl Registration {
         };
         let tls = options.https.then_some(crate::config::UpstreamTls {
             verify: true,
-            ca: None,
+            ca: options.ca.clone(),
             sni: None,
             client_auth: None,
         });
@@ -226,7 +264,6 @@ mod tests {
             weight,
             Duration::from_secs(10),
             vec!["v2".into()],
-            None,
         )
     }
 

@@ -1,253 +1,28 @@
-//! A small Consul-compatible agent for the tests (no Consul can be installed here): exactly
-//! the HTTP API semantics sluice uses, as Consul documents them, and nothing else.
-//!
-//! - `GET /v1/health/service/NAME` with `tag`, `dc`, `passing`, and blocking queries: with
-//!   `index=N` (N > 0) the answer waits until the index passes N or `wait` (default 5m, at
-//!   most 10m) runs out; every answer carries `X-Consul-Index`. The JSON is Consul's shape:
-//!   `[{"Node": {...}, "Service": {..., "Weights": {"Passing", "Warning"}}, "Checks": [...]}]`,
-//!   node checks (`serfHealth`, `_node_maintenance`) and service checks together. A
-//!   `dc` other than `dc1` is a 500 "No path to datacenter".
-//! - `PUT /v1/agent/service/register` (`ID` defaults to `Name`; `Check`/`Checks` with `TTL`,
-//!   starting critical unless `Status` says otherwise; IDs `service:ID`, or `service:ID:N`
-//!   for several), `PUT /v1/agent/service/deregister/ID`.
-//! - TTL checks: `PUT /v1/agent/check/pass|warn|fail/CHECK_ID?note=`, `PUT
-//!   /v1/agent/check/update/CHECK_ID` with `{"Status", "Output"}`; a TTL check not refreshed
-//!   in time turns critical ("TTL expired"), and `DeregisterCriticalServiceAfter` removes
-//!   the service after that long critical.
-//! - Maintenance: `PUT /v1/agent/maintenance?enable=&reason=` (node) and
-//!   `PUT /v1/agent/service/maintenance/ID?enable=&reason=` add/remove the critical
-//!   `_node_maintenance` / `_service_maintenance:ID` checks with the reason as `Notes`.
-//! - ACL: with a token set, every call without `X-Consul-Token` equal to it is a 403.
-//!
-//! One global index stands for Consul's raft index: every change bumps it. Knobs let a test
-//! make it misbehave the ways Consul's docs warn of (index going backwards, blocking ignored)
-//! and count the health queries.
+//! The test Consul agent's HTTP API: routing, the health endpoint with blocking queries, the
+//! agent endpoints (register, deregister, checks, maintenance), TTL expiry, and the small
+//! parsers (query strings, Go durations). The agent itself and its knobs are in `mod.rs`.
 
+use super::{CheckState, NODE, Service, State};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub const NODE: &str = "test-node";
-
 #[derive(Clone)]
-struct CheckState {
-    name: String,
-    status: String,
-    notes: String,
-    output: String,
-    ttl: Option<Duration>,
-    expires: Option<Instant>,
-    critical_since: Option<Instant>,
-    deregister_after: Option<Duration>,
-}
-
-struct Service {
-    name: String,
-    address: String,
-    port: u16,
-    tags: Vec<String>,
-    weights: (u64, u64),
-    checks: BTreeMap<String, CheckState>,
-    maintenance: Option<String>,
-}
-
-#[derive(Default)]
-struct State {
-    index: u64,
-    services: BTreeMap<String, Service>,
-    node_maintenance: Option<String>,
-    token: Option<String>,
-    ignore_index: bool,
-    health_queries: u64,
-}
-
-/// The agent; the server task stops when this is dropped.
-pub struct FakeConsul {
-    pub addr: SocketAddr,
-    state: Arc<Mutex<State>>,
-    changed: watch::Sender<u64>,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl Drop for FakeConsul {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-impl FakeConsul {
-    pub async fn start() -> FakeConsul {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State {
-            index: 10,
-            ..State::default()
-        }));
-        let (changed, _) = watch::channel(10);
-        let stop = tokio_util::sync::CancellationToken::new();
-        let consul = FakeConsul {
-            addr,
-            state,
-            changed,
-            stop,
-        };
-        let server = Server {
-            state: consul.state.clone(),
-            changed: consul.changed.clone(),
-        };
-        let stop = consul.stop.clone();
-        let ttl_server = server.clone();
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok(accepted) => accepted,
-                        Err(_) => continue,
-                    },
-                    () = stop.cancelled() => return,
-                };
-                let server = server.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |request| {
-                        let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.handle(request).await) }
-                    });
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    tokio::select! {
-                        _ = builder.serve_connection(TokioIo::new(stream), service) => {}
-                        () = stop.cancelled() => {}
-                    }
-                });
-            }
-        });
-        let stop = consul.stop.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(50)) => ttl_server.expire(),
-                    () = stop.cancelled() => return,
-                }
-            }
-        });
-        consul
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn server(&self) -> Server {
-        Server {
-            state: self.state.clone(),
-            changed: self.changed.clone(),
-        }
-    }
-
-    /// Registers a service instance directly (what a local agent's config file does), with
-    /// one check in `status`.
-    pub fn add(&self, id: &str, name: &str, addr: SocketAddr, weights: (u64, u64), status: &str) {
-        self.server().write(|state| {
-            let check = CheckState {
-                name: format!("Service '{name}' check"),
-                status: status.to_owned(),
-                notes: String::new(),
-                output: String::new(),
-                ttl: None,
-                expires: None,
-                critical_since: None,
-                deregister_after: None,
-            };
-            state.services.insert(
-                id.to_owned(),
-                Service {
-                    name: name.to_owned(),
-                    address: addr.ip().to_string(),
-                    port: addr.port(),
-                    tags: Vec::new(),
-                    weights,
-                    checks: BTreeMap::from([(format!("service:{id}"), check)]),
-                    maintenance: None,
-                },
-            );
-        });
-    }
-
-    pub fn set_check(&self, id: &str, status: &str, output: &str) {
-        self.server().write(|state| {
-            let service = state.services.get_mut(id).expect("service");
-            let check = service.checks.values_mut().next().expect("check");
-            check.status = status.to_owned();
-            check.output = output.to_owned();
-        });
-    }
-
-    pub fn set_weights(&self, id: &str, weights: (u64, u64)) {
-        self.server().write(|state| {
-            state.services.get_mut(id).expect("service").weights = weights;
-        });
-    }
-
-    pub fn remove(&self, id: &str) {
-        self.server().write(|state| {
-            state.services.remove(id);
-        });
-    }
-
-    pub fn has_service(&self, id: &str) -> bool {
-        self.state.lock().unwrap().services.contains_key(id)
-    }
-
-    /// The status of a service's first check.
-    pub fn check_status(&self, id: &str) -> Option<String> {
-        let state = self.state.lock().unwrap();
-        let service = state.services.get(id)?;
-        service.checks.values().next().map(|c| c.status.clone())
-    }
-
-    pub fn set_token(&self, token: Option<&str>) {
-        self.state.lock().unwrap().token = token.map(str::to_owned);
-    }
-
-    /// Moves the index backwards (a restored snapshot) and wakes every blocked query.
-    pub fn move_index_back(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.index = 3;
-        self.changed.send_replace(state.index);
-    }
-
-    /// Answers every blocking query at once, without waiting (a misbehaving server).
-    pub fn ignore_index(&self, ignore: bool) {
-        self.state.lock().unwrap().ignore_index = ignore;
-    }
-
-    pub fn health_queries(&self) -> u64 {
-        self.state.lock().unwrap().health_queries
-    }
-}
-
-#[derive(Clone)]
-struct Server {
-    state: Arc<Mutex<State>>,
-    changed: watch::Sender<u64>,
+pub(super) struct Server {
+    pub(super) state: Arc<Mutex<State>>,
+    pub(super) changed: watch::Sender<u64>,
 }
 
 impl Server {
     /// A change: bumps the index and wakes the blocked queries.
-    fn write(&self, change: impl FnOnce(&mut State)) {
+    pub(super) fn write(&self, change: impl FnOnce(&mut State)) {
         let mut state = self.state.lock().unwrap();
         change(&mut state);
         state.index += 1;
@@ -256,7 +31,7 @@ impl Server {
 
     /// TTL checks past their deadline turn critical; long-critical services with
     /// `DeregisterCriticalServiceAfter` go.
-    fn expire(&self) {
+    pub(super) fn expire(&self) {
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
         let mut changed = false;
@@ -285,7 +60,7 @@ impl Server {
         }
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub(super) async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let query = parse_query(request.uri().query().unwrap_or_default());
