@@ -135,7 +135,7 @@ pub struct RouteEdge {
 }
 
 /// nginx's 10 MB `limit_req_zone` holds about 160,000 states; 100,000 keys cost sluice
-/// about 10 MiB (see docs/edge-protection.md).
+/// about 4 MiB (38 bytes a key, see docs/edge-protection.md).
 pub const DEFAULT_MAX_KEYS: u32 = 100_000;
 const MAX_MAX_KEYS: u32 = 100_000_000;
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::Config;
+use std::time::Duration;
 
 const SECOND: u64 = 1_000_000;
 
@@ -198,4 +199,49 @@ pools:
     let first = judge_connection("web", web, &state, ip("192.0.2.1"), SECOND).unwrap();
     assert!(first.is_some());
     assert!(judge_connection("web", web, &state, ip("192.0.2.1"), SECOND).is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn buckets_refill_on_the_paused_clock() {
+    let config = config(EDGE);
+    let listener = &config.listeners["web"];
+    let state = EdgeState::build(listener, None);
+    let rules = Rules {
+        listener: "web",
+        route: "",
+        access: &[],
+        rate_limit: listener
+            .edge
+            .rate_limit
+            .as_ref()
+            .zip(state.limiter.as_deref()),
+        refusals: &state.refusals,
+    };
+    let headers = HeaderMap::new();
+    let judge = || {
+        judge_request(
+            &rules,
+            ip("203.0.113.1"),
+            &headers,
+            crate::clock::clock_micros(),
+        )
+    };
+    // 1/s with a burst of 2.
+    assert_eq!(judge().refused, None);
+    assert_eq!(judge().refused, None);
+    let refused = judge().refused.expect("the bucket is empty");
+    assert_eq!(refused.retry_after, Some(1));
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert!(judge().refused.is_some(), "not a whole token yet");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(judge().refused, None, "one token back after a second");
+    assert!(judge().refused.is_some());
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(judge().refused, None);
+    assert_eq!(
+        judge().refused,
+        None,
+        "full again after a quiet spell: the burst"
+    );
+    assert!(judge().refused.is_some(), "and no more than the burst");
 }
