@@ -14,6 +14,7 @@ pub mod backend_address;
 mod bind;
 pub mod compression;
 pub mod diff;
+mod diff_edge;
 pub mod discovery;
 mod duration;
 pub mod error_pages;
