@@ -4,10 +4,13 @@
 
 use super::{ListenerConfig, RouteAction, RouteConfig};
 
+/// A kind of route action and what of a route it compares (`None`: not of that kind).
+type Kind = (&'static str, fn(&RouteConfig) -> Option<String>);
+
 /// The edge settings of `new` that differ from `old`, in a fixed order.
 pub fn edge_changes(old: &ListenerConfig, new: &ListenerConfig) -> Vec<&'static str> {
     let mut changes = Vec::new();
-    let kinds: [(&str, fn(&RouteConfig) -> Option<String>); 4] = [
+    let kinds: [Kind; 4] = [
         ("redirects", |r| match &r.action {
             RouteAction::Redirect(redirect) => Some(format!("{:?}{redirect:?}", r.matcher)),
             _ => None,
