@@ -78,7 +78,7 @@ pub fn json_body(size: usize) -> Bytes {
         let score = (id * 7919) % 10_007;
         text.push_str(&format!(
             "{{\"id\":{id},\"name\":\"user-{id:05}\",\"active\":{},\"score\":{score},\"tags\":[\"t{}\",\"t{}\"]}},",
-            id % 3 != 0,
+            !id.is_multiple_of(3),
             id % 17,
             score % 29
         ));
