@@ -18,6 +18,7 @@ mod discovery_file;
 mod discovery_zookeeper;
 mod docs;
 mod edge_trust;
+mod grpc_health;
 mod health;
 mod http_edge;
 mod http_proxy;
