@@ -40,6 +40,12 @@ request is a new TCP connection and a full handshake (handshake cost); `tls` kee
 connections open (record encryption cost). `--sluice-features aws-lc-rs` builds sluice with
 the aws-lc-rs provider instead of ring, to compare the two in the same setting.
 
+`--scenarios compression` compares response compression on a 64 KiB JSON answer (four
+backends answering the same JSON): sluice with gzip level 1 and 6, brotli 4 and zstd 3, and
+nginx with gzip 1 and 6, each client asking for that one coding. Reported per row: req/s,
+the LB's CPU time per request, and the bytes of one compressed answer on the wire; ratios
+are sluice/nginx at the same gzip level, per round, then the median.
+
 Needs wrk, nginx (with the stream module for TCP) and haproxy: on Debian, run as root and it
 installs them (`apt-get install wrk nginx-light libnginx-mod-stream haproxy`).
 """
@@ -92,6 +98,17 @@ SCENARIOS = {
     # keepalive with a sluice-edge row beside sluice (EDGE_RULES): the cost of edge checks.
     "edge": (13, [], False),
 }
+# Response compression rows: (name, LB, port, Accept-Encoding, sluice level config or nginx level).
+COMPRESSION_ROWS = [
+    ("sluice gzip 1", "sluice", 18041, "gzip", "levels: { gzip: 1 }, algorithms: [gzip]"),
+    ("nginx gzip 1", "nginx", 18042, "gzip", 1),
+    ("sluice gzip 6", "sluice", 18043, "gzip", "levels: { gzip: 6 }, algorithms: [gzip]"),
+    ("nginx gzip 6", "nginx", 18044, "gzip", 6),
+    ("sluice br 4", "sluice", 18045, "br", "levels: { br: 4 }, algorithms: [br]"),
+    ("sluice zstd 3", "sluice", 18046, "zstd", "levels: { zstd: 3 }, algorithms: [zstd]"),
+    ("sluice plain", "sluice", 18047, "gzip", None),
+]
+COMPRESSION_BODY = 65536
 # Failure scenarios: what happens to one of the four backends at FAULT_S, undone at RESTORE_S.
 EVENTS = {"failover": "kill", "hang": "stop"}
 EVENT_PORT = 18020
@@ -718,6 +735,127 @@ def report_events(scenario, kind, rows):
         print(f"sluice/{peer}: requests by the restored backend x{ratio:.2f}")
 
 
+def compression_configs(tmp, backends, threads, fd_limit):
+    upstreams = "\n".join(f"        server 127.0.0.1:{p};" for p in backends)
+    servers = "\n".join(f"""
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        keepalive_requests 1000000;
+        gzip on;
+        gzip_comp_level {level};
+        gzip_types application/json;
+        gzip_min_length 1024;
+        gzip_proxied any;
+        gzip_vary on;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}""" for _, lb, port, _, level in COMPRESSION_ROWS if lb == "nginx")
+    nginx = f"""
+worker_processes {threads};
+worker_rlimit_nofile {fd_limit};
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx.err warn;
+daemon off;
+events {{ worker_connections {fd_limit}; }}
+http {{
+    access_log off;
+    upstream app {{
+{upstreams}
+        keepalive 64;
+    }}
+{servers}
+}}
+"""
+    backend_list = ", ".join(f"127.0.0.1:{p}" for p in backends)
+    listeners = "\n".join(
+        f"  l{port}: {{ bind: \"127.0.0.1:{port}\", pool: app"
+        + (f", compression: {{ {level}, types: [application/json] }}" if level else "") + " }"
+        for _, lb, port, _, level in COMPRESSION_ROWS if lb == "sluice")
+    sluice = f"""
+watch: false
+runtime: {{ worker_threads: {threads} }}
+listeners:
+{listeners}
+pools:
+  app:
+    backends: [{backend_list}]
+"""
+    paths = {}
+    for name, text in (("nginx", nginx), ("sluice", sluice)):
+        paths[name] = os.path.join(tmp, f"compression-{name}.conf")
+        with open(paths[name], "w") as f:
+            f.write(text)
+    return paths
+
+
+def wire_bytes(port, coding):
+    """The body bytes of one answer as sent (http.client de-chunks but does not decompress)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/", headers={"Accept-Encoding": coding})
+    response = conn.getresponse()
+    body = response.read()
+    encoding = response.getheader("Content-Encoding") or "identity"
+    conn.close()
+    return len(body), encoding
+
+
+def compression(opts, sluice_bin, fd_limit):
+    with tempfile.TemporaryDirectory() as tmp:
+        backends = [BACKEND_BASE_PORT + i for i in range(4)]
+        backend_proc = subprocess.Popen(
+            [sluice_bin, "backends", "--count", "4", "--first-port", str(BACKEND_BASE_PORT),
+             "--body-size", str(COMPRESSION_BODY), "--json"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs = {}
+        try:
+            for p in backends:
+                wait_port(p)
+            paths = compression_configs(tmp, backends, opts.threads, fd_limit)
+            procs["sluice"] = subprocess.Popen(
+                [sluice_bin, "-c", paths["sluice"]], stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(tmp, "sluice.log"), "w"),
+                env=dict(os.environ, SLUICE_LOG="warn"))
+            procs["nginx"] = subprocess.Popen(
+                ["nginx", "-c", paths["nginx"], "-e", os.path.join(tmp, "nginx.err")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _, _, port, _, _ in COMPRESSION_ROWS:
+                wait_port(port)
+            sizes = {name: wire_bytes(port, coding) for name, _, port, coding, _ in COMPRESSION_ROWS}
+            rows = {name: [] for name, *_ in COMPRESSION_ROWS}
+            for _ in range(opts.rounds):
+                for name, lb, port, coding, _ in COMPRESSION_ROWS:
+                    rows[name].append(run_wrk(port, ["-H", f"Accept-Encoding: {coding}"],
+                                              opts.duration, opts.connections, procs[lb].pid,
+                                              opts.wrk_threads))
+            report_compression(rows, sizes)
+        finally:
+            stop_all(list(procs.values()) + [backend_proc])
+
+
+def report_compression(rows, sizes):
+    print(f"\n## compression ({COMPRESSION_BODY // 1024} KiB JSON answer)")
+    print("| target | req/s (median) | p99 ms | errors | LB CPU us/req | bytes on the wire "
+          "(encoding) |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in rows.items():
+        size, encoding = sizes[name]
+        print(f"| {name} | {median([r['rps'] for r in runs]):,.0f} "
+              f"| {median([r['p99'] for r in runs]):.2f} | {sum(r['errors'] for r in runs)} "
+              f"| {median([r['cpu_us'] for r in runs]):.1f} | {size:,} ({encoding}) |")
+    for level in (1, 6):
+        ours, theirs = rows[f"sluice gzip {level}"], rows[f"nginx gzip {level}"]
+        rps = median([s["rps"] / p["rps"] for s, p in zip(ours, theirs)])
+        cpu = median([s["cpu_us"] / p["cpu_us"] for s, p in zip(ours, theirs) if p["cpu_us"]])
+        size = sizes[f"sluice gzip {level}"][0] / max(sizes[f"nginx gzip {level}"][0], 1)
+        print(f"sluice/nginx gzip {level}: req/s x{rps:.2f}, CPU per request x{cpu:.2f}, "
+              f"bytes x{size:.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -729,7 +867,7 @@ def main():
                         help="more sluice rows, comma-separated: sluice-ws (runtime.scheduler: "
                              "work_stealing), sluice-sh (runtime.accept: shared); the row "
                              "named sluice has the defaults (per_thread, reuseport)")
-    parser.add_argument("--scenarios", default=",".join([*SCENARIOS, *EVENTS]))
+    parser.add_argument("--scenarios", default=",".join([*SCENARIOS, *EVENTS, "compression"]))
     parser.add_argument("--sluice-features", default="",
                         help="cargo features for the sluice build, e.g. aws-lc-rs (TLS provider)")
     parser.add_argument("--soak", type=int, default=0,
@@ -741,9 +879,11 @@ def main():
     if unknown:
         sys.exit(f"unknown --variants {unknown}: choose from {list(VARIANTS)}")
     scenarios = opts.scenarios.split(",")
-    unknown = [s for s in scenarios if s not in SCENARIOS and s not in EVENTS]
+    unknown = [s for s in scenarios if s not in SCENARIOS and s not in EVENTS
+               and s != "compression"]
     if unknown:
-        sys.exit(f"unknown --scenarios {unknown}: choose from {[*SCENARIOS, *EVENTS]}")
+        sys.exit(f"unknown --scenarios {unknown}: choose from "
+                 f"{[*SCENARIOS, *EVENTS, 'compression']}")
     ensure_tools(stream=any(s in SCENARIOS for s in scenarios))
     features = ["--features", opts.sluice_features] if opts.sluice_features else []
     subprocess.run(["cargo", "build", "--release", "--quiet", *features], cwd=ROOT, check=True)
@@ -757,6 +897,9 @@ def main():
     for scenario in scenarios:
         if scenario in EVENTS:
             events(EVENTS[scenario], scenario, opts.rounds, opts.threads, sluice_bin)
+            continue
+        if scenario == "compression":
+            compression(opts, sluice_bin, fd_limit)
             continue
         body_size, wrk_args, tcp = SCENARIOS[scenario]
         rows_of = [*variants, "sluice-edge"] if scenario == "edge" else variants

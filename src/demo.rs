@@ -38,7 +38,7 @@ pub async fn spawn_static_backend(
     bind: SocketAddr,
     body: Bytes,
 ) -> Result<SocketAddr, Error> {
-    serve_static(number, bind, body, None).await
+    serve_static(number, bind, body, None, TEXT).await
 }
 
 /// The path at which a counting backend answers how many requests it served.
@@ -52,7 +52,43 @@ pub async fn spawn_counting_backend(
     bind: SocketAddr,
     body: Bytes,
 ) -> Result<SocketAddr, Error> {
-    serve_static(number, bind, body, Some(Arc::new(AtomicU64::new(0)))).await
+    serve_static(number, bind, body, Some(Arc::new(AtomicU64::new(0))), TEXT).await
+}
+
+/// `spawn_counting_backend` answering `body` as `application/json` (the compression load
+/// test's upstream).
+pub async fn spawn_counting_json_backend(
+    number: usize,
+    bind: SocketAddr,
+    body: Bytes,
+) -> Result<SocketAddr, Error> {
+    serve_static(number, bind, body, Some(Arc::new(AtomicU64::new(0))), JSON).await
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// About `size` bytes of JSON shaped like an API listing (records with ids, names, flags and
+/// numbers), so it compresses as real answers do, not as one repeated byte.
+pub fn json_body(size: usize) -> Bytes {
+    let mut text = String::with_capacity(size + 128);
+    text.push('[');
+    let mut id = 0u64;
+    while text.len() + 120 < size {
+        let score = (id * 7919) % 10_007;
+        text.push_str(&format!(
+            "{{\"id\":{id},\"name\":\"user-{id:05}\",\"active\":{},\"score\":{score},\"tags\":[\"t{}\",\"t{}\"]}},",
+            !id.is_multiple_of(3),
+            id % 17,
+            score % 29
+        ));
+        id += 1;
+    }
+    text.push_str("{}]");
+    while text.len() < size {
+        text.push(' ');
+    }
+    Bytes::from(text)
 }
 
 async fn serve_static(
@@ -60,6 +96,7 @@ async fn serve_static(
     bind: SocketAddr,
     body: Bytes,
     served: Option<Arc<AtomicU64>>,
+    content_type: &'static str,
 ) -> Result<SocketAddr, Error> {
     let socket = TcpListener::bind(bind).await.map_err(|source| Error::Io {
         context: format!("cannot start demo backend {number}"),
@@ -91,7 +128,7 @@ async fn serve_static(
                     let mut response = Response::new(Full::new(answer));
                     response.headers_mut().insert(
                         header::CONTENT_TYPE,
-                        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+                        header::HeaderValue::from_static(content_type),
                     );
                     async move { Ok::<_, Infallible>(response) }
                 });

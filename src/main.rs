@@ -110,6 +110,9 @@ enum Command {
         /// Response body size in bytes.
         #[arg(long, default_value_t = 13)]
         body_size: usize,
+        /// Answer that many bytes of JSON (`application/json`) instead of `x`s.
+        #[arg(long)]
+        json: bool,
     },
     /// Exit 0 if a running sluice answers /ready on its admin listener within the timeout,
     /// else 1; prints nothing on success (for keepalived's track_script and other probes).
@@ -398,7 +401,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             count,
             first_port,
             body_size,
-        }) => run_backends(count, first_port, body_size),
+            json,
+        }) => run_backends(count, first_port, body_size, json),
         Some(Command::Register {
             etcd,
             prefix,
@@ -701,16 +705,24 @@ fn run_demo(listen: SocketAddr) -> Result<ExitCode> {
     })
 }
 
-fn run_backends(count: usize, first_port: u16, body_size: usize) -> Result<ExitCode> {
+fn run_backends(count: usize, first_port: u16, body_size: usize, json: bool) -> Result<ExitCode> {
     let runtime = runtime(Some(cpus()))?;
     runtime.block_on(async {
-        let body = bytes::Bytes::from(vec![b'x'; body_size]);
+        let body = if json {
+            sluice::demo::json_body(body_size)
+        } else {
+            bytes::Bytes::from(vec![b'x'; body_size])
+        };
         for number in 0..count {
             let port = first_port
                 .checked_add(number as u16)
                 .context("port out of range")?;
             let bind = SocketAddr::from(([127, 0, 0, 1], port));
-            let addr = sluice::demo::spawn_counting_backend(number + 1, bind, body.clone()).await?;
+            let addr = if json {
+                sluice::demo::spawn_counting_json_backend(number + 1, bind, body.clone()).await?
+            } else {
+                sluice::demo::spawn_counting_backend(number + 1, bind, body.clone()).await?
+            };
             println!("{addr}");
         }
         tokio::signal::ctrl_c().await?;

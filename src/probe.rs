@@ -26,6 +26,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+mod grpc;
+
 /// How often ejections are checked for expiry.
 const TICK: Duration = Duration::from_millis(100);
 /// The most of a response body an HTTP check reads for `body_contains`.
@@ -245,7 +247,8 @@ async fn probe(
 ) -> Result<String, String> {
     let alpn = match check.kind {
         CheckKind::Tcp => Alpn::None,
-        CheckKind::Http(_) => Alpn::Http,
+        // A gRPC check's pool speaks h2 (validation requires it): ALPN offers h2.
+        CheckKind::Http(_) | CheckKind::Grpc(_) => Alpn::Http,
     };
     let conn = client
         .dialer()
@@ -257,6 +260,9 @@ async fn probe(
         CheckKind::Http(http_check) => {
             let h2 = client.protocol() == UpstreamProtocol::H2;
             http_probe(conn, h2, client.dialer().is_tls(), address, http_check).await
+        }
+        CheckKind::Grpc(grpc_check) => {
+            grpc::probe(conn, client.dialer().is_tls(), address, grpc_check).await
         }
     }
 }

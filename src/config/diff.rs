@@ -18,6 +18,9 @@ pub struct ReloadPlan {
     /// Same socket, other settings (protocol, pool, routes, PROXY protocol, timeouts): new
     /// connections (HTTP: new requests) use them.
     pub listeners_changed: Vec<String>,
+    /// For changed listeners: which HTTP edge settings changed (redirects, direct answers,
+    /// traffic splits, mirrors, error pages, compression).
+    pub listener_edge_changes: Vec<(String, Vec<&'static str>)>,
     pub admin_rebound: bool,
     /// `runtime.worker_threads`, `scheduler` or `accept` changed: read at start only, so the
     /// change waits for a restart or a binary upgrade (SIGUSR2).
@@ -77,7 +80,11 @@ pub fn diff(old: &Config, new: &Config) -> ReloadPlan {
                 plan.listeners_rebound.push(name.clone())
             }
             Some(before) if !same_listener_settings(before, listener) => {
-                plan.listeners_changed.push(name.clone())
+                plan.listeners_changed.push(name.clone());
+                let edge = super::diff_edge::edge_changes(before, listener);
+                if !edge.is_empty() {
+                    plan.listener_edge_changes.push((name.clone(), edge));
+                }
             }
             Some(_) => {}
         }
@@ -186,6 +193,13 @@ impl fmt::Display for ReloadPlan {
             for name in names {
                 writeln!(f, "{what}: {name} ({effect})")?;
             }
+        }
+        for (name, what) in &self.listener_edge_changes {
+            writeln!(
+                f,
+                "listener {name}: {} changed (new requests use them)",
+                what.join(", ")
+            )?;
         }
         if self.admin_rebound {
             writeln!(f, "admin listener re-bound")?;

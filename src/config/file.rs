@@ -350,6 +350,8 @@ pub struct RawBreaker {
 pub enum CheckType {
     Http,
     Tcp,
+    /// grpc.health.v1.Health/Check over HTTP/2.
+    Grpc,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -376,6 +378,8 @@ pub struct RawHealthCheck {
     pub expect_status: Option<Vec<Spanned<RawStatus>>>,
     pub body_contains: Option<String>,
     pub initial: Option<InitialState>,
+    /// `type: grpc`: the service name asked about (default "": the server as a whole).
+    pub service: Option<Text>,
 }
 
 /// A status code (`204`) or an inclusive range (`"200-399"`).

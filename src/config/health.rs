@@ -54,6 +54,16 @@ pub struct ActiveCheck {
 pub enum CheckKind {
     Tcp,
     Http(HttpCheck),
+    Grpc(GrpcCheck),
+}
+
+/// `grpc.health.v1.Health/Check`: passes when the answer says SERVING.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcCheck {
+    /// The service asked about; "" asks about the server as a whole (the protocol's rule).
+    pub service: String,
+    /// `:authority` of the check; default the backend's address.
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -175,7 +185,39 @@ impl Validator<'_> {
             Some(kind) => kind == CheckType::Http,
             None => check.path.is_some(),
         };
-        let kind = if http_wanted {
+        if check.kind != Some(CheckType::Grpc)
+            && let Some(service) = &check.service
+        {
+            return Err(self.error_at(
+                service.referenced,
+                format!("{path}.service"),
+                "only `type: grpc` checks have a service".into(),
+            ));
+        }
+        let kind = if check.kind == Some(CheckType::Grpc) {
+            let http_only = [
+                (check.path.is_some(), "path"),
+                (check.method.is_some(), "method"),
+                (check.expect_status.is_some(), "expect_status"),
+                (check.body_contains.is_some(), "body_contains"),
+            ];
+            if let Some((_, field)) = http_only.iter().find(|(given, _)| *given) {
+                return Err(self.error_at(
+                    raw.referenced,
+                    format!("{path}.{field}"),
+                    format!(
+                        "a gRPC check asks grpc.health.v1.Health/Check and passes on SERVING: {field} applies to type: http"
+                    ),
+                ));
+            }
+            CheckKind::Grpc(GrpcCheck {
+                service: check
+                    .service
+                    .as_ref()
+                    .map_or_else(String::new, |s| s.value.trim().to_owned()),
+                host: check.host.as_ref().map(|h| h.value.clone()),
+            })
+        } else if http_wanted {
             CheckKind::Http(self.http_check(path, check)?)
         } else {
             if let Some(text) = &check.path {

@@ -15,6 +15,7 @@ mod bind;
 pub mod compression;
 pub mod consul;
 pub mod diff;
+mod diff_edge;
 pub mod discovery;
 mod duration;
 pub mod edge;

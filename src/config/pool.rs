@@ -6,8 +6,8 @@ use super::file::{self, RawPool};
 use super::resilience::RetryPolicy;
 use super::{
     BackendAddress, BackendConfig, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_RESPONSE_TIMEOUT, MAX_WEIGHT, PoolConfig, PoolTimeouts, Validator, check_name,
-    make_error,
+    DEFAULT_RESPONSE_TIMEOUT, MAX_WEIGHT, PoolConfig, PoolTimeouts, UpstreamProtocol, Validator,
+    check_name, make_error,
 };
 use crate::error::ConfigError;
 use serde_saphyr::Spanned;
@@ -80,6 +80,16 @@ impl Validator<'_> {
             )?,
         };
         let protocol = self.upstream_protocol(&path, raw.protocol.as_ref())?;
+        if protocol != UpstreamProtocol::H2
+            && let (Some(check), Some(raw_check)) = (&health.active, &raw.health_check)
+            && matches!(check.kind, super::health::CheckKind::Grpc(_))
+        {
+            return Err(self.error_at(
+                raw_check.referenced,
+                format!("{path}.health_check.type"),
+                "gRPC health checks need protocol: h2 on the pool (gRPC runs over HTTP/2)".into(),
+            ));
+        }
         let tls = self.upstream_tls(&path, raw.tls.as_ref())?;
         if let (Some(tls), Some(list)) = (&tls, &raw.backends)
             && tls.verify

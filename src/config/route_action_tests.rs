@@ -204,3 +204,41 @@ fn compression_checks_algorithms_levels_and_types() {
     let off = Config::parse(&text("{ enabled: false }"), "t.yaml").expect("off");
     assert!(off.listeners["web"].compression.is_none());
 }
+
+#[test]
+fn grpc_checks_need_an_h2_pool_and_no_http_fields() {
+    let text = |pool: &str| {
+        format!(
+            "listeners:\n  web: {{ bind: 127.0.0.1:0, pool: g }}\npools:\n  g:\n    backends: [127.0.0.1:9001]\n{pool}"
+        )
+    };
+    let config = Config::parse(
+        &text("    protocol: h2\n    health_check: { type: grpc, service: app }\n"),
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let check = config.pools["g"].health.active.clone().expect("a check");
+    assert_eq!(
+        check.kind,
+        health::CheckKind::Grpc(health::GrpcCheck {
+            service: "app".into(),
+            host: None
+        })
+    );
+    let http1 =
+        Config::parse(&text("    health_check: { type: grpc }\n"), "t.yaml").expect_err("needs h2");
+    assert_eq!(http1.path, "pools.g.health_check.type");
+    assert!(http1.message.contains("protocol: h2"), "{}", http1.message);
+    let path = Config::parse(
+        &text("    protocol: h2\n    health_check: { type: grpc, path: /health }\n"),
+        "t.yaml",
+    )
+    .expect_err("no path");
+    assert_eq!(path.path, "pools.g.health_check.path");
+    let service = Config::parse(
+        &text("    health_check: { type: http, service: app }\n"),
+        "t.yaml",
+    )
+    .expect_err("service is grpc only");
+    assert_eq!(service.path, "pools.g.health_check.service");
+}

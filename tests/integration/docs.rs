@@ -13,8 +13,10 @@
 //! paths are pointed at: a self-signed certificate for `NAME.example.com` (and `NAME` itself
 //! when it has a dot) with its key, so `NAME.pem` and `NAME.key` always fit each other;
 //! `NAME.crl` an empty CRL and `NAME.keys` a session ticket key file. TLS
-//! examples are checked like the rest, not skipped as fragments. No other file is read at
-//! validation (token files, access logs and discovery files are opened at run time).
+//! examples are checked like the rest, not skipped as fragments. Pages are read at validation
+//! too (error pages, a route's `respond.file`): a block naming `/etc/sluice/PATH.html`,
+//! `.json` or `.txt` gets a short placeholder file there. No other file is read at validation
+//! (token files, access logs and discovery files are opened at run time).
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -140,8 +142,14 @@ fn with_certificates(body: &str, dir: &Path) -> String {
     for (at, _) in body.match_indices(PREFIX) {
         let name: String = body[at + PREFIX.len()..]
             .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
             .collect();
+        if [".html", ".json", ".txt"].iter().any(|e| name.ends_with(e)) {
+            let page = dir.join(&name);
+            std::fs::create_dir_all(page.parent().unwrap()).unwrap();
+            std::fs::write(page, "placeholder\n").unwrap();
+            continue;
+        }
         if let Some(stem) = name.strip_suffix(".crl") {
             crls.insert(stem.to_owned());
         } else if name.ends_with(".keys") {

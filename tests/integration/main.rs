@@ -22,6 +22,7 @@ mod edge_protection;
 mod edge_trust;
 mod fleet;
 mod ha_pair;
+mod grpc_health;
 mod health;
 mod http_edge;
 mod http_proxy;
