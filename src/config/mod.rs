@@ -28,6 +28,7 @@ mod route;
 mod runtime;
 mod sni_route;
 pub mod tls;
+mod tls_auth;
 mod upstream_tls;
 pub mod zookeeper;
 

@@ -4,8 +4,8 @@
 //! Called from config validation (`config::tls`), so a missing file, a bad PEM or a key that
 //! does not match is refused like any other bad setting, before anything is bound or swapped.
 //! This is the config's one reach into the file system besides the config file itself.
-//! Always the ring provider, never the process default: with two providers in the graph,
-//! `ServerConfig::builder()` would panic at run time.
+//! Always `provider()` (ring, or aws-lc-rs with that feature), never the process default:
+//! with two providers in the graph, `ServerConfig::builder()` would panic at run time.
 
 pub mod cert;
 pub mod client;
@@ -55,8 +55,16 @@ pub enum TlsVersion {
     V1_3,
 }
 
+/// The crypto provider of every TLS connection, server and client side: ring, or aws-lc-rs
+/// when built with the `aws-lc-rs` feature (benches/loadtest.py compares them).
+#[cfg(not(feature = "aws-lc-rs"))]
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+#[cfg(feature = "aws-lc-rs")]
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Reads a PEM chain (leaf first) and its private key and checks that they belong together.
