@@ -81,11 +81,33 @@ pub struct ListenerTls {
     pub alpn: Vec<String>,
     pub client_auth: Option<ClientAuth>,
     pub sessions: Sessions,
+    /// The session cache and ticketer in the `ServerConfig`, to carry across reloads.
+    resumption: (
+        Option<Arc<tls::sessions::SessionCache>>,
+        Option<Arc<tls::tickets::Ticketer>>,
+    ),
     pub server_config: Arc<rustls::ServerConfig>,
     /// The certificates as served: rotated by their watch without a reload.
     pub store: Arc<CertStore>,
     /// The bytes of every file, so a reload that rewrote a file in place counts as a change.
     content: Vec<Vec<u8>>,
+}
+
+impl ListenerTls {
+    /// Keeps `old`'s sessions and ticket keys (the same listener before a reload) when the
+    /// resumption settings did not change, so returning clients still resume. Called while a
+    /// reload is prepared, on the new config that is not serving yet.
+    pub fn carry_sessions(&self, old: &ListenerTls) {
+        if self.sessions != old.sessions {
+            return;
+        }
+        if let (Some(new), Some(old)) = (&self.resumption.0, &old.resumption.0) {
+            new.carry(old);
+        }
+        if let (Some(new), Some(old)) = (&self.resumption.1, &old.resumption.1) {
+            new.carry(old);
+        }
+    }
 }
 
 /// Equal when the settings and the files' contents are: the `ServerConfig` is derived.
@@ -211,12 +233,14 @@ impl Validator<'_> {
             default_certificate,
             ticketer.clone().filter(|t| t.file().is_some()),
         );
+        let cache = (sessions.cache > 0).then(|| tls::sessions::SessionCache::new(sessions.cache));
+        let resumption = (cache.clone(), ticketer.clone());
         let server_config = tls::server_config(
             Arc::clone(&store),
             verifier,
             min_version,
             &alpn,
-            sessions.cache,
+            cache,
             ticketer,
         )
         .map_err(|message| self.error_at(raw.referenced, path.clone(), message))?;
@@ -227,6 +251,7 @@ impl Validator<'_> {
             alpn,
             client_auth,
             sessions,
+            resumption,
             server_config,
             store,
             content,

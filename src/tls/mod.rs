@@ -10,6 +10,7 @@
 pub mod cert;
 pub mod client;
 pub mod resolve;
+pub mod sessions;
 pub mod store;
 pub mod tickets;
 mod watch;
@@ -147,7 +148,7 @@ pub fn server_config(
     client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     min_version: TlsVersion,
     alpn: &[String],
-    session_cache: usize,
+    session_cache: Option<Arc<sessions::SessionCache>>,
     ticketer: Option<Arc<tickets::Ticketer>>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
@@ -163,10 +164,9 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    config.session_storage = if session_cache == 0 {
-        Arc::new(rustls::server::NoServerSessionStorage {})
-    } else {
-        rustls::server::ServerSessionMemoryCache::new(session_cache)
+    config.session_storage = match session_cache {
+        Some(cache) => cache,
+        None => Arc::new(rustls::server::NoServerSessionStorage {}),
     };
     if let Some(ticketer) = ticketer {
         config.ticketer = ticketer;
