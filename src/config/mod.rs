@@ -34,6 +34,7 @@ pub mod route_action;
 mod runtime;
 mod sni_route;
 pub mod tls;
+mod tls_auth;
 mod upstream_tls;
 pub mod zookeeper;
 

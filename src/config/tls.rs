@@ -4,11 +4,17 @@
 //! Certificates are read here, at validation time (through `crate::tls`), so `sluice check`
 //! and a reload refuse a missing file, a bad PEM or a key that does not fit its certificate
 //! with the usual file:line:col and field path, and the running snapshot keeps serving the old
-//! certificates. The `ServerConfig` lives in the listener's config inside the snapshot: new
-//! connections pick up new certificates with the next snapshot, open ones keep theirs.
+//! certificates. The `ServerConfig` lives in the listener's config inside the snapshot; its
+//! certificates come from the listener's `CertStore`, which the store's watch keeps current
+//! between reloads (`crate::tls::store`). Session resumption (`session_cache`,
+//! `session_tickets`, `ticket_rotation`, `ticket_keys`) is set here too; mutual TLS is in
+//! `tls_auth.rs`.
 
 use super::Validator;
 use super::file::Text;
+pub use super::tls_auth::{
+    ClientAuth, ClientCertMatch, DEFAULT_CLIENT_CERT_HEADER, RawClientAuth, RawClientCertMatch,
+};
 use crate::error::ConfigError;
 use crate::tls::store::CertStore;
 use crate::tls::{self, LoadedCert, PairField, TlsVersion};
@@ -39,46 +45,6 @@ pub struct RawTls {
     pub ticket_keys: Option<Text>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawClientAuth {
-    /// PEM bundle of the CA certificates client certificates must chain to.
-    pub ca: Text,
-    /// `required` (default) or `optional`.
-    pub mode: Option<Text>,
-    /// PEM certificate revocation list(s) of the CA.
-    pub crl: Option<Text>,
-    /// The request header the verified certificate is passed in (default
-    /// `x-forwarded-client-cert`); always removed from what the client sent.
-    pub header: Option<Text>,
-}
-
-/// `tls.client_auth`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientAuth {
-    pub ca: PathBuf,
-    pub crl: Option<PathBuf>,
-    /// `mode: required`: a client without a certificate fails the handshake.
-    pub required: bool,
-    pub header: http::HeaderName,
-}
-
-/// `match.client_cert` of a route: `{present: true}`, `{present: false}` or `{san: VALUE}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawClientCertMatch {
-    pub present: Option<bool>,
-    pub san: Option<String>,
-}
-
-/// A route condition on the client certificate: present or absent, and with a
-/// subjectAltName of exactly this value (DNS names without case).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCertMatch {
-    pub present: bool,
-    pub san: Option<String>,
-}
-
 /// Session resumption settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sessions {
@@ -92,8 +58,6 @@ pub struct Sessions {
 pub const DEFAULT_SESSION_CACHE: usize = 20_000;
 /// rustls' own rotation period: a ticket is accepted for twice as long.
 pub const DEFAULT_TICKET_ROTATION: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
-
-pub const DEFAULT_CLIENT_CERT_HEADER: &str = "x-forwarded-client-cert";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,11 +81,33 @@ pub struct ListenerTls {
     pub alpn: Vec<String>,
     pub client_auth: Option<ClientAuth>,
     pub sessions: Sessions,
+    /// The session cache and ticketer in the `ServerConfig`, to carry across reloads.
+    resumption: (
+        Option<Arc<tls::sessions::SessionCache>>,
+        Option<Arc<tls::tickets::Ticketer>>,
+    ),
     pub server_config: Arc<rustls::ServerConfig>,
     /// The certificates as served: rotated by their watch without a reload.
     pub store: Arc<CertStore>,
     /// The bytes of every file, so a reload that rewrote a file in place counts as a change.
     content: Vec<Vec<u8>>,
+}
+
+impl ListenerTls {
+    /// Keeps `old`'s sessions and ticket keys (the same listener before a reload) when the
+    /// resumption settings did not change, so returning clients still resume. Called while a
+    /// reload is prepared, on the new config that is not serving yet.
+    pub fn carry_sessions(&self, old: &ListenerTls) {
+        if self.sessions != old.sessions {
+            return;
+        }
+        if let (Some(new), Some(old)) = (&self.resumption.0, &old.resumption.0) {
+            new.carry(old);
+        }
+        if let (Some(new), Some(old)) = (&self.resumption.1, &old.resumption.1) {
+            new.carry(old);
+        }
+    }
 }
 
 /// Equal when the settings and the files' contents are: the `ServerConfig` is derived.
@@ -247,12 +233,14 @@ impl Validator<'_> {
             default_certificate,
             ticketer.clone().filter(|t| t.file().is_some()),
         );
+        let cache = (sessions.cache > 0).then(|| tls::sessions::SessionCache::new(sessions.cache));
+        let resumption = (cache.clone(), ticketer.clone());
         let server_config = tls::server_config(
             Arc::clone(&store),
             verifier,
             min_version,
             &alpn,
-            sessions.cache,
+            cache,
             ticketer,
         )
         .map_err(|message| self.error_at(raw.referenced, path.clone(), message))?;
@@ -263,117 +251,11 @@ impl Validator<'_> {
             alpn,
             client_auth,
             sessions,
+            resumption,
             server_config,
             store,
             content,
         })
-    }
-}
-
-type Verifier = Arc<dyn rustls::server::danger::ClientCertVerifier>;
-
-impl Validator<'_> {
-    fn client_auth(
-        &self,
-        path: &str,
-        raw: &Spanned<RawClientAuth>,
-    ) -> Result<(ClientAuth, Verifier, Vec<u8>), ConfigError> {
-        let here = format!("{path}.client_auth");
-        let raw = &raw.value;
-        let required = match raw.mode.as_ref() {
-            None => true,
-            Some(text) => match text.value.trim() {
-                "required" => true,
-                "optional" => false,
-                other => {
-                    return Err(self.error_at(
-                        text.referenced,
-                        format!("{here}.mode"),
-                        format!("unknown mode {other:?}: use required or optional"),
-                    ));
-                }
-            },
-        };
-        let header = match raw.header.as_ref() {
-            None => http::HeaderName::from_static(DEFAULT_CLIENT_CERT_HEADER),
-            Some(text) => {
-                http::HeaderName::from_bytes(text.value.trim().as_bytes()).map_err(|_| {
-                    self.error_at(
-                        text.referenced,
-                        format!("{here}.header"),
-                        format!("{:?} is not a valid header name", text.value),
-                    )
-                })?
-            }
-        };
-        let ca = PathBuf::from(raw.ca.value.trim());
-        let crl = raw.crl.as_ref().map(|t| PathBuf::from(t.value.trim()));
-        let (verifier, bytes) =
-            tls::client::verifier(&ca, crl.as_deref(), required).map_err(|message| {
-                // Name the file the message is about.
-                let (field, at) = match &raw.crl {
-                    Some(text)
-                        if crl
-                            .as_ref()
-                            .is_some_and(|c| message.contains(&*c.to_string_lossy())) =>
-                    {
-                        ("crl", text.referenced)
-                    }
-                    _ => ("ca", raw.ca.referenced),
-                };
-                self.error_at(at, format!("{here}.{field}"), message)
-            })?;
-        Ok((
-            ClientAuth {
-                ca,
-                crl,
-                required,
-                header,
-            },
-            verifier,
-            bytes,
-        ))
-    }
-}
-
-impl Validator<'_> {
-    pub(super) fn client_cert_match(
-        &self,
-        route: &str,
-        raw: Option<&Spanned<RawClientCertMatch>>,
-    ) -> Result<Option<ClientCertMatch>, ConfigError> {
-        let Some(raw) = raw else { return Ok(None) };
-        let here = format!("{route}.match.client_cert");
-        let fail = |m: &str| Err(self.error_at(raw.referenced, here.clone(), m.to_owned()));
-        match (&raw.value.present, &raw.value.san) {
-            (None, None) => fail("give present: true|false or san: VALUE"),
-            (Some(false), Some(_)) => fail("a san needs a certificate: drop present: false"),
-            (_, Some(san)) if san.trim().is_empty() => fail("san is empty"),
-            (present, san) => Ok(Some(ClientCertMatch {
-                present: present.unwrap_or(true),
-                san: san.as_ref().map(|s| s.trim().to_owned()),
-            })),
-        }
-    }
-}
-
-impl Validator<'_> {
-    /// A route on the client certificate needs a listener that asks for one.
-    pub(super) fn no_client_cert_routes(
-        &self,
-        listener: &str,
-        routes: Option<&Spanned<Vec<Spanned<super::file::RawRoute>>>>,
-    ) -> Result<(), ConfigError> {
-        for (index, route) in routes.iter().flat_map(|r| r.value.iter()).enumerate() {
-            if let Some(condition) = &route.value.matcher.value.client_cert {
-                return Err(self.error_at(
-                    condition.referenced,
-                    format!("{listener}.routes[{index}].match.client_cert"),
-                    "this listener asks for no client certificate: add tls.client_auth".into(),
-                ));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -62,6 +62,14 @@ impl Control {
                 sockets = live
                     .listeners
                     .acquire(&plan, &config, inherited, &self.context())?;
+                // TLS sessions and ticket keys are carried by listener name, like backend
+                // state by identity: a reload does not cost every client a full handshake.
+                for (name, listener) in &config.listeners {
+                    let old = layers.file.listeners.get(name).and_then(|l| l.tls.as_ref());
+                    if let (Some(new), Some(old)) = (&listener.tls, old) {
+                        new.carry_sessions(old);
+                    }
+                }
                 layers.file = Arc::new(*config);
                 if text.is_some() {
                     layers.text = text;

@@ -4,12 +4,13 @@
 //! Called from config validation (`config::tls`), so a missing file, a bad PEM or a key that
 //! does not match is refused like any other bad setting, before anything is bound or swapped.
 //! This is the config's one reach into the file system besides the config file itself.
-//! Always the ring provider, never the process default: with two providers in the graph,
-//! `ServerConfig::builder()` would panic at run time.
+//! Always `provider()` (ring, or aws-lc-rs with that feature), never the process default:
+//! with two providers in the graph, `ServerConfig::builder()` would panic at run time.
 
 pub mod cert;
 pub mod client;
 pub mod resolve;
+pub mod sessions;
 pub mod store;
 pub mod tickets;
 mod watch;
@@ -55,8 +56,16 @@ pub enum TlsVersion {
     V1_3,
 }
 
+/// The crypto provider of every TLS connection, server and client side: ring, or aws-lc-rs
+/// when built with the `aws-lc-rs` feature (benches/loadtest.py compares them).
+#[cfg(not(feature = "aws-lc-rs"))]
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+#[cfg(feature = "aws-lc-rs")]
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Reads a PEM chain (leaf first) and its private key and checks that they belong together.
@@ -139,7 +148,7 @@ pub fn server_config(
     client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     min_version: TlsVersion,
     alpn: &[String],
-    session_cache: usize,
+    session_cache: Option<Arc<sessions::SessionCache>>,
     ticketer: Option<Arc<tickets::Ticketer>>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
@@ -155,10 +164,9 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    config.session_storage = if session_cache == 0 {
-        Arc::new(rustls::server::NoServerSessionStorage {})
-    } else {
-        rustls::server::ServerSessionMemoryCache::new(session_cache)
+    config.session_storage = match session_cache {
+        Some(cache) => cache,
+        None => Arc::new(rustls::server::NoServerSessionStorage {}),
     };
     if let Some(ticketer) = ticketer {
         config.ticketer = ticketer;

@@ -104,6 +104,15 @@ impl Ticketer {
         }))
     }
 
+    /// Encrypts and decrypts with `old`'s keys from now on, when both are random keys with
+    /// the same period (a reload that kept the listener's settings): tickets issued before
+    /// the reload stay good. Keys from a file need nothing: the file is the same.
+    pub fn carry(&self, old: &Ticketer) {
+        if self.file.is_none() && old.file.is_none() && self.rotation == old.rotation {
+            self.keys.store(old.keys.load_full());
+        }
+    }
+
     /// The key file, if the keys come from one.
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()

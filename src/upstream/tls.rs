@@ -78,7 +78,7 @@ impl TlsSetup {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    crate::tls::provider()
 }
 
 fn client_config(tls: &UpstreamTls) -> Result<ClientConfig, rustls::Error> {

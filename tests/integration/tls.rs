@@ -207,14 +207,14 @@ async fn a_failed_handshake_closes_only_that_connection() {
     // The listener still serves.
     let tls = connect_tls(addr, "a.example.com", &[]).await.unwrap();
     assert_eq!(get_over(tls, false, "/").await.0, 200);
-    // Both failures are counted, by reason.
+    // Both failures are counted, by reason (plain HTTP is not a TLS record: `protocol`).
     let metrics = body_text(&get(sluice.admin_addr().unwrap(), "/metrics").await);
     let failures: Vec<&str> = metrics
         .lines()
         .filter(|l| l.starts_with("sluice_tls_handshake_failures_total{"))
         .collect();
     assert!(
-        failures.iter().any(|l| l.contains("reason=\"error\"")),
+        failures.iter().any(|l| l.contains("reason=\"protocol\"")),
         "{failures:?}"
     );
     assert!(

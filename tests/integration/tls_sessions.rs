@@ -139,3 +139,39 @@ async fn a_fleet_sharing_a_ticket_key_file_resumes_on_any_instance() {
     assert_eq!(exchange(one, &config).await, HandshakeKind::Full);
     assert_eq!(exchange(three, &config).await, HandshakeKind::Full);
 }
+
+/// A reload that keeps the listener's resumption settings keeps its sessions and ticket keys:
+/// a client resumes across it, with a ticket (TLS 1.3) and with a session ID (TLS 1.2).
+#[tokio::test]
+async fn sessions_survive_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sluice, addr) = sluice_with("", dir.path()).await;
+    let tls13 = client(&[&rustls::version::TLS13]);
+    let mut tls12 = (*client(&[&rustls::version::TLS12])).clone();
+    tls12.resumption = tls12
+        .resumption
+        .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOnly);
+    let tls12 = Arc::new(tls12);
+    assert_eq!(exchange(addr, &tls13).await, HandshakeKind::Full);
+    assert_eq!(exchange(addr, &tls12).await, HandshakeKind::Full);
+    // Another backend: the listener is rebuilt from a fresh parse (new ServerConfig).
+    let other = spawn_backend("other").await;
+    let text = format!(
+        "listeners:\n  https:\n    bind: {addr}\n    pool: app\n    tls:\n      certificates:\n        - {{cert: '{0}/a.pem', key: '{0}/a.key'}}\npools:\n  app:\n    backends: [{1}]\n",
+        dir.path().display(),
+        other.addr
+    );
+    let config = sluice::Config::parse(&text, "reload.yaml").unwrap();
+    sluice.reload(config).await.unwrap();
+    assert_eq!(
+        exchange(addr, &tls13).await,
+        HandshakeKind::Resumed,
+        "a ticket"
+    );
+    assert_eq!(
+        exchange(addr, &tls12).await,
+        HandshakeKind::Resumed,
+        "a session ID"
+    );
+    assert_eq!(other.requests(), 2, "served by the reloaded config");
+}
