@@ -231,6 +231,7 @@ fn respond(
         let log = waiting.answered();
         let elapsed = clock_micros().saturating_sub(started);
         context.metrics.duration.record(elapsed as f64 / 1e6);
+        context.metrics.responses.count(response.status().as_u16());
         if let Some(MadeUp(reason)) = response.extensions_mut().remove::<MadeUp>() {
             let served = response.extensions().get::<Served>();
             answer_log::note(&answer_log::Answered {

@@ -37,4 +37,5 @@ mod upstream_h1;
 mod upstream_h2;
 mod upstream_tls;
 mod websocket;
+mod wire_bytes;
 mod workers;
