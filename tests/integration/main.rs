@@ -11,6 +11,7 @@ mod common;
 mod access_log;
 mod admin;
 mod balance;
+mod dashboard;
 mod discovery_dns;
 mod discovery_etcd;
 mod discovery_file;
