@@ -41,6 +41,13 @@ pub struct BackendState {
     /// Peak-EWMA of response latency, packed by `ewma::observe` (estimate and its time in
     /// one word, so readers never see one without the other).
     latency: AtomicU64,
+    /// The same observations in buckets, for the p50/p99 `/status` shows (`crate::latency`).
+    pub latency_histogram: crate::latency::Histogram,
+    /// Responses by status class again, readable (the Prometheus handles are write-only):
+    /// `/status` and its charts compute rates and error shares from them.
+    responses_seen: [AtomicU64; 5],
+    /// Attempts that got no response at all (connect failure, reset, timeout).
+    failures: AtomicU64,
 }
 
 impl BackendState {
@@ -73,6 +80,9 @@ impl BackendState {
             in_flight: AtomicUsize::new(0),
             picked_total: AtomicU64::new(0),
             latency: AtomicU64::new(ewma::UNOBSERVED),
+            latency_histogram: crate::latency::Histogram::default(),
+            responses_seen: Default::default(),
+            failures: AtomicU64::new(0),
         })
     }
 
@@ -80,6 +90,23 @@ impl BackendState {
     pub fn count_response(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.responses[class].increment(1);
+        self.responses_seen[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Responses received so far by status class (1xx..5xx).
+    pub fn responses_by_class(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.responses_seen[i].load(Ordering::Relaxed))
+    }
+
+    /// Counts one attempt the backend failed without a response (connect failure, reset,
+    /// timeout): only backend-origin failures, never a client's.
+    pub fn count_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Attempts that got no response (`count_failure`).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     pub fn id(&self) -> &BackendId {
@@ -104,6 +131,7 @@ impl BackendState {
     /// into the peak-EWMA. `now_micros` is any monotonic clock in microseconds; pass the same
     /// clock to `PickContext::now_micros`.
     pub fn record_latency(&self, rtt_micros: u64, now_micros: u64) {
+        self.latency_histogram.record(rtt_micros);
         // A lost race only retries; the update is a pure function of the previous word.
         let _ = self
             .latency

@@ -4,7 +4,8 @@
 //! checks it): `server` (wiring, signals) -> `admin` / `reload` / `discovery` (triggers, through
 //! `control::ControlPlane`) -> `control` (the owner of the config and the listeners) -> `proxy`
 //! (data plane) -> `probe` -> `state` (snapshot) -> `balance` / `upstream` -> `backend`
-//! (runtime state) -> `metrics` -> `health` / `resilience` / `route` / `ewma` / `clock` (pure);
+//! (runtime state) -> `metrics` -> `health` / `resilience` / `route` / `ewma` / `latency` /
+//! `clock` (pure);
 //! `config` is pure and imported by all. docs/architecture.md draws it.
 
 pub mod access_log;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod ewma;
 pub mod headers;
 pub mod health;
+pub mod latency;
 pub mod listener;
 pub mod memory;
 pub mod metrics;

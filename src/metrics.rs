@@ -13,6 +13,7 @@
 pub mod edge;
 pub mod http_edge;
 mod process;
+pub mod wire;
 
 use crate::config::BackendAddress;
 use crate::health::machine::{Change, State};
@@ -42,6 +43,8 @@ pub const WORKER_ACTIVE_CONNECTIONS: &str = "sluice_worker_active_connections";
 pub const WORKER_MOVED_CONNECTIONS: &str = "sluice_worker_moved_connections_total";
 pub const REQUEST_DURATION: &str = "sluice_http_request_duration_seconds";
 pub const LISTENER_BYTES: &str = "sluice_listener_bytes_total";
+pub const LISTENER_WIRE_BYTES: &str = "sluice_listener_wire_bytes_total";
+pub const BACKEND_WIRE_BYTES: &str = "sluice_backend_wire_bytes_total";
 pub const RESPONSES_TOTAL: &str = "sluice_backend_responses_total";
 pub const RETRY_BUDGET_EXHAUSTED_TOTAL: &str = "sluice_retry_budget_exhausted_total";
 pub const DISCOVERY_UPDATES_TOTAL: &str = "sluice_discovery_updates_total";
@@ -172,6 +175,16 @@ fn describe() {
         LISTENER_BYTES,
         Unit::Bytes,
         "Payload bytes proxied by the listener: in is client to backend, out is backend to client (HTTP: bodies only)."
+    );
+    describe_counter!(
+        LISTENER_WIRE_BYTES,
+        Unit::Bytes,
+        "Bytes read from (in) and written to (out) the listener's client sockets: headers, framing, PROXY headers and TLS records included."
+    );
+    describe_counter!(
+        BACKEND_WIRE_BYTES,
+        Unit::Bytes,
+        "Bytes written to (in) and read from (out) the backend's sockets, health checks included: headers, framing and TLS records included."
     );
     describe_counter!(
         RESPONSES_TOTAL,
@@ -377,13 +390,34 @@ pub struct ListenerHandles {
     pub duration: metrics::Histogram,
     /// Answers by status class, `1xx` first (`edge::HTTP_REQUESTS_TOTAL`).
     pub classes: [metrics::Counter; 5],
+    /// Responses by status class, readable (for `/status`; Prometheus handles are not).
+    pub responses: StatusClasses,
+    /// Bytes on the client sockets (`wire::Metered`): read is in, written is out.
+    pub wire: std::sync::Arc<wire::WireCounters>,
 }
 
 impl ListenerHandles {
-    /// Counts one HTTP answer by its class.
+    /// Counts one HTTP answer by its class, in Prometheus and for `/status`.
     pub fn answered(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.classes[class].increment(1);
+        self.responses.count(status);
+    }
+}
+
+/// Counts by HTTP status class (1xx..5xx), readable: what `/status` computes rates and error
+/// shares from.
+#[derive(Debug, Default)]
+pub struct StatusClasses([std::sync::atomic::AtomicU64; 5]);
+
+impl StatusClasses {
+    pub fn count(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.0[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.0[i].load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -405,9 +439,44 @@ pub fn listener_handles(listener: &str) -> std::sync::Arc<ListenerHandles> {
         bytes_out: metrics::counter!(LISTENER_BYTES, "listener" => label(), "direction" => "out"),
         duration: metrics::histogram!(REQUEST_DURATION, "listener" => label()),
         classes: edge::classes(listener),
+        responses: StatusClasses::default(),
+        wire: std::sync::Arc::new(wire::WireCounters {
+            read: metrics::counter!(LISTENER_WIRE_BYTES, "listener" => label(), "direction" => "in"),
+            written: metrics::counter!(LISTENER_WIRE_BYTES, "listener" => label(), "direction" => "out"),
+        }),
     });
     let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
     std::sync::Arc::clone(cache.entry(listener.into()).or_insert(made))
+}
+
+/// A backend's wire counters (written is `direction="in"`, read is `out`), registered once
+/// per `(pool, backend)` and looked up per new backend connection without allocating. Like
+/// the recorder's own series, entries stay for the life of the process.
+pub fn backend_wire(pool: &str, backend: &BackendAddress) -> std::sync::Arc<wire::WireCounters> {
+    type ByBackend = HashMap<BackendAddress, std::sync::Arc<wire::WireCounters>>;
+    type Cache = std::sync::RwLock<HashMap<Box<str>, ByBackend>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(found) = (cache.read().unwrap_or_else(|p| p.into_inner()))
+        .get(pool)
+        .and_then(|backends| backends.get(backend))
+    {
+        return std::sync::Arc::clone(found);
+    }
+    let labels = |direction: &'static str| {
+        [
+            ("pool", pool.to_owned()),
+            ("backend", backend.to_string()),
+            ("direction", direction.to_owned()),
+        ]
+    };
+    let made = std::sync::Arc::new(wire::WireCounters {
+        written: metrics::counter!(BACKEND_WIRE_BYTES, &labels("in")),
+        read: metrics::counter!(BACKEND_WIRE_BYTES, &labels("out")),
+    });
+    let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
+    let backends = cache.entry(pool.into()).or_default();
+    std::sync::Arc::clone(backends.entry(backend.clone()).or_insert(made))
 }
 
 /// A new connection was passed to a less loaded worker thread.

@@ -8,13 +8,15 @@
 //! This file: the accept loop, routing, the token/peer check and response helpers. The
 //! `/status` document is built in `status.rs`, backend actions run in `actions.rs`, the
 //! gauges `/metrics` reads from the snapshot in `gauges.rs`, and `/` serves
-//! `status_page.html`.
+//! `status_page.html`. A sampler task reads the counters every few seconds into `history.rs`
+//! (rates, latency quantiles and the page's charts).
 //!
 //! A trigger: every change it makes goes through the control plane's narrow interface
 //! (`ControlPlane`). Must not import `server` or the control plane's owner.
 
 mod actions;
 mod gauges;
+mod history;
 mod status;
 
 use crate::control::ControlPlane;
@@ -46,8 +48,18 @@ pub struct Admin {
     pub discovery: Arc<Discovery>,
 }
 
+/// The admin listener's own state: what it was given, and the samples it takes.
+struct Served {
+    admin: Admin,
+    history: history::History,
+}
+
 pub fn spawn(listener: TcpListener, admin: Admin, stop: CancellationToken, tracker: &TaskTracker) {
-    let admin = Arc::new(admin);
+    let admin = Arc::new(Served {
+        admin,
+        history: history::History::default(),
+    });
+    tracker.spawn(sample(Arc::clone(&admin), stop.clone()));
     let connections = tracker.clone();
     tracker.spawn(async move {
         loop {
@@ -84,7 +96,41 @@ pub fn spawn(listener: TcpListener, admin: Admin, stop: CancellationToken, track
     });
 }
 
-async fn route(request: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> AdminResponse {
+/// Reads every listener's and backend's counters into the history, at once and then every
+/// `history::TICK`, until `stop`.
+async fn sample(served: Arc<Served>, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(history::TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let snapshot = served.admin.control.view().snapshot;
+        let mut reading = history::Reading::default();
+        for listener in snapshot.config.listeners.values() {
+            let handles = crate::metrics::listener_handles(&listener.name);
+            reading
+                .listeners
+                .push((listener.name.clone(), handles.responses.get()));
+        }
+        for pool in snapshot.pools.values() {
+            for backend in &pool.backends {
+                reading.backends.push(history::BackendReading {
+                    pool: pool.config.name.clone(),
+                    address: backend.address.to_string(),
+                    responses: backend.state.responses_by_class(),
+                    failures: backend.state.failures(),
+                    latency: backend.state.latency_histogram.counts(),
+                });
+            }
+        }
+        served.history.record(tokio::time::Instant::now(), reading);
+    }
+}
+
+async fn route(request: Request<Incoming>, peer: SocketAddr, served: &Served) -> AdminResponse {
+    let admin = &served.admin;
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
     match (request.uri().path(), read) {
         ("/healthz", true) => text(StatusCode::OK, "ok\n".into()),
@@ -92,7 +138,7 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, admin: &Admin) -> A
             let listeners = admin.control.view().snapshot.config.listeners.len();
             text(StatusCode::OK, format!("ready: {listeners} listeners\n"))
         }
-        ("/status", true) => json(StatusCode::OK, &status(admin)),
+        ("/status", true) => json(StatusCode::OK, &status(admin, &served.history)),
         ("/metrics", true) => {
             let view = admin.control.view();
             gauges::refresh_gauges(&view.snapshot);

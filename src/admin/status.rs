@@ -1,10 +1,17 @@
-//! The `GET /status` document: version, uptime, last reload, listeners, and per pool its
-//! backends' state, counters, breaker and discovery sources (also the answer of an action).
+//! The `GET /status` document: version, uptime, last reload and the reload history,
+//! listeners with their rates, and per pool its backends' state, counters, rates, latency
+//! quantiles, breaker and origins (config or which registry, last seen when), the pool's chart
+//! points and its discovery sources (a backend's part is also the answer of an action).
+//!
+//! Fields are only ever added: `sluice status` and scripts read this document.
 
 use super::Admin;
+use super::history::{BackendRates, ChartPoint, History, ListenerRates};
 use crate::control::{ReloadReport, Weights};
+use crate::discovery::Origin;
 use crate::health::machine::State;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
@@ -14,6 +21,8 @@ pub(super) struct Status {
     uptime_seconds: f64,
     config_file: Option<String>,
     last_reload: Option<ReloadReport>,
+    /// The last reloads (at most 20), oldest first: trigger, outcome, plan or error text.
+    reload_history: Vec<ReloadReport>,
     listeners: Vec<ListenerStatus>,
     /// Open client connections of each worker thread (`runtime.scheduler: per_thread`), by
     /// worker index: how evenly the kernel spreads connections. Absent without workers.
@@ -40,6 +49,13 @@ struct ListenerStatus {
     /// Why `tls.ticket_keys` on disk is refused (the keys in force stay).
     #[serde(skip_serializing_if = "Option::is_none")]
     ticket_keys_problem: Option<String>,
+    /// Client connections open now.
+    connections: usize,
+    /// HTTP responses sent since start, by status class (`1xx`..`5xx`); empty on TCP.
+    responses: BTreeMap<&'static str, u64>,
+    /// Over the last few seconds (`null` until two samples were taken).
+    #[serde(flatten)]
+    rates: ListenerRates,
 }
 
 #[derive(Serialize)]
@@ -53,6 +69,8 @@ struct PoolStatus {
     /// One entry per discovery source: target, backend count, last update and last error.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     discovery: Vec<crate::discovery::SourceStatus>,
+    /// The last minutes, one point per sample (oldest first): requests/s, p99, errors/s.
+    chart: Vec<ChartPoint>,
 }
 
 #[derive(Serialize)]
@@ -77,6 +95,23 @@ pub(super) struct BackendStatus {
     drained_by: Option<String>,
     /// closed | open | half_open, and why (only with `circuit_breaker:`).
     circuit_breaker: Option<BreakerStatus>,
+    /// Responses received since start, by status class (`1xx`..`5xx`).
+    responses: BTreeMap<&'static str, u64>,
+    /// Attempts that got no response (connect failure, reset, timeout).
+    failures_total: u64,
+    /// Requests and errors (5xx and failures) per second over the last sample, latency
+    /// p50/p99 (time to response headers; TCP: connect time) over the last minute.
+    #[serde(flatten)]
+    rates: BackendRates,
+    /// Where the backend comes from: `config` and/or the discovery sources that list it, with
+    /// when each last saw it (Unix seconds).
+    origins: Vec<Origin>,
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn by_class(counts: [u64; 5]) -> BTreeMap<&'static str, u64> {
+    CLASSES.into_iter().zip(counts).collect()
 }
 
 #[derive(Serialize)]
@@ -134,13 +169,23 @@ pub(super) fn backend_status(
                 reason: breaker.reason().to_owned(),
             }
         }),
+        responses: by_class(backend.state.responses_by_class()),
+        failures_total: backend.state.failures(),
+        rates: BackendRates::default(),
+        origins: Vec::new(),
     }
 }
 
-pub(super) fn status(admin: &Admin) -> Status {
+pub(super) fn status(admin: &Admin, history: &History) -> Status {
     let view = admin.control.view();
     let snapshot = &view.snapshot;
     let now = Instant::now();
+    // The config file's backends were last seen when that file was last applied.
+    let config_seen = (view.reload_history.iter().rev())
+        .find(|r| r.success)
+        .map(|r| r.finished_at)
+        .unwrap_or_else(|| crate::clock::unix_seconds() - view.started.elapsed().as_secs_f64());
+    let mut origins = admin.discovery.origins();
     let listeners = snapshot
         .config
         .listeners
@@ -161,6 +206,16 @@ pub(super) fn status(admin: &Admin) -> Status {
             edge: snapshot.edge(&l.name).and_then(|e| e.report()),
             certificates: l.tls.as_ref().map(|t| t.store.status()),
             ticket_keys_problem: l.tls.as_ref().and_then(|t| t.store.ticket_problem()),
+            connections: (view.listeners.iter())
+                .find(|(name, _, _)| *name == l.name)
+                .map_or(0, |(_, _, open)| *open),
+            responses: match l.protocol {
+                crate::config::Protocol::Http => {
+                    by_class(crate::metrics::listener_handles(&l.name).responses.get())
+                }
+                crate::config::Protocol::Tcp => BTreeMap::new(),
+            },
+            rates: history.listener(&l.name),
         })
         .collect();
     let mut discovery = admin.discovery.status();
@@ -179,9 +234,27 @@ pub(super) fn status(admin: &Admin) -> Status {
             backends: pool
                 .backends
                 .iter()
-                .map(|b| backend_status(b, now, &view.weights, &pool.config.name))
+                .map(|b| {
+                    let name = &pool.config.name;
+                    let mut status = backend_status(b, now, &view.weights, name);
+                    status.rates = history.backend(name, &status.address);
+                    let listed = (view.file_config.pools.get(name))
+                        .is_some_and(|p| p.backends.iter().any(|c| c.address == b.address));
+                    if listed {
+                        status.origins.push(Origin {
+                            source: "config",
+                            last_seen: Some(config_seen),
+                        });
+                    }
+                    let key = (name.clone(), b.address.clone());
+                    status
+                        .origins
+                        .extend(origins.remove(&key).unwrap_or_default());
+                    status
+                })
                 .collect(),
             discovery: discovery.remove(&pool.config.name).unwrap_or_default(),
+            chart: history.chart(&pool.config.name, now),
         })
         .collect();
     pools.sort_by(|a, b| a.name.cmp(&b.name));
@@ -190,6 +263,7 @@ pub(super) fn status(admin: &Admin) -> Status {
         uptime_seconds: view.started.elapsed().as_secs_f64(),
         config_file: (view.config_path.as_ref()).map(|p| p.display().to_string()),
         last_reload: view.last_reload.clone(),
+        reload_history: view.reload_history.clone(),
         worker_connections: view.worker_connections.clone(),
         listeners,
         pools,

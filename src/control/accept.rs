@@ -36,6 +36,8 @@ pub(super) struct ServeArgs {
     /// A listener bound to one address accepts connections only to it: each connection's
     /// local address is known without asking the kernel (a getsockname per connection).
     fixed_local: Option<SocketAddr>,
+    /// The listener's wire byte counters, looked up once rather than per connection.
+    wire: Arc<crate::metrics::wire::WireCounters>,
 }
 
 /// Serves an accepted connection in a task of its own on the calling runtime, holding its
@@ -54,6 +56,7 @@ fn spawn_serving(
         Arc::clone(&serve.name),
         serve.snapshot.clone(),
         serve.stop.clone(),
+        &serve.wire,
     );
     match serving {
         proxy::accept::Serving::Http(path) => connections.spawn(Holding::new(path, slot)),
@@ -105,7 +108,9 @@ impl AcceptLoop {
         slots: Arc<listener::ConnectionSlots>,
         tracker: &TaskTracker,
     ) -> AcceptLoop {
-        let connections_total = crate::metrics::listener_handles(&name).connections.clone();
+        let handles = crate::metrics::listener_handles(&name);
+        let connections_total = handles.connections.clone();
+        let wire = Arc::clone(&handles.wire);
         let fixed_local = match socket.local() {
             Ok(BindAddr::Tcp(addr)) if !addr.ip().is_unspecified() => Some(addr),
             _ => None,
@@ -116,6 +121,7 @@ impl AcceptLoop {
                 snapshot,
                 stop,
                 fixed_local,
+                wire,
             },
             slots,
             connections: tracker.clone(),

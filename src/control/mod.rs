@@ -90,6 +90,11 @@ pub struct View {
     pub config_path: Option<PathBuf>,
     pub started: tokio::time::Instant,
     pub last_reload: Option<ReloadReport>,
+    /// The last reload reports, oldest first (bounded).
+    pub reload_history: Vec<ReloadReport>,
+    /// The config file's layer (before discovery and runtime overrides): which backends the
+    /// file itself lists.
+    pub file_config: Arc<crate::config::Config>,
     /// Every listener: name, where it is bound, open connections.
     pub listeners: Vec<(String, BindAddr, usize)>,
     /// Open connections per worker thread (empty without worker threads).

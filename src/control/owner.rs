@@ -254,6 +254,8 @@ impl ControlPlane for Control {
             config_path: self.env.config_path.clone(),
             started: self.env.started,
             last_reload: self.reloads.last_report(),
+            reload_history: self.reloads.history(),
+            file_config: Arc::clone(&live.layers.file),
             listeners: live.listeners.summary(),
             worker_connections: self.worker_connections(),
             weights: live.layers.weights.clone(),

@@ -4,8 +4,9 @@
 //!
 //! Concurrent triggers coalesce: each trigger takes a ticket; a reload that starts after a
 //! ticket was taken covers it, so a burst of triggers runs at most one reload more, and a
-//! reload never runs twice at once. Every outcome is logged, counted in metrics, kept as the
-//! last report for `/status`, and told to systemd (`RELOADING=1` ... `READY=1` + `STATUS=`).
+//! reload never runs twice at once. Every outcome is logged, counted in metrics, kept (the last
+//! report, and a history of the last 20) for `/status`, and told to systemd (`RELOADING=1`
+//! ... `READY=1` + `STATUS=`).
 //!
 //! The file watch reloads once per change of the file's content: content a reload already
 //! read (applied or refused) is no change, so a broken file is reported once, not again at
@@ -40,6 +41,8 @@ pub(super) struct Reloads {
     tickets: AtomicU64,
     covered: AtomicU64,
     last: Mutex<Option<ReloadReport>>,
+    /// The last `HISTORY` reports, oldest first (the status page's reload history).
+    history: Mutex<std::collections::VecDeque<ReloadReport>>,
     /// What the config file held when it was last applied (`file_state`); `None` while the
     /// running config did not come from the file.
     applied: Mutex<Option<u64>>,
@@ -58,12 +61,19 @@ enum FileChange {
     Seen,
 }
 
+/// Reload reports kept for `/status` (`reload_history`).
+const HISTORY: usize = 20;
+
 /// The detail of a report for a file put back to the running content.
 const RESTORED: &str = "no changes (the file holds the running configuration again)\n";
 
 impl Reloads {
     pub(super) fn last_report(&self) -> Option<ReloadReport> {
         lock(&self.last).clone()
+    }
+
+    pub(super) fn history(&self) -> Vec<ReloadReport> {
+        lock(&self.history).iter().cloned().collect()
     }
 
     /// Re-reads the config file and applies it. Returns the report of the reload that covered
@@ -207,6 +217,12 @@ impl Reloads {
             }
         };
         *lock(&self.last) = Some(report.clone());
+        let mut history = lock(&self.history);
+        history.push_back(report.clone());
+        while history.len() > HISTORY {
+            history.pop_front();
+        }
+        drop(history);
         report
     }
 }

@@ -27,7 +27,7 @@ pub mod register;
 pub mod zookeeper;
 
 use crate::config::discovery::{DiscoveredSet, DiscoverySource, SourceKind};
-use crate::config::{BackendConfig, Config};
+use crate::config::{BackendAddress, BackendConfig, Config};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -87,6 +87,14 @@ pub struct Excluded {
     /// `IP:PORT`, or what the registry gave when that is not an address.
     pub address: String,
     pub reason: String,
+}
+
+/// Where a backend came from: `config` (the file) or a discovery source, and when it was
+/// last seen there (Unix seconds).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Origin {
+    pub source: &'static str,
+    pub last_seen: Option<f64>,
 }
 
 impl SourceStatus {
@@ -287,6 +295,24 @@ impl Discovery {
             out.entry(pool.clone())
                 .or_default()
                 .push(running.status.clone());
+        }
+        out
+    }
+
+    /// Which sources list each discovered backend now, and when each last read its set
+    /// (a read returns the whole set, so that is when the backend was last seen there).
+    pub fn origins(&self) -> BTreeMap<(String, BackendAddress), Vec<Origin>> {
+        let inner = lock(&self.inner);
+        let mut out: BTreeMap<(String, BackendAddress), Vec<Origin>> = BTreeMap::new();
+        for ((pool, _), running) in &inner.sources {
+            for backend in &running.backends {
+                out.entry((pool.clone(), backend.address.clone()))
+                    .or_default()
+                    .push(Origin {
+                        source: running.status.source,
+                        last_seen: running.status.last_update,
+                    });
+            }
         }
         out
     }

@@ -14,6 +14,7 @@
 use crate::config::Protocol;
 use crate::error::Chain;
 use crate::listener::Accepted;
+use crate::metrics::wire::{Metered, WireCounters};
 use crate::proxy::{Peer, TlsInfo};
 use crate::proxy_protocol::{self, Header, ParseError, Parsed};
 use crate::state::SharedSnapshot;
@@ -60,12 +61,16 @@ pub enum Serving<H, O> {
 ///
 /// `fixed_local`: the local address of every TCP connection of this listener, when it is
 /// bound to one address (else each connection's is read from its socket).
+///
+/// `wire`: the listener's wire byte counters; the socket is wrapped to count every byte read
+/// and written on it, beneath PROXY headers, TLS and HTTP.
 pub fn serve(
     accepted: Accepted,
     fixed_local: Option<SocketAddr>,
     listener: Arc<str>,
     snapshot: SharedSnapshot,
     stop: CancellationToken,
+    wire: &Arc<WireCounters>,
 ) -> Serving<impl Future<Output = ()> + Send + 'static, impl Future<Output = ()> + Send + 'static> {
     let start = match accepted {
         Accepted::Tcp(stream, peer) => match fixed_local.map_or_else(|| stream.local_addr(), Ok) {
@@ -75,6 +80,7 @@ pub fn serve(
                     local: Some(local),
                     tls: None,
                 };
+                let stream = Metered::new(stream, Arc::clone(wire));
                 match start(stream, peer, listener, snapshot, stop) {
                     Ok(start) => start,
                     Err((stream, peer, listener, snapshot, stop)) => {
@@ -90,7 +96,13 @@ pub fn serve(
             }
             Err(_) => Start::Ready(None),
         },
-        Accepted::Unix(stream) => match start(stream, Peer::default(), listener, snapshot, stop) {
+        Accepted::Unix(stream) => match start(
+            Metered::new(stream, Arc::clone(wire)),
+            Peer::default(),
+            listener,
+            snapshot,
+            stop,
+        ) {
             Ok(start) => start,
             Err((stream, peer, listener, snapshot, stop)) => {
                 Start::Ready(http_path(stream, peer, listener, snapshot, stop))

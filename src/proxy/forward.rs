@@ -223,6 +223,7 @@ pub async fn forward<'p>(
                 if status == StatusCode::GATEWAY_TIMEOUT {
                     crate::metrics::timeout(&pool.name, "connect");
                 }
+                backend.state.count_failure();
                 report_outcome(pool, backend, false, &error_chain(&error));
                 debug!(backend = %backend.address, error = %crate::error::Chain(&error), "upstream request failed");
                 Failure {
@@ -242,6 +243,7 @@ pub async fn forward<'p>(
                     cause.describe()
                 );
                 crate::metrics::request_moved(&pool.name, cause.label());
+                backend.state.count_failure();
                 // The backend's failure: it did not answer while it was stuck or failing.
                 report_outcome(
                     pool,
@@ -271,6 +273,7 @@ pub async fn forward<'p>(
                     return Err(Refused::client(fault));
                 }
                 crate::metrics::timeout(&pool.name, "response");
+                backend.state.count_failure();
                 report_outcome(pool, backend, false, "response timed out");
                 debug!(backend = %backend.address, "upstream response timed out");
                 Failure {

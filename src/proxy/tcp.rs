@@ -15,6 +15,7 @@ use crate::backend::{Backend, InFlight};
 use crate::balance::PickContext;
 use crate::config::{BackendAddress, route_by_sni};
 use crate::error::Chain;
+use crate::metrics::wire::{Metered, WireCounters};
 use crate::probe::report_outcome;
 use crate::proxy::passthrough::ClientHello;
 use crate::proxy::splice::{Limits, SpliceEnd, splice};
@@ -117,19 +118,31 @@ pub async fn serve_connection<S>(
 }
 
 /// A client stream the L4 path may hand to splice(2): a plain TCP socket, nothing else.
+/// With it come the wire counters the spliced bytes must be added to (the wrapper that
+/// counted them is gone once the socket is handed over).
 pub trait IntoTcp: Sized {
-    fn into_tcp(self) -> Result<TcpStream, Self>;
+    fn into_tcp(self) -> Result<(TcpStream, Option<Arc<WireCounters>>), Self>;
 }
 
 impl IntoTcp for TcpStream {
-    fn into_tcp(self) -> Result<TcpStream, Self> {
-        Ok(self)
+    fn into_tcp(self) -> Result<(TcpStream, Option<Arc<WireCounters>>), Self> {
+        Ok((self, None))
     }
 }
 
 impl IntoTcp for UnixStream {
-    fn into_tcp(self) -> Result<TcpStream, Self> {
+    fn into_tcp(self) -> Result<(TcpStream, Option<Arc<WireCounters>>), Self> {
         Err(self)
+    }
+}
+
+impl<S: IntoTcp> IntoTcp for Metered<S> {
+    fn into_tcp(self) -> Result<(TcpStream, Option<Arc<WireCounters>>), Self> {
+        let (inner, counters) = self.into_parts();
+        match inner.into_tcp() {
+            Ok((tcp, _)) => Ok((tcp, Some(counters))),
+            Err(inner) => Err(Metered::new(inner, counters)),
+        }
     }
 }
 
@@ -148,7 +161,19 @@ where
     let upstream = match upstream {
         Conn::Tcp(backend) => {
             return match client.into_tcp() {
-                Ok(client) => crate::proxy::zero_copy::forward(client, backend, limits, stop).await,
+                Ok((client, client_wire)) => {
+                    let (backend, backend_wire) = backend.into_parts();
+                    let end = crate::proxy::zero_copy::forward(client, backend, limits, stop).await;
+                    // Spliced bytes never pass the wrappers: counted here, when the session
+                    // closes (an idle or drained end reports no totals).
+                    if let SpliceEnd::Closed(Ok((sent, received))) = &end {
+                        if let Some(wire) = client_wire {
+                            wire.add(*sent, *received);
+                        }
+                        backend_wire.add(*received, *sent);
+                    }
+                    end
+                }
                 Err(client) => splice(client, Conn::Tcp(backend), limits, stop).await,
             };
         }
@@ -187,6 +212,7 @@ async fn connect_with_redispatch<'p>(
                 return Some((backend, in_flight, stream));
             }
             Err(error) => {
+                backend.state.count_failure();
                 report_outcome(
                     pool,
                     backend,

@@ -12,6 +12,7 @@
 use super::tls::{Alpn, TlsSetup};
 use crate::config::BackendAddress;
 use crate::error::Chain;
+use crate::metrics::wire::Metered;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,8 +29,10 @@ const UNIX_AUTHORITY_SUFFIX: &str = ".unix.invalid";
 /// An open backend connection of any kind.
 #[derive(Debug)]
 pub enum Conn {
-    Tcp(TcpStream),
-    Unix(UnixStream),
+    /// Plain sockets count their bytes for the backend's wire counters; TLS is layered on one
+    /// of them, so its records are counted too.
+    Tcp(Metered<TcpStream>),
+    Unix(Metered<UnixStream>),
     Tls(Box<tokio_rustls::client::TlsStream<Conn>>),
 }
 
@@ -38,9 +41,9 @@ impl Conn {
     /// short by its client must not look to the backend like one that ended cleanly.
     pub fn reset(self) {
         let tcp = match &self {
-            Conn::Tcp(stream) => Some(stream),
+            Conn::Tcp(stream) => Some(stream.get_ref()),
             Conn::Tls(stream) => match stream.get_ref().0 {
-                Conn::Tcp(stream) => Some(stream),
+                Conn::Tcp(stream) => Some(stream.get_ref()),
                 _ => None,
             },
             Conn::Unix(_) => None,
@@ -66,13 +69,16 @@ impl Conn {
 pub struct Dialer {
     connect_timeout: Duration,
     tls: Option<Arc<TlsSetup>>,
+    /// The pool's name: the backend wire counters are `(pool, backend)`.
+    pool: Arc<str>,
 }
 
 impl Dialer {
-    pub fn new(connect_timeout: Duration, tls: Option<Arc<TlsSetup>>) -> Dialer {
+    pub fn new(pool: &str, connect_timeout: Duration, tls: Option<Arc<TlsSetup>>) -> Dialer {
         Dialer {
             connect_timeout,
             tls,
+            pool: Arc::from(pool),
         }
     }
 
@@ -82,6 +88,7 @@ impl Dialer {
 
     /// Opens a plain connection (no TLS yet) within the connect timeout.
     pub async fn open(&self, address: &BackendAddress) -> io::Result<Conn> {
+        let wire = crate::metrics::backend_wire(&self.pool, address);
         let connect = async {
             match address {
                 BackendAddress::Inet(inet) => {
@@ -89,9 +96,12 @@ impl Dialer {
                     let _ = stream.set_nodelay(true);
                     let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
                     let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
-                    Ok(Conn::Tcp(stream))
+                    Ok(Conn::Tcp(Metered::new(stream, wire)))
                 }
-                BackendAddress::Unix(path) => Ok(Conn::Unix(UnixStream::connect(path).await?)),
+                BackendAddress::Unix(path) => Ok(Conn::Unix(Metered::new(
+                    UnixStream::connect(path).await?,
+                    wire,
+                ))),
             }
         };
         tokio::time::timeout(self.connect_timeout, connect)

@@ -71,7 +71,7 @@ impl UpstreamClient {
                 }
             },
         };
-        let dialer = Dialer::new(pool.timeouts.connect, tls);
+        let dialer = Dialer::new(&pool.name, pool.timeouts.connect, tls);
         let inner = match pool.protocol {
             UpstreamProtocol::H2 => Inner::H2(Arc::new(h2::H2Pool::new(dialer.clone()))),
             UpstreamProtocol::Http1 => Inner::Http1(Arc::new(h1::H1Pool::new(dialer.clone()))),

@@ -348,8 +348,8 @@ impl IdleSet {
 fn still_open(conn: &Conn) -> bool {
     let mut probe = [0u8; 1];
     let read = match conn {
-        Conn::Tcp(stream) => stream.try_read(&mut probe),
-        Conn::Unix(stream) => stream.try_read(&mut probe),
+        Conn::Tcp(stream) => stream.get_ref().try_read(&mut probe),
+        Conn::Unix(stream) => stream.get_ref().try_read(&mut probe),
         // Anything arriving under TLS on an idle connection (close_notify, or bytes the
         // backend should not have sent) shows on the socket beneath.
         Conn::Tls(stream) => return still_open(stream.get_ref().0),

@@ -4,12 +4,14 @@
 //! One file per kind: `backends.rs`, `daemon.rs` (starting sluice, test configs),
 //! `binary.rs` (the real binary as a child process), `client.rs` (requests), `wait.rs`
 //! (deadlines), `programs.rs` (external programs), and
-//! the etcd and ZooKeeper servers (`etcd.rs`, `zookeeper.rs`). Everything is re-exported
+//! the etcd and ZooKeeper servers (`etcd.rs`, `zookeeper.rs`), a browser driven over the
+//! DevTools protocol (`cdp.rs`). Everything is re-exported
 //! here, so a test says `use crate::common::*`. The etcd and ZooKeeper servers, TLS
 //! certificates and clients (`tls.rs`) and the HTTP/2 and TLS backends (`upstream.rs`) are
 //! imported by name by the tests that need them.
 
 pub mod consul;
+pub mod cdp;
 pub mod etcd;
 pub mod netns;
 pub mod tls;
