@@ -15,6 +15,7 @@ mod bind;
 pub mod compression;
 pub mod diff;
 mod diff_edge;
+mod direct_answer;
 pub mod discovery;
 mod duration;
 pub mod error_pages;
