@@ -8,8 +8,8 @@
 //! `503: { html: ..., json: ... }` gives both, and the client's `Accept` chooses.
 
 use super::Validator;
+use super::direct_answer::{content_type_of, read_page};
 use super::file::Text;
-use super::route_action::{content_type_of, read_page};
 use crate::error::ConfigError;
 use bytes::Bytes;
 use http::HeaderValue;

@@ -187,8 +187,8 @@ pub struct RawRoute {
     pub pools: Option<Spanned<Vec<Spanned<super::route_action::RawWeightedPool>>>>,
     /// Keeps a client on one pool of a split: a hash key (`cookie:NAME`, `header:NAME`...).
     pub split_key: Option<Text>,
-    pub redirect: Option<Spanned<super::route_action::RawRedirect>>,
-    pub respond: Option<Spanned<super::route_action::RawRespond>>,
+    pub redirect: Option<Spanned<super::direct_answer::RawRedirect>>,
+    pub respond: Option<Spanned<super::direct_answer::RawRespond>>,
     pub mirror: Option<Spanned<super::route_action::RawMirror>>,
     /// Replaces the listener's `compression` for this route.
     pub compression: Option<Spanned<super::compression::RawCompression>>,

@@ -16,6 +16,7 @@ pub mod compression;
 pub mod consul;
 pub mod diff;
 mod diff_edge;
+mod direct_answer;
 pub mod discovery;
 mod duration;
 pub mod edge;
