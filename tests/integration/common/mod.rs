@@ -10,8 +10,8 @@
 //! certificates and clients (`tls.rs`) and the HTTP/2 and TLS backends (`upstream.rs`) are
 //! imported by name by the tests that need them.
 
-pub mod consul;
 pub mod cdp;
+pub mod consul;
 pub mod etcd;
 pub mod netns;
 pub mod tls;
