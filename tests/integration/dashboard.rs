@@ -1,7 +1,8 @@
 //! The Grafana dashboard in `docs/grafana/sluice-dashboard.json` names only metrics sluice
 //! has: every metric in its PromQL (panels, template variables, annotations) is in a real
 //! sluice's `/metrics` after traffic, or, for the families that appear only once their event
-//! happened (an ejection, a TLS failure), among the families `src/metrics.rs` registers.
+//! happened (an ejection, a TLS failure), among the families `src/metrics.rs` and the files
+//! under `src/metrics/` register.
 
 use crate::common::*;
 use http::StatusCode;
@@ -52,12 +53,17 @@ fn expressions(value: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-/// The families `src/metrics.rs` and `src/metrics/process.rs` register (their name strings).
+/// The families `src/metrics.rs` and the files under `src/metrics/` register (their name
+/// strings).
 fn registered_families() -> BTreeSet<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![root.join("metrics.rs")];
+    for entry in std::fs::read_dir(root.join("metrics")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
     let mut names = BTreeSet::new();
-    for file in ["metrics.rs", "metrics/process.rs"] {
-        let text = std::fs::read_to_string(root.join(file)).unwrap();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap();
         for piece in text.split('"').skip(1).step_by(2) {
             if (piece.starts_with("sluice_") || piece.starts_with("process_"))
                 && piece.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

@@ -3,7 +3,7 @@
 //! drained. The second test drives the live page over the DevTools protocol: a backend
 //! drained through the admin API shows as drained by the next refresh, the drain and enable
 //! buttons send the admin token, and the listeners, charts, discovery and reload history
-//! sections show what the server holds. CI installs chromium (and fails without it);
+//! sections show what the server holds (and the first, an edge rule's refusals). CI installs chromium (and fails without it);
 //! elsewhere the tests are skipped with a message when no chromium is installed.
 
 use crate::common::cdp::Browser;
@@ -24,7 +24,7 @@ async fn the_status_page_shows_pools_and_a_drained_backend() {
     let a = spawn_backend("a").await;
     let b = spawn_backend("b").await;
     let yaml = format!(
-        "admin: {{bind: 127.0.0.1:0}}\nlisteners:\n  web: {{bind: 127.0.0.1:0, pool: storefront}}\npools:\n  storefront:\n    backends: [{}, {}]\n",
+        "admin: {{bind: 127.0.0.1:0}}\nlisteners:\n  web: {{bind: 127.0.0.1:0, pool: storefront}}\n  closed: {{bind: 127.0.0.1:0, pool: storefront, access: [{{deny: 127.0.0.0/8, name: no-loopback}}]}}\npools:\n  storefront:\n    backends: [{}, {}]\n",
         a.addr, b.addr
     );
     let sluice = start_sluice(&yaml).await;
@@ -35,6 +35,8 @@ async fn the_status_page_shows_pools_and_a_drained_backend() {
     )
     .await;
     assert_status(&drained, StatusCode::OK);
+    let closed = sluice.local_addr("closed").unwrap();
+    assert_status(&get(closed, "/").await, StatusCode::FORBIDDEN);
 
     let url = format!("http://{admin}/");
     let dom = tokio::task::spawn_blocking(move || {
@@ -73,6 +75,15 @@ async fn the_status_page_shows_pools_and_a_drained_backend() {
         .find(|row| row.contains(&a.addr.to_string()))
         .unwrap();
     assert!(up_row.contains("class=\"up\">up<"), "{up_row}");
+    // The edge section names the rule that refused the loopback client, and how often.
+    let refused_row = dom
+        .split("<tr")
+        .find(|row| row.contains("data-refused=\"127.0.0.1\""))
+        .unwrap_or_else(|| panic!("no refused-key row: {dom}"));
+    assert!(
+        refused_row.contains("no-loopback") && refused_row.contains("access_denied"),
+        "{refused_row}"
+    );
 }
 
 const TOKEN: &str = "page-t0ken";
