@@ -3,8 +3,9 @@
 //! drained. The second test drives the live page over the DevTools protocol: a backend
 //! drained through the admin API shows as drained by the next refresh, the drain and enable
 //! buttons send the admin token, and the listeners, charts, discovery and reload history
-//! sections show what the server holds (and the first, an edge rule's refusals). CI installs chromium (and fails without it);
-//! elsewhere the tests are skipped with a message when no chromium is installed.
+//! sections show what the server holds; the first also finds an edge rule's refusals. CI
+//! installs chromium (and fails without it); elsewhere the tests are skipped with a message
+//! when no chromium is installed.
 
 use crate::common::cdp::Browser;
 use crate::common::*;
