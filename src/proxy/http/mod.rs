@@ -9,6 +9,11 @@
 //! `Upgrade` request answered with 101 becomes a byte tunnel (`proxy::tunnel`) that outlives
 //! the HTTP exchange and is waited for before the connection task ends.
 
+mod answers;
+mod client;
+mod log;
+mod upgrade;
+
 use crate::access_log;
 use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
@@ -20,19 +25,23 @@ use crate::headers::{
 use crate::proxy::activity::{Activity, ClientTimeouts, ConnActivity, TimedIo, Tracked};
 use crate::proxy::admission;
 use crate::proxy::answer_log;
-use crate::proxy::body::{BodyLimits, PendingLog, ProxyBody};
+use crate::proxy::body::{BodyLimits, ProxyBody};
 use crate::proxy::client_conn::{self, Closing, Versions};
 use crate::proxy::direct;
 use crate::proxy::forward::{Forwarded, Outgoing, Refused, forward};
 use crate::proxy::request_id::{X_REQUEST_ID, ensure_request_id};
-use crate::proxy::tunnel::{self, TunnelGuards, TunnelLimits};
+use crate::proxy::tunnel;
 use crate::proxy::{Peer, clock_micros};
 use crate::route::{self, RequestView};
 use crate::state::SharedSnapshot;
-use crate::upstream::request_body::{BodyPolicy, ClientBody, ClientBodyError, Prepared};
+use crate::upstream::request_body::{BodyPolicy, ClientBody, Prepared};
+use answers::{ClientFault, EdgeNote, MadeUp, client_fault, error_response, refuse};
+use client::{client_cert_header, client_of};
 use http::{Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use log::{Unanswered, start_log};
+use upgrade::start_tunnel;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -634,313 +643,5 @@ fn handle<'a>(
                 response
             }
         }
-    }
-}
-
-/// Answers the client's upgrade with the backend's 101 and hands both upgraded connections
-/// to a tunnel task that holds the backend's in-flight guard and the request's activity guard
-/// (so the client idle deadline does not cut it) for its whole life.
-fn start_tunnel(
-    mut response: Response<crate::upstream::UpstreamBody>,
-    client: hyper::upgrade::OnUpgrade,
-    context: &ConnContext,
-    in_flight: crate::backend::InFlight,
-    active: crate::proxy::activity::RequestActive,
-    route: Option<&crate::config::RouteConfig>,
-) -> Response<ProxyBody> {
-    let backend = hyper::upgrade::on(&mut response);
-    let snapshot = context.snapshot.load();
-    let limits = TunnelLimits {
-        idle: snapshot
-            .listener(&context.listener)
-            .map_or(crate::config::DEFAULT_TUNNEL_IDLE_TIMEOUT, |l| {
-                l.timeouts.tunnel_idle
-            }),
-        drain: snapshot.config.runtime.drain_timeout,
-    };
-    let guards = TunnelGuards { in_flight, active };
-    context
-        .tunnels
-        .get_or_init(TaskTracker::new)
-        .spawn(tunnel::run(
-            client,
-            backend,
-            limits,
-            context.stop.clone(),
-            guards,
-        ));
-    let (mut parts, _) = response.into_parts();
-    let upgrade = parts.headers.get(header::UPGRADE).cloned();
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(upgrade) = upgrade {
-        tunnel::restore_upgrade_headers(&mut parts.headers, upgrade);
-    }
-    if let Some(route) = route {
-        route::apply_edits(&mut parts.headers, &route.response_headers);
-    }
-    Response::from_parts(parts, ProxyBody::empty())
-}
-
-/// What the access log needs from the request, taken before the request is consumed.
-fn start_log(
-    request: &Request<ClientBody>,
-    context: &ConnContext,
-    client: Option<std::net::IpAddr>,
-    request_id: &header::HeaderValue,
-    sink: &Arc<access_log::Sink>,
-    format: access_log::Format,
-) -> Box<PendingLog> {
-    let text = |name: header::HeaderName| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    #[allow(clippy::disallowed_types)] // the access log line's wall-clock timestamp
-    let time = std::time::SystemTime::now();
-    let host = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_else(|| text(header::HOST));
-    Box::new(PendingLog {
-        record: access_log::Record {
-            time,
-            ts: access_log::rfc3339(time),
-            client_ip: client.map_or_else(|| "unix:".to_owned(), |ip| ip.to_string()),
-            listener: Arc::clone(&context.listener),
-            method: request.method().to_string(),
-            host,
-            path: request
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
-            proto: match request.version() {
-                Version::HTTP_10 => "HTTP/1.0",
-                Version::HTTP_2 => "HTTP/2.0",
-                _ => "HTTP/1.1",
-            },
-            status: 0,
-            bytes_out: 0,
-            duration_ms: 0.0,
-            pool: None,
-            upstream_addr: None,
-            request_id: request_id.to_str().unwrap_or("-").to_owned(),
-            user_agent: text(header::USER_AGENT),
-            referer: text(header::REFERER),
-            tls_version: context.peer.tls.as_ref().map(|t| t.version),
-            error: None,
-            moved: None,
-            refused: None,
-            sni: context.peer.tls.as_ref().and_then(|t| t.sni.clone()),
-            client_subject: (context.peer.tls.as_ref())
-                .and_then(|t| t.client.as_ref())
-                .map(|c| c.subject.clone()),
-        },
-        started: tokio::time::Instant::now(),
-        sink: Arc::clone(sink),
-        format,
-    })
-}
-
-/// A request not answered yet. Dropped unanswered (the client closed its connection or reset
-/// its HTTP/2 stream while the request was in progress, and the server dropped the request),
-/// it counts the client's abort and logs the request as nginx does: 499, `client aborted`.
-struct Unanswered<'a> {
-    /// `None` once answered.
-    listener: Option<&'a str>,
-    log: Option<Box<PendingLog>>,
-}
-
-impl Unanswered<'_> {
-    fn answered(&mut self) -> Option<Box<PendingLog>> {
-        self.listener = None;
-        self.log.take()
-    }
-}
-
-impl Drop for Unanswered<'_> {
-    fn drop(&mut self) {
-        let Some(listener) = self.listener else {
-            return;
-        };
-        crate::metrics::client_error(listener, "client_closed");
-        if let Some(mut log) = self.log.take() {
-            log.record.status = 499;
-            log.record.error = Some("client aborted");
-            log.record.duration_ms = log.started.elapsed().as_secs_f64() * 1000.0;
-            log.sink.write(log.record.line(log.format));
-        }
-    }
-}
-
-/// Marks a response that answers the client's own failure, for the access log: what it
-/// says, and the status it logs when that differs from the one sent (499: the client left).
-#[derive(Debug, Clone, Copy)]
-struct ClientFault {
-    status: StatusCode,
-    text: &'static str,
-    reason: &'static str,
-    note: &'static str,
-    logged_status: Option<u16>,
-}
-
-impl ClientFault {
-    fn refused(refusal: admission::Refusal) -> ClientFault {
-        ClientFault {
-            status: refusal.status,
-            text: refusal.text,
-            reason: refusal.reason,
-            note: "request refused",
-            logged_status: None,
-        }
-    }
-
-    /// A redirect that keeps the request's host, for a request that names none (HTTP/1.0).
-    fn no_host() -> ClientFault {
-        ClientFault {
-            status: StatusCode::BAD_REQUEST,
-            text: "no host to redirect to\n",
-            reason: "no_host",
-            note: "redirect needs a Host",
-            logged_status: None,
-        }
-    }
-
-    fn body(error: ClientBodyError) -> ClientFault {
-        let (note, logged_status) = match error {
-            // nginx's 499: the client closed the connection before it was answered.
-            ClientBodyError::Aborted => ("client aborted", Some(499)),
-            ClientBodyError::Malformed => ("malformed request body", None),
-            ClientBodyError::TooLarge => ("request body too large", None),
-            ClientBodyError::TimedOut => ("client body timeout", None),
-        };
-        ClientFault {
-            status: error.status(),
-            text: error.text(),
-            reason: error.reason(),
-            note,
-            logged_status,
-        }
-    }
-}
-
-/// The answer to a request that failed by its client's doing: counted under the client's
-/// errors (never a backend's), and the connection closed after it, since what the client
-/// sends next cannot be trusted to start a new request.
-fn client_fault(
-    context: &ConnContext,
-    http1: bool,
-    fault: ClientFault,
-    active: crate::proxy::activity::RequestActive,
-) -> Response<ProxyBody> {
-    crate::metrics::client_error(&context.listener, fault.reason);
-    let mut response = error_response(fault.status, fault.text, active);
-    if http1 {
-        response.headers_mut().insert(
-            header::CONNECTION,
-            header::HeaderValue::from_static("close"),
-        );
-    }
-    if context.access_log.is_some() {
-        response.extensions_mut().insert(fault);
-    }
-    response
-}
-
-/// The one client address of a request (`edge::client_address`): the connection's, unless
-/// the connection comes from one of the listener's trusted proxies.
-fn client_of(
-    context: &ConnContext,
-    snapshot: &crate::state::Snapshot,
-    headers: &http::HeaderMap,
-) -> ClientAddress {
-    let peer = context.client().map(|c| c.ip());
-    let trusted = snapshot
-        .listener(&context.listener)
-        .map_or(&[][..], |l| &l.edge.client_address.trusted_proxies[..]);
-    if trusted.is_empty() {
-        return ClientAddress::peer(peer);
-    }
-    edge::client_address::resolve(
-        peer,
-        headers.get_all(crate::headers::X_FORWARDED_FOR).iter(),
-        trusted,
-    )
-}
-
-/// What an edge rule said of a request that passed or was refused, for the access log.
-#[derive(Debug, Clone)]
-struct EdgeNote(String);
-
-/// A request an edge rule refused: 403 (access) or 429 with `Retry-After` (rate limit),
-/// through `error_response` like every answer sluice makes. The connection stays open: the
-/// request was well-formed, and the client may send another.
-fn refuse(
-    context: &ConnContext,
-    refused: edge::Refusal,
-    also: Option<edge::Refusal>,
-    active: crate::proxy::activity::RequestActive,
-) -> Response<ProxyBody> {
-    let text = match refused.retry_after {
-        Some(_) => "too many requests\n",
-        None => "forbidden\n",
-    };
-    let mut response = error_response(refused.status(), text, active);
-    if let Some(seconds) = refused.retry_after {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
-    }
-    if context.access_log.is_some() {
-        let mut note = refused.describe();
-        if let Some(also) = also {
-            note = format!("{note}; dry run: {}", also.describe());
-        }
-        response.extensions_mut().insert(EdgeNote(note));
-    }
-    response
-}
-
-/// Marks a response sluice made up itself (not a backend's), with the reason it gives: it is
-/// logged (`answer_log`).
-#[derive(Debug, Clone, Copy)]
-struct MadeUp(&'static str);
-
-fn error_response(
-    status: StatusCode,
-    text: &'static str,
-    active: crate::proxy::activity::RequestActive,
-) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::fixed(text, Some(active)));
-    *response.status_mut() = status;
-    response.extensions_mut().insert(MadeUp(text));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
-/// The verified client certificate header: what the client sent under its name is always
-/// removed (Envoy's default, sanitize: a client must not forge it), on every listener for the
-/// default name, then the listener's verified certificate, if any, is set.
-fn client_cert_header(
-    headers: &mut http::HeaderMap,
-    listener: &crate::config::ListenerConfig,
-    peer: &crate::proxy::Peer,
-) {
-    const DEFAULT: http::HeaderName =
-        http::HeaderName::from_static(crate::config::tls::DEFAULT_CLIENT_CERT_HEADER);
-    headers.remove(DEFAULT);
-    let Some(auth) = listener.tls.as_ref().and_then(|t| t.client_auth.as_ref()) else {
-        return;
-    };
-    headers.remove(&auth.header);
-    if let Some(client) = peer.tls.as_ref().and_then(|t| t.client.as_ref()) {
-        headers.insert(auth.header.clone(), client.header.clone());
     }
 }
