@@ -110,6 +110,10 @@ enum Command {
         /// Response body size in bytes.
         #[arg(long, default_value_t = 13)]
         body_size: usize,
+        /// Address to bind. 0.0.0.0 answers on every 127.x.y.z, so that a benchmark can
+        /// name thousands of distinct backends with a few sockets (loadtest.py's `scale`).
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: std::net::IpAddr,
     },
     /// Exit 0 if a running sluice answers /ready on its admin listener within the timeout,
     /// else 1; prints nothing on success (for keepalived's track_script and other probes).
@@ -398,7 +402,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             count,
             first_port,
             body_size,
-        }) => run_backends(count, first_port, body_size),
+            ip,
+        }) => run_backends(count, first_port, body_size, ip),
         Some(Command::Register {
             etcd,
             prefix,
@@ -701,7 +706,12 @@ fn run_demo(listen: SocketAddr) -> Result<ExitCode> {
     })
 }
 
-fn run_backends(count: usize, first_port: u16, body_size: usize) -> Result<ExitCode> {
+fn run_backends(
+    count: usize,
+    first_port: u16,
+    body_size: usize,
+    ip: std::net::IpAddr,
+) -> Result<ExitCode> {
     let runtime = runtime(Some(cpus()))?;
     runtime.block_on(async {
         let body = bytes::Bytes::from(vec![b'x'; body_size]);
@@ -709,7 +719,7 @@ fn run_backends(count: usize, first_port: u16, body_size: usize) -> Result<ExitC
             let port = first_port
                 .checked_add(number as u16)
                 .context("port out of range")?;
-            let bind = SocketAddr::from(([127, 0, 0, 1], port));
+            let bind = SocketAddr::new(ip, port);
             let addr = sluice::demo::spawn_counting_backend(number + 1, bind, body.clone()).await?;
             println!("{addr}");
         }
