@@ -84,7 +84,7 @@ def sluice_config(port_of, pools=POOLS, listeners=LISTENERS, per_pool=PER_POOL):
 
 
 def haproxy_config(port_of, pools=POOLS, listeners=LISTENERS, per_pool=PER_POOL):
-    lines = ["global", "    nbthread 1", "    maxconn 20000", "defaults", "    mode http",
+    lines = ["global", "    nbthread 1", "    maxconn 4000", "defaults", "    mode http",
              "    timeout connect 5s", "    timeout client 60s", "    timeout server 60s",
              "    option http-keep-alive"]
     per_listener = pools // listeners
@@ -365,7 +365,12 @@ def run(sluice_bin, rounds, targets):
                 raise RuntimeError(f"backend on port {port} did not start")
         with tempfile.TemporaryDirectory() as tmp:
             for name in targets:
-                rows[name] = measure(name, sluice_bin, rounds, tmp)
+                try:
+                    rows[name] = measure(name, sluice_bin, rounds, tmp)
+                except (RuntimeError, subprocess.CalledProcessError) as error:
+                    print(f"{name}: {error}", file=sys.stderr)
+                    continue
+                print(f"{name}: {rows[name]}", file=sys.stderr, flush=True)
     finally:
         for proc in backends:
             stop(proc)

@@ -202,7 +202,9 @@ impl Pool {
             .backends
             .iter()
             .map(|backend| {
-                let reused = old_states.get(&backend.address).map(|state| Arc::clone(state));
+                let reused = old_states
+                    .get(&backend.address)
+                    .map(|state| Arc::clone(state));
                 let state = reused.unwrap_or_else(|| {
                     let id = BackendId {
                         pool: config.name.clone(),
@@ -230,7 +232,8 @@ impl Pool {
                 // Kept connections to backends this snapshot no longer has are closed now,
                 // not left open until traffic on the pool sweeps them.
                 let kept: HashSet<&BackendAddress> = backends.iter().map(|b| &b.address).collect();
-                old.client.retain_backends(&|address| kept.contains(address));
+                old.client
+                    .retain_backends(&|address| kept.contains(address));
                 old.client.clone()
             }
             _ => UpstreamClient::new(config),
@@ -314,5 +317,25 @@ mod tests {
                 .map(|p| p.config.name.as_str()),
             Some("app")
         );
+    }
+
+    #[tokio::test]
+    async fn a_reload_rebuilds_only_the_pools_that_changed() {
+        let two_pools = format!("{CONFIG}  other:\n    backends: [127.0.0.1:9005]\n");
+        let first = snapshot(&two_pools, None);
+        let changed = two_pools.replace("127.0.0.1:9005", "127.0.0.1:9006");
+        let second = snapshot(&changed, Some(&first));
+        assert!(
+            Arc::ptr_eq(&first.pools["app"], &second.pools["app"]),
+            "unchanged pool kept whole"
+        );
+        assert!(!Arc::ptr_eq(&first.pools["other"], &second.pools["other"]));
+        assert_eq!(
+            second.pools["other"].backends[0].address.to_string(),
+            "127.0.0.1:9006"
+        );
+        // Routes point at the pools of the new snapshot.
+        let routed = second.pool_for_listener("web").expect("default pool");
+        assert!(Arc::ptr_eq(routed, &second.pools["app"]));
     }
 }

@@ -12,11 +12,11 @@
 use crate::access_log;
 use crate::balance::{PickContext, sticky};
 use crate::config::AccessLogFormat;
+use crate::config::RouteAction;
 use crate::edge::{self, ClientAddress, Source};
 use crate::headers::{
     ClientIp, append_forwarded, rewrite_request_headers, strip_hop_by_hop, truncate_forwarded_for,
 };
-use crate::config::RouteAction;
 use crate::proxy::activity::{Activity, ClientTimeouts, ConnActivity, TimedIo, Tracked};
 use crate::proxy::admission;
 use crate::proxy::answer_log;
