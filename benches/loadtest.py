@@ -41,6 +41,10 @@ request is a new TCP connection and a full handshake (handshake cost); `tls` kee
 connections open (record encryption cost). `--sluice-features aws-lc-rs` builds sluice with
 the aws-lc-rs provider instead of ring, to compare the two in the same setting.
 
+`--scenarios idle,idle-tls`: memory per idle keep-alive connection, plain and over TLS 1.3
+(each connection makes one request first; RSS growth over the connections, after 6 s).
+`--scenarios scale`: 10,000 backends in 1,000 pools with active checks (benches/scale.py).
+
 Needs wrk, nginx (with the stream module for TCP) and haproxy: on Debian, run as root and it
 installs them (`apt-get install wrk nginx-light libnginx-mod-stream haproxy`).
 """
