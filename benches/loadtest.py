@@ -8,6 +8,7 @@ A benchmark, not a test: it prints a table and exits 0. Everything runs on loopb
     python3 benches/loadtest.py --threads 2 --variants sluice-ws,sluice-sh   # the thread models
     python3 benches/loadtest.py --rounds 1 --duration 5 --scenarios edge  # edge checks vs none
     python3 benches/loadtest.py --rounds 5 --scenarios tls-new,tls       # TLS vs OpenSSL
+    python3 benches/loadtest.py --rounds 3 --scenarios scale   # 10,000 backends (benches/scale.py)
 
 The three do the same work per request: round robin over the backends with upstream
 keep-alive, X-Forwarded-For/-Proto/-Host to the backend, and an X-Request-Id to the backend
@@ -45,6 +46,10 @@ backends answering the same JSON): sluice with gzip level 1 and 6, brotli 4 and 
 nginx with gzip 1 and 6, each client asking for that one coding. Reported per row: req/s,
 the LB's CPU time per request, and the bytes of one compressed answer on the wire; ratios
 are sluice/nginx at the same gzip level, per round, then the median.
+
+`--scenarios idle,idle-tls`: memory per idle keep-alive connection, plain and over TLS 1.3
+(each connection makes one request first; RSS growth over the connections, after 6 s).
+`--scenarios scale`: 10,000 backends in 1,000 pools with active checks (benches/scale.py).
 
 Needs wrk, nginx (with the stream module for TCP) and haproxy: on Debian, run as root and it
 installs them (`apt-get install wrk nginx-light libnginx-mod-stream haproxy`).
@@ -93,8 +98,10 @@ SCENARIOS = {
     # A full TLS 1.3 handshake (ECDSA P-256) per request, then keep-alive over TLS.
     "tls-new": (13, ["-H", "Connection: close"], "tls"),
     "tls": (13, [], "tls"),
-    # Not a wrk run: IDLE_CONNECTIONS keep-alive connections held open, memory per connection.
+    # Not a wrk run: IDLE_CONNECTIONS keep-alive connections held open, memory per connection;
+    # idle-tls: the same over TLS 1.3 (each connection made with a full handshake first).
     "idle": (13, None, False),
+    "idle-tls": (13, None, "tls"),
     # keepalive with a sluice-edge row beside sluice (EDGE_RULES): the cost of edge checks.
     "edge": (13, [], False),
 }
@@ -206,17 +213,26 @@ def idle_connections(fd_limit):
     return min(IDLE_CONNECTIONS, fd_limit // 2 - 400)
 
 
-def idle_cost(port, pid, count):
+def idle_cost(port, pid, count, tls=False):
     """KiB of LB memory per idle keep-alive connection: open `count` connections one after
     another, each making one request (so the LB has parsed a request and answered, as a real
-    idle keep-alive connection has), wait until the LB settles, and divide the RSS growth."""
+    idle keep-alive connection has), wait until the LB settles, and divide the RSS growth.
+    `tls`: each connection is TLS 1.3, HTTP/1.1 (no ALPN offered, as wrk), no resumption."""
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    context = None
+    if tls:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     before = tree_rss_kib(pid)
     socks = []
     answered = 0
     try:
         for _ in range(count):
             s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if context is not None:
+                s = context.wrap_socket(s, server_hostname="localhost")
             socks.append(s)
             s.sendall(request)
             data = b""
@@ -867,7 +883,7 @@ def main():
                         help="more sluice rows, comma-separated: sluice-ws (runtime.scheduler: "
                              "work_stealing), sluice-sh (runtime.accept: shared); the row "
                              "named sluice has the defaults (per_thread, reuseport)")
-    parser.add_argument("--scenarios", default=",".join([*SCENARIOS, *EVENTS, "compression"]))
+    parser.add_argument("--scenarios", default=",".join([*SCENARIOS, *EVENTS, "compression", "scale"]))
     parser.add_argument("--sluice-features", default="",
                         help="cargo features for the sluice build, e.g. aws-lc-rs (TLS provider)")
     parser.add_argument("--soak", type=int, default=0,
@@ -879,11 +895,10 @@ def main():
     if unknown:
         sys.exit(f"unknown --variants {unknown}: choose from {list(VARIANTS)}")
     scenarios = opts.scenarios.split(",")
-    unknown = [s for s in scenarios if s not in SCENARIOS and s not in EVENTS
-               and s != "compression"]
+    extra = ["compression", "scale"]
+    unknown = [s for s in scenarios if s not in SCENARIOS and s not in EVENTS and s not in extra]
     if unknown:
-        sys.exit(f"unknown --scenarios {unknown}: choose from "
-                 f"{[*SCENARIOS, *EVENTS, 'compression']}")
+        sys.exit(f"unknown --scenarios {unknown}: choose from {[*SCENARIOS, *EVENTS, *extra]}")
     ensure_tools(stream=any(s in SCENARIOS for s in scenarios))
     features = ["--features", opts.sluice_features] if opts.sluice_features else []
     subprocess.run(["cargo", "build", "--release", "--quiet", *features], cwd=ROOT, check=True)
@@ -901,6 +916,11 @@ def main():
         if scenario == "compression":
             compression(opts, sluice_bin, fd_limit)
             continue
+        if scenario == "scale":
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import scale
+            scale.run(sluice_bin, opts.rounds, ["sluice", "haproxy", "nginx"])
+            continue
         body_size, wrk_args, tcp = SCENARIOS[scenario]
         rows_of = [*variants, "sluice-edge"] if scenario == "edge" else variants
         with tempfile.TemporaryDirectory() as tmp:
@@ -915,8 +935,10 @@ def main():
                 procs = start_lbs(tmp, sluice_bin, configs(tmp, backends, opts.threads, fd_limit,
                                                             rows_of))
                 if wrk_args is None:
-                    report_idle({name: [idle_cost(PORTS[name], procs[name].pid,
-                                                  idle_connections(fd_limit))
+                    ports = TLS_PORTS if tcp == "tls" else PORTS
+                    report_idle(scenario,
+                                {name: [idle_cost(ports[name], procs[name].pid,
+                                                  idle_connections(fd_limit), tcp == "tls")
                                         for _ in range(opts.rounds)] for name in procs},
                                 idle_connections(fd_limit))
                     continue
@@ -950,8 +972,8 @@ def soak(port, pid, seconds, connections):
     print(f"\nsoak {seconds}s: sluice RSS MiB every 5 s: " + ", ".join(f"{m:.1f}" for m in samples))
 
 
-def report_idle(rows, count):
-    print(f"\n## idle ({count:,} keep-alive connections held open)")
+def report_idle(scenario, rows, count):
+    print(f"\n## {scenario} ({count:,} keep-alive connections held open)")
     print("| target | KiB per idle connection, each round | answered | RSS MiB with them open, "
           "each round |")
     print("|---|---|---|---|")

@@ -113,6 +113,10 @@ enum Command {
         /// Answer that many bytes of JSON (`application/json`) instead of `x`s.
         #[arg(long)]
         json: bool,
+        /// Address to bind. 0.0.0.0 answers on every 127.x.y.z, so that a benchmark can
+        /// name thousands of distinct backends with a few sockets (loadtest.py's `scale`).
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: std::net::IpAddr,
     },
     /// Exit 0 if a running sluice answers /ready on its admin listener within the timeout,
     /// else 1; prints nothing on success (for keepalived's track_script and other probes).
@@ -402,7 +406,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             first_port,
             body_size,
             json,
-        }) => run_backends(count, first_port, body_size, json),
+            ip,
+        }) => run_backends(count, first_port, body_size, json, ip),
         Some(Command::Register {
             etcd,
             prefix,
@@ -705,7 +710,13 @@ fn run_demo(listen: SocketAddr) -> Result<ExitCode> {
     })
 }
 
-fn run_backends(count: usize, first_port: u16, body_size: usize, json: bool) -> Result<ExitCode> {
+fn run_backends(
+    count: usize,
+    first_port: u16,
+    body_size: usize,
+    json: bool,
+    ip: std::net::IpAddr,
+) -> Result<ExitCode> {
     let runtime = runtime(Some(cpus()))?;
     runtime.block_on(async {
         let body = if json {
@@ -717,7 +728,7 @@ fn run_backends(count: usize, first_port: u16, body_size: usize, json: bool) -> 
             let port = first_port
                 .checked_add(number as u16)
                 .context("port out of range")?;
-            let bind = SocketAddr::from(([127, 0, 0, 1], port));
+            let bind = SocketAddr::new(ip, port);
             let addr = if json {
                 sluice::demo::spawn_counting_json_backend(number + 1, bind, body.clone()).await?
             } else {

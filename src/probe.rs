@@ -171,15 +171,24 @@ async fn probe_loop(
     if sleep_or_stop(first_delay, &stop).await {
         return;
     }
+    // Where the backend was in its pool last round: checked, not trusted, so a reload that
+    // moved it costs one search, and a pool of 10,000 backends is not searched 10,000 times
+    // per interval (quadratic).
+    let mut index = 0;
     loop {
         // Look the pool up each round: the probe follows reloads (weights, panic threshold).
         let current = snapshot.load_full();
         let Some(pool) = current.pools.get(&pool_name) else {
             return;
         };
-        let Some(backend) = pool.backends.iter().find(|b| b.address == address) else {
+        let found = match pool.backends.get(index) {
+            Some(b) if b.address == address => Some(index),
+            _ => pool.backends.iter().position(|b| b.address == address),
+        };
+        let Some((at, backend)) = found.and_then(|at| Some((at, pool.backends.get(at)?))) else {
             return;
         };
+        index = at;
         let Some(check) = pool.config.health.active.clone() else {
             return;
         };

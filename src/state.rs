@@ -8,12 +8,12 @@
 
 use crate::backend::{Backend, BackendId, BackendState, SlotQueue};
 use crate::balance::Balancer;
-use crate::config::{Config, ListenerConfig, PoolConfig, RouteAction};
+use crate::config::{BackendAddress, Config, ListenerConfig, PoolConfig, RouteAction};
 use crate::resilience::budget::RetryBudget;
 use crate::route::{Route, Router};
 use crate::upstream::{UpstreamClient, client_reusable};
 use arc_swap::ArcSwap;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -80,8 +80,14 @@ impl Snapshot {
             .values()
             .map(|pool_config| {
                 let old_pool = previous.and_then(|p| p.pools.get(&pool_config.name));
-                let pool = Pool::build(pool_config, old_pool.map(Arc::as_ref));
-                (pool_config.name.clone(), Arc::new(pool))
+                // An unchanged pool is the same pool: its backends (state carried by
+                // identity), balancer and upstream client are all a function of its config,
+                // so a reload costs what changed, not the whole config (10,000 backends).
+                let pool = match old_pool {
+                    Some(old) if old.config == *pool_config => Arc::clone(old),
+                    _ => Arc::new(Pool::build(pool_config, old_pool.map(Arc::as_ref))),
+                };
+                (pool_config.name.clone(), pool)
             })
             .collect();
         let routers = config
@@ -188,16 +194,17 @@ impl Pool {
         };
         let now = tokio::time::Instant::now();
         let breaker = config.resilience.breaker.clone().map(Arc::new);
+        // By address, hashed: a pool may hold thousands of (discovered) backends.
+        let old_states: HashMap<&BackendAddress, &Arc<BackendState>> = previous
+            .map(|p| p.backends.iter().map(|b| (&b.address, &b.state)).collect())
+            .unwrap_or_default();
         let backends: Vec<Backend> = config
             .backends
             .iter()
             .map(|backend| {
-                let reused = previous.and_then(|p| {
-                    p.backends
-                        .iter()
-                        .find(|old| old.address == backend.address)
-                        .map(|old| Arc::clone(&old.state))
-                });
+                let reused = old_states
+                    .get(&backend.address)
+                    .map(|state| Arc::clone(state));
                 let state = reused.unwrap_or_else(|| {
                     let id = BackendId {
                         pool: config.name.clone(),
@@ -224,8 +231,9 @@ impl Pool {
             Some(old) if client_reusable(&old.config, config) => {
                 // Kept connections to backends this snapshot no longer has are closed now,
                 // not left open until traffic on the pool sweeps them.
+                let kept: HashSet<&BackendAddress> = backends.iter().map(|b| &b.address).collect();
                 old.client
-                    .retain_backends(&|address| backends.iter().any(|b| b.address == *address));
+                    .retain_backends(&|address| kept.contains(address));
                 old.client.clone()
             }
             _ => UpstreamClient::new(config),
@@ -309,5 +317,25 @@ mod tests {
                 .map(|p| p.config.name.as_str()),
             Some("app")
         );
+    }
+
+    #[tokio::test]
+    async fn a_reload_rebuilds_only_the_pools_that_changed() {
+        let two_pools = format!("{CONFIG}  other:\n    backends: [127.0.0.1:9005]\n");
+        let first = snapshot(&two_pools, None);
+        let changed = two_pools.replace("127.0.0.1:9005", "127.0.0.1:9006");
+        let second = snapshot(&changed, Some(&first));
+        assert!(
+            Arc::ptr_eq(&first.pools["app"], &second.pools["app"]),
+            "unchanged pool kept whole"
+        );
+        assert!(!Arc::ptr_eq(&first.pools["other"], &second.pools["other"]));
+        assert_eq!(
+            second.pools["other"].backends[0].address.to_string(),
+            "127.0.0.1:9006"
+        );
+        // Routes point at the pools of the new snapshot.
+        let routed = second.pool_for_listener("web").expect("default pool");
+        assert!(Arc::ptr_eq(routed, &second.pools["app"]));
     }
 }

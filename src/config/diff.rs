@@ -5,8 +5,9 @@
 //! `sluice check --diff OLD` prints it, so an operator can see what a reload will do before
 //! sending SIGHUP.
 
-use super::BackendAddress;
+use super::{BackendAddress, BackendConfig};
 use super::{Config, ListenerConfig, PoolConfig, RuntimeConfig};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,8 +138,12 @@ fn pool_change(old: &PoolConfig, new: &PoolConfig) -> PoolChange {
         discovery_changed: old.discovery != new.discovery,
         ..PoolChange::default()
     };
+    // Hashed by address: a pool may hold thousands of (discovered) backends.
+    let before: HashMap<&BackendAddress, &BackendConfig> =
+        old.backends.iter().map(|b| (&b.address, b)).collect();
+    let after: HashSet<&BackendAddress> = new.backends.iter().map(|b| &b.address).collect();
     for backend in &new.backends {
-        match old.backends.iter().find(|b| b.address == backend.address) {
+        match before.get(&backend.address) {
             None => change.backends_added.push(backend.address.clone()),
             Some(before) if before.weight != backend.weight => change.backends_reweighted.push((
                 backend.address.clone(),
@@ -149,7 +154,7 @@ fn pool_change(old: &PoolConfig, new: &PoolConfig) -> PoolChange {
         }
     }
     for backend in &old.backends {
-        if !new.backends.iter().any(|b| b.address == backend.address) {
+        if !after.contains(&backend.address) {
             change.backends_removed.push(backend.address.clone());
         }
     }
