@@ -4,8 +4,7 @@
 # answering HTTP on 127.0.0.1:8080 through its pool, the man page, then dpkg --purge.
 # Needs root and free ports 8080 and 9900 (the packaged config's).
 #   bash packaging/build-deb.sh && sudo bash packaging/test-deb.sh [PATH.deb]
-# Not part of .ci/run: the release build it needs adds about 7 minutes on 2 cores
-# (SLUICE_CI_DEB=1 bash .ci/run runs both).
+# .ci/run builds and runs both after the tests (SLUICE_CI_DEB=0 skips them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deb=${1:-$(ls "${CARGO_TARGET_DIR:-target}"/debian/sluice_*.deb | head -n 1)}
