@@ -113,7 +113,7 @@ pub enum Command {
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         timeout: Duration,
     },
-    /// Show pools and backends of a running sluice (state, reason, load) as a table.
+    /// Show a running sluice's backends (state, reason, load, latency, origin) and discovery.
     Status {
         #[command(flatten)]
         admin: AdminArgs,

@@ -129,6 +129,26 @@ async fn weights_critical_warning_and_maintenance_are_followed_with_their_reason
         status.contains("service web-a in maintenance: deploy 42"),
         "{status}"
     );
+    // And `sluice status` (the binary, asking this sluice's admin listener): the instance
+    // left out under its source, the one in the pool with where it comes from.
+    let output = tokio::process::Command::new(BIN)
+        .args(["status", "--admin", &admin.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}");
+    assert!(
+        table.contains(&format!(
+            "  left out: {} (service web-a in maintenance: deploy 42)",
+            a.addr
+        )),
+        "{table}"
+    );
+    let row = (table.lines())
+        .find(|l| l.contains(&b.addr.to_string()))
+        .unwrap_or_default();
+    assert!(row.contains(" consul "), "{table}");
 
     // Node maintenance takes every instance of the node out.
     agent_put(&consul, "/v1/agent/maintenance?enable=true&reason=kernel").await;

@@ -481,7 +481,9 @@ async fn operator_subcommands_talk_to_the_admin_listener() {
     assert!(
         table.contains("POOL")
             && table.contains(&backend.addr.to_string())
-            && table.contains(" up "),
+            && table.contains(" up ")
+            && table.contains(" P50 ")
+            && table.contains(" config "),
         "{table}"
     );
 
