@@ -49,6 +49,9 @@ struct ListenerStatus {
     /// Why `tls.ticket_keys` on disk is refused (the keys in force stay).
     #[serde(skip_serializing_if = "Option::is_none")]
     ticket_keys_problem: Option<String>,
+    /// Why `tls.client_auth`'s CA bundle or CRL on disk is refused (the one in force stays).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_auth_problem: Option<String>,
     /// Client connections open now.
     connections: usize,
     /// HTTP responses sent since start, by status class (`1xx`..`5xx`); empty on TCP.
@@ -206,6 +209,7 @@ pub(super) fn status(admin: &Admin, history: &History) -> Status {
             edge: snapshot.edge(&l.name).and_then(|e| e.report()),
             certificates: l.tls.as_ref().map(|t| t.store.status()),
             ticket_keys_problem: l.tls.as_ref().and_then(|t| t.store.ticket_problem()),
+            client_auth_problem: l.tls.as_ref().and_then(|t| t.store.client_auth_problem()),
             connections: (view.listeners.iter())
                 .find(|(name, _, _)| *name == l.name)
                 .map_or(0, |(_, _, open)| *open),

@@ -215,8 +215,8 @@ impl Validator<'_> {
             None => (None, None),
             Some(raw) => {
                 let (auth, verifier, bytes) = self.client_auth(&path, raw)?;
-                content.push(bytes);
-                (Some(auth), Some(verifier))
+                content.push(bytes.clone());
+                (Some(auth), Some((verifier, bytes)))
             }
         };
         let (sessions, ticketer) = self.sessions(&path, raw)?;
@@ -224,6 +224,20 @@ impl Validator<'_> {
             .strip_prefix("listeners.")
             .and_then(|p| p.strip_suffix(".tls"))
             .unwrap_or(&path);
+        // The verifier in the `ServerConfig` follows its files as the certificates do.
+        let verifier = client_auth
+            .as_ref()
+            .zip(verifier)
+            .map(|(auth, (verifier, bytes))| {
+                tls::client_auth::ClientAuthStore::new(
+                    listener,
+                    &auth.ca,
+                    auth.crl.as_deref(),
+                    auth.required,
+                    verifier,
+                    bytes,
+                )
+            });
         let store = CertStore::new(
             listener,
             (certificates.iter())
@@ -232,12 +246,13 @@ impl Validator<'_> {
             loaded,
             default_certificate,
             ticketer.clone().filter(|t| t.file().is_some()),
+            verifier.clone(),
         );
         let cache = (sessions.cache > 0).then(|| tls::sessions::SessionCache::new(sessions.cache));
         let resumption = (cache.clone(), ticketer.clone());
         let server_config = tls::server_config(
             Arc::clone(&store),
-            verifier,
+            verifier.map(|v| v as Arc<dyn rustls::server::danger::ClientCertVerifier>),
             min_version,
             &alpn,
             cache,

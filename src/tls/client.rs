@@ -18,15 +18,56 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// The verifier for `ca` (PEM bundle) and `crl` (PEM CRLs); `required`: a client without a
-/// certificate fails the handshake, else it is served without one.
+/// certificate fails the handshake, else it is served without one. Also returns the bytes of
+/// both files (CA first), so that a reload or the watch can tell new content from old.
 pub fn verifier(
     ca: &Path,
     crl: Option<&Path>,
     required: bool,
 ) -> Result<(Arc<dyn ClientCertVerifier>, Vec<u8>), String> {
-    let bytes = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    let files = read_files(ca, crl)?;
+    let verifier = build(&files, required)?;
+    Ok((verifier, files.content()))
+}
+
+/// The CA bundle and the CRL file as read, with their paths (for messages).
+pub struct AuthFiles<'a> {
+    pub ca: &'a Path,
+    pub ca_bytes: Vec<u8>,
+    pub crl: Option<(&'a Path, Vec<u8>)>,
+}
+
+impl AuthFiles<'_> {
+    /// Both files' bytes, CA first.
+    pub fn content(&self) -> Vec<u8> {
+        let mut content = self.ca_bytes.clone();
+        if let Some((_, bytes)) = &self.crl {
+            content.extend_from_slice(bytes);
+        }
+        content
+    }
+}
+
+/// Reads the CA bundle and the CRL (the message names the file that could not be read).
+pub fn read_files<'a>(ca: &'a Path, crl: Option<&'a Path>) -> Result<AuthFiles<'a>, String> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    Ok(AuthFiles {
+        ca,
+        ca_bytes: read(ca)?,
+        crl: match crl {
+            Some(path) => Some((path, read(path)?)),
+            None => None,
+        },
+    })
+}
+
+/// Parses the files and builds the verifier (the message names the file at fault).
+pub fn build(files: &AuthFiles<'_>, required: bool) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let ca = files.ca;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&bytes) {
+    for cert in CertificateDer::pem_slice_iter(&files.ca_bytes) {
         let cert = cert.map_err(|e| format!("{}: bad PEM: {e}", ca.display()))?;
         roots
             .add(cert)
@@ -35,13 +76,10 @@ pub fn verifier(
     if roots.is_empty() {
         return Err(format!("{}: no CERTIFICATE block found", ca.display()));
     }
-    let mut content = bytes;
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider());
-    if let Some(crl) = crl {
-        let bytes =
-            std::fs::read(crl).map_err(|e| format!("cannot read {}: {e}", crl.display()))?;
-        let list = CertificateRevocationListDer::pem_slice_iter(&bytes)
+    if let Some((crl, bytes)) = &files.crl {
+        let list = CertificateRevocationListDer::pem_slice_iter(bytes)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{}: bad PEM: {e}", crl.display()))?;
         if list.is_empty() {
@@ -53,15 +91,13 @@ pub fn verifier(
             .with_crls(list)
             .only_check_end_entity_revocation()
             .allow_unknown_revocation_status();
-        content.extend_from_slice(&bytes);
     }
     if !required {
         builder = builder.allow_unauthenticated();
     }
-    let verifier = builder
+    builder
         .build()
-        .map_err(|e| format!("cannot build the client certificate verifier: {e}"))?;
-    Ok((verifier, content))
+        .map_err(|e| format!("cannot build the client certificate verifier: {e}"))
 }
 
 /// A verified client certificate, read once per connection.

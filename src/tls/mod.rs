@@ -9,6 +9,7 @@
 
 pub mod cert;
 pub mod client;
+pub mod client_auth;
 pub mod resolve;
 pub mod sessions;
 pub mod store;

@@ -40,6 +40,9 @@ pub struct CertStore {
     tickets: Option<Arc<super::tickets::Ticketer>>,
     /// Why the ticket key file on disk is not in force.
     ticket_problem: Mutex<Option<String>>,
+    /// The client certificate verifier (`tls.client_auth`): its CA bundle and CRL are
+    /// watched with the certificates and swapped the same way (`client_auth.rs`).
+    client_auth: Option<Arc<super::client_auth::ClientAuthStore>>,
 }
 
 struct Slot {
@@ -106,6 +109,7 @@ impl CertStore {
         loaded: Vec<LoadedCert>,
         default: usize,
         tickets: Option<Arc<super::tickets::Ticketer>>,
+        client_auth: Option<Arc<super::client_auth::ClientAuthStore>>,
     ) -> Arc<CertStore> {
         let slots: Vec<Slot> = pairs
             .into_iter()
@@ -129,6 +133,7 @@ impl CertStore {
             refusals: AtomicU64::new(0),
             tickets,
             ticket_problem: Mutex::new(None),
+            client_auth,
         })
     }
 
@@ -152,11 +157,12 @@ impl CertStore {
     pub fn directories(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
         let tickets = self.tickets.as_ref().and_then(|t| t.file());
+        let client_auth = self.client_auth.iter().flat_map(|a| a.files());
         let files = self
             .slots
             .iter()
             .flat_map(|s| [s.cert.as_path(), s.key.as_path()]);
-        for path in files.chain(tickets) {
+        for path in files.chain(tickets).chain(client_auth) {
             let real = std::fs::canonicalize(path).ok();
             for file in std::iter::once(path).chain(real.as_deref()) {
                 if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
@@ -239,7 +245,33 @@ impl CertStore {
                 .store(Arc::new(table_of(&self.slots, self.default)));
         }
         self.reload_tickets(report, &mut outcome);
+        self.reload_client_auth(report, &mut outcome);
         outcome
+    }
+
+    fn reload_client_auth(&self, report: bool, outcome: &mut Recheck) {
+        use super::client_auth::Look;
+        let Some(auth) = &self.client_auth else {
+            return;
+        };
+        match auth.recheck(report) {
+            Look::Unchanged => {}
+            Look::Swapped => {
+                self.rotations.fetch_add(1, Ordering::Relaxed);
+                outcome.swapped += 1;
+            }
+            Look::Failing { reported } => {
+                outcome.failing += 1;
+                if reported {
+                    self.refusals.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Why the client CA bundle or CRL on disk is refused, if it is.
+    pub fn client_auth_problem(&self) -> Option<String> {
+        self.client_auth.as_ref().and_then(|a| a.problem())
     }
 
     fn reload_tickets(&self, report: bool, outcome: &mut Recheck) {
@@ -340,7 +372,8 @@ impl CertStore {
             .collect()
     }
 
-    /// Pairs swapped in by the watch, and pairs on disk refused (each content once).
+    /// Pairs (and client CA bundles / CRLs) swapped in by the watch, and those on disk
+    /// refused (each content once).
     pub fn counts(&self) -> (u64, u64) {
         (
             self.rotations.load(Ordering::Relaxed),

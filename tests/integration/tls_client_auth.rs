@@ -18,6 +18,8 @@ use std::time::Duration;
 struct Pki {
     ca_pem: PathBuf,
     crl_pem: PathBuf,
+    /// A CRL of the same CA that revokes nothing (PEM).
+    crl_none: String,
     /// `(chain, key)` of client certificates: 0 has URI and DNS SANs, 1 is revoked.
     clients: Vec<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 }
@@ -64,21 +66,25 @@ fn pki(dir: &Path) -> Pki {
         ),
         client("revoked", vec![], 12),
     ];
-    let crl = rcgen::CertificateRevocationListParams {
-        this_update: rcgen::date_time_ymd(2020, 1, 1),
-        next_update: rcgen::date_time_ymd(2090, 1, 1),
-        crl_number: 1u64.into(),
-        issuing_distribution_point: None,
-        revoked_certs: vec![rcgen::RevokedCertParams {
-            serial_number: 12u64.into(),
-            revocation_time: rcgen::date_time_ymd(2021, 1, 1),
-            reason_code: None,
-            invalidity_date: None,
-        }],
-        key_identifier_method: rcgen::KeyIdMethod::Sha256,
-    }
-    .signed_by(&ca)
-    .unwrap();
+    let crl = |revoked_certs: Vec<rcgen::RevokedCertParams>| {
+        rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2090, 1, 1),
+            crl_number: 1u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca)
+        .unwrap()
+    };
+    let crl_none = crl(Vec::new()).pem().unwrap();
+    let crl = crl(vec![rcgen::RevokedCertParams {
+        serial_number: 12u64.into(),
+        revocation_time: rcgen::date_time_ymd(2021, 1, 1),
+        reason_code: None,
+        invalidity_date: None,
+    }]);
     let ca_pem = dir.join("ca.pem");
     let crl_pem = dir.join("crl.pem");
     std::fs::write(&ca_pem, ca.pem()).unwrap();
@@ -86,6 +92,7 @@ fn pki(dir: &Path) -> Pki {
     Pki {
         ca_pem,
         crl_pem,
+        crl_none,
         clients,
     }
 }
@@ -259,4 +266,115 @@ async fn a_plain_listener_strips_a_forged_client_certificate_header() {
             .headers
             .contains_key("x-forwarded-client-cert")
     );
+}
+
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Replaces a file as deployment tools do: written beside it, renamed over it.
+fn replace(path: &Path, contents: &[u8]) {
+    let temporary = path.with_extension("new");
+    std::fs::write(&temporary, contents).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+/// The listener of the rotation test: metrics are one registry per test process, so a name
+/// no other test uses keeps its counters its own.
+const ROTATING: &str = "mtls-rotating";
+
+/// The rotation test listener's entry of `/status`.
+async fn listener_status(admin: SocketAddr) -> serde_json::Value {
+    let status: serde_json::Value =
+        serde_json::from_str(&body_text(&get(admin, "/status").await)).unwrap();
+    (status["listeners"].as_array().unwrap().iter())
+        .find(|l| l["name"] == ROTATING)
+        .cloned()
+        .unwrap()
+}
+
+async fn rotations(admin: SocketAddr, result: &str) -> u64 {
+    let metrics = body_text(&get(admin, "/metrics").await);
+    let needle = format!(
+        "sluice_tls_certificate_rotations_total{{listener=\"{ROTATING}\",result=\"{result}\"}} "
+    );
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_rotated_crl_and_ca_bundle_apply_without_a_reload_and_a_bad_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (app, other) = (spawn_backend("app").await, spawn_backend("other").await);
+    // Start with a CRL that revokes nothing: client 1 is served.
+    let revoking = std::fs::read(&pki.crl_pem).unwrap();
+    std::fs::write(&pki.crl_pem, &pki.crl_none).unwrap();
+    let log = dir.path().join("access.log");
+    let config = config(dir.path(), &pki, "required", &[app.addr, other.addr], &log);
+    let sluice = start_sluice(&config.replace("  https:\n", &format!("  {ROTATING}:\n"))).await;
+    let addr = sluice.local_addr(ROTATING).unwrap();
+    let admin = sluice.admin_addr().unwrap();
+    let revoked = &pki.clients[1];
+    assert_eq!(get_as(addr, Some(revoked), "/x").await, Some(200));
+
+    // The CA publishes a CRL that revokes client 1: refused from its next handshake.
+    replace(&pki.crl_pem, &revoking);
+    let refused = wait_until_async(DEADLINE, || async {
+        get_as(addr, Some(revoked), "/x").await.is_none()
+    })
+    .await;
+    assert!(refused, "the new CRL was not applied");
+    assert_eq!(get_as(addr, Some(&pki.clients[0]), "/x").await, Some(200));
+
+    // A new CA bundle: the old CA's clients are refused, the new CA's served.
+    let next = tempfile::tempdir().unwrap();
+    let other_pki = self::pki(next.path());
+    // (Both CAs are named "CN=test ca": the old CRL would be checked against the new key and
+    // fail every client, so the new CA's CRL comes with it, as it would in a real rotation.)
+    replace(&pki.ca_pem, &std::fs::read(&other_pki.ca_pem).unwrap());
+    replace(&pki.crl_pem, other_pki.crl_none.as_bytes());
+    let switched = wait_until_async(DEADLINE, || async {
+        get_as(addr, Some(&other_pki.clients[0]), "/x").await == Some(200)
+    })
+    .await;
+    assert!(switched, "the new CA bundle was not applied");
+    assert_eq!(get_as(addr, Some(&pki.clients[0]), "/x").await, None);
+    // The CRL, then the CA bundle and its CRL (one look or two, as the events fell).
+    let rotated = rotations(admin, "rotated").await;
+    assert!((2..=3).contains(&rotated), "{rotated}");
+    assert!(
+        listener_status(admin).await["client_auth_problem"].is_null(),
+        "{}",
+        listener_status(admin).await
+    );
+
+    // A bundle that is not PEM: refused, reported and counted; the one in force stays.
+    replace(
+        &pki.ca_pem,
+        b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n",
+    );
+    let reported = wait_until_async(DEADLINE, || async {
+        listener_status(admin).await["client_auth_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("ca.pem"))
+    })
+    .await;
+    assert!(reported, "{}", listener_status(admin).await);
+    assert_eq!(rotations(admin, "refused").await, 1);
+    assert_eq!(
+        get_as(addr, Some(&other_pki.clients[0]), "/x").await,
+        Some(200),
+        "the CA bundle in force keeps verifying"
+    );
+    assert_eq!(get_as(addr, Some(&pki.clients[0]), "/x").await, None);
+
+    // Put right: the problem clears.
+    replace(&pki.ca_pem, &std::fs::read(&other_pki.ca_pem).unwrap());
+    let cleared = wait_until_async(DEADLINE, || async {
+        listener_status(admin).await["client_auth_problem"].is_null()
+    })
+    .await;
+    assert!(cleared, "{}", listener_status(admin).await);
+    assert_eq!(rotations(admin, "refused").await, 1);
 }
