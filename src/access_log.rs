@@ -69,7 +69,8 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub moved: Option<String>,
     /// The edge rule that refused the request (`rate_limited by login`), or that would have
-    /// in a dry run (`dry run: access_denied by office`); JSON format only.
+    /// in a dry run (`dry run: access_denied by office`). Combined format: a quoted field
+    /// after the user agent, on those lines only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
 }
@@ -80,7 +81,7 @@ impl Record {
             Format::Combined => {
                 // nginx: $remote_addr - $remote_user [$time_local] "$request" $status
                 // $body_bytes_sent "$http_referer" "$http_user_agent"
-                format!(
+                let mut line = format!(
                     "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"",
                     self.client_ip,
                     clf_time(self.time),
@@ -91,7 +92,17 @@ impl Record {
                     self.bytes_out,
                     escape_or_dash(&self.referer),
                     escape_or_dash(&self.user_agent),
-                )
+                );
+                // The refusing edge rule goes after everything combined defines, quoted, as
+                // nginx's own `main` format adds "$http_x_forwarded_for": goaccess, awk on
+                // the quotes and the usual combined patterns read the line as before. Only
+                // on refused lines, so every other line stays nginx's byte for byte.
+                if let Some(refused) = &self.refused {
+                    line.push_str(" \"");
+                    line.push_str(&escape(refused));
+                    line.push('"');
+                }
+                line
             }
             Format::Json => serde_json::to_string(self).unwrap_or_default(),
         }
@@ -369,6 +380,36 @@ mod tests {
         assert_eq!(
             record().line(Format::Combined),
             r#"192.0.2.7 - - [29/Nov/2026:16:08:47 +0000] "GET /cart?id=\"7\" HTTP/1.1" 200 512 "-" "curl/8.0""#
+        );
+    }
+
+    #[test]
+    fn combined_names_the_refusing_rule_in_a_trailing_field() {
+        let refused = Record {
+            status: 429,
+            refused: Some("rate_limited by login".into()),
+            ..record()
+        };
+        let line = refused.line(Format::Combined);
+        assert_eq!(
+            line,
+            r#"192.0.2.7 - - [29/Nov/2026:16:08:47 +0000] "GET /cart?id=\"7\" HTTP/1.1" 429 512 "-" "curl/8.0" "rate_limited by login""#
+        );
+        // What combined defines is unchanged: the line starts as an unrefused one would.
+        let plain = Record {
+            status: 429,
+            ..record()
+        }
+        .line(Format::Combined);
+        assert!(line.starts_with(&format!("{plain} ")), "{line}");
+        // A quote in a rule name cannot end the field early.
+        let odd = Record {
+            refused: Some("dry run: access_denied by \"x\"".into()),
+            ..record()
+        };
+        assert!(
+            odd.line(Format::Combined)
+                .ends_with(r#" "dry run: access_denied by \"x\"""#)
         );
     }
 

@@ -100,6 +100,59 @@ pools:
     assert_eq!(lines(&log)[2]["refused"], "rate_limited by per-client");
 }
 
+/// The combined format names the refusing rule after the user agent, quoted, on refused
+/// lines only: what combined defines reads as before (the fields between the quotes).
+#[tokio::test]
+async fn combined_access_logs_name_the_refusing_rule_in_a_trailing_field() {
+    let backend = spawn_backend("one").await;
+    let directory = tempfile::tempdir().unwrap();
+    let log = directory.path().join("access.log");
+    let sluice = start_sluice(&format!(
+        "listeners:
+  combined-refusals:
+    bind: 127.0.0.1:0
+    pool: app
+    access_log: {{format: combined, path: '{}'}}
+    rate_limit: {{ rate: 1/m, burst: 2, name: per-client }}
+pools:
+  app: {{ backends: [{}] }}
+",
+        log.display(),
+        backend.addr
+    ))
+    .await;
+    let web = sluice.local_addr("combined-refusals").unwrap();
+    for expected in [
+        StatusCode::OK,
+        StatusCode::OK,
+        StatusCode::TOO_MANY_REQUESTS,
+    ] {
+        assert_status(&get_from(web, "/x", None).await, expected);
+    }
+    let read = || -> Vec<String> {
+        (std::fs::read_to_string(&log).unwrap_or_default().lines())
+            .map(str::to_owned)
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(5), || read().len() == 3).await);
+    let logged = read();
+    // `"request" status bytes "referer" "user agent"`: split on the quotes, the combined
+    // fields are where a combined parser looks for them on every line.
+    for (line, status) in logged.iter().zip(["200", "200", "429"]) {
+        let parts: Vec<&str> = line.split('"').collect();
+        assert!(parts[0].starts_with("127.0.0.1 - - ["), "{line}");
+        assert_eq!(parts[1], "GET /x HTTP/1.1", "{line}");
+        assert_eq!(parts[2].split_whitespace().next(), Some(status), "{line}");
+        assert_eq!(parts[3], "-", "{line}");
+    }
+    assert!(logged[0].ends_with(" \"-\" \"-\""), "{}", logged[0]);
+    assert!(
+        logged[2].ends_with(" \"-\" \"-\" \"rate_limited by per-client\""),
+        "{}",
+        logged[2]
+    );
+}
+
 #[tokio::test]
 async fn a_trusted_proxy_names_the_client_for_every_consumer() {
     let (one, two) = (spawn_backend("one").await, spawn_backend("two").await);
