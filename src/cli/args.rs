@@ -239,9 +239,14 @@ pub struct RegisterArgs {
     #[arg(long, default_value_t = 1)]
     pub weight: u32,
     /// A registrant killed outright is removed after this long: the etcd lease TTL, the
-    /// Consul check TTL (critical, then removed after 1 min), the ZooKeeper session timeout.
+    /// Consul check TTL (critical, then removed after --deregister-critical-after), the
+    /// ZooKeeper session timeout.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub ttl: Duration,
+    /// With --consul: how long Consul keeps an instance whose check went critical before
+    /// removing it (DeregisterCriticalServiceAfter; at least 1m, Consul's minimum).
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_duration, requires = "consul")]
+    pub deregister_critical_after: Duration,
     /// Command to run; the registration lasts while it runs and its exit status is ours.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,

@@ -23,6 +23,7 @@ pub fn register(args: RegisterArgs) -> Result<ExitCode, CliError> {
         address,
         weight,
         ttl,
+        deregister_critical_after,
         command,
     } = args;
     // clap's group makes exactly one of the three present.
@@ -30,7 +31,8 @@ pub fn register(args: RegisterArgs) -> Result<ExitCode, CliError> {
         let service = service.unwrap_or_default();
         RegisterOptions::Consul(
             ConsulOptions::new(&consul, &service, address, weight, ttl, tags)?
-                .with_credentials(token_file, ca)?,
+                .with_credentials(token_file, ca)?
+                .with_deregister_after(deregister_critical_after)?,
         )
     } else if !zookeeper.is_empty() {
         let path = path.unwrap_or_default();

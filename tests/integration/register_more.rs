@@ -82,6 +82,11 @@ async fn consul_registration_passes_its_ttl_check_and_goes_on_sigterm() {
         started.elapsed()
     );
     assert_eq!(sluice.snapshot().load().pools["app"].backends[0].weight, 2);
+    assert_eq!(
+        consul.deregister_after(&id),
+        Some(Duration::from_secs(60)),
+        "removed a minute after turning critical by default"
+    );
     // Three TTLs later the check is still passing: the registrant refreshes it.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(consul.check_status(&id).as_deref(), Some("passing"));
@@ -116,6 +121,36 @@ async fn consul_registration_passes_its_ttl_check_and_goes_on_sigterm() {
     let status = sluice.discovery_status();
     let reason = &status["app"][0].excluded[0].reason;
     assert!(reason.contains("critical: TTL expired"), "{reason}");
+}
+
+#[tokio::test]
+async fn consul_deregistration_of_a_critical_instance_waits_as_long_as_asked() {
+    let consul = FakeConsul::start().await;
+    let backend: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let id = format!("web-{}-{}", backend.ip(), backend.port());
+    let mut args = consul_args(&consul, backend, "10s");
+    args.extend(["--deregister-critical-after".into(), "90m".into()]);
+    let registrant = spawn(&args);
+    let registered = wait_until(DEADLINE, || consul.has_service(&id)).await;
+    assert!(registered, "registered");
+    assert_eq!(
+        consul.deregister_after(&id),
+        Some(Duration::from_secs(90 * 60))
+    );
+    terminated(registrant).await;
+
+    // Less than Consul's minimum is refused up front (usage, not a silent 1m).
+    let output = Command::new(BIN)
+        .arg("register")
+        .args(consul_args(&consul, backend, "10s"))
+        .args(["--deregister-critical-after", "10s"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--deregister-critical-after"), "{stderr}");
+    assert!(!consul.has_service(&id));
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@
 //!
 //! A registrant killed outright stops passing the check: Consul turns it critical when the
 //! TTL runs out (the consul source then drops the instance, saying so in `/status`) and
-//! removes the instance after `DeregisterCriticalServiceAfter` (1 min, Consul's minimum).
+//! removes the instance after `DeregisterCriticalServiceAfter` (`--deregister-critical-after`,
+//! default 1 min, Consul's minimum).
 //! A refresh that fails (the agent restarted and forgot the service) registers again.
 
 use super::super::consul::client::{Agent, ConsulError};
@@ -21,8 +22,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tracing::{info, warn};
 
-/// How long a critical instance stays listed before Consul removes it.
-const DEREGISTER_CRITICAL_AFTER: &str = "1m";
+/// How long a critical instance stays listed before Consul removes it, by default: Consul's
+/// minimum, so that an instance killed outright does not linger in the catalog.
+pub const DEREGISTER_CRITICAL_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct ConsulOptions {
@@ -35,6 +37,7 @@ pub struct ConsulOptions {
     tags: Vec<String>,
     weight: u32,
     ttl: Duration,
+    deregister_after: Duration,
     token_file: Option<PathBuf>,
     /// With https: trust only this CA bundle (default: the bundled public roots).
     ca: Option<PemCertificates>,
@@ -79,6 +82,7 @@ impl ConsulOptions {
             tags,
             weight,
             ttl,
+            deregister_after: DEREGISTER_CRITICAL_AFTER,
             token_file: None,
             ca: None,
         })
@@ -120,6 +124,23 @@ impl ConsulOptions {
         Ok(self)
     }
 
+    /// How long the instance may stay critical (its TTL check not passed: the registrant was
+    /// killed or hung) before Consul removes it. Consul applies at least a minute whatever it
+    /// is sent, so less is refused here rather than silently lengthened there.
+    pub fn with_deregister_after(
+        mut self,
+        after: Duration,
+    ) -> Result<ConsulOptions, RegisterError> {
+        if after < DEREGISTER_CRITICAL_AFTER {
+            return Err(RegisterError::Invalid {
+                flag: "--deregister-critical-after",
+                message: format!("{after:?}: Consul's minimum is 1m (it would apply 1m anyway)"),
+            });
+        }
+        self.deregister_after = after;
+        Ok(self)
+    }
+
     /// The instance's service ID (`web-10.0.0.7-8080`): one per backend address, so two
     /// registrants of one backend replace rather than duplicate each other.
     pub fn id(&self) -> &str {
@@ -145,9 +166,21 @@ impl ConsulOptions {
                 "TTL": format!("{}ms", self.ttl.as_millis()),
                 // Routable as soon as registered, not after the first refresh.
                 "Status": "passing",
-                "DeregisterCriticalServiceAfter": DEREGISTER_CRITICAL_AFTER,
+                "DeregisterCriticalServiceAfter": go_duration(self.deregister_after),
             },
         })
+    }
+}
+
+/// A duration as Go's `time.ParseDuration` reads it: `1m`, `90s`, `1500ms`.
+fn go_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis % 60_000 == 0 {
+        format!("{}m", millis / 60_000)
+    } else if millis % 1000 == 0 {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
     }
 }
 
@@ -279,6 +312,29 @@ mod tests {
         assert_eq!(definition["Check"]["Status"], "passing");
         assert_eq!(definition["Check"]["CheckID"], "service:web-10.0.0.7-8080");
         assert_eq!(service_id("web", "[::1]:80".parse().unwrap()), "web---1-80");
+        // Removed a minute after turning critical unless told otherwise.
+        assert_eq!(definition["Check"]["DeregisterCriticalServiceAfter"], "1m");
+    }
+
+    #[test]
+    fn how_long_a_critical_instance_stays_is_an_option_of_at_least_a_minute() {
+        let after = |seconds: u64| {
+            options("http://127.0.0.1:8500", "web", 1)
+                .unwrap()
+                .with_deregister_after(Duration::from_secs(seconds))
+        };
+        let definition = after(90).unwrap().definition();
+        assert_eq!(definition["Check"]["DeregisterCriticalServiceAfter"], "90s");
+        let definition = after(3600).unwrap().definition();
+        assert_eq!(definition["Check"]["DeregisterCriticalServiceAfter"], "60m");
+        match after(30) {
+            Err(RegisterError::Invalid { flag, message }) => {
+                assert_eq!(flag, "--deregister-critical-after");
+                assert!(message.contains("minimum is 1m"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(go_duration(Duration::from_millis(61_500)), "61500ms");
     }
 
     #[test]

@@ -221,6 +221,13 @@ impl FakeConsul {
         self.state.lock().unwrap().services.contains_key(id)
     }
 
+    /// The `DeregisterCriticalServiceAfter` of a service's first check, as registered.
+    pub fn deregister_after(&self, id: &str) -> Option<Duration> {
+        let state = self.state.lock().unwrap();
+        let service = state.services.get(id)?;
+        service.checks.values().next()?.deregister_after
+    }
+
     /// The status of a service's first check.
     pub fn check_status(&self, id: &str) -> Option<String> {
         let state = self.state.lock().unwrap();
