@@ -175,9 +175,9 @@ impl ConsulOptions {
 /// A duration as Go's `time.ParseDuration` reads it: `1m`, `90s`, `1500ms`.
 fn go_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis % 60_000 == 0 {
+    if millis.is_multiple_of(60_000) {
         format!("{}m", millis / 60_000)
-    } else if millis % 1000 == 0 {
+    } else if millis.is_multiple_of(1000) {
         format!("{}s", millis / 1000)
     } else {
         format!("{millis}ms")
