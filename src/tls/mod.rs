@@ -10,6 +10,7 @@
 pub mod cert;
 pub mod client;
 pub mod client_auth;
+pub mod expiry;
 pub mod resolve;
 pub mod sessions;
 pub mod store;

@@ -11,6 +11,7 @@
 //! The store belongs to the validated config (`config::tls`), so a reload that reads the
 //! files again builds a fresh one; the old one's watch ends when the old store is dropped.
 
+use super::expiry::expiry_text;
 use super::resolve::{NameIndex, pick};
 use super::{LoadedCert, PairError, parse_pair, read_pair};
 use arc_swap::ArcSwap;
@@ -23,8 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// From how long before its expiry a certificate is warned about (log, `sluice check`).
-pub const EXPIRY_WARNING_SECONDS: i64 = 14 * 24 * 3600;
+pub use super::expiry::{EXPIRY_WARNING_SECONDS, expiry_warnings};
 
 pub struct CertStore {
     listener: String,
@@ -414,38 +414,6 @@ fn usable(pair: LoadedCert, now: f64) -> Result<LoadedCert, String> {
         ));
     }
     Ok(pair)
-}
-
-/// `sluice check`'s warnings: one line per certificate of `stores` that expires within
-/// `EXPIRY_WARNING_SECONDS` of `now` (or has expired).
-pub fn expiry_warnings<'a>(
-    stores: impl IntoIterator<Item = &'a CertStore>,
-    now: f64,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for store in stores {
-        for (index, cert) in store.status().iter().enumerate() {
-            let left = cert.expires_at - now as i64;
-            if left <= EXPIRY_WARNING_SECONDS {
-                out.push(format!(
-                    "listeners.{}.tls.certificates[{index}] ({}): {}",
-                    store.listener,
-                    cert.cert,
-                    expiry_text(left)
-                ));
-            }
-        }
-    }
-    out
-}
-
-/// The warning for a certificate `left` seconds from its expiry (negative: expired).
-pub fn expiry_text(left: i64) -> String {
-    if left <= 0 {
-        format!("TLS certificate EXPIRED {} days ago", -left / 86_400)
-    } else {
-        format!("TLS certificate expires in {} days", left / 86_400)
-    }
 }
 
 fn table_of(slots: &[Slot], default: usize) -> Table {
