@@ -54,6 +54,17 @@ async fn a_removed_backends_series_leave_metrics_and_a_kept_ones_counters_stay()
         ),
     );
     assert_status(&admin_post(admin, "/reload").await, StatusCode::OK);
+    // One backend's state alone, as the running snapshot has it.
+    let one = get(admin, &format!("/pools/app/backends/{}", kept.addr)).await;
+    assert_status(&one, StatusCode::OK);
+    let status: serde_json::Value = serde_json::from_slice(one.body()).unwrap();
+    assert_eq!(status["address"], kept.addr.to_string());
+    let path = format!("/pools/app/backends/{}", removed.addr);
+    assert_status(&get(admin, &path).await, StatusCode::NOT_FOUND);
+    assert_status(
+        &get(admin, "/pools/nope/backends/127.0.0.1:1").await,
+        StatusCode::NOT_FOUND,
+    );
     // Gone once nothing holds the backend any more (the reload's answer may come first).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let (gone, last) = loop {
