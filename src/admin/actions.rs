@@ -27,17 +27,17 @@ pub(super) fn backend_read(path: &str, admin: &Admin) -> AdminResponse {
             StatusCode::OK,
             &backend_status(backend, Instant::now(), &view.weights, pool_name),
         ),
-        Err(missing) => missing,
+        Err(missing) => text(StatusCode::NOT_FOUND, missing),
     }
 }
 
 /// The backend of `pool_name` whose address is `address` as written in a path (percent-
-/// encoded brackets, colons and slashes allowed), or the 404 that says what is missing.
+/// encoded brackets, colons and slashes allowed), or what is missing (for a 404).
 fn find<'a>(
     snapshot: &'a crate::state::Snapshot,
     pool_name: &str,
     address: &str,
-) -> Result<&'a crate::backend::Backend, AdminResponse> {
+) -> Result<&'a crate::backend::Backend, String> {
     let address = address
         .replace("%5B", "[")
         .replace("%5D", "]")
@@ -46,19 +46,11 @@ fn find<'a>(
         .replace("%2F", "/")
         .replace("%2f", "/");
     let Some(pool) = snapshot.pools.get(pool_name) else {
-        return Err(text(
-            StatusCode::NOT_FOUND,
-            format!("no pool named {pool_name:?}\n"),
-        ));
+        return Err(format!("no pool named {pool_name:?}\n"));
     };
     (pool.backends.iter())
         .find(|b| b.address.to_string() == address)
-        .ok_or_else(|| {
-            text(
-                StatusCode::NOT_FOUND,
-                format!("no backend {address} in pool {pool_name}\n"),
-            )
-        })
+        .ok_or_else(|| format!("no backend {address} in pool {pool_name}\n"))
 }
 
 /// `POST /pools/{pool}/backends/{address}/drain`, `.../enable` or `.../weight?value=N`. The
@@ -80,7 +72,7 @@ pub(super) async fn backend_action(
     let snapshot = admin.control.view().snapshot;
     let backend = match find(&snapshot, pool_name, address) {
         Ok(backend) => backend,
-        Err(missing) => return missing,
+        Err(missing) => return text(StatusCode::NOT_FOUND, missing),
     };
     let by = format!("admin API from {}", peer.ip());
     let action = match action {
