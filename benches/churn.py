@@ -495,7 +495,7 @@ def main():
     parser.add_argument("--rates", default="10,100,1000,5000")
     parser.add_argument("--step-s", type=float, default=10.0)
     parser.add_argument("--burst", type=int, default=10_000)
-    parser.add_argument("--cycles", type=int, default=10)
+    parser.add_argument("--cycles", type=int, default=25)
     parser.add_argument("--only", default="rates,burst,flips,reloads")
     parser.add_argument("--smoke", action="store_true",
                         help="1,000 backends, 2 s steps, a burst of 1,000, 3 cycles")
