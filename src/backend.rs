@@ -32,7 +32,10 @@ pub struct BackendState {
     pub health: HealthCell,
     /// Error-rate circuit breaker (used when the pool configures `circuit_breaker:`).
     pub breaker: BreakerCell,
-    /// Responses by status class (1xx..5xx), as Prometheus counters.
+    /// This backend's Prometheus series; they live exactly as long as this state, so a
+    /// backend that left the config leaves `/metrics` too (`metrics::backend`).
+    series: Arc<crate::metrics::backend::BackendSeries>,
+    /// Responses by status class (1xx..5xx), as Prometheus counters (`series`).
     responses: [metrics::Counter; 5],
     /// The pool's wait queue for a free slot (`limits.max_pending`), woken when work ends.
     queue: Arc<SlotQueue>,
@@ -70,9 +73,11 @@ impl BackendState {
         pool_panic: Arc<AtomicBool>,
         queue: Arc<SlotQueue>,
     ) -> Arc<BackendState> {
-        let responses = crate::metrics::response_counters(&id.pool, &id.address);
+        let series = crate::metrics::backend::BackendSeries::get_or_create(&id.pool, &id.address);
+        let responses = series.response_counters();
         Arc::new(BackendState {
             id,
+            series,
             queue,
             breaker: BreakerCell::default(),
             responses,
@@ -107,6 +112,11 @@ impl BackendState {
     /// Attempts that got no response (`count_failure`).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The backend's Prometheus series (the admin listener refreshes its gauges).
+    pub fn series(&self) -> &crate::metrics::backend::BackendSeries {
+        &self.series
     }
 
     pub fn id(&self) -> &BackendId {

@@ -10,6 +10,7 @@
 //! Names follow Prometheus conventions (base units, `_total` counters) and the families
 //! HAProxy's and Envoy's exporters use, prefixed `sluice_`.
 
+pub mod backend;
 pub mod edge;
 pub mod http_edge;
 mod process;
@@ -101,22 +102,6 @@ fn describe() {
         BUILD_INFO,
         "Always 1; the version label says which sluice runs."
     );
-    describe_gauge!(
-        BACKEND_UP,
-        "1 if the backend is healthy and not drained (takes new requests), else 0."
-    );
-    describe_counter!(
-        HEALTH_CHECKS_TOTAL,
-        "Active health checks run against the backend, by result (success, failure)."
-    );
-    describe_counter!(
-        EJECTIONS_TOTAL,
-        "Times the backend was ejected by passive health (backend-origin failures)."
-    );
-    describe_counter!(
-        EJECTIONS_ENDED_TOTAL,
-        "Ejections that ended, by what ended them (the by label)."
-    );
     describe_counter!(
         REQUESTS_MOVED_TOTAL,
         "Requests waiting on a backend that were moved to another one, by cause."
@@ -124,14 +109,6 @@ fn describe() {
     describe_gauge!(
         POOL_PANIC,
         "1 while the pool is in panic mode (too few healthy backends: all are used), else 0."
-    );
-    describe_gauge!(
-        BACKEND_ACTIVE,
-        "Requests or connections in flight to the backend."
-    );
-    describe_counter!(
-        BACKEND_PICKED_TOTAL,
-        "Times the balancer picked the backend."
     );
     describe_gauge!(
         POOL_BACKENDS,
@@ -142,10 +119,6 @@ fn describe() {
         "Backends the pool has (configured or discovered), whatever their state."
     );
     describe_counter!(RETRIES_TOTAL, "Requests retried on another backend.");
-    describe_gauge!(
-        BREAKER_OPEN,
-        "1 while the backend's circuit breaker is open or half-open, else 0."
-    );
     describe_counter!(
         TIMEOUTS_TOTAL,
         "Timeouts that fired, by kind (connect, response, body_idle, total, tcp_idle)."
@@ -180,15 +153,6 @@ fn describe() {
         LISTENER_WIRE_BYTES,
         Unit::Bytes,
         "Bytes read from (in) and written to (out) the listener's client sockets: headers, framing, PROXY headers and TLS records included."
-    );
-    describe_counter!(
-        BACKEND_WIRE_BYTES,
-        Unit::Bytes,
-        "Bytes written to (in) and read from (out) the backend's sockets, health checks included: headers, framing and TLS records included."
-    );
-    describe_counter!(
-        RESPONSES_TOTAL,
-        "Responses received from the backend, by status class."
     );
     describe_counter!(
         RETRY_BUDGET_EXHAUSTED_TOTAL,
@@ -271,6 +235,7 @@ pub fn render(
     // Without the exporter's own HTTP listener nothing else runs upkeep (histogram buckets).
     handle.run_upkeep();
     let mut text = handle.render();
+    backend::render(&mut text);
     // Read at the scrape, as every Prometheus client does: nothing runs between scrapes.
     process::read().render(&mut text);
     Some(text)
@@ -284,21 +249,18 @@ pub fn reload(success: bool, finished_at: f64) {
     }
 }
 
+/// A backend's health changed: its `up` gauge and ejection counters (series of a backend
+/// that already left are not brought back).
 pub fn backend_state(pool: &str, backend: &BackendAddress, change: &Change) {
-    let labels = [("pool", pool.to_owned()), ("backend", backend.to_string())];
-    let up = if change.to == State::Up { 1.0 } else { 0.0 };
-    metrics::gauge!(BACKEND_UP, &labels).set(up);
-    if change.to == State::Ejected && change.from != State::Ejected {
-        metrics::counter!(EJECTIONS_TOTAL, &labels).increment(1);
-    }
-    if let Some(ended) = change.ejection_ended {
-        let [pool, backend] = labels;
-        metrics::counter!(
-            EJECTIONS_ENDED_TOTAL,
-            &[pool, backend, ("by", ended.label().to_owned())]
-        )
-        .increment(1);
-    }
+    backend::BackendSeries::with(pool, backend, |series| {
+        series.set_up(change.to == State::Up);
+        if change.to == State::Ejected && change.from != State::Ejected {
+            series.count_ejection();
+        }
+        if let Some(ended) = change.ejection_ended {
+            series.count_ejection_ended(ended.label());
+        }
+    });
 }
 
 /// A request waiting on a backend was moved to another one: `cause` is why the backend was
@@ -309,13 +271,7 @@ pub fn request_moved(pool: &str, cause: &'static str) {
 }
 
 pub fn health_check(pool: &str, backend: &BackendAddress, ok: bool) {
-    let result = if ok { "success" } else { "failure" };
-    let labels = [
-        ("pool", pool.to_owned()),
-        ("backend", backend.to_string()),
-        ("result", result.to_owned()),
-    ];
-    metrics::counter!(HEALTH_CHECKS_TOTAL, &labels).increment(1);
+    backend::BackendSeries::with(pool, backend, |series| series.count_check(ok));
 }
 
 pub fn pool_panic(pool: &str, panic: bool) {
@@ -335,31 +291,13 @@ pub fn breaker(
     backend: &BackendAddress,
     state: crate::resilience::breaker::BreakerState,
 ) {
-    let open = if state == crate::resilience::breaker::BreakerState::Closed {
-        0.0
-    } else {
-        1.0
-    };
-    metrics::gauge!(BREAKER_OPEN, "pool" => pool.to_owned(), "backend" => backend.to_string())
-        .set(open);
+    let open = state != crate::resilience::breaker::BreakerState::Closed;
+    backend::BackendSeries::with(pool, backend, |series| series.set_breaker_open(open));
 }
 
 /// A timeout fired: `kind` is connect, response, body_idle, total or tcp_idle.
 pub fn timeout(pool: &str, kind: &'static str) {
     metrics::counter!(TIMEOUTS_TOTAL, "pool" => pool.to_owned(), "kind" => kind).increment(1);
-}
-
-/// Per-backend response counters by status class, registered once per backend so that the
-/// data path only increments a handle (no label formatting per request).
-pub fn response_counters(pool: &str, backend: &BackendAddress) -> [metrics::Counter; 5] {
-    ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
-        metrics::counter!(
-            RESPONSES_TOTAL,
-            "pool" => pool.to_owned(),
-            "backend" => backend.to_string(),
-            "class" => class
-        )
-    })
 }
 
 /// A discovery source read its backends (`success`) or failed to (`failure`).
@@ -449,34 +387,18 @@ pub fn listener_handles(listener: &str) -> std::sync::Arc<ListenerHandles> {
     std::sync::Arc::clone(cache.entry(listener.into()).or_insert(made))
 }
 
-/// A backend's wire counters (written is `direction="in"`, read is `out`), registered once
-/// per `(pool, backend)` and looked up per new backend connection without allocating. Like
-/// the recorder's own series, entries stay for the life of the process.
+/// A backend's wire counters (written is `direction="in"`, read is `out`), the ones its
+/// series render (`backend`). A connection to a backend that already left the running config
+/// (a late health check) counts into counters nobody renders.
 pub fn backend_wire(pool: &str, backend: &BackendAddress) -> std::sync::Arc<wire::WireCounters> {
-    type ByBackend = HashMap<BackendAddress, std::sync::Arc<wire::WireCounters>>;
-    type Cache = std::sync::RwLock<HashMap<Box<str>, ByBackend>>;
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    let cache = CACHE.get_or_init(Cache::default);
-    if let Some(found) = (cache.read().unwrap_or_else(|p| p.into_inner()))
-        .get(pool)
-        .and_then(|backends| backends.get(backend))
-    {
-        return std::sync::Arc::clone(found);
-    }
-    let labels = |direction: &'static str| {
-        [
-            ("pool", pool.to_owned()),
-            ("backend", backend.to_string()),
-            ("direction", direction.to_owned()),
-        ]
-    };
-    let made = std::sync::Arc::new(wire::WireCounters {
-        written: metrics::counter!(BACKEND_WIRE_BYTES, &labels("in")),
-        read: metrics::counter!(BACKEND_WIRE_BYTES, &labels("out")),
-    });
-    let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
-    let backends = cache.entry(pool.into()).or_default();
-    std::sync::Arc::clone(backends.entry(backend.clone()).or_insert(made))
+    let mut found = None;
+    backend::BackendSeries::with(pool, backend, |series| found = Some(series.wire()));
+    found.unwrap_or_else(|| {
+        std::sync::Arc::new(wire::WireCounters {
+            read: metrics::Counter::noop(),
+            written: metrics::Counter::noop(),
+        })
+    })
 }
 
 /// A new connection was passed to a less loaded worker thread.

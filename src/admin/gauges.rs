@@ -2,10 +2,7 @@
 //! the data path: backend up and in-flight, selections, pool counts and panic mode. Refreshed
 //! just before each render.
 
-use crate::metrics::{
-    BACKEND_ACTIVE, BACKEND_PICKED_TOTAL, BACKEND_UP, POOL_BACKENDS, POOL_CONFIGURED_BACKENDS,
-    pool_panic,
-};
+use crate::metrics::{POOL_BACKENDS, POOL_CONFIGURED_BACKENDS, pool_panic};
 use crate::state::Snapshot;
 
 pub(super) fn refresh_gauges(snapshot: &Snapshot) {
@@ -15,14 +12,12 @@ pub(super) fn refresh_gauges(snapshot: &Snapshot) {
         let (mut healthy, mut ejected, mut drained) = (0.0, 0.0, 0.0);
         for backend in &pool.backends {
             let health = &backend.state.health;
-            let labels = [
-                ("pool", name.clone()),
-                ("backend", backend.address.to_string()),
-            ];
             let up = health.is_healthy() && !health.is_drained();
-            metrics::gauge!(BACKEND_UP, &labels).set(if up { 1.0 } else { 0.0 });
-            metrics::gauge!(BACKEND_ACTIVE, &labels).set(backend.state.in_flight() as f64);
-            metrics::counter!(BACKEND_PICKED_TOTAL, &labels).absolute(backend.state.picked_total());
+            (backend.state.series()).refresh(
+                up,
+                backend.state.in_flight(),
+                backend.state.picked_total(),
+            );
             healthy += f64::from(u8::from(health.is_healthy()));
             ejected += f64::from(u8::from(health.is_ejected()));
             drained += f64::from(u8::from(health.is_drained()));

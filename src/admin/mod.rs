@@ -178,6 +178,7 @@ async fn route(request: Request<Incoming>, peer: SocketAddr, served: &Served) ->
             }
             backend_action(path, request.uri().query(), peer, admin).await
         }
+        (path, true) if path.starts_with("/pools/") => actions::backend_read(path, admin),
         ("/", true) => {
             let mut response = text(StatusCode::OK, STATUS_PAGE.to_owned());
             response.headers_mut().insert(

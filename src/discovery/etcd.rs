@@ -8,9 +8,12 @@
 //! stays: an unreachable registry never empties a pool. A backend registered with a lease
 //! disappears when the lease expires (etcd deletes the key and the watch reports it).
 //! Speaks etcd's JSON gateway through `etcd_gateway/` (why not gRPC: see there).
+//!
+//! Watch answers that have already arrived are folded into one publish (at most
+//! `MAX_FOLDED`): a burst of 10,000 writes is a few pool updates, not 10,000 copies of the set.
 
 use super::Publisher;
-use super::etcd_gateway::{Client, EventType, KeyValue};
+use super::etcd_gateway::{Client, Event, EventType, KeyValue};
 use crate::config::BackendConfig;
 use crate::config::discovery::EtcdSource;
 use std::collections::BTreeMap;
@@ -19,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Watch answers folded into one update at most, so a never-ending burst still publishes.
+const MAX_FOLDED: usize = 1024;
 
 /// The set as of `revision`, keyed by etcd key.
 struct Mirror {
@@ -87,48 +92,68 @@ async fn follow(
         };
         *backoff = BACKOFF_MIN;
         loop {
-            let response = match stream.next().await {
-                Ok(Some(response)) => response,
-                Ok(None) => return "watch stream ended".into(),
-                Err(error) => return format!("watch {}: {error}", source.prefix),
-            };
-            if response.compact_revision > 0 {
-                // The revision we resume from is gone: list again, then watch from there.
-                mirror.revision = None;
-                break;
-            }
-            if response.canceled {
-                return format!("watch canceled: {}", response.cancel_reason);
-            }
             let mut problems = Vec::new();
-            for event in &response.events {
-                let Some(kv) = &event.kv else { continue };
-                mirror.revision = Some(mirror.revision.unwrap_or(0).max(kv.mod_revision));
-                match event.kind {
-                    EventType::Put => match entry(&source.prefix, kv) {
-                        Ok((key, backend)) => {
-                            mirror.entries.insert(key, backend);
-                        }
-                        Err(problem) => {
-                            // A key rewritten with a bad value no longer counts.
-                            mirror
-                                .entries
-                                .remove(&String::from_utf8_lossy(&kv.key).into_owned());
-                            problems.push(problem);
-                        }
-                    },
-                    EventType::Delete => {
-                        mirror
-                            .entries
-                            .remove(&String::from_utf8_lossy(&kv.key).into_owned());
-                    }
+            let mut changed = false;
+            let mut next = stream.next().await;
+            // Answers that are already here join this one: a burst of writes becomes one
+            // update of the pool, not one per answer (each update copies the whole set).
+            for _ in 0..MAX_FOLDED {
+                let response = match next {
+                    Ok(Some(response)) => response,
+                    Ok(None) => return "watch stream ended".into(),
+                    Err(error) => return format!("watch {}: {error}", source.prefix),
+                };
+                if response.compact_revision > 0 {
+                    // The revision we resume from is gone: list again, then watch from there.
+                    mirror.revision = None;
+                    break;
+                }
+                if response.canceled {
+                    return format!("watch canceled: {}", response.cancel_reason);
+                }
+                changed |= apply(&source.prefix, &response.events, mirror, &mut problems);
+                match stream.next_ready() {
+                    Some(ready) => next = ready,
+                    None => break,
                 }
             }
-            if !response.events.is_empty() {
+            if changed || !problems.is_empty() {
                 publish(publisher, mirror, &problems);
+            }
+            if mirror.revision.is_none() {
+                break;
             }
         }
     }
+}
+
+/// Applies one watch answer's events to the mirror; whether there were any, and each bad
+/// entry in `problems`.
+fn apply(prefix: &str, events: &[Event], mirror: &mut Mirror, problems: &mut Vec<String>) -> bool {
+    for event in events {
+        let Some(kv) = &event.kv else { continue };
+        mirror.revision = Some(mirror.revision.unwrap_or(0).max(kv.mod_revision));
+        match event.kind {
+            EventType::Put => match entry(prefix, kv) {
+                Ok((key, backend)) => {
+                    mirror.entries.insert(key, backend);
+                }
+                Err(problem) => {
+                    // A key rewritten with a bad value no longer counts.
+                    mirror
+                        .entries
+                        .remove(&String::from_utf8_lossy(&kv.key).into_owned());
+                    problems.push(problem);
+                }
+            },
+            EventType::Delete => {
+                mirror
+                    .entries
+                    .remove(&String::from_utf8_lossy(&kv.key).into_owned());
+            }
+        }
+    }
+    !events.is_empty()
 }
 
 fn publish(publisher: &Publisher, mirror: &Mirror, problems: &[String]) {

@@ -29,6 +29,7 @@ mod http_edge;
 mod http_proxy;
 mod layering;
 mod lifecycle;
+mod metrics_churn;
 mod passthrough;
 mod proxy_protocol;
 mod register;

@@ -359,6 +359,19 @@ pub struct Frames<T> {
 }
 
 impl<T: DeserializeOwned> Frames<T> {
+    /// The next answer if it is here without waiting (a whole line buffered, or data already
+    /// readable); `None` when it would wait. A watcher folds such a run of answers (a burst of
+    /// writes) into one update. Cancel-safe like `next`: what was read stays buffered.
+    pub fn next_ready(&mut self) -> Option<Result<Option<T>, EtcdError>> {
+        use std::future::Future;
+        let mut next = std::pin::pin!(self.next());
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match next.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(answer) => Some(answer),
+            std::task::Poll::Pending => None,
+        }
+    }
+
     /// The next answer; `None` when etcd ended the stream.
     pub async fn next(&mut self) -> Result<Option<T>, EtcdError> {
         loop {
