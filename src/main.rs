@@ -9,6 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+// mimalloc instead of glibc's malloc: fewer instructions per request and less memory per idle
+// connection (figures in the commit that made the change).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_CONFIG: &str = "/etc/sluice/sluice.yaml";
 
 /// How `sluice` exits, shown in `--help` and in the man page's EXIT STATUS.
@@ -236,6 +241,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    sluice::memory::without_huge_pages();
     let cli = Cli::parse();
     init_logging();
     match dispatch(cli) {
