@@ -9,7 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+// mimalloc instead of glibc's malloc: fewer instructions per request and less memory per idle
+// connection (figures in the commit that made the change).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
+    sluice::memory::without_huge_pages();
     let cli = Cli::parse();
     init_logging();
     match dispatch(cli) {
