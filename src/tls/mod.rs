@@ -169,6 +169,11 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    // Without a cache or tickets nothing can resume: rustls would still encode a session and
+    // draw randomness for the tickets it then drops, twice per handshake. Send none.
+    if session_cache.is_none() && ticketer.is_none() {
+        config.send_tls13_tickets = 0;
+    }
     config.session_storage = match session_cache {
         Some(cache) => Arc::new(trust::StampedSessions {
             inner: cache,
