@@ -48,7 +48,8 @@ the LB's CPU time per request, and the bytes of one compressed answer on the wir
 are sluice/nginx at the same gzip level, per round, then the median.
 
 `--scenarios idle,idle-tls`: memory per idle keep-alive connection, plain and over TLS 1.3
-(each connection makes one request first; RSS growth over the connections, after 6 s).
+(each connection makes one request first, opened by an asyncio client 64 at a time; RSS
+growth once all are open and answered, after 6 s). The same client for all three.
 `--scenarios scale`: 10,000 backends in 1,000 pools with active checks (benches/scale.py).
 
 Needs wrk, nginx (with the stream module for TCP) and haproxy: on Debian, run as root and it
@@ -131,6 +132,8 @@ IDLE_CONNECTIONS = 10_000  # fewer when the fd limit can't hold them (see idle_c
 # 0.1-0.2 s (src/proxy/client_conn.rs) and hands free heap pages back every 5 s
 # (src/memory.rs), so a reading after 6 s is what a settled idle process holds.
 IDLE_SETTLE_S = 6.0
+# Connections being opened at once by the idle scenarios' client (see hold_idle).
+IDLE_OPENING = 64
 
 
 def ensure_tools(stream=True):
@@ -214,40 +217,58 @@ def idle_connections(fd_limit):
 
 
 def idle_cost(port, pid, count, tls=False):
-    """KiB of LB memory per idle keep-alive connection: open `count` connections one after
-    another, each making one request (so the LB has parsed a request and answered, as a real
+    """KiB of LB memory per idle keep-alive connection: open `count` connections, each making
+    one request (so the LB has done the handshake, parsed a request and answered, as a real
     idle keep-alive connection has), wait until the LB settles, and divide the RSS growth.
-    `tls`: each connection is TLS 1.3, HTTP/1.1 (no ALPN offered, as wrk), no resumption."""
-    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    `tls`: each connection is TLS 1.3, HTTP/1.1 (no ALPN offered, as wrk), no resumption.
+    The same client, concurrency and request for sluice, HAProxy and nginx."""
+    import asyncio
     context = None
     if tls:
         import ssl
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return asyncio.run(hold_idle(port, pid, count, context))
+
+
+async def hold_idle(port, pid, count, context):
+    """asyncio with at most IDLE_OPENING connections being opened at once: one connection
+    after another waited on every round trip (and on delayed ACKs), so 10,000 TLS connections
+    took many minutes; a bounded number in flight keeps each LB busy without flooding its
+    accept queue, and every connection is fully open (answered) before memory is read."""
+    import asyncio
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    gate = asyncio.Semaphore(IDLE_OPENING)
+    held = []
+
+    async def one():
+        async with gate:
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                    "127.0.0.1", port, ssl=context,
+                    server_hostname="localhost" if context else None), 15)
+                held.append(writer)
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 15)
+                return head.startswith(b"HTTP/1.1 200")
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError):
+                return False
+
     before = tree_rss_kib(pid)
-    socks = []
-    answered = 0
+    started = time.monotonic()
     try:
-        for _ in range(count):
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            if context is not None:
-                s = context.wrap_socket(s, server_hostname="localhost")
-            socks.append(s)
-            s.sendall(request)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            answered += data.startswith(b"HTTP/1.1 200")
-        time.sleep(IDLE_SETTLE_S)  # let idle-time memory release happen; not a synchronization
+        answered = sum(await asyncio.gather(*(one() for _ in range(count))))
+        open_s = time.monotonic() - started
+        await asyncio.sleep(IDLE_SETTLE_S)  # idle-time memory release; not a synchronization
         after = tree_rss_kib(pid)
     finally:
-        for s in socks:
-            s.close()
-    return {"kib_per_conn": (after - before) / count, "answered": answered, "rss_mib": after / 1024}
+        for writer in held:
+            writer.transport.abort()
+    return {"kib_per_conn": (after - before) / count, "answered": answered,
+            "rss_mib": after / 1024, "open_s": open_s}
 
 
 def make_certificate(tmp):
@@ -936,11 +957,14 @@ def main():
                                                             rows_of))
                 if wrk_args is None:
                     ports = TLS_PORTS if tcp == "tls" else PORTS
-                    report_idle(scenario,
-                                {name: [idle_cost(ports[name], procs[name].pid,
-                                                  idle_connections(fd_limit), tcp == "tls")
-                                        for _ in range(opts.rounds)] for name in procs},
-                                idle_connections(fd_limit))
+                    # Interleaved rounds, as the throughput scenarios.
+                    idle = {name: [] for name in procs}
+                    for _ in range(opts.rounds):
+                        for name in procs:
+                            idle[name].append(idle_cost(ports[name], procs[name].pid,
+                                                        idle_connections(fd_limit),
+                                                        tcp == "tls"))
+                    report_idle(scenario, idle, idle_connections(fd_limit))
                     continue
                 ports = TLS_PORTS if tcp == "tls" else TCP_PORTS if tcp else PORTS
                 scheme = "https" if tcp == "tls" else "http"
@@ -975,13 +999,14 @@ def soak(port, pid, seconds, connections):
 def report_idle(scenario, rows, count):
     print(f"\n## {scenario} ({count:,} keep-alive connections held open)")
     print("| target | KiB per idle connection, each round | answered | RSS MiB with them open, "
-          "each round |")
-    print("|---|---|---|---|")
+          "each round | s to open them |")
+    print("|---|---|---|---|---|")
     for name, runs in rows.items():
         kib = ", ".join(f"{r['kib_per_conn']:.2f}" for r in runs)
         rss = ", ".join(f"{r['rss_mib']:.1f}" for r in runs)
+        took = ", ".join(f"{r['open_s']:.1f}" for r in runs)
         answered = min(r["answered"] for r in runs)
-        print(f"| {name} | {kib} | {answered:,} | {rss} |")
+        print(f"| {name} | {kib} | {answered:,} | {rss} | {took} |")
     # HAProxy and nginx size their connection tables at start (their growth per connection
     # reads ~0), so the fair comparison is the whole process with the connections open.
     for peer in [name for name in (*VARIANTS, "haproxy", "nginx") if name in rows]:

@@ -252,7 +252,7 @@ impl Validator<'_> {
         let resumption = (cache.clone(), ticketer.clone());
         let server_config = tls::server_config(
             Arc::clone(&store),
-            verifier.map(|v| v as Arc<dyn rustls::server::danger::ClientCertVerifier>),
+            verifier,
             min_version,
             &alpn,
             cache,

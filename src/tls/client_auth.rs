@@ -6,8 +6,8 @@
 //! handshakes once both files parse into a verifier. A file that does not keeps the verifier
 //! in force and is reported once per content, in the log, `/status` (`client_auth_problem`)
 //! and `sluice_tls_certificate_rotations_total{result="refused"}`. A revoked client is thus
-//! refused from its next full handshake; a session it resumes skips verification, as with
-//! any TLS server (keep `tls.sessions` lifetimes short where revocation must bite at once).
+//! refused from its next handshake: rustls does not verify again on resumption, so the
+//! sessions made under other files are not resumed (`stamp`, `trust.rs`).
 //!
 //! `ServerConfig` holds one verifier for its life, so this one delegates to the verifier in
 //! force through an `ArcSwap`: a handshake loads it once and uses that one throughout.
@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tracing::{info, warn};
 
@@ -41,6 +41,8 @@ pub struct ClientAuthStore {
     /// certificate they have, which verification still checks (rustls 0.24 returns an `Arc`).
     hints: [OnceLock<Vec<DistinguishedName>>; HINT_LISTS],
     hint: AtomicUsize,
+    /// The digest of the files in force (`trust::digest`), stamped on every session.
+    stamp: AtomicU64,
 }
 
 #[derive(Default)]
@@ -75,6 +77,7 @@ impl ClientAuthStore {
     ) -> Arc<ClientAuthStore> {
         let hints: [OnceLock<Vec<DistinguishedName>>; HINT_LISTS] = Default::default();
         let _ = hints[0].set(verifier.root_hint_subjects().to_vec());
+        let stamp = AtomicU64::new(super::trust::digest(&content, required));
         Arc::new(ClientAuthStore {
             listener: listener.to_owned(),
             ca: ca.to_path_buf(),
@@ -87,6 +90,7 @@ impl ClientAuthStore {
             }),
             hints,
             hint: AtomicUsize::new(0),
+            stamp,
         })
     }
 
@@ -118,8 +122,15 @@ impl ClientAuthStore {
             Ok(verifier) => {
                 self.publish_hints(&verifier);
                 self.current.store(Arc::new(verifier));
+                let content = content.unwrap_or_default();
+                // After the verifier: a session verified by the new one and stamped with the
+                // old stamp is only refused later, never the other way round.
+                (self.stamp).store(
+                    super::trust::digest(&content, self.required),
+                    Ordering::Release,
+                );
                 let mut state = self.lock();
-                state.content = content.unwrap_or_default();
+                state.content = content;
                 state.problem = None;
                 info!(
                     listener = %self.listener,
@@ -147,6 +158,11 @@ impl ClientAuthStore {
                 Look::Failing { reported: true }
             }
         }
+    }
+
+    /// The digest of the files in force: sessions stamped with another are not resumed.
+    pub fn stamp(&self) -> u64 {
+        self.stamp.load(Ordering::Acquire)
     }
 
     /// Why the files on disk are refused, if they are.

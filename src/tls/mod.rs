@@ -15,6 +15,7 @@ pub mod resolve;
 pub mod sessions;
 pub mod store;
 pub mod tickets;
+pub mod trust;
 mod watch;
 
 pub use cert::{CertFacts, San};
@@ -144,10 +145,11 @@ fn san_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
 }
 
 /// Builds the server side of a TLS listener around its certificate store (which the store's
-/// watch keeps current without a new `ServerConfig`).
+/// watch keeps current without a new `ServerConfig`). Sessions and tickets are stamped with
+/// the client-auth trust they were verified under (`trust.rs`).
 pub fn server_config(
     store: Arc<store::CertStore>,
-    client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    client_auth: Option<Arc<client_auth::ClientAuthStore>>,
     min_version: TlsVersion,
     alpn: &[String],
     session_cache: Option<Arc<sessions::SessionCache>>,
@@ -160,18 +162,30 @@ pub fn server_config(
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .map_err(|e| format!("cannot build the TLS configuration: {e}"))?;
+    let trust = trust::Trust::new(client_auth.clone());
     let builder = match client_auth {
         Some(verifier) => builder.with_client_cert_verifier(verifier),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    // Without a cache or tickets nothing can resume: rustls would still encode a session and
+    // draw randomness for the tickets it then drops, twice per handshake. Send none.
+    if session_cache.is_none() && ticketer.is_none() {
+        config.send_tls13_tickets = 0;
+    }
     config.session_storage = match session_cache {
-        Some(cache) => cache,
+        Some(cache) => Arc::new(trust::StampedSessions {
+            inner: cache,
+            trust: trust.clone(),
+        }),
         None => Arc::new(rustls::server::NoServerSessionStorage {}),
     };
     if let Some(ticketer) = ticketer {
-        config.ticketer = ticketer;
+        config.ticketer = Arc::new(trust::StampedTickets {
+            inner: ticketer,
+            trust,
+        });
     }
     Ok(Arc::new(config))
 }

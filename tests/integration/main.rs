@@ -42,6 +42,7 @@ mod tcp_proxy;
 mod tcp_zero_copy;
 mod tls;
 mod tls_client_auth;
+mod tls_client_auth_resumption;
 mod tls_rotation;
 mod tls_sessions;
 mod unix_backend;

@@ -15,16 +15,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Pki {
-    ca_pem: PathBuf,
-    crl_pem: PathBuf,
+pub(crate) struct Pki {
+    pub ca_pem: PathBuf,
+    pub crl_pem: PathBuf,
     /// A CRL of the same CA that revokes nothing (PEM).
-    crl_none: String,
+    pub crl_none: String,
     /// `(chain, key)` of client certificates: 0 has URI and DNS SANs, 1 is revoked.
-    clients: Vec<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    pub clients: Vec<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 }
 
-fn pki(dir: &Path) -> Pki {
+pub(crate) fn pki(dir: &Path) -> Pki {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![
@@ -99,7 +99,7 @@ fn pki(dir: &Path) -> Pki {
 
 /// A handshake with `identity` as the client certificate (none for `None`), then one GET
 /// with a forged `x-forwarded-client-cert`; the status, or `None` when the connection failed.
-async fn get_as(
+pub(crate) async fn get_as(
     addr: SocketAddr,
     identity: Option<&(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
     path: &str,
@@ -138,7 +138,13 @@ async fn get_as(
     Some(status)
 }
 
-fn config(dir: &Path, pki: &Pki, mode: &str, pools: &[SocketAddr; 2], log: &Path) -> String {
+pub(crate) fn config(
+    dir: &Path,
+    pki: &Pki,
+    mode: &str,
+    pools: &[SocketAddr; 2],
+    log: &Path,
+) -> String {
     let cert = write_cert(dir, "server", &["a.example.com"]);
     format!(
         "watch: false\nadmin: {{bind: 127.0.0.1:0}}\nlisteners:\n  https:\n    bind: 127.0.0.1:0\n    pool: app\n    access_log: {{path: '{}', format: json}}\n    tls:\n      certificates:\n        - {{cert: '{}', key: '{}'}}\n      client_auth: {{ca: '{}', crl: '{}', mode: {mode}}}\n    routes:\n      - match: {{client_cert: {{san: 'spiffe://example.com/app'}}, path_prefix: /by-san}}\n        pool: other\n      - match: {{client_cert: {{present: false}}}}\n        pool: other\npools:\n  app:\n    backends: [{}]\n  other:\n    backends: [{}]\n",
@@ -271,7 +277,7 @@ async fn a_plain_listener_strips_a_forged_client_certificate_header() {
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Replaces a file as deployment tools do: written beside it, renamed over it.
-fn replace(path: &Path, contents: &[u8]) {
+pub(crate) fn replace(path: &Path, contents: &[u8]) {
     let temporary = path.with_extension("new");
     std::fs::write(&temporary, contents).unwrap();
     std::fs::rename(&temporary, path).unwrap();

@@ -9,9 +9,11 @@ use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::HandshakeKind;
+use rustls::client::{ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSessionValue};
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn client(versions: &[&'static rustls::SupportedProtocolVersion]) -> Arc<rustls::ClientConfig> {
     Arc::new(
@@ -98,13 +100,66 @@ async fn resumption_can_be_turned_off() {
         &[&rustls::version::TLS13][..],
         &[&rustls::version::TLS12][..],
     ] {
-        let config = client(versions);
+        let tickets = Arc::new(CountingStore::default());
+        let mut config = (*client(versions)).clone();
+        config.resumption = rustls::client::Resumption::store(tickets.clone());
+        let config = Arc::new(config);
         assert_eq!(exchange(addr, &config).await, HandshakeKind::Full);
         assert_eq!(
             exchange(addr, &config).await,
             HandshakeKind::Full,
             "{versions:?}"
         );
+        // Not even sent: a ticket nothing could resume costs the server for nothing.
+        assert_eq!(tickets.tls13.load(Ordering::Relaxed), 0, "{versions:?}");
+    }
+}
+
+/// rustls' client store, counting the TLS 1.3 tickets the server sent.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tls13: AtomicUsize,
+}
+
+impl Default for CountingStore {
+    fn default() -> Self {
+        CountingStore {
+            inner: rustls::client::ClientSessionMemoryCache::new(16),
+            tls13: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(server_name, group);
+    }
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(server_name)
+    }
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.inner.set_tls12_session(server_name, value);
+    }
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.tls12_session(server_name)
+    }
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(server_name);
+    }
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.tls13.fetch_add(1, Ordering::Relaxed);
+        self.inner.insert_tls13_ticket(server_name, value);
+    }
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(server_name)
     }
 }
 
