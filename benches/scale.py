@@ -24,7 +24,13 @@ the way requests per second are, though a busy machine still stretches times):
   SIGHUP), then new connections to /pR/ until one is answered by port B;
 - reload, all backends: every backend moves to the other port, polled on the last pool;
 - sluice only, from its admin API (`POST /reload` answers when the reload is done): the
-  reload itself with no change, one backend and all backends changed.
+  reload itself with no change, one backend and all backends changed;
+- reload every second under load: wrk (keep-alive, LOAD_CONNECTIONS connections) on four
+  pools of the first listener for --load-seconds without reloads, then as long again while
+  the file alternates between "backend 0 of pool 0 on port B" and "every backend on port A"
+  and the reload signal goes out every second. Failed requests are wrk's errors (connect,
+  read, write, timeout) plus answers with a status of 400 or more; p50/p99 of each phase and
+  the ratio of the two p99s (goal: zero failed, p99 within 1.5x).
 """
 
 import argparse
@@ -49,6 +55,24 @@ SETTLE_S = 5.0  # checks run two rounds before memory is read
 CPU_WINDOW_S = 10.0
 POLL_DEADLINE_S = 60.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOAD_CONNECTIONS = 16
+LOAD_PATHS = ["/p0/", "/p1/", "/p2/", "/p3/"]  # pools 0-3, all on the first listener
+
+# wrk: the paths in turn, and one machine-readable line at the end (latencies in us).
+WRK_SCRIPT = """
+local paths = {%s}
+local i = 0
+request = function()
+  i = i %% #paths + 1
+  return wrk.format("GET", paths[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests,
+    e.connect, e.read, e.write, e.timeout, e.status, latency:percentile(50),
+    latency:percentile(99)))
+end
+""" % ", ".join(f'"{p}"' for p in LOAD_PATHS)
 
 
 def address(pool, index):
@@ -252,7 +276,7 @@ def admin_reload():
     return time.monotonic() - begin
 
 
-def measure(name, sluice_bin, rounds, tmp):
+def measure(name, sluice_bin, rounds, tmp, load_seconds):
     path = os.path.join(tmp, f"{name}-scale.conf")
     row = {}
     # Baseline: the same LB with one listener, one pool, one backend.
@@ -324,16 +348,73 @@ def measure(name, sluice_bin, rounds, tmp):
                 write_config(name, path, tmp, ports_of(moved, on))
                 internal["all"].append(admin_reload())
             row["admin"] = {k: [t * 1e3 for t in v] for k, v in internal.items()}
+        if load_seconds > 0:
+            row["load"] = under_load(name, sluice_bin, proc, path, tmp, load_seconds)
     finally:
         stop(proc)
     return row
+
+
+def write_atomically(path, text):
+    """The whole new file or the old one, never half of it, whenever the LB reads it."""
+    with open(path + ".new", "w") as f:
+        f.write(text)
+    os.replace(path + ".new", path)
+
+
+def wrk(port, seconds, tmp):
+    """Starts wrk on the load paths of the listener at `port`; `wrk_result` reads it."""
+    script = os.path.join(tmp, "paths.lua")
+    with open(script, "w") as f:
+        f.write(WRK_SCRIPT)
+    return subprocess.Popen(["wrk", "-t1", f"-c{LOAD_CONNECTIONS}", f"-d{seconds}s", "-s", script,
+                             f"http://127.0.0.1:{port}/"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def wrk_result(proc):
+    out, _ = proc.communicate()
+    line = next((l for l in out.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result: {out}")
+    requests, connect, read, write, timeout, status, p50, p99 = map(int, line.split()[1:])
+    return {"requests": requests, "failed": connect + read + write + timeout + status,
+            "errors": {"connect": connect, "read": read, "write": write, "timeout": timeout,
+                       "status": status},
+            "p50_ms": p50 / 1e3, "p99_ms": p99 / 1e3}
+
+
+def under_load(name, sluice_bin, proc, path, tmp, seconds):
+    """wrk without reloads, then wrk with a reload every second (one backend of a loaded
+    pool moved and back): the two phases' results."""
+    texts = []
+    for moved in (set(), {(0, 0)}):
+        write_config(name, path, tmp, ports_of(moved, PORT_A))
+        with open(path) as f:
+            texts.append(f.read())
+    write_atomically(path, texts[0])
+    proc.send_signal(reload_signal(name))
+    time.sleep(3 if name != "sluice" else 1)  # the old processes of HAProxy/nginx finish
+    port = LB_PORTS[name]
+    quiet = wrk_result(wrk(port, seconds, tmp))
+    load = wrk(port, seconds, tmp)
+    reloads = 0
+    begin = time.monotonic()
+    while load.poll() is None and time.monotonic() - begin < seconds - 0.5:
+        time.sleep(max(0.0, begin + reloads + 1 - time.monotonic()))
+        reloads += 1
+        write_atomically(path, texts[reloads % 2])
+        proc.send_signal(reload_signal(name))
+    busy = wrk_result(load)
+    busy["reloads"] = reloads
+    return {"quiet": quiet, "reloading": busy}
 
 
 def fmt(values):
     return ", ".join(f"{v:.0f}" for v in values)
 
 
-def report(rows, rounds):
+def report(rows, rounds, load_seconds):
     print(f"\n## scale ({BACKENDS:,} backends in {POOLS:,} pools behind {LISTENERS} listeners, "
           f"HTTP checks every {CHECK_INTERVAL_S} s; nginx: no active checks)")
     print("| target | start ms | check ms | RSS MiB | KiB per backend | check CPU % of a core "
@@ -348,9 +429,28 @@ def report(rows, rounds):
         print(f"sluice POST /reload (the reload itself), ms each round: no change "
               f"{fmt(admin['none'])}; one backend {fmt(admin['one'])}; all backends "
               f"{fmt(admin['all'])}")
+    loaded = {name: row["load"] for name, row in rows.items() if "load" in row}
+    if loaded:
+        print(f"\n## scale: a reload every second under load (wrk, {LOAD_CONNECTIONS} keep-alive "
+              f"connections on {len(LOAD_PATHS)} pools; one backend of a loaded pool moved "
+              f"and back)")
+        print("| target | req/s quiet | p50 / p99 ms quiet | reloads | req/s reloading "
+              "| p50 / p99 ms reloading | p99 ratio | failed (connect/read/write/timeout/status) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, load in loaded.items():
+            quiet, busy = load["quiet"], load["reloading"]
+            seconds = load_seconds
+            e = busy["errors"]
+            print(f"| {name} | {quiet['requests'] / seconds:.0f} "
+                  f"| {quiet['p50_ms']:.2f} / {quiet['p99_ms']:.2f} | {busy['reloads']} "
+                  f"| {busy['requests'] / seconds:.0f} "
+                  f"| {busy['p50_ms']:.2f} / {busy['p99_ms']:.2f} "
+                  f"| {busy['p99_ms'] / max(quiet['p99_ms'], 1e-3):.2f}x "
+                  f"| {busy['failed']} ({e['connect']}/{e['read']}/{e['write']}/{e['timeout']}/"
+                  f"{e['status']}); quiet: {quiet['failed']} |")
 
 
-def run(sluice_bin, rounds, targets):
+def run(sluice_bin, rounds, targets, load_seconds=10):
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -366,7 +466,7 @@ def run(sluice_bin, rounds, targets):
         with tempfile.TemporaryDirectory() as tmp:
             for name in targets:
                 try:
-                    rows[name] = measure(name, sluice_bin, rounds, tmp)
+                    rows[name] = measure(name, sluice_bin, rounds, tmp, load_seconds)
                 except (RuntimeError, subprocess.CalledProcessError) as error:
                     print(f"{name}: {error}", file=sys.stderr)
                     continue
@@ -374,7 +474,7 @@ def run(sluice_bin, rounds, targets):
     finally:
         for proc in backends:
             stop(proc)
-    report(rows, rounds)
+    report(rows, rounds, load_seconds)
 
 
 def main():
@@ -382,8 +482,10 @@ def main():
     parser.add_argument("--sluice", required=True, help="the sluice binary")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--targets", default="sluice,haproxy,nginx")
+    parser.add_argument("--load-seconds", type=int, default=10,
+                        help="each phase of the reload-under-load test (0: skip it)")
     opts = parser.parse_args()
-    run(opts.sluice, opts.rounds, opts.targets.split(","))
+    run(opts.sluice, opts.rounds, opts.targets.split(","), opts.load_seconds)
 
 
 if __name__ == "__main__":

@@ -19,14 +19,15 @@ use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 mod grpc;
+mod tasks;
+
+pub use tasks::Probes;
 
 /// How often ejections are checked for expiry.
 const TICK: Duration = Duration::from_millis(100);
@@ -76,52 +77,6 @@ pub fn announce(pool: &Pool, backend: &Backend, change: &Change) {
             info!(pool = %pool_name, "panic mode over");
         }
         crate::metrics::pool_panic(pool_name, panic);
-    }
-}
-
-/// The running probe tasks, one per backend with an active check, keyed by identity.
-#[derive(Default)]
-pub struct Probes {
-    tasks: Mutex<HashMap<(String, BackendAddress), (ActiveCheck, CancellationToken)>>,
-}
-
-impl Probes {
-    /// Starts probes for backends that gained a check (or whose check changed) and stops
-    /// those of backends that left the config. Called after every snapshot swap.
-    pub fn sync(&self, snapshot: &SharedSnapshot, shutdown: &CancellationToken) {
-        let current = snapshot.load_full();
-        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        let mut wanted = HashMap::new();
-        for pool in current.pools.values() {
-            if let Some(check) = &pool.config.health.active {
-                for backend in &pool.backends {
-                    wanted.insert(
-                        (pool.config.name.clone(), backend.address.clone()),
-                        check.clone(),
-                    );
-                }
-            }
-        }
-        tasks.retain(|key, (check, stop)| {
-            let keep = wanted.get(key) == Some(check);
-            if !keep {
-                stop.cancel();
-            }
-            keep
-        });
-        for (key, check) in wanted {
-            if tasks.contains_key(&key) {
-                continue;
-            }
-            let stop = shutdown.child_token();
-            tokio::spawn(probe_loop(
-                key.0.clone(),
-                key.1.clone(),
-                snapshot.clone(),
-                stop.clone(),
-            ));
-            tasks.insert(key, (check, stop));
-        }
     }
 }
 
@@ -372,8 +327,8 @@ mod tests {
     use crate::state::Snapshot;
     use arc_swap::ArcSwap;
     use std::net::SocketAddr;
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// What a backend saw of the checks: when each began, and how many were open at once.
