@@ -9,6 +9,7 @@ A benchmark, not a test: it prints a table and exits 0. Everything runs on loopb
     python3 benches/loadtest.py --rounds 1 --duration 5 --scenarios edge  # edge checks vs none
     python3 benches/loadtest.py --rounds 5 --scenarios tls-new,tls       # TLS vs OpenSSL
     python3 benches/loadtest.py --rounds 3 --scenarios scale   # 10,000 backends (benches/scale.py)
+    python3 benches/loadtest.py --rounds 5 --scenarios h2,h2c  # HTTP/2 by h2load (benches/h2bench.py)
 
 The three do the same work per request: round robin over the backends with upstream
 keep-alive, X-Forwarded-For/-Proto/-Host to the backend, and an X-Request-Id to the backend
@@ -53,7 +54,7 @@ growth once all are open and answered, after 6 s). The same client for all three
 `--scenarios scale`: 10,000 backends in 1,000 pools with active checks (benches/scale.py).
 
 Needs wrk, nginx (with the stream module for TCP) and haproxy: on Debian, run as root and it
-installs them (`apt-get install wrk nginx-light libnginx-mod-stream haproxy`).
+installs them (`apt-get install wrk nginx-light libnginx-mod-stream haproxy nghttp2-client`).
 """
 
 import argparse
@@ -138,7 +139,7 @@ IDLE_OPENING = 64
 
 def ensure_tools(stream=True):
     """`stream`: nginx's stream module is needed too (the throughput scenarios load it)."""
-    missing = [t for t in ("wrk", "nginx", "haproxy", "openssl") if shutil.which(t) is None]
+    missing = [t for t in ("wrk", "nginx", "haproxy", "openssl", "h2load") if shutil.which(t) is None]
     stream_module = "/usr/lib/nginx/modules/ngx_stream_module.so"
     if missing or (stream and not os.path.exists(stream_module)):
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -147,7 +148,8 @@ def ensure_tools(stream=True):
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
         subprocess.run(
             ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-             "wrk", "nginx-light", "libnginx-mod-stream", "haproxy", "openssl"],
+             "wrk", "nginx-light", "libnginx-mod-stream", "haproxy", "openssl",
+             "nghttp2-client"],
             check=True, env=env)
 
 
@@ -904,7 +906,8 @@ def main():
                         help="more sluice rows, comma-separated: sluice-ws (runtime.scheduler: "
                              "work_stealing), sluice-sh (runtime.accept: shared); the row "
                              "named sluice has the defaults (per_thread, reuseport)")
-    parser.add_argument("--scenarios", default=",".join([*SCENARIOS, *EVENTS, "compression", "scale"]))
+    parser.add_argument("--scenarios", default=",".join([*SCENARIOS, *EVENTS, "compression", "scale",
+                                                         "h2", "h2c"]))
     parser.add_argument("--sluice-features", default="",
                         help="cargo features for the sluice build, e.g. aws-lc-rs (TLS provider)")
     parser.add_argument("--soak", type=int, default=0,
@@ -916,7 +919,7 @@ def main():
     if unknown:
         sys.exit(f"unknown --variants {unknown}: choose from {list(VARIANTS)}")
     scenarios = opts.scenarios.split(",")
-    extra = ["compression", "scale"]
+    extra = ["compression", "scale", "h2", "h2c"]
     unknown = [s for s in scenarios if s not in SCENARIOS and s not in EVENTS and s not in extra]
     if unknown:
         sys.exit(f"unknown --scenarios {unknown}: choose from {[*SCENARIOS, *EVENTS, *extra]}")
@@ -936,6 +939,11 @@ def main():
             continue
         if scenario == "compression":
             compression(opts, sluice_bin, fd_limit)
+            continue
+        if scenario in ("h2", "h2c"):
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import h2bench
+            h2bench.run(scenario, opts, sluice_bin, fd_limit)
             continue
         if scenario == "scale":
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

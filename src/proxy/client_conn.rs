@@ -19,13 +19,14 @@
 
 use crate::proxy::activity::{ConnActivity, TimedIo};
 use crate::proxy::h1;
+use crate::proxy::h2_streams::{StreamExec, WithStreams};
 use crate::upstream::request_body::ClientBody;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
@@ -388,13 +389,15 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: ConnService,
 {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+    // Streams run on this connection's task (`h2_streams`: no task per request).
+    let exec = StreamExec::default();
+    let mut builder = http2::Builder::new(exec.clone());
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_streams)
         // Bounds CONTINUATION frames too: h2 refuses more than the list size allows.
         .max_header_list_size(limits.h2_header_list);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = WithStreams::new(builder.serve_connection(TokioIo::new(io), service), exec);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => return result,
@@ -404,7 +407,7 @@ where
     tokio::select! {
         result = connection.as_mut() => result,
         () = grace => {
-            connection.as_mut().graceful_shutdown();
+            connection.as_mut().connection().graceful_shutdown();
             connection.await
         }
     }

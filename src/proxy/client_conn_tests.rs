@@ -8,6 +8,7 @@ use crate::proxy::activity::{Activity, ClientTimeouts};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
+use hyper_util::rt::TokioExecutor;
 use std::convert::Infallible;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -237,4 +238,72 @@ async fn the_http2_preface_gets_an_http2_connection() {
     let response = sender.send_request(request).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"/h2 3 hyper");
+}
+
+/// HTTP/2 streams run on the connection's task (`h2_streams`): several in flight at once
+/// are all answered, and a stop (with its grace period over) lets them finish before the
+/// connection closes.
+#[tokio::test(start_paused = true)]
+async fn http2_streams_in_flight_finish_across_a_stop() {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let activity = Arc::new(ConnActivity::default());
+    let io = TimedIo::new(server, Arc::clone(&activity) as Activity, TIMEOUTS);
+    let release = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(tokio::sync::Semaphore::new(0));
+    let service = service_fn({
+        let (release, started) = (Arc::clone(&release), Arc::clone(&started));
+        move |request: Request<Incoming>| {
+            let (release, started) = (Arc::clone(&release), Arc::clone(&started));
+            async move {
+                started.add_permits(1);
+                release.notified().await;
+                let text = format!("{} answered", request.uri().path());
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+            }
+        }
+    });
+    let own = |_: Request<ClientBody>| async { Response::new(Full::new(Bytes::new())) };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(drive(
+        io,
+        service,
+        own,
+        Versions::Detect,
+        HyperLimits::default(),
+        Closing::Drop,
+        stop.clone(),
+    ));
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let requests: Vec<_> = (0..3)
+        .map(|i| {
+            let mut sender = sender.clone();
+            tokio::spawn(async move {
+                let request = Request::builder()
+                    .uri(format!("http://a/s{i}"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                response.into_body().collect().await.unwrap().to_bytes()
+            })
+        })
+        .collect();
+    // All three are in the service at once, then the listener stops.
+    let _all = started.acquire_many(3).await.unwrap();
+    stop.cancel();
+    tokio::time::sleep(IDLE_CLOSE_GRACE * 2).await;
+    assert!(!task.is_finished(), "closed with streams in flight");
+    release.notify_waiters();
+    for (i, request) in requests.into_iter().enumerate() {
+        assert_eq!(request.await.unwrap(), format!("/s{i} answered"));
+    }
+    drop(sender);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the connection closes once its streams are answered")
+        .unwrap()
+        .unwrap();
 }

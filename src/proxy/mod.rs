@@ -13,6 +13,7 @@ pub mod direct;
 pub mod error_page;
 pub mod forward;
 pub mod h1;
+pub mod h2_streams;
 pub mod http;
 pub mod mirror;
 pub mod passthrough;
