@@ -190,9 +190,10 @@ impl Schedule {
     }
 }
 
-/// One step of nginx's smooth WRR over `weights`, where `None` marks a backend that sits this
+/// One step of nginx's smooth WRR over `weights` (the reference the schedule is tested against), where `None` marks a backend that sits this
 /// step out: every eligible backend gains its weight, the largest current wins and pays back
 /// the total.
+#[cfg(test)]
 fn smooth_step(current: &mut [i64], weights: impl Iterator<Item = Option<u64>>) -> Option<usize> {
     let mut total: i64 = 0;
     let mut best: Option<usize> = None;
