@@ -113,6 +113,9 @@ impl RoundRobin {
     }
 }
 
+/// The backends of one weight, best first: `(-total * times picked, index)`.
+type Heads = BinaryHeap<(i128, Reverse<u32>)>;
+
 /// nginx's smooth WRR, one step at a time, in O(distinct weights + log n) a step rather than
 /// the O(n) of `smooth_step` (which scanned every backend per entry: 10^8 steps to tabulate
 /// 10,000 discovered backends of weight 1, so each change of a big pool cost a second of CPU).
@@ -126,7 +129,7 @@ impl RoundRobin {
 #[derive(Debug)]
 struct Schedule {
     /// `(weight, heap of (-total * picked, index))` per distinct non-zero weight.
-    classes: Vec<(i128, BinaryHeap<(i128, Reverse<u32>)>)>,
+    classes: Vec<(i128, Heads)>,
     /// Steps taken in the current cycle.
     step: u64,
     /// Sum of the weights: the cycle's length.
@@ -137,7 +140,7 @@ struct Schedule {
 
 impl Schedule {
     fn new(weights: &[u64]) -> Schedule {
-        let mut by_weight: BTreeMap<u64, BinaryHeap<(i128, Reverse<u32>)>> = BTreeMap::new();
+        let mut by_weight: BTreeMap<u64, Heads> = BTreeMap::new();
         for (index, &weight) in weights.iter().enumerate() {
             if weight > 0 {
                 let heap = by_weight.entry(weight).or_default();

@@ -152,7 +152,7 @@ impl Reloads {
                 // one applied before, is a change to apply again.
                 *lock(&self.applied) = None;
                 *lock(&self.tried) = None;
-                Ok(describe(&plan))
+                Ok(describe(plan))
             }
             Err(error) => Err(chain(error)),
         };
