@@ -166,6 +166,42 @@ fn bench_picks(c: &mut Criterion) {
     }
 }
 
+/// Round robin over 10,000 discovered backends (etcd churn, issue #27): building the selector
+/// on every change, and one pick, for weights 1-5 (a precomputed cycle) and for distinct
+/// weights whose sum is too large to tabulate (the lazy per-weight-class schedule).
+fn bench_round_robin_big(c: &mut Criterion) {
+    let mut group = c.benchmark_group("round_robin_10000");
+    let cases = [
+        Case {
+            name: "weights_1_5",
+            algorithm: Algorithm::RoundRobin,
+            weight: |i| 1 + (i % 5) as u32,
+        },
+        Case {
+            name: "weights_distinct",
+            algorithm: Algorithm::RoundRobin,
+            weight: |i| 1_000_000 - i as u32,
+        },
+    ];
+    for case in cases {
+        let (backends, _guards) = pool(&case, 10_000);
+        group.bench_function(BenchmarkId::new("build", case.name), |b| {
+            b.iter(|| Balancer::new(&case.algorithm, black_box(&backends)))
+        });
+        let balancer = Balancer::new(&case.algorithm, &backends);
+        let context = PickContext {
+            key: None,
+            sticky: None,
+            now_micros: 1_000_000,
+        };
+        let mut rng = fastrand::Rng::with_seed(1);
+        group.bench_function(BenchmarkId::new("pick", case.name), |b| {
+            b.iter(|| balancer.pick(black_box(&backends), &context, &mut rng))
+        });
+    }
+    group.finish();
+}
+
 /// What the HTTP proxy adds per request before `pick`: finding and hashing the key.
 fn bench_keys(c: &mut Criterion) {
     let mut headers = http::HeaderMap::new();
@@ -198,6 +234,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = bench_picks, bench_keys
+    targets = bench_picks, bench_round_robin_big, bench_keys
 }
 criterion_main!(benches);

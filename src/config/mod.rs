@@ -27,6 +27,7 @@ pub mod health;
 mod limits;
 mod listener;
 mod parse;
+pub mod plan_summary;
 mod pool;
 mod proxy_protocol;
 pub mod resilience;

@@ -4,7 +4,7 @@
 //! `transaction.rs`.
 
 use super::listeners::Listeners;
-use super::reloads::Reloads;
+use super::reloads::{self, Reloads};
 use super::{
     BackendAction, BoxFuture, ControlError, ControlPlane, Hooks, Layers, ReloadReport, View,
     sockets,
@@ -154,8 +154,8 @@ impl Control {
         let _running = self.run.lock().await;
         match self.apply(Proposal::Discovered(sets), None) {
             Ok(plan) if !plan.is_empty() => {
-                let plan = plan.to_string();
-                tracing::info!("discovery: {}", plan.trim_end().replace('\n', "; "));
+                let summary = reloads::describe(&plan);
+                tracing::info!("discovery: {}", summary.trim_end().replace('\n', "; "));
             }
             Ok(_) => {}
             // Nothing in such a change can fail (no sockets, no files); say so if it did.

@@ -17,6 +17,7 @@
 use super::{Control, Proposal};
 use crate::config::Config;
 use crate::config::diff::ReloadPlan;
+use crate::config::plan_summary::SUMMARY_LINES;
 use crate::error::{Error, chain};
 use crate::systemd::{notify_ready, notify_reloading};
 use serde::Serialize;
@@ -59,6 +60,14 @@ enum FileChange {
     Restored,
     /// Content already applied or already refused: nothing to say.
     Seen,
+}
+
+/// A plan as the info log and the reload history keep it: bounded (`ReloadPlan::summary`), so
+/// that a change moving 10,000 backends is not a megabyte per log line and per report. The
+/// whole plan goes to the debug log, built only when that level is on.
+pub(super) fn describe(plan: &ReloadPlan) -> String {
+    tracing::debug!("full plan:\n{plan}");
+    plan.summary(SUMMARY_LINES)
 }
 
 /// Reload reports kept for `/status` (`reload_history`).
@@ -143,7 +152,7 @@ impl Reloads {
                 // one applied before, is a change to apply again.
                 *lock(&self.applied) = None;
                 *lock(&self.tried) = None;
-                Ok(plan.to_string())
+                Ok(describe(plan))
             }
             Err(error) => Err(chain(error)),
         };
@@ -179,7 +188,7 @@ impl Reloads {
             .apply(Proposal::File(Box::new(config), Some(text)), None)
             .map_err(|e| chain(&e))?;
         *lock(&self.applied) = Some(state);
-        Ok(plan.to_string())
+        Ok(describe(&plan))
     }
 
     fn finish(&self, trigger: &str, outcome: Result<String, String>) -> ReloadReport {

@@ -317,3 +317,45 @@ async fn process_metrics_are_scraped_with_sane_values() {
         "started {start}, now {now}"
     );
 }
+
+/// A reload that moves many backends is reported and kept as a bounded summary (issue #27):
+/// counts per kind, the first 50 lines, "... and K more"; not one line per backend.
+#[tokio::test]
+async fn a_reload_moving_many_backends_is_reported_as_a_bounded_summary() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("sluice.yaml");
+    // Documentation addresses (TEST-NET-1): never dialled by this test.
+    let config = |third: u8| {
+        let backends: Vec<String> = (1..=200)
+            .map(|i| format!("192.0.{third}.{}:80", i))
+            .collect();
+        format!(
+            "admin: {{bind: 127.0.0.1:0}}\nwatch: false\nlisteners:\n  web: {{bind: '127.0.0.1:0', pool: app}}\npools:\n  app:\n    backends: [{}]\n",
+            backends.join(", ")
+        )
+    };
+    write_file(&path, &config(2));
+    let sluice = sluice::Server::start_from_file(&path).await.unwrap();
+    let admin = sluice.admin_addr().unwrap();
+
+    write_file(&path, &config(3));
+    let response = admin_post(admin, "/reload").await;
+    assert_status(&response, StatusCode::OK);
+    let report: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+    let detail = report["detail"].as_str().unwrap();
+    let lines: Vec<&str> = detail.lines().collect();
+    assert_eq!(
+        lines[0], "400 changes (backends added: 200, backends removed: 200)",
+        "{detail}"
+    );
+    assert_eq!(lines.len(), 52, "{detail}");
+    assert_eq!(
+        lines[51], "... and 350 more (the full plan is logged at debug level)",
+        "{detail}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(get(admin, "/status").await.body()).unwrap();
+    let history = status["reload_history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["detail"].as_str(), Some(detail));
+    assert_eq!(status["last_reload"]["detail"].as_str(), Some(detail));
+}
