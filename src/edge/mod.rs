@@ -20,8 +20,8 @@ pub mod conns;
 pub mod rate;
 pub mod refusals;
 
-use crate::config::ListenerConfig;
 use crate::config::edge::{AccessRule, RateKey, RateLimitConfig};
+use crate::config::{ListenerConfig, RouteConfig};
 use http::{HeaderMap, StatusCode};
 use rate::{Decision, Limiter};
 use std::net::IpAddr;
@@ -44,6 +44,34 @@ pub struct EdgeState {
 }
 
 impl EdgeState {
+    /// The listener's own rules (named `name`), as `judge_request` takes them.
+    pub fn listener_rules<'a>(&'a self, name: &'a str, config: &'a ListenerConfig) -> Rules<'a> {
+        Rules {
+            listener: name,
+            route: "",
+            access: &config.edge.access,
+            rate_limit: config.edge.rate_limit.as_ref().zip(self.limiter.as_deref()),
+            refusals: &self.refusals,
+        }
+    }
+
+    /// The rules of the listener's route at `index`.
+    pub fn route_rules<'a>(
+        &'a self,
+        name: &'a str,
+        index: usize,
+        route: &'a RouteConfig,
+    ) -> Rules<'a> {
+        let limiter = self.route_limiters.get(index).and_then(Option::as_deref);
+        Rules {
+            listener: name,
+            route: self.route_labels.get(index).map_or("", String::as_str),
+            access: &route.edge.access,
+            rate_limit: route.edge.rate_limit.as_ref().zip(limiter),
+            refusals: &self.refusals,
+        }
+    }
+
     /// `previous`: the same listener's config and state in the snapshot being replaced.
     pub fn build(
         config: &ListenerConfig,

@@ -35,17 +35,7 @@ fn access_then_rate_limit_with_reasons_and_dry_runs() {
     let config = config(EDGE);
     let listener = &config.listeners["web"];
     let state = EdgeState::build(listener, None);
-    let rules = Rules {
-        listener: "web",
-        route: "",
-        access: &listener.edge.access,
-        rate_limit: listener
-            .edge
-            .rate_limit
-            .as_ref()
-            .zip(state.limiter.as_deref()),
-        refusals: &state.refusals,
-    };
+    let rules = state.listener_rules("web", listener);
     let headers = HeaderMap::new();
     let denied = judge_request(&rules, ip("192.0.2.9"), &headers, SECOND);
     assert_eq!(
@@ -82,15 +72,8 @@ fn header_keys_fall_back_to_the_client_and_dry_runs_pass() {
     let config = config(EDGE);
     let listener = &config.listeners["web"];
     let state = EdgeState::build(listener, None);
-    let route = &listener.routes[0];
-    let limiter = state.route_limiters[0].as_deref();
-    let rules = Rules {
-        listener: "web",
-        route: "routes[0]",
-        access: &route.edge.access,
-        rate_limit: route.edge.rate_limit.as_ref().zip(limiter),
-        refusals: &state.refusals,
-    };
+    let rules = state.route_rules("web", 0, &listener.routes[0]);
+    assert_eq!(rules.route, "routes[0]");
     let mut headers = HeaderMap::new();
     headers.insert("x-api-key", "secret-key-1".parse().unwrap());
     assert_eq!(

@@ -356,17 +356,7 @@ fn handle<'a>(
         };
         let edge_state = snapshot.edge(&context.listener);
         if let Some(state) = edge_state {
-            let rules = edge::Rules {
-                listener: &context.listener,
-                route: "",
-                access: &listener.edge.access,
-                rate_limit: listener
-                    .edge
-                    .rate_limit
-                    .as_ref()
-                    .zip(state.limiter.as_deref()),
-                refusals: &state.refusals,
-            };
+            let rules = state.listener_rules(&context.listener, listener);
             let outcome = edge::judge_request(&rules, client.ip, request.headers(), now);
             if let Some(refused) = outcome.refused {
                 return refuse(context, refused, outcome.would_refuse, active);
@@ -396,16 +386,9 @@ fn handle<'a>(
         };
         let route = routed.route;
         if let (Some(route), Some(index), Some(state)) = (route, routed.index, edge_state)
-            && !(route.edge.access.is_empty() && route.edge.rate_limit.is_none())
+            && let rules = state.route_rules(&context.listener, index, route)
+            && !rules.is_empty()
         {
-            let limiter = state.route_limiters.get(index).and_then(Option::as_deref);
-            let rules = edge::Rules {
-                listener: &context.listener,
-                route: state.route_labels.get(index).map_or("", String::as_str),
-                access: &route.edge.access,
-                rate_limit: route.edge.rate_limit.as_ref().zip(limiter),
-                refusals: &state.refusals,
-            };
             let outcome = edge::judge_request(&rules, client.ip, request.headers(), now);
             let note = dry_run.take().or(outcome.would_refuse);
             if let Some(refused) = outcome.refused {
