@@ -16,9 +16,7 @@ pub fn reload(
     token: &TokenArgs,
     config_path: &Path,
 ) -> Result<ExitCode, CliError> {
-    let (admin, config_token) = admin_target(args.admin, config_path);
-    let token = action_token(token.token_file.as_deref(), config_token.as_deref())?;
-    let (status, body) = admin_call(admin, http::Method::POST, "/reload", token.as_deref())?;
+    let (status, body) = post(args, token, config_path, "/reload")?;
     if args.json {
         print!("{body}");
     } else {
@@ -35,20 +33,31 @@ pub fn backend_action(
     token: &TokenArgs,
     config_path: &Path,
 ) -> Result<ExitCode, CliError> {
-    let (admin, config_token) = admin_target(args.admin, config_path);
-    let token = action_token(token.token_file.as_deref(), config_token.as_deref())?;
     let pool = &target.pool;
     let path = format!(
         "/pools/{pool}/backends/{}/{action}",
         path_segment(&target.backend)
     );
-    let (status, body) = admin_call(admin, http::Method::POST, &path, token.as_deref())?;
+    let (status, body) = post(args, token, config_path, &path)?;
     if args.json {
         print!("{body}");
     } else {
         human_answer(status, &backend_outcome(status, &body, pool, action));
     }
     Ok(exit_status(status))
+}
+
+/// POSTs an action to the running sluice with the admin token the operator gave (or the
+/// config file names): the status and body of its answer.
+fn post(
+    args: &AdminArgs,
+    token: &TokenArgs,
+    config_path: &Path,
+    path: &str,
+) -> Result<(u16, String), CliError> {
+    let (admin, config_token) = admin_target(args.admin, config_path);
+    let token = action_token(token.token_file.as_deref(), config_token.as_deref())?;
+    admin_call(admin, http::Method::POST, path, token.as_deref())
 }
 
 /// A backend address as one URL path segment (a unix path's slashes escaped; the admin API
